@@ -1,0 +1,13 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Reusable process isolation; knows nothing about networking.
+
+    sandbox.ns       unshare, setns, mount, umount2, pivot_root, id maps
+    sandbox.caps     dropping capabilities, securebits, no_new_privs, dumpable
+    sandbox.seccomp  policy files (policies/README.md) and loading the filter
+    sandbox.isolate  isolate_worker(): the whole sequence, in order
+    sandbox.fdpass   send_fds/recv_fds over SCM_RIGHTS
+
+Imports only the standard library, python-prctl and pyseccomp. Nothing is
+imported here: import the submodule you need (sandbox.seccomp imports
+pyseccomp, which runs ldconfig at import time, so import it early).
+"""
