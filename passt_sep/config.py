@@ -1,0 +1,193 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""One immutable Config, derived once from the options and the host.
+
+The parent builds it after reading host addressing; the worker receives a
+copy before it handles any frame. Nothing in it changes afterwards except
+what the worker learns at run time (the guest's MAC and the addresses it
+actually uses), which lives in the worker's own state, not here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+
+from .cli import Options
+from .errors import SetupError
+from .setup.hostaddr import HostInfo
+
+log = logging.getLogger("passt_sep")
+
+IPv4 = ipaddress.IPv4Address
+IPv6 = ipaddress.IPv6Address
+LOOP4 = IPv4("127.0.0.1")
+LOOP6 = IPv6("::1")
+
+
+@dataclass(frozen=True)
+class V4:
+    """IPv4 as the guest sees it."""
+
+    addr: IPv4
+    prefix: int
+    gw: IPv4
+    dns: tuple[IPv4, ...]  # advertised through DHCP
+    dns_match: IPv4 | None  # address whose port 53 goes to dns_host
+    dns_host: IPv4 | None
+    ifname: str  # host template interface
+
+    @property
+    def gw_onlink(self) -> bool:
+        """Whether the gateway lies inside the guest's subnet."""
+        net = ipaddress.IPv4Network(f"{self.addr}/{self.prefix}", strict=False)
+        return self.gw in net and self.prefix < 31
+
+
+@dataclass(frozen=True)
+class V6:
+    """IPv6 as the guest sees it."""
+
+    addr: IPv6
+    prefix: int  # 64 for the RA prefix; DHCPv6 hands out a /128
+    gw: IPv6
+    our_ll: IPv6  # source of RA/NA and DHCPv6 replies
+    dns: tuple[IPv6, ...]
+    dns_match: IPv6 | None
+    dns_host: IPv6 | None
+    ifname: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the run needs, fixed before the worker starts."""
+
+    opts: Options
+    mode: str
+    v4: V4 | None
+    v6: V6 | None
+    our_mac: bytes
+    mtu: int  # 0: not advertised
+    ns_ifname: str
+    search: tuple[str, ...]  # advertised search list (empty: none)
+    map_gw: bool
+
+    def summary(self) -> list[str]:
+        """The start-up summary, as passt/pasta print it."""
+        lines = []
+        if self.v4:
+            lines.append(f"Template interface: {self.v4.ifname} (IPv4)")
+        if self.v6:
+            lines.append(f"Template interface: {self.v6.ifname} (IPv6)")
+        if self.mode == "pasta":
+            lines.append(f"Namespace interface: {self.ns_ifname}")
+        lines.append(f"MAC:\n    host: {':'.join(f'{b:02x}' for b in self.our_mac)}")
+        if self.v4:
+            lines.append("DHCP:")
+            lines.append(f"    assign: {self.v4.addr}")
+            mask = ipaddress.IPv4Network(f"0.0.0.0/{self.v4.prefix}").netmask
+            lines.append(f"    mask: {mask}")
+            lines.append(f"    router: {self.v4.gw}")
+            if self.v4.dns:
+                lines.append("DNS:")
+                lines.extend(f"    {d}" for d in self.v4.dns)
+        if self.search:
+            lines.append("DNS search list:")
+            lines.extend(f"    {s}" for s in self.search)
+        if self.v6:
+            lines.append("NDP/DHCPv6:")
+            lines.append(f"    assign: {self.v6.addr}")
+            lines.append(f"    router: {self.v6.gw}")
+            lines.append(f"    our link-local: {self.v6.our_ll}")
+            if self.v6.dns:
+                lines.append("DNS:")
+                lines.extend(f"    {d}" for d in self.v6.dns)
+        return lines
+
+
+def _mac_ll(mac: bytes) -> IPv6:
+    """EUI-64 link-local address from a MAC."""
+    eui = bytes([mac[0] ^ 2]) + mac[1:3] + b"\xff\xfe" + mac[3:6]
+    return IPv6(b"\xfe\x80" + bytes(6) + eui)
+
+
+def build_config(o: Options, host: HostInfo) -> Config:
+    """Combine options and host addressing; raise SetupError if unusable."""
+    dns_all = o.dns if o.dns is not None else host.nameservers
+    v4 = v6 = None
+    if o.ipv4:
+        f = host.v4
+        addr = o.addr4 or (f.addr if f else None)
+        gw = o.gw4 or (f.gateway if f else None)
+        if addr is None or gw is None:
+            if o.ipv6 and (host.v6 or o.addr6):
+                log.warning("IPv4: no usable default route or address, IPv4 disabled")
+        else:
+            prefix = o.prefix4 if o.prefix4 is not None else (f.prefix if f and f.addr == addr else 0)
+            if prefix == 0:  # classful fallback, as passt does
+                first = addr.packed[0]
+                prefix = 8 if first < 128 else 16 if first < 192 else 24 if first < 224 else 32
+            match = host_ns = None
+            adv: list[IPv4] = []
+            for d in dns_all:
+                if not isinstance(d, IPv4):
+                    continue
+                if host_ns is None:
+                    host_ns = d
+                if d.is_loopback:
+                    if o.map_gw and match is None:
+                        match = gw
+                        adv.append(gw)
+                else:
+                    adv.append(d)
+            if o.dns_forward4:
+                match = o.dns_forward4
+                adv = [o.dns_forward4] if not adv or o.dns is None else adv
+            v4 = V4(addr=addr, prefix=prefix, gw=gw, dns=tuple(adv[:3]),
+                    dns_match=match, dns_host=host_ns,
+                    ifname=f.ifname if f else (o.ifname or "eth0"))
+    if o.ipv6:
+        f = host.v6
+        addr = o.addr6 or (f.addr if f else None)
+        gw = o.gw6 or (f.gateway if f else None)
+        if addr is None or gw is None:
+            if o.ipv4 and v4 is not None:
+                log.warning("IPv6: no usable default route or global address, IPv6 disabled")
+        else:
+            mac = o.our_mac or host.mac or b"\x02\x00\x00\x00\x00\x01"
+            our_ll = gw if gw.is_link_local else ((f.addr_ll if f else None) or _mac_ll(mac))
+            match6 = host6 = None
+            adv6: list[IPv6] = []
+            for d in dns_all:
+                if not isinstance(d, IPv6):
+                    continue
+                if host6 is None:
+                    host6 = d
+                if d.is_loopback:
+                    if o.map_gw and match6 is None:
+                        match6 = gw
+                        adv6.append(gw)
+                else:
+                    adv6.append(d)
+            if o.dns_forward6:
+                match6 = o.dns_forward6
+                adv6 = [o.dns_forward6] if not adv6 or o.dns is None else adv6
+            v6 = V6(addr=addr, prefix=64, gw=gw, our_ll=our_ll, dns=tuple(adv6[:3]),
+                    dns_match=match6, dns_host=host6,
+                    ifname=f.ifname if f else (o.ifname or "eth0"))
+    if v4 is None and v6 is None:
+        raise SetupError("host addressing", "External interface not usable")
+    our_mac = o.our_mac or host.mac or b"\x9a\x55\x9a\x55\x9a\x55"
+    tmpl = (v4.ifname if v4 else v6.ifname) if (v4 or v6) else "eth0"  # type: ignore[union-attr]
+    search = o.search if o.search is not None else host.search
+    return Config(
+        opts=o,
+        mode=o.mode,
+        v4=v4,
+        v6=v6,
+        our_mac=our_mac,
+        mtu=o.mtu,
+        ns_ifname=o.ns_ifname or tmpl,
+        search=tuple(search) if o.dhcp_search else (),
+        map_gw=o.map_gw,
+    )

@@ -1,0 +1,76 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The broker's messages: the whole door between worker and parent.
+
+Parent and worker share one SOCK_SEQPACKET socketpair. Apart from the
+start-up message (parent to worker: the Config and the fds the worker
+starts with), every message is one fixed-layout request from the worker
+and one reply from the parent, which may carry one fd over SCM_RIGHTS.
+
+Request (worker to parent), 40 bytes::
+
+    u32 seq     echoed in the reply, so the worker can match it
+    u16 op      OP_* below
+    u16 family  AF_INET or AF_INET6
+    u16 port    meaning per op (e.g. ICMP echo identifier)
+    u16 pad
+    16s addr    address, IPv4 in the first 4 bytes
+    u32 arg     meaning per op
+    u32 pad
+
+Reply (parent to worker), 8 bytes: ``u32 seq, i32 status`` (0, or a
+positive errno), with the fd attached when status is 0.
+
+Worker to parent also: OP_LOG-free; the worker logs to an fd it was given.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+REQ = struct.Struct("=IHHHH16sII")
+REPLY = struct.Struct("=Ii")
+
+OP_PING_SOCKET = 1  # ICMP/ICMPv6 echo ("ping") socket in the host netns
+OP_NAMES = {OP_PING_SOCKET: "ping socket"}
+
+START_MAX = 1 << 20  # largest start-up message (pickled Config)
+MAX_START_FDS = 16
+
+
+@dataclass(frozen=True)
+class Request:
+    """One decoded request from the worker."""
+
+    seq: int
+    op: int
+    family: int
+    port: int
+    addr: bytes
+    arg: int
+
+
+def pack_request(seq: int, op: int, family: int, port: int = 0, addr: bytes = b"", arg: int = 0) -> bytes:
+    """Encode a request."""
+    return REQ.pack(seq, op, family, port, 0, addr.ljust(16, b"\0"), arg, 0)
+
+
+def unpack_request(data: bytes) -> Request | None:
+    """Decode a request; None if its size is wrong."""
+    if len(data) != REQ.size:
+        return None
+    seq, op, family, port, _, addr, arg, _ = REQ.unpack(data)
+    return Request(seq, op, family, port, addr, arg)
+
+
+def pack_reply(seq: int, status: int) -> bytes:
+    """Encode a reply."""
+    return REPLY.pack(seq, status)
+
+
+def unpack_reply(data: bytes) -> tuple[int, int] | None:
+    """Decode a reply: (seq, status), or None if its size is wrong."""
+    if len(data) != REPLY.size:
+        return None
+    seq, status = REPLY.unpack(data)
+    return seq, status

@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The broker: the parent's side of the door, one handler per request.
+
+Parent only. The worker asks for sockets in the host's network namespace;
+each request is checked completely against the Config before any fd is
+made, and a request outside policy is refused (EPERM), logged, and the
+worker carries on. The whole attack surface of the privileged side is the
+``handle`` function and the handlers it names.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from sandbox.fdpass import send_fds
+
+from .. import ipc
+from ..config import Config
+from ..log import log
+
+
+class Broker:
+    """Validates and serves the worker's requests."""
+
+    def __init__(self, cfg: Config, sock: socket.socket) -> None:
+        self.cfg = cfg
+        self.sock = sock
+        self.refused = 0
+
+    def _family_ok(self, family: int) -> bool:
+        return (family == socket.AF_INET and self.cfg.v4 is not None) or (
+            family == socket.AF_INET6 and self.cfg.v6 is not None)
+
+    def ping_socket(self, req: ipc.Request) -> socket.socket | int:
+        """An unprivileged ICMP echo socket of the requested family."""
+        if self.cfg.opts.no_icmp or not self._family_ok(req.family):
+            return errno.EPERM
+        proto = socket.IPPROTO_ICMP if req.family == socket.AF_INET else socket.IPPROTO_ICMPV6
+        s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, proto)
+        ifname = self.cfg.opts.outbound_if4 if req.family == socket.AF_INET else self.cfg.opts.outbound_if6
+        if ifname:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        return s
+
+    def handle(self, data: bytes) -> None:
+        """Answer one request message."""
+        req = ipc.unpack_request(data)
+        if req is None:
+            self.refused += 1
+            log.warn(f"broker: refused malformed request ({len(data)} bytes)")
+            return
+        handler = {ipc.OP_PING_SOCKET: self.ping_socket}.get(req.op)
+        if handler is None:
+            result: socket.socket | int = errno.EPERM
+        else:
+            try:
+                result = handler(req)
+            except OSError as e:
+                result = e.errno or errno.EIO
+        if isinstance(result, int):
+            if result == errno.EPERM:
+                self.refused += 1
+                log.warn(f"broker: refused request op {req.op} "
+                         f"({ipc.OP_NAMES.get(req.op, 'unknown')}), family {req.family}")
+            else:
+                log.debug(f"broker: {ipc.OP_NAMES.get(req.op, req.op)}: errno {result}")
+            self._send(ipc.pack_reply(req.seq, result), [])
+            return
+        try:
+            self._send(ipc.pack_reply(req.seq, 0), [result.fileno()])
+        finally:
+            result.close()
+
+    def _send(self, msg: bytes, fds: list[int]) -> None:
+        try:
+            if fds:
+                send_fds(self.sock, msg, fds)
+            else:
+                self.sock.send(msg)
+        except OSError as e:
+            log.debug(f"broker: reply to worker failed: {e.strerror}")

@@ -1,0 +1,352 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The privileged parent: set-up in order, then broker and supervisor.
+
+Parent only. Order of a pasta run:
+
+1. fork the worker first, while the process is single-threaded and small
+   (it isolates itself at once, in parallel with the rest of set-up);
+2. without CAP_SYS_ADMIN, make or join a user namespace;
+3. read host addressing, build the Config, print the summary;
+4. create the guest's namespace around the command, or open the target;
+5. create and configure the tap inside it;
+6. send the worker its start message (Config, tap, log and pcap fds) and
+   wait for it to say it is ready;
+7. let the command run (or tell the launcher we are ready, if daemonized);
+8. serve broker requests and supervise: exit with the command's status,
+   exit 0 when a --netns target disappears or on SIGTERM, exit 1 with a
+   one-line reason when the worker dies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import selectors
+import signal
+import socket
+import time
+
+from sandbox.fdpass import send_fds
+from sandbox.seccomp import load_policy
+
+from .. import log as logmod
+from ..cli import Options
+from ..errors import SetupError
+from ..log import log
+from . import netns
+
+WORKER_READY_TIMEOUT = 10.0  # seconds the worker may take to isolate itself
+SIG_NAMES = {signal.SIGSYS: "SIGSYS (seccomp policy violation)", signal.SIGKILL: "SIGKILL",
+             signal.SIGSEGV: "SIGSEGV", signal.SIGTERM: "SIGTERM", signal.SIGABRT: "SIGABRT"}
+
+
+def _open_log(opts: Options, prog: str) -> int | None:
+    if not opts.log_file:
+        return None
+    try:
+        fd = os.open(opts.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise SetupError(f"log file {opts.log_file}", e) from None
+    os.write(fd, f"{prog} passt-sep: {os.path.realpath('/proc/self/exe')} ({os.getpid()})\n".encode())
+    return fd
+
+
+def _open_pcap(path: str | None) -> int | None:
+    if not path:
+        return None
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise SetupError(f"pcap file {path}", e) from None
+
+
+def _write_pid(path: str | None, pid: int) -> None:
+    if not path:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.write(fd, f"{pid}\n".encode())
+        os.close(fd)
+    except OSError as e:
+        raise SetupError(f"PID file {path}", e) from None
+
+
+def describe_status(status: int) -> str:
+    """Why a process ended, in words."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"killed by signal {SIG_NAMES.get(sig, str(sig))}"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"ended (status {status})"
+
+
+class Parent:
+    """One run of pasta: set-up, then supervision."""
+
+    def __init__(self, opts: Options, prog: str, ready_fd: int | None = None) -> None:
+        self.opts = opts
+        self.prog = prog
+        self.ready_fd = ready_fd  # daemon mode: the launcher waits on it
+        self.worker_pid = 0
+        self.spawned: netns.Spawned | None = None
+        self.netns_fd = -1
+        self.tap_fd = -1
+
+    # -- steps --------------------------------------------------------------
+    def fork_worker(self) -> None:
+        """Step 1: the worker, isolated before anything else happens."""
+        from ..worker.main import policy_path, worker_main
+
+        try:
+            policy = load_policy(policy_path(self.opts.mode))
+        except (OSError, ValueError) as e:
+            raise SetupError("seccomp policy", e) from None
+        self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            self.sock.close()
+            worker_main(wsock, self.opts.mode, policy)
+        wsock.close()
+        self.worker_pid = pid
+
+    def run(self) -> int:
+        """Do the whole run; return the exit status."""
+        o = self.opts
+        level = logmod.TRACE if o.trace else logmod.DEBUG if o.debug else logmod.INFO
+        if o.quiet:
+            level = logmod.ERROR
+        log_fd = _open_log(o, self.prog)
+        stderr_fd = 2 if (log_fd is None or o.stderr) else None
+        log.configure(self.prog, level, stderr_fd, log_fd, o.debug)
+        self.fork_worker()
+        try:
+            return self._run(level, stderr_fd, log_fd)
+        finally:
+            self._stop_worker()
+            if self.spawned is not None and self.spawned.pid:
+                self.spawned.abort()
+
+    def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
+        o = self.opts
+        privileged = netns.has_cap_sys_admin()
+        attach = o.netns is not None or o.target_pid is not None
+        if attach:
+            netns_path = o.netns or f"/proc/{o.target_pid}/ns/net"
+            userns = o.userns or (f"/proc/{o.target_pid}/ns/user" if o.target_pid else None)
+            if userns and not o.netns_only and not privileged:
+                netns.join_userns(userns)
+        elif not privileged:
+            netns.become_userns_root()
+
+        from ..config import build_config
+        from .hostaddr import read_host
+
+        host = read_host(o.ifname, o.outbound_if4, o.outbound_if6)
+        cfg = build_config(o, host)
+        for line in cfg.summary():
+            for part in line.split("\n"):
+                log.info(part)
+
+        if attach:
+            self.netns_fd = netns.open_netns(netns_path)
+        else:
+            self.spawned = netns.Spawned(list(o.command) or netns.shell_argv())
+            self.netns_fd = netns.open_netns(self.spawned.netns_path)
+
+        from .tap import create_and_configure
+
+        self.tap_fd, tap_name, ns_mac = create_and_configure(cfg, self.netns_fd)
+        log.debug(f"tap device {tap_name} ready, namespace side MAC "
+                  f"{':'.join(f'{b:02x}' for b in ns_mac)}")
+        pcap_fd = _open_pcap(o.pcap)
+
+        fds = [self.tap_fd] + ([log_fd] if log_fd is not None else []) + (
+            [pcap_fd] if pcap_fd is not None else [])
+        start = {"cfg": cfg, "guest_mac": ns_mac, "level": level, "stderr_fd": stderr_fd,
+                 "stamp": o.debug, "log_file": log_fd is not None, "pcap": pcap_fd is not None}
+        try:
+            send_fds(self.sock, pickle.dumps(start), fds)
+        except OSError as e:
+            raise SetupError("start worker", self._worker_death() or e) from None
+        os.close(self.tap_fd)
+        if pcap_fd is not None:
+            os.close(pcap_fd)
+        self._wait_ready()
+
+        from .broker import Broker
+
+        self.broker = Broker(cfg, self.sock)
+        if self.spawned is not None:
+            self.spawned.go()
+            _write_pid(o.pid_file, os.getpid())
+        else:
+            _write_pid(o.pid_file, os.getpid())
+            if self.ready_fd is not None:
+                os.write(self.ready_fd, b"0")
+                os.close(self.ready_fd)
+                self.ready_fd = None
+        return self.supervise(netns_path if attach else None)
+
+    def _wait_ready(self) -> None:
+        self.sock.settimeout(WORKER_READY_TIMEOUT)
+        try:
+            msg = self.sock.recv(16)
+        except OSError:
+            msg = b""
+        self.sock.settimeout(None)
+        if msg != b"ready":
+            why = self._worker_death() or "no answer"
+            raise SetupError("start worker", why)
+
+    def _worker_death(self, block: bool = False) -> str | None:
+        """If the worker has ended, reap it and say how."""
+        if not self.worker_pid:
+            return None
+        deadline = time.monotonic() + (1.0 if not block else 5.0)
+        while True:
+            pid, status = os.waitpid(self.worker_pid, os.WNOHANG)
+            if pid:
+                self.worker_pid = 0
+                return f"worker {describe_status(status)}"
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+
+    def _stop_worker(self) -> None:
+        if not self.worker_pid:
+            return
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        for _ in range(100):
+            pid, _status = os.waitpid(self.worker_pid, os.WNOHANG)
+            if pid:
+                self.worker_pid = 0
+                return
+            time.sleep(0.01)
+        try:
+            os.kill(self.worker_pid, signal.SIGKILL)
+            os.waitpid(self.worker_pid, 0)
+        except OSError:
+            pass
+        self.worker_pid = 0
+
+    # -- supervision --------------------------------------------------------
+    def supervise(self, watch_path: str | None) -> int:
+        """Serve the broker until something ends the run."""
+        sel = selectors.DefaultSelector()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        got: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP):
+            signal.signal(sig, lambda s, _f: got.append(s))
+        if self.spawned is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command gets it
+        else:
+            signal.signal(signal.SIGINT, lambda s, _f: got.append(s))
+        wfd = os.pidfd_open(self.worker_pid)
+        sel.register(wfd, selectors.EVENT_READ, "worker")
+        cfd = None
+        if self.spawned is not None:
+            cfd = os.pidfd_open(self.spawned.pid)
+            sel.register(cfd, selectors.EVENT_READ, "command")
+        sel.register(self.sock, selectors.EVENT_READ, "broker")
+        sel.register(wake_r, selectors.EVENT_READ, "signal")
+        watch = _NetnsWatch(watch_path) if watch_path and not self.opts.no_netns_quit else None
+        if watch is not None and watch.fd >= 0:
+            sel.register(watch.fd, selectors.EVENT_READ, "netns")
+        while True:
+            events = sel.select(1.0)
+            for key, _ in events:
+                what = key.data
+                if what == "broker":
+                    try:
+                        data = self.sock.recv(256)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if data:
+                        self.broker.handle(data)
+                    else:
+                        sel.unregister(self.sock)
+                elif what == "signal":
+                    try:
+                        os.read(wake_r, 64)
+                    except OSError:
+                        pass
+                elif what == "command":
+                    assert self.spawned is not None
+                    _pid, status = os.waitpid(self.spawned.pid, 0)
+                    self.spawned.pid = 0
+                    return netns.exit_status(status)
+                elif what == "worker":
+                    _pid, status = os.waitpid(self.worker_pid, 0)
+                    self.worker_pid = 0
+                    log.err(f"worker {describe_status(status)}, exiting")
+                    if self.spawned is not None:
+                        _terminate(self.spawned)
+                    return 1
+            if got:
+                if self.spawned is not None:
+                    _terminate(self.spawned)
+                return 0
+            if watch is not None and watch.gone():
+                log.info(f"Namespace {watch.path} is gone, exiting")
+                return 0
+
+
+def _terminate(sp: netns.Spawned) -> None:
+    """End the spawned command: SIGTERM, then SIGKILL after a second."""
+    if not sp.pid:
+        return
+    try:
+        os.kill(sp.pid, signal.SIGTERM)
+    except OSError:
+        return
+    for _ in range(100):
+        pid, _status = os.waitpid(sp.pid, os.WNOHANG)
+        if pid:
+            sp.pid = 0
+            return
+        time.sleep(0.01)
+    try:
+        os.kill(sp.pid, signal.SIGKILL)
+        os.waitpid(sp.pid, 0)
+    except OSError:
+        pass
+    sp.pid = 0
+
+
+class _NetnsWatch:
+    """Notice the deletion of a filesystem-bound netns (inotify, else polling)."""
+
+    IN_DELETE, IN_DELETE_SELF, IN_NONBLOCK = 0x200, 0x400, 0x800
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+        if path.startswith("/proc/"):
+            return  # a process's namespace: nothing to watch on a filesystem
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(self.IN_NONBLOCK | os.O_CLOEXEC)
+        if fd >= 0:
+            d = os.path.dirname(path) or "."
+            if libc.inotify_add_watch(fd, d.encode(), self.IN_DELETE | self.IN_DELETE_SELF) < 0:
+                os.close(fd)
+                fd = -1
+        self.fd = fd
+
+    def gone(self) -> bool:
+        """Whether the namespace file has disappeared."""
+        if self.path.startswith("/proc/"):
+            return False
+        if self.fd >= 0:
+            try:
+                os.read(self.fd, 4096)
+            except OSError:
+                pass
+        return not os.path.exists(self.path)

@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""ICMP/ICMPv6 echo flows through ping sockets from the broker.
+
+Sandboxed only. One ping socket per (family, guest identifier), asked of
+the broker the first time the identifier is seen; echo requests that
+arrive before the socket are queued (a few per flow). The kernel picks the
+socket's identifier, so replies get the guest's back. Requests to the
+gateway go to the host's loopback unless --no-map-gw; replies from
+loopback come back from the gateway. Idle flows close after 60 s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from .. import ipc
+from ..log import log
+from ..proto import icmp
+from ..proto.packet import Packet
+
+if TYPE_CHECKING:
+    from .loop import Worker
+
+FLOW_TIMEOUT = 60.0  # seconds, as passt's ICMP_ECHO_TIMEOUT
+MAX_FLOWS = 1024  # per family; identifiers beyond are dropped
+QUEUE_MAX = 8  # requests held while the broker makes the socket
+
+
+class Flow:
+    """One echo identifier of the guest."""
+
+    __slots__ = ("version", "ident", "sock", "queue", "last", "guest_src")
+
+    def __init__(self, version: int, ident: int) -> None:
+        self.version, self.ident = version, ident
+        self.sock: socket.socket | None = None
+        self.queue: list[tuple[bytes, icmp.Echo]] = []
+        self.last = 0.0
+        self.guest_src = b""
+
+
+class PingFlows:
+    """Echo flows of both families."""
+
+    def __init__(self, w: Worker) -> None:
+        self.w = w
+        self.flows: dict[tuple[int, int], Flow] = {}
+        self.warned = False
+        cfg = w.cfg
+        self.gw4 = cfg.v4.gw.packed if cfg.v4 else None
+        self.gw6 = cfg.v6.gw.packed if cfg.v6 else None
+
+    def _target(self, version: int, dst: bytes) -> str:
+        if self.w.cfg.map_gw:
+            if version == 4 and dst == self.gw4:
+                return "127.0.0.1"
+            if version == 6 and dst == self.gw6:
+                return "::1"
+        return str(ipaddress.ip_address(dst))
+
+    def from_guest(self, p: Packet) -> None:
+        """An ICMP message from the guest: forward echo requests."""
+        if self.w.cfg.opts.no_icmp:
+            return self.w.drop("icmp disabled")
+        e = icmp.parse_echo(p)
+        if isinstance(e, str):
+            return self.w.drop(e)
+        if e is None:
+            return self.w.drop("icmp type not handled")
+        key = (p.version, e.ident)
+        flow = self.flows.get(key)
+        now = self.w.now()
+        if flow is None:
+            if len(self.flows) >= 2 * MAX_FLOWS:
+                return self.w.drop("icmp flow table full")
+            flow = self.flows[key] = Flow(p.version, e.ident)
+            fam = socket.AF_INET if p.version == 4 else socket.AF_INET6
+            self.w.broker.request(ipc.OP_PING_SOCKET, fam,
+                                  lambda fd, err, f=flow: self._got_socket(f, fd, err))
+        flow.last = now
+        flow.guest_src = p.src
+        if flow.sock is None:
+            if len(flow.queue) < QUEUE_MAX:
+                flow.queue.append((p.dst, e))
+            return None
+        self._send(flow, p.dst, e)
+        return None
+
+    def _got_socket(self, flow: Flow, fd: int | None, err: int) -> None:
+        if fd is None:
+            if not self.warned:
+                self.warned = True
+                log.warn(f"ICMP echo: no ping socket ({os.strerror(err) if err else 'refused'}); "
+                         "check net.ipv4.ping_group_range")
+            self.flows.pop((flow.version, flow.ident), None)
+            return
+        fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
+        proto = socket.IPPROTO_ICMP if flow.version == 4 else socket.IPPROTO_ICMPV6
+        flow.sock = socket.socket(fam, socket.SOCK_DGRAM, proto, fileno=fd)
+        flow.sock.setblocking(False)
+        self.w.add(fd, lambda ev, f=flow: self._readable(f))
+        for dst, e in flow.queue:
+            self._send(flow, dst, e)
+        flow.queue.clear()
+
+    def _send(self, flow: Flow, dst: bytes, e: icmp.Echo) -> None:
+        assert flow.sock is not None
+        try:
+            flow.sock.sendto(icmp.echo_request_payload(flow.version, e),
+                             (self._target(flow.version, dst), 0))
+        except OSError as ex:
+            log.debug(f"ICMP echo to {ipaddress.ip_address(dst)}: {ex.strerror}")
+
+    def _readable(self, flow: Flow) -> None:
+        sock = flow.sock
+        if sock is None:
+            return
+        w = self.w
+        for _ in range(64):
+            try:
+                data, addr = sock.recvfrom(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            r = icmp.parse_reply(flow.version, data)
+            if r is None:
+                continue
+            src = ipaddress.ip_address(addr[0].split("%")[0])
+            if src.is_loopback and w.cfg.map_gw:
+                raw = self.gw4 if flow.version == 4 else self.gw6
+            else:
+                raw = src.packed
+            if raw is None:
+                continue
+            reply = icmp.Echo(flow.ident, r.seq, r.data)
+            w.send(icmp.echo_reply_frame(flow.version, w.guest_mac, w.cfg.our_mac, raw,
+                                         flow.guest_src, reply))
+
+    def expire(self, now: float) -> None:
+        """Close flows idle for longer than the timeout."""
+        for key, flow in list(self.flows.items()):
+            if now - flow.last > FLOW_TIMEOUT and flow.sock is not None:
+                self.w.remove(flow.sock.fileno())
+                flow.sock.close()
+                del self.flows[key]

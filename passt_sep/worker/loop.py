@@ -1,0 +1,277 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The sandboxed worker: one epoll loop between the guest and host sockets.
+
+Sandboxed only. It holds the tap fd, the broker socket and the sockets the
+broker handed it, nothing else; it cannot open files or make sockets. Each
+wake-up drains every ready fd before waiting again. Frames from the guest
+go through ``proto.packet.parse_frame``; a malformed one is dropped and
+counted by reason, and the loop goes on. Replies are whole frames written
+to the tap with a zeroed virtio-net header (their checksums are complete).
+
+Module map: ``tap`` (frame I/O and pcap), ``icmp`` (ping flows), this file
+(dispatch, broker requests, timers).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import select
+import socket
+import time
+from collections.abc import Callable
+
+from sandbox.fdpass import recv_fds
+
+from .. import ipc
+from ..config import Config
+from ..log import DEBUG, log
+from ..proto import arp, ndp
+from ..proto.packet import ETH_P_ARP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, Packet, parse_frame
+from .icmp import PingFlows
+
+try:  # imported here: after isolation the worker cannot read a file
+    from . import dhcp as dhcp_glue
+except ImportError:  # pragma: no cover - built in a later step
+    dhcp_glue = None  # type: ignore[assignment]
+from .tap import Tap
+
+TIMER_INTERVAL = 1.0  # seconds between housekeeping passes, as passt
+RA_INTERVAL = 60.0  # unsolicited router advertisements (RFC 4861 allows 4-1800 s)
+EPOLL_EVENTS = 64
+
+
+class Broker:
+    """The worker's side of the broker socket: asynchronous fd requests."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.seq = 0
+        self.pending: dict[int, Callable[[int | None, int], None]] = {}
+
+    def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
+                port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
+        """Ask for an fd; cb(fd or None, errno) runs when the reply comes."""
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        self.pending[self.seq] = cb
+        try:
+            self.sock.send(ipc.pack_request(self.seq, op, family, port, addr, arg))
+        except OSError as e:
+            del self.pending[self.seq]
+            cb(None, e.errno or 0)
+
+    def readable(self) -> bool:
+        """Handle every reply waiting; False when the parent has gone."""
+        while True:
+            try:
+                data, fds = recv_fds(self.sock, 64, 1, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                return False
+            reply = ipc.unpack_reply(data)
+            if reply is None:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            seq, status = reply
+            cb = self.pending.pop(seq, None)
+            fd = fds[0] if fds and status == 0 else None
+            for extra in fds[1:] if fd is not None else fds:
+                os.close(extra)
+            if cb is None:
+                if fd is not None:
+                    os.close(fd)
+                continue
+            cb(fd, status)
+
+
+class Worker:
+    """State of the translation loop."""
+
+    def __init__(self, cfg: Config, tap: Tap, broker_sock: socket.socket, guest_mac: bytes | None):
+        self.cfg = cfg
+        self.tap = tap
+        self.broker = Broker(broker_sock)
+        self.ep = select.epoll()
+        self.handlers: dict[int, Callable[[int], None]] = {}
+        self.drops: dict[str, int] = {}
+        self.drops_logged = 0
+        self.frames_in = 0
+        self.running = True
+        self.guest_mac = guest_mac or b"\xff" * 6
+        self.guest4 = cfg.v4.addr.packed if cfg.v4 else None
+        self.guest6 = cfg.v6.addr.packed if cfg.v6 else None
+        self.pings = PingFlows(self)
+        o = cfg.opts
+        self.ra_on = cfg.v6 is not None and not o.no_ndp and not o.no_ra
+        self.ra_params = None
+        if cfg.v6 is not None:
+            dns = tuple(d.packed for d in cfg.v6.dns) if o.dhcp_dns else ()
+            self.ra_params = ndp.RaParams(
+                our_mac=cfg.our_mac, our_ll=cfg.v6.our_ll.packed, prefix=cfg.v6.addr.packed,
+                mtu=cfg.mtu, dns=dns, search=_dnssl(cfg.search) if dns else b"")
+        self.services = self._load_services()
+        self.next_ra = time.monotonic() + 1.0
+
+    def _load_services(self) -> dict[str, object]:
+        """DHCP and DHCPv6 responders, where those modules are present."""
+        if dhcp_glue is None:
+            return {}
+        return dhcp_glue.services(self)
+
+    now = staticmethod(time.monotonic)
+
+    # -- fd registry --------------------------------------------------------
+    def add(self, fd: int, handler: Callable[[int], None], events: int = select.EPOLLIN) -> None:
+        """Watch fd; handler(events) runs when it is ready."""
+        self.handlers[fd] = handler
+        self.ep.register(fd, events)
+
+    def remove(self, fd: int) -> None:
+        """Stop watching fd (the caller closes it)."""
+        if self.handlers.pop(fd, None) is not None:
+            try:
+                self.ep.unregister(fd)
+            except OSError:
+                pass
+
+    # -- guest side ---------------------------------------------------------
+    def drop(self, reason: str) -> None:
+        """Count a frame we could not use."""
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        if log.enabled(DEBUG):
+            log.trace(f"dropped frame: {reason}")
+
+    def send(self, frame: bytes) -> None:
+        """One frame to the guest."""
+        self.tap.write(frame)
+
+    def on_frame(self, frame: memoryview) -> None:
+        """Dispatch one frame from the guest."""
+        self.frames_in += 1
+        p = parse_frame(frame)
+        if isinstance(p, str):
+            self.drop(p)
+            return
+        if p.src_mac[0] & 1:
+            self.drop("source mac multicast")
+            return
+        if self.guest_mac != p.src_mac:
+            self.guest_mac = p.src_mac
+        if p.version == 4:
+            if self.cfg.v4 is None:
+                return self.drop("ipv4 disabled")
+            if p.proto == IPPROTO_ICMP:
+                return self.pings.from_guest(p)
+            if p.proto == IPPROTO_UDP:
+                return self.on_udp(p)
+            return self.drop(f"protocol {p.proto} not handled")
+        if p.version == 6:
+            if self.cfg.v6 is None:
+                return self.drop("ipv6 disabled")
+            if p.proto == IPPROTO_ICMPV6:
+                return self.on_icmpv6(p)
+            if p.proto == IPPROTO_UDP:
+                return self.on_udp(p)
+            return self.drop(f"protocol {p.proto} not handled")
+        if p.ethertype == ETH_P_ARP:
+            if self.cfg.v4 is None:
+                return None
+            r = arp.arp_reply(p, self.cfg.our_mac, self.guest4)
+            if isinstance(r, str):
+                return self.drop(r)
+            if r is not None:
+                self.send(r)
+        return None
+
+    def on_icmpv6(self, p: Packet) -> None:
+        """NDP or echo from the guest."""
+        if p.l4len < 4:
+            return self.drop("short icmpv6")
+        typ = p.frame[p.l4]
+        if 133 <= typ <= 137:
+            if self.cfg.opts.no_ndp or self.ra_params is None:
+                return None
+            r = ndp.handle(p, self.ra_params, self.guest6, self.ra_on)
+            if isinstance(r, str):
+                return self.drop(r)
+            if r is not None:
+                self.send(r)
+            return None
+        return self.pings.from_guest(p)
+
+    def on_udp(self, p: Packet) -> None:
+        """UDP from the guest: the built-in services for now."""
+        if p.l4len < 8:
+            return self.drop("short udp")
+        dport = int.from_bytes(p.frame[p.l4 + 2 : p.l4 + 4], "big")
+        handler = self.services.get(f"udp{p.version}:{dport}")
+        if handler is not None:
+            handler(p)  # type: ignore[operator]
+            return None
+        return self.drop("udp not handled")
+
+    # -- loop ---------------------------------------------------------------
+    def timer(self, now: float) -> None:
+        """Housekeeping once a second."""
+        self.pings.expire(now)
+        total = sum(self.drops.values())
+        if total != self.drops_logged:
+            self.drops_logged = total
+            detail = ", ".join(f"{k}: {v}" for k, v in sorted(self.drops.items()))
+            log.debug(f"malformed or unhandled frames dropped: {total} ({detail})")
+        if self.ra_on and now >= self.next_ra and self.ra_params is not None:
+            self.next_ra = now + RA_INTERVAL
+            self.send(ndp.router_advert(self.ra_params, ndp.ALL_NODES, ndp.ALL_NODES_MAC))
+
+    def run(self) -> int:
+        """Serve until the parent goes away; return the exit status."""
+        self.add(self.tap.fd, lambda ev: self.tap.readable(self.on_frame, ev))
+        self.add(self.broker.sock.fileno(), self._broker_event)
+        next_timer = time.monotonic() + TIMER_INTERVAL
+        poll = self.ep.poll
+        handlers = self.handlers
+        while self.running:
+            timeout = max(0.0, next_timer - time.monotonic())
+            for fd, ev in poll(timeout, EPOLL_EVENTS):
+                h = handlers.get(fd)
+                if h is not None:
+                    h(ev)
+            now = time.monotonic()
+            if now >= next_timer:
+                next_timer = now + TIMER_INTERVAL
+                self.timer(now)
+        return 0
+
+    def _broker_event(self, ev: int) -> None:
+        if not self.broker.readable() or ev & (select.EPOLLHUP | select.EPOLLERR):
+            log.debug("parent went away, worker exiting")
+            self.running = False
+
+    def stats(self) -> str:
+        """One line of counters."""
+        return (f"frames from guest: {self.frames_in}, dropped: {sum(self.drops.values())} "
+                f"{dict(sorted(self.drops.items()))}")
+
+
+def _dnssl(search: tuple[str, ...]) -> bytes:
+    """Search domains as uncompressed DNS names (RFC 8106 DNSSL body)."""
+    out = bytearray()
+    for name in search:
+        for label in name.rstrip(".").split("."):
+            raw = label.encode("idna") if label else b""
+            if not 0 < len(raw) < 64:
+                break
+            out += bytes([len(raw)]) + raw
+        out += b"\0"
+    return bytes(out)
+
+
+def host_addr(version: int, raw: bytes) -> str:
+    """Text form of a packed address."""
+    return str(ipaddress.ip_address(raw)) if version in (4, 6) else ""
