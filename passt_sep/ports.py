@@ -48,6 +48,7 @@ class PortFwd:
     mode: str = "none"  # none, auto, spec, all
     ranges: tuple[PortRange, ...] = ()
     exclude: frozenset[int] = field(default_factory=frozenset)
+    explicit_none: bool = False  # 'none' was given, so nothing may follow
 
     def delta(self, port: int) -> int | None:
         """Target port for a listening port, or None if not forwarded."""
@@ -103,12 +104,12 @@ def parse_port_spec(
             raise UsageError(f"'auto' port forwarding is only allowed for pasta: {opt} {spec}")
         if spec == "all" and not allow_all:
             raise UsageError(f"'all' port forwarding is only allowed for passt: {opt} {spec}")
-        if prev.mode != "none" or prev.ranges:
+        if prev.mode != "none" or prev.ranges or prev.explicit_none:
             raise UsageError(f"Port forwarding mode '{spec}' conflicts with previous mode for {opt}")
         if spec == "all":
             return PortFwd("all", (PortRange(1, EPHEMERAL_MIN - 1, 1),))
-        return PortFwd(spec)
-    if prev.mode in ("auto", "all"):
+        return PortFwd(spec, explicit_none=spec == "none")
+    if prev.mode in ("auto", "all") or prev.explicit_none:
         raise UsageError(f"Port forwarding mode '{spec}' conflicts with previous mode for {opt}")
     addr = ifname = None
     body = spec
