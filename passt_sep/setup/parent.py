@@ -72,6 +72,15 @@ def _write_pid(path: str | None, pid: int) -> None:
         raise SetupError(f"PID file {path}", e) from None
 
 
+def _detach_stdio() -> None:
+    """Point stdin, stdout and stderr at /dev/null (a daemon keeps no terminal)."""
+    fd = os.open(os.devnull, os.O_RDWR)
+    for n in (0, 1, 2):
+        os.dup2(fd, n)
+    if fd > 2:
+        os.close(fd)
+
+
 def describe_status(status: int) -> str:
     """Why a process ended, in words."""
     if os.WIFSIGNALED(status):
@@ -107,6 +116,8 @@ class Parent:
         pid = os.fork()
         if pid == 0:
             self.sock.close()
+            if self.ready_fd is not None:  # daemon: let go of the launcher's stdio
+                _detach_stdio()
             worker_main(wsock, self.opts.mode, policy)
         wsock.close()
         self.worker_pid = pid
@@ -158,12 +169,16 @@ class Parent:
         from .tap import create_and_configure
 
         self.tap_fd, tap_name, ns_mac = create_and_configure(cfg, self.netns_fd)
+        os.close(self.netns_fd)  # the tap keeps the namespace; don't pin its file
+        self.netns_fd = -1
         log.debug(f"tap device {tap_name} ready, namespace side MAC "
                   f"{':'.join(f'{b:02x}' for b in ns_mac)}")
         pcap_fd = _open_pcap(o.pcap)
 
         fds = [self.tap_fd] + ([log_fd] if log_fd is not None else []) + (
             [pcap_fd] if pcap_fd is not None else [])
+        if self.ready_fd is not None:
+            stderr_fd = None  # the daemonized worker has no stderr
         start = {"cfg": cfg, "guest_mac": ns_mac, "level": level, "stderr_fd": stderr_fd,
                  "stamp": o.debug, "log_file": log_fd is not None, "pcap": pcap_fd is not None}
         try:
@@ -187,6 +202,8 @@ class Parent:
                 os.write(self.ready_fd, b"0")
                 os.close(self.ready_fd)
                 self.ready_fd = None
+                _detach_stdio()
+                log.stderr_fd = None
         return self.supervise(netns_path if attach else None)
 
     def _wait_ready(self) -> None:

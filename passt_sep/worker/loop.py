@@ -223,8 +223,7 @@ class Worker:
         total = sum(self.drops.values())
         if total != self.drops_logged:
             self.drops_logged = total
-            detail = ", ".join(f"{k}: {v}" for k, v in sorted(self.drops.items()))
-            log.debug(f"malformed or unhandled frames dropped: {total} ({detail})")
+            log.debug(self.drop_summary())
         if self.ra_on and now >= self.next_ra and self.ra_params is not None:
             self.next_ra = now + RA_INTERVAL
             self.send(ndp.router_advert(self.ra_params, ndp.ALL_NODES, ndp.ALL_NODES_MAC))
@@ -253,10 +252,14 @@ class Worker:
             log.debug("parent went away, worker exiting")
             self.running = False
 
+    def drop_summary(self) -> str:
+        """Dropped frames, in total and by reason."""
+        detail = ", ".join(f"{k}: {v}" for k, v in sorted(self.drops.items()))
+        return f"malformed or unhandled frames dropped: {sum(self.drops.values())} ({detail})"
+
     def stats(self) -> str:
         """One line of counters."""
-        return (f"frames from guest: {self.frames_in}, dropped: {sum(self.drops.values())} "
-                f"{dict(sorted(self.drops.items()))}")
+        return f"frames from guest: {self.frames_in}, {self.drop_summary()}"
 
 
 def _dnssl(search: tuple[str, ...]) -> bytes:
