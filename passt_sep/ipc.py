@@ -32,7 +32,13 @@ REQ = struct.Struct("=IHHHH16sII")
 REPLY = struct.Struct("=Ii")
 
 OP_PING_SOCKET = 1  # ICMP/ICMPv6 echo ("ping") socket in the host netns
-OP_NAMES = {OP_PING_SOCKET: "ping socket"}
+OP_TCP_CONNECT = 2  # TCP socket connecting (non-blocking) to addr:port in the host netns
+OP_NAMES = {OP_PING_SOCKET: "ping socket", OP_TCP_CONNECT: "tcp connect"}
+
+# Parent to worker, right after the start message: one inbound TCP listener
+# (-t) per message, its fd attached: magic, listening port, target port.
+LISTENER = struct.Struct("=4sHH")
+LISTENER_MAGIC = b"TLSN"
 
 START_MAX = 1 << 20  # largest start-up message (pickled Config)
 MAX_START_FDS = 16
@@ -66,6 +72,19 @@ def unpack_request(data: bytes) -> Request | None:
 def pack_reply(seq: int, status: int) -> bytes:
     """Encode a reply."""
     return REPLY.pack(seq, status)
+
+
+def pack_listener(port: int, target: int) -> bytes:
+    """Encode a listener announcement (its fd travels with it)."""
+    return LISTENER.pack(LISTENER_MAGIC, port, target)
+
+
+def unpack_listener(data: bytes) -> tuple[int, int] | None:
+    """Decode a listener announcement: (port, target), or None."""
+    if len(data) != LISTENER.size:
+        return None
+    magic, port, target = LISTENER.unpack(data)
+    return (port, target) if magic == LISTENER_MAGIC else None
 
 
 def unpack_reply(data: bytes) -> tuple[int, int] | None:

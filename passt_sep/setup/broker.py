@@ -11,6 +11,7 @@ worker carries on. The whole attack surface of the privileged side is the
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 
 from sandbox.fdpass import send_fds
@@ -43,6 +44,43 @@ class Broker:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         return s
 
+    def tcp_connect(self, req: ipc.Request) -> socket.socket | int:
+        """A TCP socket of the host netns, non-blocking connect to addr:port started.
+
+        The destination must be a unicast address of an enabled family; the
+        gateway address means the host's loopback when --map-gw is on (other
+        loopback destinations are refused). --outbound and --outbound-if*
+        apply to everything but loopback.
+        """
+        cfg = self.cfg
+        if cfg.opts.no_tcp or not self._family_ok(req.family) or req.port == 0:
+            return errno.EPERM
+        v4 = req.family == socket.AF_INET
+        ip = ipaddress.ip_address(req.addr[:4] if v4 else req.addr)
+        gw = cfg.v4.gw if v4 and cfg.v4 else cfg.v6.gw if not v4 and cfg.v6 else None
+        if cfg.map_gw and ip == gw:
+            ip = ipaddress.ip_address("127.0.0.1" if v4 else "::1")
+        elif (ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local
+              or (v4 and ip == ipaddress.IPv4Address("255.255.255.255"))):
+            return errno.EACCES  # not a destination the guest may reach: a RST
+        s = socket.socket(req.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            if not ip.is_loopback:
+                ifname = cfg.opts.outbound_if4 if v4 else cfg.opts.outbound_if6
+                if ifname:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+                src = cfg.opts.outbound4 if v4 else cfg.opts.outbound6
+                if src is not None:
+                    s.bind((str(src), 0))
+            rc = s.connect_ex((str(ip), req.port))
+            if rc not in (0, errno.EINPROGRESS):
+                s.close()
+                return rc
+        except OSError:
+            s.close()
+            raise
+        return s
+
     def handle(self, data: bytes) -> None:
         """Answer one request message."""
         req = ipc.unpack_request(data)
@@ -50,7 +88,7 @@ class Broker:
             self.refused += 1
             log.warn(f"broker: refused malformed request ({len(data)} bytes)")
             return
-        handler = {ipc.OP_PING_SOCKET: self.ping_socket}.get(req.op)
+        handler = {ipc.OP_PING_SOCKET: self.ping_socket, ipc.OP_TCP_CONNECT: self.tcp_connect}.get(req.op)
         if handler is None:
             result: socket.socket | int = errno.EPERM
         else:

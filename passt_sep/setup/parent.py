@@ -30,6 +30,7 @@ import time
 from sandbox.fdpass import send_fds
 from sandbox.seccomp import load_policy
 
+from .. import ipc
 from .. import log as logmod
 from ..cli import Options
 from ..errors import SetupError
@@ -79,6 +80,18 @@ def _detach_stdio() -> None:
         os.dup2(fd, n)
     if fd > 2:
         os.close(fd)
+
+
+def _raise_nofile() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (TCP connections need fds)."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        pass
 
 
 def describe_status(status: int) -> str:
@@ -131,6 +144,7 @@ class Parent:
         log_fd = _open_log(o, self.prog)
         stderr_fd = 2 if (log_fd is None or o.stderr) else None
         log.configure(self.prog, level, stderr_fd, log_fd, o.debug)
+        _raise_nofile()  # before the fork: the worker sizes its TCP table from it
         self.fork_worker()
         try:
             return self._run(level, stderr_fd, log_fd)
@@ -174,6 +188,9 @@ class Parent:
         log.debug(f"tap device {tap_name} ready, namespace side MAC "
                   f"{':'.join(f'{b:02x}' for b in ns_mac)}")
         pcap_fd = _open_pcap(o.pcap)
+        from .listeners import bind_tcp_listeners
+
+        listeners = bind_tcp_listeners(cfg)
 
         fds = [self.tap_fd] + ([log_fd] if log_fd is not None else []) + (
             [pcap_fd] if pcap_fd is not None else [])
@@ -183,6 +200,12 @@ class Parent:
                  "stamp": o.debug, "log_file": log_fd is not None, "pcap": pcap_fd is not None}
         try:
             send_fds(self.sock, pickle.dumps(start), fds)
+        except OSError as e:
+            raise SetupError("start worker", self._worker_death() or e) from None
+        try:
+            for lsock, port, target in listeners:  # after the start message, one per message
+                send_fds(self.sock, ipc.pack_listener(port, target), [lsock.fileno()])
+                lsock.close()
         except OSError as e:
             raise SetupError("start worker", self._worker_death() or e) from None
         os.close(self.tap_fd)

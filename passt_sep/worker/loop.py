@@ -21,14 +21,23 @@ import socket
 import time
 from collections.abc import Callable
 
-from sandbox.fdpass import recv_fds
+from sandbox.fdpass import FdPassError, recv_fds
 
 from .. import ipc
 from ..config import Config
 from ..log import DEBUG, log
 from ..proto import arp, ndp
-from ..proto.packet import ETH_P_ARP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, Packet, parse_frame
+from ..proto.packet import (
+    ETH_P_ARP,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    Packet,
+    parse_frame,
+)
 from .icmp import PingFlows
+from .tcp import TcpFlows
 
 try:  # imported here: after isolation the worker cannot read a file
     from . import dhcp as dhcp_glue
@@ -48,6 +57,7 @@ class Broker:
         self.sock = sock
         self.seq = 0
         self.pending: dict[int, Callable[[int | None, int], None]] = {}
+        self.on_listener: Callable[[int, int, int], None] | None = None  # (fd, port, target)
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
                 port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
@@ -67,12 +77,18 @@ class Broker:
                 data, fds = recv_fds(self.sock, 64, 1, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return True
+            except FdPassError:  # e.g. out of fds: that request's flow times out
+                continue
             except OSError:
                 return False
             if not data:
                 for fd in fds:
                     os.close(fd)
                 return False
+            listener = ipc.unpack_listener(data)
+            if listener is not None and fds and self.on_listener is not None:
+                self.on_listener(fds[0], *listener)
+                continue
             reply = ipc.unpack_reply(data)
             if reply is None:
                 for fd in fds:
@@ -107,6 +123,8 @@ class Worker:
         self.guest4 = cfg.v4.addr.packed if cfg.v4 else None
         self.guest6 = cfg.v6.addr.packed if cfg.v6 else None
         self.pings = PingFlows(self)
+        self.tcp = TcpFlows(self)
+        self.broker.on_listener = self.tcp.add_listener
         o = cfg.opts
         self.ra_on = cfg.v6 is not None and not o.no_ndp and not o.no_ra
         self.ra_params = None
@@ -166,6 +184,8 @@ class Worker:
         if p.version == 4:
             if self.cfg.v4 is None:
                 return self.drop("ipv4 disabled")
+            if p.proto == IPPROTO_TCP:
+                return self.tcp.from_guest(p)
             if p.proto == IPPROTO_ICMP:
                 return self.pings.from_guest(p)
             if p.proto == IPPROTO_UDP:
@@ -174,6 +194,8 @@ class Worker:
         if p.version == 6:
             if self.cfg.v6 is None:
                 return self.drop("ipv6 disabled")
+            if p.proto == IPPROTO_TCP:
+                return self.tcp.from_guest(p)
             if p.proto == IPPROTO_ICMPV6:
                 return self.on_icmpv6(p)
             if p.proto == IPPROTO_UDP:
@@ -220,6 +242,7 @@ class Worker:
     def timer(self, now: float) -> None:
         """Housekeeping once a second."""
         self.pings.expire(now)
+        self.tcp.timer(now)
         total = sum(self.drops.values())
         if total != self.drops_logged:
             self.drops_logged = total
@@ -235,12 +258,15 @@ class Worker:
         next_timer = time.monotonic() + TIMER_INTERVAL
         poll = self.ep.poll
         handlers = self.handlers
+        tcp = self.tcp
         while self.running:
             timeout = max(0.0, next_timer - time.monotonic())
             for fd, ev in poll(timeout, EPOLL_EVENTS):
                 h = handlers.get(fd)
                 if h is not None:
                     h(ev)
+            if tcp.pending:
+                tcp.flush()
             now = time.monotonic()
             if now >= next_timer:
                 next_timer = now + TIMER_INTERVAL

@@ -73,6 +73,18 @@ class Tap:
                 self.pcap.write(frame)
             on_frame(frame)
 
+    def write_raw(self, buf: bytes | bytearray | memoryview) -> bool:
+        """Write a frame that starts with its own virtio-net header (offloads)."""
+        if self.pcap is not None and self.pcap.fd >= 0:
+            self.pcap.write(buf[VNET_HDR_LEN:])
+        try:
+            os.write(self.fd, buf)
+            return True
+        except OSError as e:
+            self.errors += 1
+            log.debug(f"tap write: {e.strerror}")
+            return False
+
     def write(self, frame: bytes) -> None:
         """Write one complete frame."""
         if self.pcap is not None and self.pcap.fd >= 0:

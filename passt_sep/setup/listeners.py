@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Inbound TCP listeners (-t/--tcp-ports), bound by the parent.
+
+Parent only. Each forwarded port gets one listening socket in the host's
+network namespace before the worker starts; the worker, which cannot bind
+or listen, receives them over the broker socket and only accepts. Without
+a bind address, one dual-stack IPv6 socket serves both families when both
+are enabled. A spec of which no port could be bound is an error, as in
+passt; ``all`` skips the ports it cannot have (in use, privileged).
+``auto`` is not implemented yet and means none.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from ..config import Config
+from ..errors import SetupError
+from ..log import log
+
+BACKLOG = 128
+
+
+def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
+        if ifname:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        s.bind((addr, port))
+        s.listen(BACKLOG)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def bind_tcp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
+    """Listening sockets for the -t forwards: (socket, port, target port)."""
+    fwd = cfg.opts.tcp_in
+    if cfg.opts.no_tcp or fwd.mode not in ("spec", "all"):
+        return []
+    out: list[tuple[socket.socket, int, int]] = []
+    quiet = fwd.mode == "all"
+    for r in fwd.ranges:
+        if r.addr is not None:
+            fam = socket.AF_INET6 if ":" in r.addr else socket.AF_INET
+            binds = [(fam, r.addr, True)]
+        elif cfg.v6 is not None:
+            binds = [(socket.AF_INET6, "::", cfg.v4 is None)]
+        else:
+            binds = [(socket.AF_INET, "0.0.0.0", True)]
+        for port in r.ports():
+            if port in fwd.exclude:
+                continue
+            target = r.target + (port - r.first)
+            for fam, addr, v6only in binds:
+                try:
+                    out.append((_listen(fam, addr, port, r.ifname, v6only), port, target))
+                except OSError as e:
+                    if e.errno in (errno.EMFILE, errno.ENFILE):
+                        log.warn(f"Can't open enough sockets for TCP port forwarding, "
+                                 f"stopping at port {port}")
+                        return out
+                    if not quiet:
+                        log.warn(f"TCP port {port}: {e.strerror}")
+    if not out and fwd.ranges and not quiet:
+        spec = ",".join(f"{r.first}-{r.last}" for r in fwd.ranges)
+        raise SetupError(f"TCP forwarding of ports {spec}", "Failed to bind any port")
+    return out

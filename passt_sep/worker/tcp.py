@@ -1,0 +1,702 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""TCP translation: guest connections mirrored onto host kernel sockets.
+
+Sandboxed only. There is no TCP stack here, only bookkeeping of sequence
+numbers between two kernels:
+
+- guest to host: in-order payload is written to the socket with ``send``
+  and acknowledged to the guest only as far as the kernel took it; the
+  window we advertise is the room left in the socket's send buffer. When
+  the kernel takes only part of a segment we wait for EPOLLOUT, then send
+  a window update plus three duplicate ACKs so the guest retransmits at
+  once (fast retransmit) instead of after its timeout.
+- host to guest: socket data is read with ``MSG_PEEK`` straight into the
+  payload area of a frame buffer behind prebuilt headers and discarded
+  from the socket only when the guest acknowledges it; the kernel's
+  receive queue is the retransmission buffer. ``SO_PEEK_OFF`` keeps the
+  peek position (older kernels: peek the in-flight part into a scratch
+  buffer). Three duplicate ACKs or an ACK timeout rewind and read again.
+- outbound: a guest SYN becomes an ``OP_TCP_CONNECT`` request; the parent
+  validates the destination, starts a non-blocking connect and hands the
+  socket over. SYN-ACK goes to the guest only when the connect completed;
+  failure is a RST+ACK (the guest reports "connection refused").
+- inbound: listeners bound by the parent are accepted here; the guest gets
+  a SYN from the real peer address (loopback and the host's own address
+  appear as the gateway).
+
+Frames toward the guest carry a virtio-net header with NEEDS_CSUM: only
+the pseudo-header sum goes into the TCP checksum (proto.tcp.Template).
+Sockets are watched edge-triggered and drained on every wake-up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import os
+import select
+import socket
+import struct
+from typing import TYPE_CHECKING
+
+from .. import ipc
+from ..log import DEBUG, log
+from ..proto import tcp as ptcp
+from ..proto.packet import Packet
+from ..proto.tcp import ACK, FIN, PSH, RST, SEQ_MASK, SYN
+
+if TYPE_CHECKING:
+    from .loop import Worker
+
+# Timeouts in seconds (the loop's timer runs once a second)
+SYN_TIMEOUT = 10.0  # handshake not completed: RST
+ACK_TIMEOUT = 1.0  # data or FIN to the guest not acknowledged: retransmit
+MAX_RETRANS = 7  # then RST
+FIN_TIMEOUT = 60.0  # half-closed without progress: RST
+ACT_TIMEOUT = 7200.0  # idle: RST
+MAX_CONNS_CAP = 65536
+FD_RESERVE = 64  # fds kept free for everything else
+WS_TO_GUEST = 8  # our window scale (passt uses at most 8: 16 MiB window)
+WND_MAX = 0xFFFF << WS_TO_GUEST
+WND_MIN_HANDSHAKE = 14600
+DUP_ACK_THRESHOLD = 3
+ACCEPT_BUDGET = 128
+SIOCOUTQ = 0x5411
+SO_PEEK_OFF = 42
+DISCARD_CHUNK = 1 << 20
+
+# Connection states
+CONNECTING = 1  # outbound: guest SYN seen, connect in progress
+SYNACK_SENT = 2  # outbound: SYN-ACK to the guest, waiting for its ACK
+SYN_SENT = 3  # inbound: SYN to the guest, waiting for its SYN-ACK
+ESTABLISHED = 4
+STATE_NAMES = {CONNECTING: "CONNECTING", SYNACK_SENT: "SYNACK_SENT", SYN_SENT: "SYN_SENT",
+               ESTABLISHED: "ESTABLISHED"}
+
+EV_DATA = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+_I32 = struct.Struct("i")
+_LINGER0 = struct.pack("ii", 1, 0)
+_ZERO4 = bytes(4)
+
+
+def _nofile() -> int:
+    try:
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1024
+
+
+# Evaluated when the parent imports the worker, before the fork and the
+# sandbox (the worker may not call getrlimit itself).
+NOFILE = _nofile()
+# RFC 6528 secret, drawn before the sandbox (no getrandom afterwards).
+_ISN_SECRET = os.urandom(32)
+
+
+class Conn:
+    """One guest connection and its socket."""
+
+    __slots__ = (
+        "key", "version", "sock", "fd", "tmpl", "state", "inbound",
+        "seq_to_tap", "seq_max", "seq_ack_from_tap", "seq_from_tap", "seq_ack_to_tap",
+        "isn", "wnd_from_tap", "ws_from_tap", "ws_to_tap", "mss", "wnd_to_tap",
+        "dup_acks", "retrans", "last_progress", "last_activity", "created",
+        "sock_eof", "fin_sent", "fin_ever", "fin_acked", "tap_fin", "out_blocked",
+        "partial", "peek_off", "epoll_out", "closed", "ack_due",
+    )
+
+    def __init__(self, key: tuple[bytes, int, bytes, int], version: int, tmpl: ptcp.Template,
+                 now: float) -> None:
+        self.key = key
+        self.version = version
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.tmpl = tmpl
+        self.state = 0
+        self.inbound = False
+        self.seq_to_tap = self.seq_max = self.seq_ack_from_tap = 0
+        self.seq_from_tap = self.seq_ack_to_tap = 0
+        self.isn = 0
+        self.wnd_from_tap = 0
+        self.ws_from_tap = 0
+        self.ws_to_tap = 0
+        self.mss = ptcp.MSS_DEFAULT
+        self.wnd_to_tap = WND_MIN_HANDSHAKE
+        self.dup_acks = self.retrans = 0
+        self.last_progress = self.last_activity = self.created = now
+        self.sock_eof = self.fin_sent = self.fin_ever = self.fin_acked = self.tap_fin = False
+        self.out_blocked = self.partial = False
+        self.peek_off = True
+        self.epoll_out = False
+        self.closed = False
+        self.ack_due = False
+
+    def __repr__(self) -> str:
+        g, gp, r, rp = self.key
+        return (f"<tcp {_addr(g)}:{gp} <-> {_addr(r)}:{rp} {STATE_NAMES.get(self.state, '?')}"
+                f"{' in' if self.inbound else ''}>")
+
+
+def _addr(raw: bytes) -> str:
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        return raw.hex()
+
+
+class TcpFlows:
+    """The connection table and both directions of the data path."""
+
+    def __init__(self, w: Worker, max_conns: int | None = None) -> None:
+        self.w = w
+        cfg = w.cfg
+        self.conns: dict[tuple[bytes, int, bytes, int], Conn] = {}
+        self.by_fd: dict[int, Conn] = {}
+        self.max_conns = max_conns or max(16, min(MAX_CONNS_CAP, NOFILE - FD_RESERVE))
+        self.listeners: dict[int, tuple[socket.socket, int, int]] = {}
+        self.pending: list[Conn] = []
+        self.isn = ptcp.IsnGenerator(_ISN_SECRET)
+        self.gw4 = cfg.v4.gw.packed if cfg.v4 else None
+        self.gw6 = cfg.v6.gw.packed if cfg.v6 else None
+        self.guest4 = cfg.v4.addr.packed if cfg.v4 else None
+        self.guest6 = cfg.v6.addr.packed if cfg.v6 else None
+        mtu = cfg.mtu or 65520
+        self.mss4 = min(mtu - 40, 0xFFFF - 40)
+        self.mss6 = min(mtu - 60, 0xFFFF - 60)
+        self.obuf = bytearray(ptcp.VNET_HDR_LEN + 14 + 40 + 60 + 65536)
+        self.oview = memoryview(self.obuf)
+        self.max_payload = len(self.obuf) - (ptcp.VNET_HDR_LEN + 14 + 40 + 20)
+        self.scratch = bytearray(DISCARD_CHUNK)
+        self.sview = memoryview(self.scratch)
+        self.stats = {"accepted": 0, "connected": 0, "refused": 0, "rst_out": 0, "full": 0,
+                      "retrans": 0, "partial": 0}
+        self.disabled = cfg.opts.no_tcp
+
+    # -- frames to the guest --------------------------------------------------
+    def _write(self, n: int) -> bool:
+        return self.w.tap.write_raw(self.oview[:n])
+
+    def _ctl(self, c: Conn, flags: int, seq: int | None = None, opts: bytes = b"") -> None:
+        """A segment without payload (ACK, SYN, FIN, RST) on connection c."""
+        if seq is None:
+            seq = (c.seq_to_tap + (1 if c.fin_sent else 0)) & SEQ_MASK
+        win = c.wnd_to_tap
+        if not flags & SYN:
+            win >>= c.ws_to_tap
+        n = c.tmpl.fill(self.obuf, seq, c.seq_from_tap if flags & ACK else 0, flags,
+                        min(win, 0xFFFF), 0, opts)
+        if flags & ACK:
+            c.seq_ack_to_tap = c.seq_from_tap
+        self._write(n)
+
+    def _rst_reply(self, p: Packet, seg: ptcp.Segment) -> None:
+        """RST answering a segment that belongs to no connection."""
+        if seg.flags & RST:
+            return
+        seq, ack, flags = ptcp.rst_for(seg)
+        t = ptcp.Template(p.version, self.w.guest_mac, self.w.cfg.our_mac, p.dst, p.src,
+                          seg.dport, seg.sport)
+        n = t.fill(self.obuf, seq, ack, flags, 0, 0)
+        self.stats["rst_out"] += 1
+        self._write(n)
+
+    def _new_conn(self, version: int, guest: bytes, gport: int, remote: bytes, rport: int) -> Conn:
+        key = (guest, gport, remote, rport)
+        t = ptcp.Template(version, self.w.guest_mac, self.w.cfg.our_mac, remote, guest, rport, gport)
+        c = Conn(key, version, t, self.w.now())
+        c.isn = self.isn.isn(remote, rport, guest, gport)
+        self.conns[key] = c
+        return c
+
+    # -- frames from the guest -------------------------------------------------
+    def from_guest(self, p: Packet) -> None:
+        """One TCP segment from the guest."""
+        seg = ptcp.parse_segment(p)
+        if isinstance(seg, str):
+            return self.w.drop(seg)
+        c = self.conns.get((p.src, seg.sport, p.dst, seg.dport))
+        if c is None:
+            if self.disabled:
+                return self.w.drop("tcp disabled")
+            flags = seg.flags
+            if flags & (SYN | ACK | RST | FIN) == SYN:
+                return self._guest_syn(p, seg)
+            return self._rst_reply(p, seg)
+        c.last_activity = self.w.now()
+        if c.state == ESTABLISHED:
+            return self._established(c, p, seg)
+        return self._handshake(c, p, seg)
+
+    def _guest_syn(self, p: Packet, seg: ptcp.Segment) -> None:
+        if p.dst[0] >= 224 if p.version == 4 else p.dst[0] == 0xFF:
+            return self.w.drop("tcp syn to multicast")
+        if len(self.conns) >= self.max_conns:
+            self.stats["full"] += 1
+            return self._rst_reply(p, seg)
+        mss, ws = ptcp.parse_options(p.frame, p.l4 + ptcp.TCP_HLEN, seg.off)
+        c = self._new_conn(p.version, p.src, seg.sport, p.dst, seg.dport)
+        c.state = CONNECTING
+        c.seq_from_tap = (seg.seq + 1) & SEQ_MASK
+        c.mss = min(mss or ptcp.MSS_DEFAULT, self.max_payload)
+        if ws is not None:
+            c.ws_from_tap, c.ws_to_tap = ws, WS_TO_GUEST
+        c.wnd_from_tap = seg.win  # never scaled in a SYN
+        fam = socket.AF_INET if p.version == 4 else socket.AF_INET6
+        self.w.broker.request(ipc.OP_TCP_CONNECT, fam, lambda fd, err, c=c: self._connected_fd(c, fd, err),
+                              port=seg.dport, addr=p.dst)
+
+    def _connected_fd(self, c: Conn, fd: int | None, err: int) -> None:
+        """The broker's answer to OP_TCP_CONNECT."""
+        if c.closed:
+            if fd is not None:
+                os.close(fd)
+            return
+        if fd is None:
+            log.debug(f"{c}: connect: {os.strerror(err) if err else 'refused'}")
+            self.stats["refused"] += 1
+            self._ctl(c, RST | ACK, seq=0)
+            return self._close(c)
+        fam = socket.AF_INET if c.version == 4 else socket.AF_INET6
+        c.sock = socket.socket(fam, socket.SOCK_STREAM, 0, fileno=fd)
+        c.fd = fd
+        self.by_fd[fd] = c
+        self.w.add(fd, lambda ev, c=c: self._sock_event(c, ev), select.EPOLLOUT | select.EPOLLET)
+
+    def _handshake(self, c: Conn, p: Packet, seg: ptcp.Segment) -> None:
+        flags = seg.flags
+        if flags & RST:
+            if c.state == SYN_SENT and not (flags & ACK and seg.ack == (c.isn + 1) & SEQ_MASK):
+                return None
+            return self._close(c, reset_peer=True)
+        if c.state == CONNECTING:
+            return None  # a retransmitted SYN: the connect is still under way
+        if c.state == SYNACK_SENT:
+            if flags & SYN:
+                if not flags & ACK and seg.seq == (c.seq_from_tap - 1) & SEQ_MASK:
+                    self._send_synack(c)
+                    return None
+                return self._reset(c)
+            if flags & ACK and seg.ack == (c.isn + 1) & SEQ_MASK:
+                c.wnd_from_tap = seg.win << c.ws_from_tap
+                self._establish(c)
+                return self._established(c, p, seg)
+            return self._reset(c)
+        if c.state == SYN_SENT:  # inbound: we sent the SYN
+            if flags & (SYN | ACK) == SYN | ACK and seg.ack == (c.isn + 1) & SEQ_MASK:
+                mss, ws = ptcp.parse_options(p.frame, p.l4 + ptcp.TCP_HLEN, seg.off)
+                c.mss = min(mss or ptcp.MSS_DEFAULT, self.max_payload)
+                if ws is not None:
+                    c.ws_from_tap, c.ws_to_tap = ws, WS_TO_GUEST
+                else:
+                    c.ws_from_tap = c.ws_to_tap = 0
+                c.wnd_from_tap = seg.win
+                c.seq_from_tap = (seg.seq + 1) & SEQ_MASK
+                self._establish(c)
+                self._update_wnd(c)
+                self._ctl(c, ACK)
+                return self._send_data(c)
+            return self._reset(c)
+        return None
+
+    def _establish(self, c: Conn) -> None:
+        c.state = ESTABLISHED
+        c.seq_to_tap = c.seq_max = c.seq_ack_from_tap = (c.isn + 1) & SEQ_MASK
+        c.last_progress = self.w.now()
+        if c.sock is not None:
+            try:
+                c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+            except OSError:
+                c.peek_off = False
+            self.w.ep.modify(c.fd, EV_DATA)
+            self._update_wnd(c)
+        self.stats["accepted" if c.inbound else "connected"] += 1
+
+    def _send_synack(self, c: Conn) -> None:
+        mss = self.mss4 if c.version == 4 else self.mss6
+        c.wnd_to_tap = 0xFFFF
+        self._ctl(c, SYN | ACK, seq=c.isn,
+                  opts=ptcp.syn_options(mss, c.ws_to_tap if c.ws_from_tap or c.ws_to_tap else None))
+
+    def _established(self, c: Conn, p: Packet, seg: ptcp.Segment) -> None:
+        flags = seg.flags
+        if flags & RST:
+            d = ptcp.seq_diff(seg.seq, c.seq_from_tap)
+            if 0 <= d <= max(c.wnd_to_tap, 1):
+                self._close(c, reset_peer=True)
+            return None
+        if flags & SYN:
+            return self._reset(c)
+        if flags & ACK:
+            self._guest_ack(c, seg)
+            if c.closed:
+                return None
+        dlen = seg.dlen
+        if dlen or flags & FIN:
+            d = ptcp.seq_diff(seg.seq, c.seq_from_tap)
+            if d > 0:  # a hole before this segment: drop, ask again
+                self._ctl(c, ACK)
+                return None
+            skip = -d
+            if c.tap_fin or skip > dlen or (skip == dlen and not flags & FIN):
+                self._queue_ack(c)  # all of it seen before: acknowledge again
+                return None
+            taken = 0
+            if dlen > skip:
+                want = dlen - skip
+                try:
+                    taken = c.sock.send(p.frame[seg.off + skip : seg.off + dlen]) if c.sock else 0
+                except BlockingIOError:
+                    taken = 0
+                except OSError as e:
+                    log.debug(f"{c}: send: {e.strerror}")
+                    return self._reset(c)
+                c.seq_from_tap = (c.seq_from_tap + taken) & SEQ_MASK
+                if taken < want:
+                    self.stats["partial"] += 1
+                    c.partial = True
+                    self._want_out(c, True)
+                    self._update_wnd(c)
+                    self._ctl(c, ACK)
+                    return None
+            if flags & FIN and c.sock is not None:
+                try:
+                    c.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                c.tap_fin = True
+                c.seq_from_tap = (c.seq_from_tap + 1) & SEQ_MASK
+                c.last_progress = self.w.now()
+            self._queue_ack(c)
+            if c.tap_fin and c.fin_acked:
+                self._ctl(c, ACK)
+                self._close(c)
+        return None
+
+    def _queue_ack(self, c: Conn) -> None:
+        if not c.ack_due:
+            c.ack_due = True
+            self.pending.append(c)
+
+    def _guest_ack(self, c: Conn, seg: ptcp.Segment) -> None:
+        ack = seg.ack
+        una = c.seq_ack_from_tap
+        wnd = seg.win << c.ws_from_tap
+        acked = ptcp.seq_diff(ack, una)
+        sent = ptcp.seq_diff(c.seq_max, una)
+        if c.fin_ever and ack == (c.seq_max + 1) & SEQ_MASK:
+            c.fin_acked = True
+            acked -= 1
+        if 0 < acked <= sent:
+            self._discard(c, acked)
+            c.seq_ack_from_tap = una = ack if not c.fin_acked else c.seq_max
+            if ptcp.seq_diff(c.seq_to_tap, una) < 0:
+                c.seq_to_tap = una
+            c.dup_acks = 0
+            c.retrans = 0
+            c.last_progress = self.w.now()
+        elif acked == 0 and not seg.dlen and not seg.flags & FIN and wnd == c.wnd_from_tap \
+                and ptcp.seq_diff(c.seq_to_tap, una) > 0:
+            c.dup_acks += 1
+            if c.dup_acks == DUP_ACK_THRESHOLD:
+                self._rewind(c)
+        elif acked == 0 and c.fin_acked:
+            c.last_progress = self.w.now()
+        c.wnd_from_tap = wnd
+        if c.fin_acked and c.tap_fin:
+            return self._close(c)
+        if not c.fin_sent:
+            self._send_data(c)
+
+    def _discard(self, c: Conn, n: int) -> None:
+        """Drop n acknowledged bytes from the socket's receive queue."""
+        sock = c.sock
+        if sock is None:
+            return
+        while n > 0:
+            k = min(n, DISCARD_CHUNK)
+            try:
+                got = sock.recv_into(self.sview, k, socket.MSG_TRUNC)
+            except OSError:
+                return
+            if got <= 0:
+                return
+            n -= got
+
+    def _rewind(self, c: Conn) -> None:
+        """Send again from the guest's last acknowledgement."""
+        self.stats["retrans"] += 1
+        c.seq_to_tap = c.seq_ack_from_tap
+        c.fin_sent = False
+        if c.peek_off and c.sock is not None:
+            try:
+                c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+            except OSError:
+                pass
+        self._send_data(c)
+
+    # -- socket to guest ------------------------------------------------------
+    def _send_data(self, c: Conn) -> None:
+        """Peek socket data into frames while the guest's window has room."""
+        sock = c.sock
+        if sock is None or c.state != ESTABLISHED or c.fin_sent:
+            return
+        tmpl = c.tmpl
+        hlen = tmpl.hlen
+        obuf, oview = self.obuf, self.oview
+        mss = c.mss
+        peek = socket.MSG_PEEK
+        write = self.w.tap.write_raw
+        for _ in range(4096):
+            inflight = (c.seq_to_tap - c.seq_ack_from_tap) & SEQ_MASK
+            room = c.wnd_from_tap - inflight
+            if room <= 0:
+                return
+            size = mss if mss < room else room
+            try:
+                if c.peek_off:
+                    n = sock.recv_into(oview[hlen : hlen + size], size, peek)
+                else:
+                    n = self._peek_skip(c, inflight, oview[hlen : hlen + size], size)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                log.debug(f"{c}: receive: {e.strerror}")
+                return self._reset(c)
+            if n == 0:
+                c.sock_eof = True
+                if ptcp.seq_diff(c.seq_to_tap, c.seq_max) < 0:
+                    return  # rewound past data we no longer see: wait for ACKs
+                self._update_wnd(c)
+                self._ctl(c, FIN | ACK)
+                c.fin_sent = c.fin_ever = True
+                c.last_progress = self.w.now() if inflight == 0 else c.last_progress
+                return
+            if inflight == 0:
+                c.last_progress = self.w.now()
+            win = c.wnd_to_tap >> c.ws_to_tap
+            total = tmpl.fill(obuf, c.seq_to_tap, c.seq_from_tap, ACK | PSH if n < size else ACK,
+                              win if win < 0xFFFF else 0xFFFF, n)
+            c.seq_ack_to_tap = c.seq_from_tap
+            if not write(oview[:total]):
+                return
+            c.seq_to_tap = seq = (c.seq_to_tap + n) & SEQ_MASK
+            if ptcp.seq_diff(seq, c.seq_max) > 0:
+                c.seq_max = seq
+            if n < size:
+                return
+
+    def _peek_skip(self, c: Conn, skip: int, view: memoryview, size: int) -> int:
+        """Peek past skip in-flight bytes without SO_PEEK_OFF (older kernels)."""
+        assert c.sock is not None
+        if skip > len(self.scratch):
+            raise BlockingIOError
+        n = c.sock.recvmsg_into([self.sview[:skip], view[:size]], 0, socket.MSG_PEEK)[0]
+        if n == 0:
+            return 0
+        if n <= skip:
+            raise BlockingIOError
+        return n - skip
+
+    def _sock_event(self, c: Conn, ev: int) -> None:
+        if c.closed:
+            return
+        if c.state == CONNECTING:
+            return self._connect_done(c, ev)
+        if ev & select.EPOLLERR:
+            err = 0
+            if c.sock is not None:
+                err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            log.debug(f"{c}: socket error {os.strerror(err) if err else '?'}")
+            return self._reset(c)
+        if ev & select.EPOLLOUT and c.out_blocked:
+            self._want_out(c, False)
+            self._update_wnd(c)
+            self._ctl(c, ACK)
+            if c.partial:  # the guest has data in flight we did not take
+                c.partial = False
+                for _ in range(DUP_ACK_THRESHOLD):
+                    self._ctl(c, ACK)
+        if c.state == ESTABLISHED and ev & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP):
+            self._send_data(c)
+
+    def _connect_done(self, c: Conn, ev: int) -> None:
+        assert c.sock is not None
+        err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err or ev & (select.EPOLLERR | select.EPOLLHUP):
+            log.debug(f"{c}: connect: {os.strerror(err) if err else 'hang-up'}")
+            self.stats["refused"] += 1
+            self._ctl(c, RST | ACK, seq=0)
+            return self._close(c)
+        c.state = SYNACK_SENT
+        self._send_synack(c)
+
+    def _want_out(self, c: Conn, on: bool) -> None:
+        c.out_blocked = on
+        if c.fd >= 0 and c.epoll_out != on:
+            c.epoll_out = on
+            try:
+                self.w.ep.modify(c.fd, EV_DATA | (select.EPOLLOUT if on else 0))
+            except OSError:
+                pass
+
+    def _update_wnd(self, c: Conn) -> None:
+        """Window for the guest: the room left in the socket's send buffer."""
+        sock = c.sock
+        if sock is None or c.tap_fin:
+            c.wnd_to_tap = WND_MIN_HANDSHAKE if c.state != ESTABLISHED else c.wnd_to_tap
+            return
+        try:
+            sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            outq = _I32.unpack(fcntl.ioctl(c.fd, SIOCOUTQ, _ZERO4))[0]
+        except OSError:
+            return
+        wnd = (sndbuf * 3 >> 2) - outq
+        if wnd < c.mss:
+            self._want_out(c, True)
+            wnd = max(wnd, 0)
+        c.wnd_to_tap = wnd if wnd < WND_MAX else WND_MAX
+        if not c.ws_to_tap and c.wnd_to_tap > 0xFFFF:
+            c.wnd_to_tap = 0xFFFF
+
+    def flush(self) -> None:
+        """Send the ACKs that data from the guest made due (once per batch)."""
+        pending, self.pending = self.pending, []
+        for c in pending:
+            c.ack_due = False
+            if c.closed:
+                continue
+            self._update_wnd(c)
+            self._ctl(c, ACK)
+
+    # -- inbound ----------------------------------------------------------------
+    def add_listener(self, fd: int, port: int, target: int) -> None:
+        """A listening socket bound by the parent (-t)."""
+        try:
+            s = socket.socket(fileno=fd)
+            s.setblocking(False)
+        except OSError as e:
+            log.warn(f"TCP listener for port {port}: {e.strerror}")
+            os.close(fd)
+            return
+        self.listeners[fd] = (s, port, target)
+        self.w.add(fd, lambda ev, fd=fd: self._accept(fd))
+
+    def _accept(self, lfd: int) -> None:
+        s, _port, target = self.listeners[lfd]
+        for _ in range(ACCEPT_BUDGET):
+            try:
+                cs, peer = s.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug(f"accept on port {_port}: {e.strerror}")
+                return
+            self._inbound(cs, peer, target)
+
+    def _inbound(self, cs: socket.socket, peer: tuple, target: int) -> None:
+        if self.disabled or len(self.conns) >= self.max_conns:
+            self.stats["full"] += 1
+            return self._abort_sock(cs)
+        ip = ipaddress.ip_address(peer[0].split("%")[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        version = ip.version
+        guest = self.guest4 if version == 4 else self.guest6
+        gw = self.gw4 if version == 4 else self.gw6
+        if guest is None or gw is None:
+            return self._abort_sock(cs)
+        raw = ip.packed
+        if ip.is_loopback or raw == guest:
+            raw = gw
+        key = (guest, target, raw, peer[1])
+        if key in self.conns:
+            return self._abort_sock(cs)
+        cs.setblocking(False)
+        c = self._new_conn(version, guest, target, raw, peer[1])
+        c.inbound = True
+        c.state = SYN_SENT
+        c.sock = cs
+        c.fd = cs.fileno()
+        self.by_fd[c.fd] = c
+        self.w.add(c.fd, lambda ev, c=c: self._sock_event(c, ev), EV_DATA)
+        mss = self.mss4 if version == 4 else self.mss6
+        c.wnd_to_tap = 0xFFFF
+        c.ws_to_tap = WS_TO_GUEST
+        self._ctl(c, SYN, seq=c.isn, opts=ptcp.syn_options(mss, WS_TO_GUEST))
+
+    @staticmethod
+    def _abort_sock(s: socket.socket) -> None:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+        except OSError:
+            pass
+        s.close()
+
+    # -- ends -----------------------------------------------------------------
+    def _reset(self, c: Conn) -> None:
+        """RST to the guest and to the peer; forget the connection."""
+        if c.state in (ESTABLISHED, SYNACK_SENT):
+            self._ctl(c, RST | ACK)
+        elif c.state == SYN_SENT:
+            self._ctl(c, RST, seq=(c.isn + 1) & SEQ_MASK)
+        self.stats["rst_out"] += 1
+        self._close(c, reset_peer=True)
+
+    def _close(self, c: Conn, reset_peer: bool = False) -> None:
+        if c.closed:
+            return
+        c.closed = True
+        self.conns.pop(c.key, None)
+        sock = c.sock
+        if sock is not None:
+            self.by_fd.pop(c.fd, None)
+            self.w.remove(c.fd)
+            if reset_peer:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+                except OSError:
+                    pass
+            sock.close()
+            c.sock = None
+            c.fd = -1
+
+    def timer(self, now: float) -> None:
+        """Handshake, retransmission, half-close and idle timeouts."""
+        for c in list(self.conns.values()):
+            if c.closed:
+                continue
+            if c.state != ESTABLISHED:
+                if now - c.created > SYN_TIMEOUT:
+                    log.debug(f"{c}: handshake timeout")
+                    self._reset(c)
+                elif c.state == SYN_SENT and now - c.created > 1.0 * (1 + c.retrans) * 2:
+                    c.retrans += 1
+                    mss = self.mss4 if c.version == 4 else self.mss6
+                    self._ctl(c, SYN, seq=c.isn, opts=ptcp.syn_options(mss, WS_TO_GUEST))
+                continue
+            unacked = ptcp.seq_diff(c.seq_to_tap, c.seq_ack_from_tap) > 0 or (c.fin_sent and not c.fin_acked)
+            if unacked and now - c.last_progress > ACK_TIMEOUT * (1 << min(c.retrans, 3)):
+                c.retrans += 1
+                if c.retrans > MAX_RETRANS:
+                    log.debug(f"{c}: no ACK from guest, reset")
+                    self._reset(c)
+                    continue
+                c.last_progress = now
+                self._rewind(c)
+            elif not unacked and c.wnd_from_tap == 0 and not c.fin_sent:
+                # zero window probe: an old sequence number makes the guest answer
+                self._ctl(c, ACK, seq=(c.seq_to_tap - 1) & SEQ_MASK)
+            if (c.tap_fin or c.fin_ever) and now - c.last_activity > FIN_TIMEOUT:
+                log.debug(f"{c}: half-closed timeout")
+                self._reset(c)
+            elif now - c.last_activity > ACT_TIMEOUT:
+                log.debug(f"{c}: idle timeout")
+                self._reset(c)
+        if log.enabled(DEBUG) and self.conns:
+            log.trace(f"tcp: {len(self.conns)} connections, {self.stats}")
+
+    def summary(self) -> str:
+        """Counters for the worker's final statistics."""
+        return f"tcp: {len(self.conns)} open, {self.stats}"
