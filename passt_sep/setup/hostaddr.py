@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Read the host's addressing: template interface, addresses, gateway, DNS.
 
-Parent only. The template interface of a family is the one of its first
+Parent only, through the small rtnetlink client in ``rtnl`` (start-up
+time: see there). The template interface of a family is the one of its first
 default route in the main table (for a multipath default route, the first
 next hop). Its first address of the family (global scope for IPv6), prefix
 length, gateway, MTU and MAC are what the guest gets, as passt does. The
@@ -16,6 +17,7 @@ import socket
 from dataclasses import dataclass
 
 from ..errors import SetupError
+from .rtnl import IFA_F_TENTATIVE, RT_TABLE_MAIN, RTN_UNICAST, Rtnl
 
 log = logging.getLogger("passt_sep")
 
@@ -67,62 +69,47 @@ def read_resolv_conf(path: str = "/etc/resolv.conf") -> tuple[tuple, tuple[str, 
     return tuple(servers), search
 
 
-def _default_route(ipr, family: int, ifname: str | None, ifindex: int | None):
-    """First default route of the main table: (oif, gateway) or None."""
-    for r in ipr.get_routes(family=family, table=254):
-        if r.get("dst_len", 0) != 0 or r.get("type", 1) != 1:
-            continue
-        oif = r.get_attr("RTA_OIF")
-        gw = r.get_attr("RTA_GATEWAY")
-        if oif is None:
-            mp = r.get_attr("RTA_MULTIPATH")
-            if mp:
-                hop = mp[0]
-                oif = hop.get("oif")
-                gw = hop.get_attr("RTA_GATEWAY") if hasattr(hop, "get_attr") else None
-        if oif is None:
-            continue
-        if ifindex is not None and oif != ifindex:
-            continue
-        return oif, gw
-    if ifindex is not None:
-        return ifindex, None
-    return None
-
-
-def _family(ipr, family: int, want_if: str | None) -> FamilyInfo | None:
+def _family(nl: Rtnl, family: int, want_if: str | None) -> FamilyInfo | None:
+    """The template interface of one family, or None if it has no default route."""
     ifindex = None
+    links = {lk.index: lk for lk in nl.links()}
     if want_if:
-        found = ipr.link_lookup(ifname=want_if)
+        found = [lk for lk in links.values() if lk.name == want_if]
         if not found:
             raise SetupError("host addressing", f"interface {want_if} not found")
-        ifindex = found[0]
-    route = _default_route(ipr, family, want_if, ifindex)
-    if route is None:
-        return None
-    oif, gw = route
-    links = ipr.get_links(oif)
-    ifname = links[0].get_attr("IFLA_IFNAME") if links else str(oif)
+        ifindex = found[0].index
+    oif = gw = None
+    for r in nl.routes(family):
+        if r.table != RT_TABLE_MAIN or r.dst_len != 0 or r.type != RTN_UNICAST or r.oif is None:
+            continue
+        if ifindex is not None and r.oif != ifindex:
+            continue
+        oif, gw = r.oif, r.gateway
+        break
+    if oif is None:
+        if ifindex is None:
+            return None
+        oif = ifindex
     addr = None
     prefix = 0
     addr_ll = None
     all_addrs = []
-    for a in ipr.get_addr(family=family, index=oif):
-        text = a.get_attr("IFA_ADDRESS")
-        if text is None:
+    for a in nl.addrs(family):
+        if a.index != oif:
             continue
-        ip = ipaddress.ip_address(text)
-        all_addrs.append((str(ip), a["prefixlen"]))
+        ip = ipaddress.ip_address(a.address)
+        all_addrs.append((str(ip), a.prefixlen))
         if family == socket.AF_INET6 and ip.is_link_local:
             addr_ll = addr_ll or ip
             continue
-        if family == socket.AF_INET6 and (a.get("flags", 0) & 0x20 or a.get("scope", 0) != 0):
-            continue  # tentative or not global
+        if family == socket.AF_INET6 and (a.flags & IFA_F_TENTATIVE or a.scope != 0):
+            continue
         if addr is None:
-            addr, prefix = ip, a["prefixlen"]
+            addr, prefix = ip, a.prefixlen
+    link = links.get(oif)
     return FamilyInfo(
         ifindex=oif,
-        ifname=ifname,
+        ifname=link.name if link else str(oif),
         addr=addr,
         prefix=prefix,
         gateway=ipaddress.ip_address(gw) if gw else None,
@@ -135,22 +122,17 @@ def read_host(ifname: str | None = None, if4: str | None = None, if6: str | None
               resolv_conf: str = "/etc/resolv.conf") -> HostInfo:
     """Read the template interface of each family in the current netns."""
     try:
-        from pyroute2 import IPRoute
-    except ImportError as e:  # pragma: no cover - dependency missing
-        raise SetupError("host addressing", f"pyroute2 not available: {e}") from None
-    try:
-        with IPRoute() as ipr:
-            v4 = _family(ipr, socket.AF_INET, ifname or if4)
-            v6 = _family(ipr, socket.AF_INET6, ifname or if6)
+        with Rtnl() as nl:
+            v4 = _family(nl, socket.AF_INET, ifname or if4)
+            v6 = _family(nl, socket.AF_INET6, ifname or if6)
             mac = mtu = None
             name = None
             tmpl = v4 or v6
             if tmpl is not None:
-                link = ipr.get_links(tmpl.ifindex)[0]
-                text = link.get_attr("IFLA_ADDRESS")
-                if text:
-                    mac = bytes.fromhex(text.replace(":", ""))
-                mtu = link.get_attr("IFLA_MTU")
+                link = next((lk for lk in nl.links() if lk.index == tmpl.ifindex), None)
+                if link is not None:
+                    mac = link.mac if link.mac and len(link.mac) == 6 else None
+                    mtu = link.mtu
                 name = tmpl.ifname
     except OSError as e:
         raise SetupError("host addressing: netlink", e) from None

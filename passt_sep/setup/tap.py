@@ -4,7 +4,7 @@
 Parent only. ``setns()`` applies per thread, so a short-lived thread enters
 the target network namespace, opens ``/dev/net/tun``, creates the tap with
 a virtio-net header and TSO/checksum offloads, and (``--config-net``)
-configures addresses, routes and MTU through pyroute2. The fd keeps
+configures addresses, routes and MTU through rtnetlink (``rtnl``). The fd keeps
 working from any namespace afterwards and is handed to the worker.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import os
+import socket
 import struct
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from sandbox import ns
 
 from ..config import Config
 from ..errors import SetupError
+from .rtnl import IFA_F_NODAD, Rtnl
 
 TUNSETIFF = 0x400454CA
 TUNSETVNETHDRSZ = 0x400454D8
@@ -78,35 +80,35 @@ def open_tap(name: str) -> tuple[int, str]:
 
 def configure(cfg: Config, ifname: str, config_net: bool) -> bytes:
     """Bring lo up, optionally configure the tap; return the tap's MAC."""
-    from pyroute2 import IPRoute
-
     o = cfg.opts
-    with IPRoute() as ipr:
-        lo = ipr.link_lookup(ifname="lo")
-        if lo:
-            ipr.link("set", index=lo[0], state="up")
-        idx = ipr.link_lookup(ifname=ifname)[0]
+    with Rtnl() as nl:
+        lo = nl.link_by_name("lo")
+        if lo is not None:
+            nl.set_link(lo.index, up=True)
+        tap = nl.link_by_name(ifname)
+        if tap is None:
+            raise SetupError("tap device", f"{ifname} vanished")
+        idx = tap.index
         if o.ns_mac:
-            ipr.link("set", index=idx, address=":".join(f"{b:02x}" for b in o.ns_mac))
+            nl.set_link(idx, mac=o.ns_mac)
         if config_net:
-            mtu = cfg.mtu or NS_MTU_DEFAULT
-            ipr.link("set", index=idx, mtu=mtu)
-            ipr.link("set", index=idx, state="up")
+            nl.set_link(idx, mtu=cfg.mtu or NS_MTU_DEFAULT, up=True)
             if cfg.v4:
-                ipr.addr("add", index=idx, address=str(cfg.v4.addr), prefixlen=cfg.v4.prefix)
-                if not cfg.v4.gw_onlink:
-                    ipr.route("add", dst=f"{cfg.v4.gw}/32", oif=idx, scope=253)
-                ipr.route("add", dst="0.0.0.0/0", gateway=str(cfg.v4.gw), oif=idx)
+                v4 = cfg.v4
+                nl.add_addr(idx, socket.AF_INET, v4.addr.packed, v4.prefix)
+                if not v4.gw_onlink:
+                    nl.add_route(socket.AF_INET, idx, v4.gw.packed, 32)
+                nl.add_route(socket.AF_INET, idx, None, 0, v4.gw.packed)
             if cfg.v6:
-                ipr.addr("add", index=idx, address=str(cfg.v6.addr), prefixlen=cfg.v6.prefix,
-                         flags=0x02)  # IFA_F_NODAD
-                net = ipaddress.IPv6Network(f"{cfg.v6.addr}/{cfg.v6.prefix}", strict=False)
-                if not cfg.v6.gw.is_link_local and cfg.v6.gw not in net:
-                    ipr.route("add", dst=f"{cfg.v6.gw}/128", oif=idx, family=10)
-                ipr.route("add", dst="::/0", gateway=str(cfg.v6.gw), oif=idx, family=10)
-        link = ipr.get_links(idx)[0]
-        mac = link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
-    return bytes.fromhex(mac.replace(":", ""))
+                v6 = cfg.v6
+                nl.add_addr(idx, socket.AF_INET6, v6.addr.packed, v6.prefix, IFA_F_NODAD)
+                net = ipaddress.IPv6Network(f"{v6.addr}/{v6.prefix}", strict=False)
+                if not v6.gw.is_link_local and v6.gw not in net:
+                    nl.add_route(socket.AF_INET6, idx, v6.gw.packed, 128)
+                nl.add_route(socket.AF_INET6, idx, None, 0, v6.gw.packed)
+        link = nl.link_by_name(ifname)
+    mac = link.mac if link is not None and link.mac else bytes(6)
+    return mac
 
 
 def create_and_configure(cfg: Config, netns_fd: int) -> tuple[int, str, bytes]:
@@ -119,7 +121,7 @@ def create_and_configure(cfg: Config, netns_fd: int) -> tuple[int, str, bytes]:
         except SetupError:
             os.close(fd)
             raise
-        except Exception as e:  # pyroute2 raises NetlinkError and friends
+        except OSError as e:
             os.close(fd)
             raise SetupError("namespace network configuration (netlink)", e) from None
         return fd, name, mac
