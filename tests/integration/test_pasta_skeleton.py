@@ -247,3 +247,14 @@ def test_setup_failure_names_the_step(host):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "pasta: network namespace /nonexistent/netns: No such file or directory"], r.stderr
+
+
+def test_unprivileged_user_gets_a_namespace_too(host):
+    """Without CAP_SYS_ADMIN pasta makes its own user namespace first."""
+    r = host.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", PASTA,
+                  "--config-net", "-q", "--", "sh", "-c",
+                  f"ip -br addr show eth0; ping -c1 -W3 {GW_ADDR4} && ping -6 -c1 -W3 {FAR_ADDR6}"],
+                 check=False, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{HOST_ADDR4}/24" in r.stdout
+    assert f"64 bytes from {GW_ADDR4}" in r.stdout and f"64 bytes from {FAR_ADDR6}" in r.stdout
