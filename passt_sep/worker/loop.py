@@ -27,6 +27,7 @@ from .. import ipc
 from ..config import Config
 from ..log import DEBUG, log
 from ..proto import arp, ndp
+from ..proto.dnsname import encode_names
 from ..proto.packet import (
     ETH_P_ARP,
     IPPROTO_ICMP,
@@ -36,14 +37,10 @@ from ..proto.packet import (
     Packet,
     parse_frame,
 )
+from . import dhcp as dhcp_glue
 from .icmp import PingFlows
-from .tcp import TcpFlows
-
-try:  # imported here: after isolation the worker cannot read a file
-    from . import dhcp as dhcp_glue
-except ImportError:  # pragma: no cover - built in a later step
-    dhcp_glue = None  # type: ignore[assignment]
 from .tap import Tap
+from .tcp import TcpFlows
 
 TIMER_INTERVAL = 1.0  # seconds between housekeeping passes, as passt
 RA_INTERVAL = 60.0  # unsolicited router advertisements (RFC 4861 allows 4-1800 s)
@@ -132,14 +129,13 @@ class Worker:
             dns = tuple(d.packed for d in cfg.v6.dns) if o.dhcp_dns else ()
             self.ra_params = ndp.RaParams(
                 our_mac=cfg.our_mac, our_ll=cfg.v6.our_ll.packed, prefix=cfg.v6.addr.packed,
-                mtu=cfg.mtu, dns=dns, search=_dnssl(cfg.search) if dns else b"")
+                mtu=cfg.mtu, dns=dns,
+                search=encode_names(dhcp_glue.usable_search(cfg.search)) if dns else b"")
         self.services = self._load_services()
         self.next_ra = time.monotonic() + 1.0
 
     def _load_services(self) -> dict[str, object]:
-        """DHCP and DHCPv6 responders, where those modules are present."""
-        if dhcp_glue is None:
-            return {}
+        """DHCP and DHCPv6 responders (see worker/dhcp.py)."""
         return dhcp_glue.services(self)
 
     now = staticmethod(time.monotonic)
@@ -286,19 +282,6 @@ class Worker:
     def stats(self) -> str:
         """One line of counters."""
         return f"frames from guest: {self.frames_in}, {self.drop_summary()}"
-
-
-def _dnssl(search: tuple[str, ...]) -> bytes:
-    """Search domains as uncompressed DNS names (RFC 8106 DNSSL body)."""
-    out = bytearray()
-    for name in search:
-        for label in name.rstrip(".").split("."):
-            raw = label.encode("idna") if label else b""
-            if not 0 < len(raw) < 64:
-                break
-            out += bytes([len(raw)]) + raw
-        out += b"\0"
-    return bytes(out)
 
 
 def host_addr(version: int, raw: bytes) -> str:
