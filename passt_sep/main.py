@@ -53,12 +53,14 @@ def run(mode: str, args: list[str]) -> int:
     if opts.action == "version":
         sys.stdout.write(version_text(mode))
         return 0
-    if mode == PASST:
-        sys.stderr.write("passt: passt mode is not built yet; use pasta\n")
-        return 1
     from .setup.parent import Parent
 
-    spawn = opts.target_pid is None and opts.netns is None
+    if mode == PASST:
+        from .setup.passt_run import PasstParent as Parent  # type: ignore[assignment]
+
+        spawn = False  # no command of its own: daemonize unless -f
+    else:
+        spawn = opts.target_pid is None and opts.netns is None
     ready_fd = None
     if not spawn and not opts.foreground:
         ready_fd = _daemonize()
@@ -90,9 +92,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def qrap_main() -> None:
-    """qrap: not built yet."""
-    sys.stderr.write("qrap: not built yet\n")
-    sys.exit(1)
+    """Console script entry for qrap (see passt_sep.qrap)."""
+    from .qrap import main as qrap
+
+    sys.exit(qrap(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ packages=(
 	iproute2 iputils-ping util-linux procps kmod
 	libcap-dev gcc
 	iperf3 busybox-static passt slirp4netns strace dnsmasq-base tcpdump cpio
-	# A later issue boots a real VM (passt front end):
-	# qemu-system-x86 linux-image-amd64
+	# The VM tests (tests/vm/) boot Debian's kernel under qemu (passt mode):
+	qemu-system-x86 linux-image-amd64
 )
 
 # The interpreter: Debian's python3 unless another one is already on PATH

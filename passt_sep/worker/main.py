@@ -24,6 +24,7 @@ from sandbox.seccomp import Policy
 from .. import ipc
 from ..log import log
 from .loop import Worker
+from .stream import StreamTap
 from .tap import Pcap, Tap
 
 POLICY_DIR = Path(__file__).resolve().parent.parent.parent / "policies"
@@ -52,7 +53,9 @@ def worker_main(sock: socket.socket, mode: str, policy: Policy) -> NoReturn:
         pcap_fd = next(it) if start["pcap"] else None
         log.configure(mode, start["level"], start["stderr_fd"], log_fd, start["stamp"])
         pcap = Pcap(pcap_fd) if pcap_fd is not None else None
-        w = Worker(start["cfg"], Tap(tap_fd, pcap), sock, start["guest_mac"])
+        # passt: the first fd is the control socket of the client connections
+        tap = StreamTap(tap_fd, pcap) if start.get("stream") else Tap(tap_fd, pcap)
+        w = Worker(start["cfg"], tap, sock, start["guest_mac"])
         sock.send(b"ready")
         status = w.run()
         log.debug(w.stats())

@@ -1,0 +1,292 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""One run of passt (qemu over a UNIX stream socket): set-up and supervision.
+
+Parent only. passt creates no namespace and no tap: the guest is whatever
+connects to the UNIX socket. Order of a run:
+
+1. fork the worker first (``Parent.run``); here its child side first drops
+   to the target user (below), then isolates itself as in pasta mode;
+2. read host addressing, build the Config, print the summary;
+3. listen on the socket (``setup.passt_socket``; or take the -F fd), bind
+   the -t listeners;
+4. send the worker its start message: the Config and, instead of a tap,
+   one end of a private control socketpair (``worker.stream``); then the
+   listeners, one per message, as in pasta mode; wait until it is ready;
+5. write the PID file, drop to the target user, print the qemu hint, and
+   tell the launcher we are ready (it exits 0; libvirt then reads the PID
+   file and starts qemu, which connects at once);
+6. supervise: accept a client and hand it to the worker over the control
+   socket (the parent keeps the listening socket; the worker never holds it
+   and cannot accept on it); close any further client at once while one is
+   connected; when the worker reports the client gone, exit 0 with
+   --one-off (or -F), else wait for the next client. SIGTERM exits 0; a
+   dead worker exits 1 with the reason.
+
+Dropping privileges. As root in the initial user namespace, passt runs as
+``nobody`` unless --runas says otherwise; so do we, in both processes. The
+parent drops (setgroups([]), setgid, setuid) after everything that may need
+root is done: the socket is bound, the PID file written, low ports bound.
+What the broker does afterwards needs no privilege: ping sockets (allowed
+by net.ipv4.ping_group_range, as for passt), outbound TCP sockets,
+SO_BINDTODEVICE (unprivileged since Linux 5.7). The worker drops before it
+isolates itself, so the uid it is mapped to outside its user namespace is
+the target user's, never root's.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import pwd
+import selectors
+import signal
+import socket
+import struct
+
+from sandbox.fdpass import send_fds
+
+from .. import ipc
+from ..errors import SetupError
+from ..log import log
+from . import passt_socket
+from .parent import Parent, _detach_stdio, _open_pcap, _write_pid, describe_status
+
+INIT_UID_MAP = "0 0 4294967295"
+
+
+def target_ids(runas: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The (uid, gid) to run as after set-up, or None to stay as we are."""
+    if runas is not None:
+        return runas
+    if os.geteuid() != 0:
+        return None
+    try:
+        with open("/proc/self/uid_map") as f:
+            init_ns = f.read().split() == INIT_UID_MAP.split()
+    except OSError:
+        init_ns = True
+    if not init_ns:
+        return None
+    try:
+        pw = pwd.getpwnam("nobody")
+        return pw.pw_uid, pw.pw_gid
+    except KeyError:
+        return 65534, 65534
+
+
+def drop_to(ids: tuple[int, int] | None) -> None:
+    """setgroups([]), setgid, setuid; a no-op for None or our own ids."""
+    if ids is None:
+        return
+    uid, gid = ids
+    if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) == (uid, uid, gid, gid) and (
+            os.geteuid() != 0 or not os.getgroups()):
+        return
+    try:
+        if os.geteuid() == 0:
+            os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as e:
+        raise SetupError(f"Can't set UID/GID to {uid}:{gid}", e) from None
+
+
+def _peer_pid(conn: socket.socket) -> int | None:
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", raw)[0] or None
+    except OSError:
+        return None
+
+
+class PasstParent(Parent):
+    """One run of passt."""
+
+    def __init__(self, opts, prog, ready_fd=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(opts, prog, ready_fd)
+        self.ids = target_ids(opts.runas)
+        self.listener: socket.socket | None = None
+        self.path = ""
+        self.ctl: socket.socket | None = None
+        self.client_on = False
+
+    def fork_worker(self) -> None:
+        """The worker, dropped to the target user, then isolated."""
+        from sandbox.seccomp import load_policy
+
+        from ..worker.main import policy_path, worker_main
+
+        try:
+            policy = load_policy(policy_path(self.opts.mode))
+        except (OSError, ValueError) as e:
+            raise SetupError("seccomp policy", e) from None
+        self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            self.sock.close()
+            if self.ready_fd is not None:
+                _detach_stdio()
+            try:
+                drop_to(self.ids)
+            except SetupError as e:
+                os.write(2, f"{self.prog}: worker: {e}\n".encode())
+                os._exit(1)
+            worker_main(wsock, self.opts.mode, policy)
+        wsock.close()
+        self.worker_pid = pid
+
+    def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
+        o = self.opts
+        if self.ids is not None and o.runas is None:
+            log.warn("Don't run as root. Changing to nobody...")
+        from ..config import build_config
+        from .hostaddr import read_host
+        from .listeners import bind_tcp_listeners
+
+        host = read_host(o.ifname, o.outbound_if4, o.outbound_if6)
+        cfg = build_config(o, host)
+        for line in cfg.summary():
+            for part in line.split("\n"):
+                log.info(part)
+
+        first: socket.socket | None = None
+        if o.fd is not None:
+            first = passt_socket.inherited(o.fd)
+        else:
+            self.listener, self.path = passt_socket.listen(o.socket_path)
+        listeners = bind_tcp_listeners(cfg)
+        pcap_fd = _open_pcap(o.pcap)
+
+        self.ctl, wctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fds = [wctl.fileno()] + ([log_fd] if log_fd is not None else []) + (
+            [pcap_fd] if pcap_fd is not None else [])
+        if self.ready_fd is not None:
+            stderr_fd = None
+        start = {"cfg": cfg, "guest_mac": None, "level": level, "stderr_fd": stderr_fd,
+                 "stamp": o.debug, "log_file": log_fd is not None, "pcap": pcap_fd is not None,
+                 "stream": True}
+        try:
+            send_fds(self.sock, pickle.dumps(start), fds)
+            for lsock, port, target in listeners:
+                send_fds(self.sock, ipc.pack_listener(port, target), [lsock.fileno()])
+                lsock.close()
+        except OSError as e:
+            raise SetupError("start worker", self._worker_death() or e) from None
+        wctl.close()
+        if pcap_fd is not None:
+            os.close(pcap_fd)
+        self._wait_ready()
+        self.ctl.setblocking(False)
+
+        from .broker import Broker
+
+        self.broker = Broker(cfg, self.sock)
+        _write_pid(o.pid_file, os.getpid())
+        drop_to(self.ids)
+        if first is not None:
+            self._hand_over(first)
+        else:
+            for line in passt_socket.qemu_hint(self.path).split("\n"):
+                log.info(line)
+        if self.ready_fd is not None:
+            os.write(self.ready_fd, b"0")
+            os.close(self.ready_fd)
+            self.ready_fd = None
+            _detach_stdio()
+            log.stderr_fd = None
+        return self.supervise_passt(one_off=o.one_off or first is not None)
+
+    def _hand_over(self, conn: socket.socket) -> None:
+        """Give the connected client to the worker; we keep no copy."""
+        assert self.ctl is not None
+        from ..worker.stream import CLIENT
+
+        try:
+            send_fds(self.ctl, CLIENT, [conn.fileno()])
+            self.client_on = True
+        except OSError as e:
+            log.err(f"handing the client to the worker: {e.strerror}")
+        finally:
+            conn.close()
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        for _ in range(16):
+            try:
+                conn, _addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warn(f"accept: {e.strerror}")
+                return
+            pid = _peer_pid(conn)
+            who = f" from PID {pid}" if pid else ""
+            if self.client_on:
+                log.info(f"another client connected{who}, closing it: one client at a time")
+                conn.close()
+                continue
+            log.info(f"accepted connection{who}")
+            self._hand_over(conn)
+
+    def supervise_passt(self, one_off: bool) -> int:
+        """Serve broker and socket until something ends the run."""
+        from ..worker.stream import GONE
+
+        assert self.ctl is not None
+        sel = selectors.DefaultSelector()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        got: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, lambda s, _f: got.append(s))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        wfd = os.pidfd_open(self.worker_pid)
+        sel.register(wfd, selectors.EVENT_READ, "worker")
+        sel.register(self.sock, selectors.EVENT_READ, "broker")
+        sel.register(self.ctl, selectors.EVENT_READ, "ctl")
+        sel.register(wake_r, selectors.EVENT_READ, "signal")
+        if self.listener is not None:
+            sel.register(self.listener, selectors.EVENT_READ, "accept")
+        while True:
+            for key, _ in sel.select(1.0):
+                what = key.data
+                if what == "broker":
+                    try:
+                        data = self.sock.recv(256)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if data:
+                        self.broker.handle(data)
+                    else:
+                        sel.unregister(self.sock)
+                elif what == "accept":
+                    self._accept()
+                elif what == "ctl":
+                    try:
+                        data = self.ctl.recv(16)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if data == GONE:
+                        self.client_on = False
+                        if one_off:
+                            log.info("Client closed connection, exiting")
+                            return 0
+                        log.info("Client connection closed")
+                    elif not data:
+                        sel.unregister(self.ctl)
+                elif what == "signal":
+                    try:
+                        os.read(wake_r, 64)
+                    except OSError:
+                        pass
+                elif what == "worker":
+                    _pid, status = os.waitpid(self.worker_pid, 0)
+                    self.worker_pid = 0
+                    log.err(f"worker {describe_status(status)}, exiting")
+                    return 1
+            if got:
+                return 0
