@@ -1,0 +1,346 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""passt mode end to end: the UNIX socket life cycle, then a real qemu guest.
+
+passt always runs inside a HostNS (tests/netenv.py), never in the machine's
+own network namespace. The first group drives the socket by hand (an ARP
+request in, the reply out) and checks what libvirt and KubeVirt rely on:
+exit 0 only once the socket listens, the PID file, one client at a time,
+--one-off, SIGTERM, errors as one line. The ``vm`` group boots one qemu
+guest (tests/vm/harness.py) and runs several checks in it: DHCP, ping of
+the gateway (the host's loopback) and of a far host, and a 50 MiB HTTP
+download from the host's loopback with its sha256 compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.netenv import (
+    FAR_ADDR4,
+    GW_ADDR4,
+    HOST_ADDR4,
+    PASST,
+    PYTHON,
+    HostNS,
+    _readline,
+    stop_process,
+    wait_for,
+)
+from tests.vm import harness
+
+pytestmark = pytest.mark.integration
+
+GUEST_MAC = bytes.fromhex("525400123456")
+
+
+def arp_request(target: str = GW_ADDR4) -> bytes:
+    """A length-prefixed ARP request from the guest for target."""
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, GUEST_MAC,
+                      socket.inet_aton(HOST_ADDR4), bytes(6), socket.inet_aton(target))
+    frame = b"\xff" * 6 + GUEST_MAC + b"\x08\x06" + arp
+    return struct.pack("!I", len(frame)) + frame
+
+
+def recv_frame(s: socket.socket, timeout: float = 5) -> bytes:
+    """One length-prefixed frame from s."""
+    s.settimeout(timeout)
+    hdr = s.recv(4, socket.MSG_WAITALL)
+    assert len(hdr) == 4, "connection closed"
+    (n,) = struct.unpack("!I", hdr)
+    data = s.recv(n, socket.MSG_WAITALL)
+    assert len(data) == n
+    return data
+
+
+def check_arp_reply(s: socket.socket) -> None:
+    s.sendall(arp_request())
+    f = recv_frame(s)
+    assert f[:6] == GUEST_MAC and f[12:14] == b"\x08\x06"
+    assert f[20:22] == b"\x00\x02"  # ARP reply
+    assert f[28:32] == socket.inet_aton(GW_ADDR4)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            kids += [int(x) for x in f.read().split()]
+    return kids
+
+
+def status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="passt-") as d:
+        os.chmod(d, 0o755)
+        yield Path(d)
+
+
+def libvirt_argv(sock: Path, pid: Path, log: Path) -> list[str]:
+    """The command line libvirt >= 9.4 builds (src/qemu/qemu_passt.c), verbatim."""
+    return [PASST, "--one-off", "--socket", str(sock), "--pid", str(pid), "--mtu", "65520",
+            "--address", HOST_ADDR4, "--netmask", "24", "--interface", "eth0",
+            "--log-file", str(log), "--tcp-ports", "%eth0/80"]
+
+
+def test_libvirt_command_line(host, tmp):
+    sock, pidf, logf = tmp / "vm-net0.socket", tmp / "vm-net0-passt.pid", tmp / "passt.log"
+    r = host.run(libvirt_argv(sock, pidf, logf), timeout=30, check=False)
+    assert r.returncode == 0, r.stderr
+    pid = int(pidf.read_text())
+    assert pidf.read_text() == f"{pid}\n"
+    try:
+        assert alive(pid), "the PID file names no running process"
+        assert "passt" in open(f"/proc/{pid}/cmdline").read()
+        assert status(pid)["Uid"].split()[0] == "65534"  # root in the init map: nobody
+        workers = [k for k in children(pid) if status(k).get("Seccomp") == "2"]
+        assert len(workers) == 1
+        assert status(workers[0])["Uid"].split()[0] == "65534"
+        # port 80 of the host is forwarded (bound before the launcher exited)
+        assert ":0050 " in host.run(["cat", "/proc/net/tcp6"]).stdout
+        first = socket.socket(socket.AF_UNIX)
+        first.connect(str(sock))  # listening already: the launcher has exited
+        check_arp_reply(first)
+        second = socket.socket(socket.AF_UNIX)
+        second.connect(str(sock))
+        second.settimeout(5)
+        assert second.recv(16) == b"", "a second client must be closed at once"
+        second.close()
+        check_arp_reply(first)  # the first client is unaffected
+        first.close()
+        assert wait_for(lambda: not alive(pid), 10), "--one-off: exit when the client goes"
+        log = logf.read_text()
+        assert f"UNIX domain socket bound at {sock}" in log
+        assert "Client closed connection, exiting" in log
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_one_off_exits_0_when_the_client_goes(host, tmp):
+    sock = tmp / "s"
+    p = host.popen([PASST, "-f", "-1", "-q", "-s", str(sock)], stderr=subprocess.PIPE)
+    assert wait_for(lambda: sock.exists(), 10)
+    c = socket.socket(socket.AF_UNIX)
+    assert wait_for(lambda: c.connect(str(sock)) is None, 10)
+    check_arp_reply(c)
+    c.close()
+    assert p.wait(10) == 0
+
+
+def test_without_one_off_the_next_client_is_served(host, tmp):
+    sock = tmp / "s"
+    p = host.popen([PASST, "-f", "-q", "-s", str(sock)], stderr=subprocess.PIPE)
+    assert wait_for(lambda: sock.exists(), 10)
+    for _ in range(3):
+        c = socket.socket(socket.AF_UNIX)
+        assert wait_for(lambda c=c: c.connect(str(sock)) is None, 10)
+        # the previous client's end may still be handled: retry until served
+        check_arp_reply(c)
+        c.close()
+    assert p.poll() is None
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 0
+
+
+def test_sigterm_exits_0_with_a_client(host, tmp):
+    sock = tmp / "s"
+    p = host.popen([PASST, "-f", "-q", "-s", str(sock)], stderr=subprocess.PIPE)
+    assert wait_for(lambda: sock.exists(), 10)
+    c = socket.socket(socket.AF_UNIX)
+    assert wait_for(lambda: c.connect(str(sock)) is None, 10)
+    check_arp_reply(c)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 0
+    c.close()
+
+
+def test_daemon_sigterm_exits_0_and_the_worker_goes_too(host, tmp):
+    sock, pidf = tmp / "s", tmp / "pid"
+    host.run([PASST, "-q", "-s", str(sock), "-P", str(pidf)], timeout=30)
+    pid = int(pidf.read_text())
+    worker = children(pid)[0]
+    os.kill(pid, signal.SIGTERM)
+    assert wait_for(lambda: not alive(pid) and not alive(worker), 10)
+
+
+def test_bad_socket_path_is_one_line_and_exit_1(host, tmp):
+    r = host.run([PASST, "-s", str(tmp / "missing" / "s")], check=False, timeout=30)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if not line.startswith(("info", " "))]
+    assert errors[-1] == f"passt: UNIX socket {tmp}/missing/s: No such file or directory"
+    assert "Traceback" not in r.stderr
+
+
+def test_socket_in_use_is_refused_and_stale_socket_replaced(host, tmp):
+    sock, pidf = tmp / "s", tmp / "pid"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(sock))  # a socket file nobody listens on
+    stale.close()
+    host.run([PASST, "-q", "-s", str(sock), "-P", str(pidf)], timeout=30)
+    pid = int(pidf.read_text())
+    try:
+        r = host.run([PASST, "-s", str(sock)], check=False, timeout=30)
+        assert r.returncode == 1
+        assert r.stderr.strip().splitlines()[-1] == f"passt: Socket path {sock} already in use"
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(str(sock))
+        check_arp_reply(c)  # the first instance still serves
+        c.close()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not alive(pid), 10)
+
+
+def test_default_path_skips_a_busy_one(host):
+    """In a private /tmp: /tmp/passt_1.socket is taken, so passt takes _2."""
+    script = textwrap.dedent(f"""\
+        set -e
+        mount -t tmpfs none /tmp
+        {PYTHON} -c 'import socket,time; s=socket.socket(socket.AF_UNIX); s.bind("/tmp/passt_1.socket"); s.listen(); time.sleep(30)' &
+        busy=$!
+        for i in $(seq 50); do [ -S /tmp/passt_1.socket ] && break; sleep 0.1; done
+        {PASST} -P /tmp/pid 2>&1
+        kill $(cat /tmp/pid) $busy
+        """)
+    r = host.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], timeout=60)
+    assert "Probing path /tmp/passt_1.socket" in r.stdout
+    assert "UNIX domain socket bound at /tmp/passt_2.socket" in r.stdout
+
+
+def test_inherited_fd(host):
+    """-F: an already connected socket, one-off implied."""
+    code = textwrap.dedent(f"""\
+        import socket, struct, subprocess, sys
+        a, b = socket.socketpair()
+        p = subprocess.Popen([{PASST!r}, "-f", "-q", "-F", str(b.fileno())], pass_fds=[b.fileno()])
+        b.close()
+        a.sendall({arp_request()!r})
+        a.settimeout(10)
+        n = struct.unpack("!I", a.recv(4, socket.MSG_WAITALL))[0]
+        f = a.recv(n, socket.MSG_WAITALL)
+        print("reply", f[20:22].hex(), flush=True)
+        a.close()
+        print("exit", p.wait(10))
+        """)
+    r = host.run([PYTHON, "-c", code], timeout=60)
+    assert "reply 0002" in r.stdout and "exit 0" in r.stdout
+
+
+# -- the VM ----------------------------------------------------------------------------
+BLOB_BYTES = 50 << 20
+
+GUEST_SCRIPT = f"""
+step link 10 ip link set eth0 up
+step dhcp 30 udhcpc -i eth0 -n -q -t 5 -T 2 -O mtu -s /usr/share/udhcpc/default.script
+step addr 5 sh -c 'ip addr show eth0; ip route; cat /sys/class/net/eth0/mtu'
+step ping_gw 20 ping -c 2 -W 5 {GW_ADDR4}
+step ping_far 20 ping -c 2 -W 5 {FAR_ADDR4}
+step wget 150 sh -c 'wget -q -O - http://{GW_ADDR4}:HTTP_PORT/blob | sha256sum'
+"""
+
+
+@pytest.fixture(scope="module")
+def vm_run() -> Iterator[tuple[harness.Boot, dict[str, harness.Step], str, str]]:
+    """One boot shared by the VM checks: (boot, steps, blob sha256, passt log)."""
+    why = harness.available()
+    if why:
+        pytest.skip(why)
+    with tempfile.TemporaryDirectory(prefix="passt-vm-") as d, HostNS() as host:
+        work = Path(d)
+        os.chmod(work, 0o755)
+        www = work / "www"
+        www.mkdir()
+        blob = os.urandom(BLOB_BYTES)
+        (www / "blob").write_bytes(blob)
+        digest = hashlib.sha256(blob).hexdigest()
+        del blob
+        srv = host.popen([PYTHON, "-u", "-c", textwrap.dedent(f"""\
+            import functools, http.server, sys
+            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory={str(www)!r})
+            s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
+            print("READY", s.server_address[1], flush=True)
+            s.serve_forever()
+            """)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        port = int(_readline(srv, 10).split()[1])
+        sock, logf = work / "passt.socket", work / "passt.log"
+        host.run([PASST, "--one-off", "-s", str(sock), "-l", str(logf), "-P", str(work / "pid")],
+                 timeout=30)
+        boot = harness.Boot(work, GUEST_SCRIPT.replace("HTTP_PORT", str(port)))
+        boot.run(host.popen, str(sock), timeout=240)
+        stop_process(srv)
+        steps = boot.steps()
+        yield boot, steps, digest, logf.read_text()
+
+
+def _step(vm_run, name: str) -> harness.Step:
+    boot, steps, _digest, log = vm_run
+    assert name in steps, (f"step {name} did not run; boot {boot.boot_seconds}s\n"
+                           f"console tail:\n{boot.text()[-3000:]}\nqemu: {boot.qemu_errors()}\n"
+                           f"passt log tail:\n{log[-2000:]}")
+    return steps[name]
+
+
+@pytest.mark.vm
+def test_vm_boots_and_links(vm_run):
+    boot = vm_run[0]
+    assert boot.boot_seconds is not None, boot.text()[-3000:]
+    assert _step(vm_run, "link").rc == 0
+
+
+@pytest.mark.vm
+def test_vm_dhcp_lease(vm_run):
+    s = _step(vm_run, "dhcp")
+    assert s.rc == 0, s.output
+    assert f"LEASE ip={HOST_ADDR4} " in s.output and f"router={GW_ADDR4}" in s.output
+    assert "mtu=65520" in s.output
+    a = _step(vm_run, "addr").output
+    assert f"inet {HOST_ADDR4}/24" in a and f"default via {GW_ADDR4}" in a
+    assert a.strip().splitlines()[-1] == "65520"
+
+
+@pytest.mark.vm
+def test_vm_ping_gateway_is_host_loopback(vm_run):
+    s = _step(vm_run, "ping_gw")
+    assert s.rc == 0 and f"64 bytes from {GW_ADDR4}" in s.output, s.output
+
+
+@pytest.mark.vm
+def test_vm_ping_far_host(vm_run):
+    s = _step(vm_run, "ping_far")
+    assert s.rc == 0 and f"64 bytes from {FAR_ADDR4}" in s.output, s.output
+
+
+@pytest.mark.vm
+def test_vm_wget_50mib_from_host_loopback(vm_run):
+    s = _step(vm_run, "wget")
+    assert s.rc == 0, s.output
+    assert s.output.split()[0] == vm_run[2], "sha256 of the download differs"
+
+
+@pytest.mark.vm
+def test_vm_one_off_passt_exits_when_qemu_powers_off(vm_run):
+    assert "Client closed connection, exiting" in vm_run[3]
