@@ -12,6 +12,7 @@ replies went.
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import struct
 import subprocess
@@ -216,20 +217,68 @@ def test_dhclient6_gets_address_and_dns(host: HostNS, tmp_path: Path) -> None:
     assert v["search"] == "example.org. test.example."
 
 
-def test_kernel_slaac_from_router_advert(host: HostNS) -> None:
+def _router_adverts(pcap: Path) -> list[dict[int, list[bytes]]]:
+    """Options (type -> bodies) of each router advertisement in a pcap file."""
+    data = pcap.read_bytes()
+    out = []
+    pos = 24
+    while pos + 16 <= len(data):
+        incl = struct.unpack_from("<IIII", data, pos)[2]
+        frame = data[pos + 16 : pos + 16 + incl]
+        pos += 16 + incl
+        if frame[12:14] != b"\x86\xdd" or frame[20] != 58 or frame[54] != 134:
+            continue
+        opts: dict[int, list[bytes]] = {}
+        off = 54 + 16
+        while off + 2 <= len(frame):
+            typ, units = frame[off], frame[off + 1]
+            assert units, "zero-length NDP option"
+            opts.setdefault(typ, []).append(frame[off + 2 : off + 8 * units])
+            off += 8 * units
+        out.append(opts)
+    return out
+
+
+def _dns_names(body: bytes) -> list[str]:
+    """Uncompressed DNS names back to back, zero padding at the end ignored."""
+    names, labels, i = [], [], 0
+    while i < len(body):
+        n = body[i]
+        if n == 0:
+            if labels:
+                names.append(".".join(labels))
+            labels = []
+            i += 1
+            continue
+        labels.append(body[i + 1 : i + 1 + n].decode("ascii"))
+        i += 1 + n
+    return names
+
+
+def test_kernel_slaac_from_router_advert(host: HostNS, tmp_path: Path) -> None:
     our_ll = _our_link_local(host)
+    pcap = tmp_path / "ra.pcap"
     cmd = ("ip link set eth0 up; i=0; while [ $i -lt 100 ]; do "
            "ip -6 route show default | grep -q 'proto ra' && "
            "ip -6 addr show dev eth0 scope global | grep -q 2001:db8: && "
            "! ip -6 addr show dev eth0 | grep -q tentative && break; "
            "sleep 0.1; i=$((i+1)); done; ip -6 addr show dev eth0 scope global; ip -6 route")
-    r = _pasta(host, [], cmd)
+    r = _pasta(host, ["--dhcp-dns", "--dhcp-search", "-D", DNS6, "-S", SEARCH,
+                      "-p", str(pcap)], cmd)
     assert r.returncode == 0, r.stdout + r.stderr
     # EUI-64 (or stable-privacy) address in the advertised /64
     assert "inet6 2001:db8::" in r.stdout and "/64 scope global" in r.stdout
     assert "tentative" not in r.stdout.split("inet6 2001:db8::", 1)[1].splitlines()[0]
     assert "2001:db8::/64 dev eth0 proto kernel" in r.stdout
     assert f"default via {our_ll} dev eth0 proto ra" in r.stdout
+    # What the kernel does not act on: resolvers (RDNSS) and search list (DNSSL)
+    ras = _router_adverts(pcap)
+    assert ras, "no router advertisement captured"
+    for opts in ras:
+        assert opts[25] == [struct.pack("!HI", 0, 60) + ipaddress.IPv6Address(DNS6).packed]
+        (dnssl,) = opts[31]
+        assert _dns_names(dnssl[6:]) == SEARCH.split()
+        assert struct.unpack_from("!I", opts[5][0], 2)[0] == MTU
 
 
 def test_no_dhcp_and_no_dhcpv6_get_no_answer(host: HostNS, tmp_path: Path) -> None:
