@@ -15,8 +15,20 @@ import time
 
 import pytest
 
-from tests.netenv import (FAR_ADDR4, FAR_ADDR6, GW_ADDR4, GW_ADDR6, HOST_ADDR4, HOST_ADDR6,
-                          PASTA, PYTHON, REPO, HostNS, stop_process, wait_for)
+from tests.netenv import (
+    FAR_ADDR4,
+    FAR_ADDR6,
+    GW_ADDR4,
+    GW_ADDR6,
+    HOST_ADDR4,
+    HOST_ADDR6,
+    PASTA,
+    PYTHON,
+    REPO,
+    HostNS,
+    stop_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
