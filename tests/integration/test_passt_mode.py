@@ -21,6 +21,7 @@ import struct
 import subprocess
 import tempfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,12 +156,19 @@ def test_without_one_off_the_next_client_is_served(host, tmp):
     sock = tmp / "s"
     p = host.popen([PASST, "-f", "-q", "-s", str(sock)], stderr=subprocess.PIPE)
     assert wait_for(lambda: sock.exists(), 10)
-    for _ in range(3):
+    def served() -> bool:
         c = socket.socket(socket.AF_UNIX)
-        assert wait_for(lambda c=c: c.connect(str(sock)) is None, 10)
-        # the previous client's end may still be handled: retry until served
-        check_arp_reply(c)
-        c.close()
+        try:
+            c.connect(str(sock))
+            check_arp_reply(c)
+            return True
+        finally:
+            c.close()
+
+    for _ in range(3):
+        # until the worker has reported the previous client gone, a new one
+        # is closed at once ("one client at a time"): retry, bounded
+        assert wait_for(served, 10)
     assert p.poll() is None
     p.send_signal(signal.SIGTERM)
     assert p.wait(10) == 0
@@ -252,6 +260,23 @@ def test_inherited_fd(host):
 
 # -- the VM ----------------------------------------------------------------------------
 BLOB_BYTES = 50 << 20
+INBOUND_PORT, INBOUND_DONE_PORT = 8080, 8081  # -t forwards: host loopback to the guest
+
+# Host side of the inbound check: download the guest's file through the -t
+# forward, then poke the guest's "done" port so its script carries on.
+INBOUND_CLIENT = f"""
+import hashlib, socket, sys, time, urllib.request
+try:
+    with urllib.request.urlopen("http://127.0.0.1:{INBOUND_PORT}/blob", timeout=60) as r:
+        print(hashlib.sha256(r.read()).hexdigest(), flush=True)
+finally:
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", {INBOUND_DONE_PORT}), timeout=5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+"""
 
 GUEST_SCRIPT = f"""
 step link 10 ip link set eth0 up
@@ -260,6 +285,9 @@ step addr 5 sh -c 'ip addr show eth0; ip route; cat /sys/class/net/eth0/mtu'
 step ping_gw 20 ping -c 2 -W 5 {GW_ADDR4}
 step ping_far 20 ping -c 2 -W 5 {FAR_ADDR4}
 step wget 150 sh -c 'wget -q -O - http://{GW_ADDR4}:HTTP_PORT/blob | sha256sum'
+step inbound_prep 30 sh -c 'mkdir -p /www && dd if=/dev/urandom of=/www/blob bs=1M count=8 2>/dev/null && sha256sum /www/blob && httpd -p {INBOUND_PORT} -h /www'
+echo INBOUND-READY
+step inbound_wait 90 nc -l -p {INBOUND_DONE_PORT}
 """
 
 
@@ -287,12 +315,24 @@ def vm_run() -> Iterator[tuple[harness.Boot, dict[str, harness.Step], str, str]]
             """)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         port = int(_readline(srv, 10).split()[1])
         sock, logf = work / "passt.socket", work / "passt.log"
-        host.run([PASST, "--one-off", "-s", str(sock), "-l", str(logf), "-P", str(work / "pid")],
-                 timeout=30)
+        host.run([PASST, "--one-off", "-s", str(sock), "-l", str(logf), "-P", str(work / "pid"),
+                  "-t", f"{INBOUND_PORT},{INBOUND_DONE_PORT}"], timeout=30)
         boot = harness.Boot(work, GUEST_SCRIPT.replace("HTTP_PORT", str(port)))
+        inbound: dict[str, str] = {}
+
+        def host_side() -> None:  # once the guest serves: download through -t
+            if wait_for(lambda: "INBOUND-READY" in boot.text(), 200, 0.2):
+                r = host.run([PYTHON, "-c", INBOUND_CLIENT], timeout=90, check=False)
+                inbound["sha256"] = r.stdout.strip()
+                inbound["stderr"] = r.stderr
+
+        t = threading.Thread(target=host_side, daemon=True)
+        t.start()
         boot.run(host.popen, str(sock), timeout=240)
+        t.join(100)
         stop_process(srv)
         steps = boot.steps()
+        boot.inbound = inbound  # type: ignore[attr-defined]
         yield boot, steps, digest, logf.read_text()
 
 
@@ -339,6 +379,17 @@ def test_vm_wget_50mib_from_host_loopback(vm_run):
     s = _step(vm_run, "wget")
     assert s.rc == 0, s.output
     assert s.output.split()[0] == vm_run[2], "sha256 of the download differs"
+
+
+@pytest.mark.vm
+def test_vm_inbound_tcp_forward_to_guest(vm_run):
+    """-t: the host's loopback port reaches the guest's server (8 MiB, sha256)."""
+    prep = _step(vm_run, "inbound_prep")
+    assert prep.rc == 0, prep.output
+    guest_sha = prep.output.split()[0]
+    got = vm_run[0].inbound
+    assert got.get("sha256") == guest_sha, got
+    assert _step(vm_run, "inbound_wait").rc == 0
 
 
 @pytest.mark.vm
