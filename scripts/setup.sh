@@ -28,6 +28,8 @@ packages=(
 	iproute2 iputils-ping util-linux procps kmod
 	libcap-dev gcc
 	iperf3 busybox-static passt slirp4netns strace dnsmasq-base tcpdump cpio
+	# dhclient -6 is the real DHCPv6 client of the tests (busybox 1.35 has no udhcpc6)
+	isc-dhcp-client
 	# The VM tests (tests/vm/) boot Debian's kernel under qemu (passt mode):
 	qemu-system-x86 linux-image-amd64
 )
