@@ -395,3 +395,36 @@ def test_vm_inbound_tcp_forward_to_guest(vm_run):
 @pytest.mark.vm
 def test_vm_one_off_passt_exits_when_qemu_powers_off(vm_run):
     assert "Client closed connection, exiting" in vm_run[3]
+
+
+# -- as an unprivileged user, and through qrap -------------------------------------------
+QRAP = str(Path(PASST).with_name("qrap"))
+
+# Run by qrap with the passt connection on fd 5: one ARP exchange.
+FD5_CLIENT = f"""
+import socket, struct
+s = socket.socket(fileno=5)
+s.sendall({arp_request()!r})
+s.settimeout(5)
+n = struct.unpack("!I", s.recv(4, socket.MSG_WAITALL))[0]
+print("op", s.recv(n, socket.MSG_WAITALL)[20:22].hex())
+"""
+
+
+def test_unprivileged_user_and_qrap(host, tmp):
+    """passt as uid 65534 (no capabilities at all); qrap execs a client with the socket on fd 5."""
+    os.chmod(tmp, 0o777)
+    sock = tmp / "s"
+    p = host.popen(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                    PASST, "-f", "-q", "-1", "-s", str(sock)], stderr=subprocess.PIPE)
+    assert wait_for(sock.exists, 10), p.poll()
+    r = host.run([QRAP, "--socket", str(sock), "5", PYTHON, "-c", FD5_CLIENT], timeout=30)
+    assert "op 0002" in r.stdout
+    assert p.wait(10) == 0  # qrap's client was the one-off client
+
+
+def test_qrap_usage_errors(host, tmp):
+    r = host.run([QRAP, "x"], check=False)
+    assert r.returncode == 1 and r.stderr.startswith("Usage: qrap")
+    r = host.run([QRAP, "--socket", str(tmp / "none"), "5", "true"], check=False)
+    assert r.returncode == 1 and "no passt instance answered" in r.stderr
