@@ -33,12 +33,14 @@ REPLY = struct.Struct("=Ii")
 
 OP_PING_SOCKET = 1  # ICMP/ICMPv6 echo ("ping") socket in the host netns
 OP_TCP_CONNECT = 2  # TCP socket connecting (non-blocking) to addr:port in the host netns
-OP_NAMES = {OP_PING_SOCKET: "ping socket", OP_TCP_CONNECT: "tcp connect"}
+OP_UDP_SOCKET = 3  # UDP socket in the host netns, bound to port (the guest's source port) if possible
+OP_NAMES = {OP_PING_SOCKET: "ping socket", OP_TCP_CONNECT: "tcp connect", OP_UDP_SOCKET: "udp socket"}
 
 # Parent to worker, right after the start message: one inbound TCP listener
 # (-t) per message, its fd attached: magic, listening port, target port.
 LISTENER = struct.Struct("=4sHH")
 LISTENER_MAGIC = b"TLSN"
+UDP_LISTENER_MAGIC = b"ULSN"  # the same for an inbound UDP socket (-u)
 
 START_MAX = 1 << 20  # largest start-up message (pickled Config)
 MAX_START_FDS = 16
@@ -85,6 +87,19 @@ def unpack_listener(data: bytes) -> tuple[int, int] | None:
         return None
     magic, port, target = LISTENER.unpack(data)
     return (port, target) if magic == LISTENER_MAGIC else None
+
+
+def pack_udp_listener(port: int, target: int) -> bytes:
+    """Encode an inbound UDP socket announcement (its fd travels with it)."""
+    return LISTENER.pack(UDP_LISTENER_MAGIC, port, target)
+
+
+def unpack_udp_listener(data: bytes) -> tuple[int, int] | None:
+    """Decode an inbound UDP socket announcement: (port, target), or None."""
+    if len(data) != LISTENER.size:
+        return None
+    magic, port, target = LISTENER.unpack(data)
+    return (port, target) if magic == UDP_LISTENER_MAGIC else None
 
 
 def unpack_reply(data: bytes) -> tuple[int, int] | None:

@@ -20,6 +20,8 @@ from .. import ipc
 from ..config import Config
 from ..log import log
 
+UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (ephemeral instead)
+
 
 class Broker:
     """Validates and serves the worker's requests."""
@@ -81,6 +83,45 @@ class Broker:
             raise
         return s
 
+    def udp_socket(self, req: ipc.Request) -> socket.socket | int:
+        """A UDP socket of the host netns for one source port of the guest.
+
+        Bound to the guest's own source port, so that peers see the port
+        the guest chose (as passt does), when that port is 1024 or above
+        and free; otherwise (a privileged port, or one in use on the host,
+        such as a -u forward) to an ephemeral port the kernel picks: the
+        flow still works, peers just see another port. Privileged ports are
+        never bound on the guest's behalf, so a guest cannot squat a
+        service port of the host. --outbound and --outbound-if* apply (as
+        in passt, also to datagrams the worker then sends to the host's
+        loopback through the gateway address).
+        """
+        cfg = self.cfg
+        if cfg.opts.no_udp or not self._family_ok(req.family):
+            return errno.EPERM
+        v4 = req.family == socket.AF_INET
+        s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            if not v4:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            ifname = cfg.opts.outbound_if4 if v4 else cfg.opts.outbound_if6
+            if ifname:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            src = cfg.opts.outbound4 if v4 else cfg.opts.outbound6
+            addr = str(src) if src is not None else ("0.0.0.0" if v4 else "::")
+            port = req.port if req.port >= UDP_BIND_MIN else 0
+            try:
+                s.bind((addr, port))
+            except OSError as e:
+                if port == 0:
+                    raise
+                log.debug(f"broker: udp port {port}: {e.strerror}, using an ephemeral port")
+                s.bind((addr, 0))
+        except OSError:
+            s.close()
+            raise
+        return s
+
     def handle(self, data: bytes) -> None:
         """Answer one request message."""
         req = ipc.unpack_request(data)
@@ -88,7 +129,8 @@ class Broker:
             self.refused += 1
             log.warn(f"broker: refused malformed request ({len(data)} bytes)")
             return
-        handler = {ipc.OP_PING_SOCKET: self.ping_socket, ipc.OP_TCP_CONNECT: self.tcp_connect}.get(req.op)
+        handler = {ipc.OP_PING_SOCKET: self.ping_socket, ipc.OP_TCP_CONNECT: self.tcp_connect,
+                   ipc.OP_UDP_SOCKET: self.udp_socket}.get(req.op)
         if handler is None:
             result: socket.socket | int = errno.EPERM
         else:

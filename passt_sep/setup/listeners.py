@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Inbound TCP listeners (-t/--tcp-ports), bound by the parent.
+"""Inbound TCP listeners (-t/--tcp-ports) and UDP sockets (-u), bound by the parent.
 
 Parent only. Each forwarded port gets one listening socket in the host's
 network namespace before the worker starts; the worker, which cannot bind
@@ -70,4 +70,60 @@ def bind_tcp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
     if not out and fwd.ranges and not quiet:
         spec = ",".join(f"{r.first}-{r.last}" for r in fwd.ranges)
         raise SetupError(f"TCP forwarding of ports {spec}", "Failed to bind any port")
+    return out
+
+
+def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: bool) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        # no SO_REUSEADDR: a port in use is an error, not a silently shared port
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
+        if ifname:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        s.bind((addr, port))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def bind_udp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
+    """Bound UDP sockets for the -u forwards: (socket, port, target port).
+
+    As for TCP: one dual-stack IPv6 socket per port when both families are
+    enabled and no address is given, the spec's address and interface
+    otherwise; a spec of which no port could be bound is an error, ``all``
+    skips what it cannot have, ``auto`` (pasta's default) means none for now.
+    """
+    fwd = cfg.opts.udp_in
+    if cfg.opts.no_udp or fwd.mode not in ("spec", "all"):
+        return []
+    out: list[tuple[socket.socket, int, int]] = []
+    quiet = fwd.mode == "all"
+    for r in fwd.ranges:
+        if r.addr is not None:
+            fam = socket.AF_INET6 if ":" in r.addr else socket.AF_INET
+            binds = [(fam, r.addr, True)]
+        elif cfg.v6 is not None:
+            binds = [(socket.AF_INET6, "::", cfg.v4 is None)]
+        else:
+            binds = [(socket.AF_INET, "0.0.0.0", True)]
+        for port in r.ports():
+            if port in fwd.exclude:
+                continue
+            target = r.target + (port - r.first)
+            for fam, addr, v6only in binds:
+                try:
+                    out.append((_udp_bind(fam, addr, port, r.ifname, v6only), port, target))
+                except OSError as e:
+                    if e.errno in (errno.EMFILE, errno.ENFILE):
+                        log.warn(f"Can't open enough sockets for UDP port forwarding, "
+                                 f"stopping at port {port}")
+                        return out
+                    if not quiet:
+                        log.warn(f"UDP port {port}: {e.strerror}")
+    if not out and fwd.ranges and not quiet:
+        spec = ",".join(f"{r.first}-{r.last}" for r in fwd.ranges)
+        raise SetupError(f"UDP forwarding of ports {spec}", "Failed to bind any port")
     return out

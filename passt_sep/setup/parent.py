@@ -188,9 +188,10 @@ class Parent:
         log.debug(f"tap device {tap_name} ready, namespace side MAC "
                   f"{':'.join(f'{b:02x}' for b in ns_mac)}")
         pcap_fd = _open_pcap(o.pcap)
-        from .listeners import bind_tcp_listeners
+        from .listeners import bind_tcp_listeners, bind_udp_listeners
 
         listeners = bind_tcp_listeners(cfg)
+        udp_listeners = bind_udp_listeners(cfg)
 
         fds = [self.tap_fd] + ([log_fd] if log_fd is not None else []) + (
             [pcap_fd] if pcap_fd is not None else [])
@@ -206,6 +207,9 @@ class Parent:
             for lsock, port, target in listeners:  # after the start message, one per message
                 send_fds(self.sock, ipc.pack_listener(port, target), [lsock.fileno()])
                 lsock.close()
+            for usock, port, target in udp_listeners:
+                send_fds(self.sock, ipc.pack_udp_listener(port, target), [usock.fileno()])
+                usock.close()
         except OSError as e:
             raise SetupError("start worker", self._worker_death() or e) from None
         os.close(self.tap_fd)

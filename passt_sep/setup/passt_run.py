@@ -141,7 +141,7 @@ class PasstParent(Parent):
             log.warn("Don't run as root. Changing to nobody...")
         from ..config import build_config
         from .hostaddr import read_host
-        from .listeners import bind_tcp_listeners
+        from .listeners import bind_tcp_listeners, bind_udp_listeners
 
         host = read_host(o.ifname, o.outbound_if4, o.outbound_if6)
         cfg = build_config(o, host)
@@ -155,6 +155,7 @@ class PasstParent(Parent):
         else:
             self.listener, self.path = passt_socket.listen(o.socket_path)
         listeners = bind_tcp_listeners(cfg)
+        udp_listeners = bind_udp_listeners(cfg)
         pcap_fd = _open_pcap(o.pcap)
 
         self.ctl, wctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -170,6 +171,9 @@ class PasstParent(Parent):
             for lsock, port, target in listeners:
                 send_fds(self.sock, ipc.pack_listener(port, target), [lsock.fileno()])
                 lsock.close()
+            for usock, port, target in udp_listeners:
+                send_fds(self.sock, ipc.pack_udp_listener(port, target), [usock.fileno()])
+                usock.close()
         except OSError as e:
             raise SetupError("start worker", self._worker_death() or e) from None
         wctl.close()

@@ -41,6 +41,7 @@ from . import dhcp as dhcp_glue
 from .icmp import PingFlows
 from .tap import Tap
 from .tcp import TcpFlows
+from .udp import UdpFlows
 
 TIMER_INTERVAL = 1.0  # seconds between housekeeping passes, as passt
 RA_INTERVAL = 60.0  # unsolicited router advertisements (RFC 4861 allows 4-1800 s)
@@ -55,6 +56,7 @@ class Broker:
         self.seq = 0
         self.pending: dict[int, Callable[[int | None, int], None]] = {}
         self.on_listener: Callable[[int, int, int], None] | None = None  # (fd, port, target)
+        self.on_udp_listener: Callable[[int, int, int], None] | None = None  # the same for -u
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
                 port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
@@ -85,6 +87,10 @@ class Broker:
             listener = ipc.unpack_listener(data)
             if listener is not None and fds and self.on_listener is not None:
                 self.on_listener(fds[0], *listener)
+                continue
+            ulistener = ipc.unpack_udp_listener(data)
+            if ulistener is not None and fds and self.on_udp_listener is not None:
+                self.on_udp_listener(fds[0], *ulistener)
                 continue
             reply = ipc.unpack_reply(data)
             if reply is None:
@@ -122,6 +128,8 @@ class Worker:
         self.pings = PingFlows(self)
         self.tcp = TcpFlows(self)
         self.broker.on_listener = self.tcp.add_listener
+        self.udp = UdpFlows(self)
+        self.broker.on_udp_listener = self.udp.add_listener
         o = cfg.opts
         self.ra_on = cfg.v6 is not None and not o.no_ndp and not o.no_ra
         self.ra_params = None
@@ -224,7 +232,7 @@ class Worker:
         return self.pings.from_guest(p)
 
     def on_udp(self, p: Packet) -> None:
-        """UDP from the guest: the built-in services for now."""
+        """UDP from the guest: the built-in services, then worker/udp.py."""
         if p.l4len < 8:
             return self.drop("short udp")
         dport = int.from_bytes(p.frame[p.l4 + 2 : p.l4 + 4], "big")
@@ -232,13 +240,14 @@ class Worker:
         if handler is not None:
             handler(p)  # type: ignore[operator]
             return None
-        return self.drop("udp not handled")
+        return self.udp.from_guest(p)
 
     # -- loop ---------------------------------------------------------------
     def timer(self, now: float) -> None:
         """Housekeeping once a second."""
         self.pings.expire(now)
         self.tcp.timer(now)
+        self.udp.timer(now)
         total = sum(self.drops.values())
         if total != self.drops_logged:
             self.drops_logged = total
@@ -281,7 +290,7 @@ class Worker:
 
     def stats(self) -> str:
         """One line of counters."""
-        return f"frames from guest: {self.frames_in}, {self.drop_summary()}"
+        return f"frames from guest: {self.frames_in}, {self.drop_summary()}, {self.udp.summary()}"
 
 
 def host_addr(version: int, raw: bytes) -> str:

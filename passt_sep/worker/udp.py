@@ -1,0 +1,417 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""UDP translation: guest datagrams onto host sockets and back.
+
+Sandboxed only. Two kinds of state, both bounded and both expiring after
+``FLOW_TIMEOUT`` (180 s, passt's UDP_CONN_TIMEOUT) without activity:
+
+- **Outbound flows**, one per (family, guest source port). The first
+  datagram asks the broker for a UDP socket of the host (``OP_UDP_SOCKET``;
+  the parent binds it to the guest's port when it can, see
+  ``setup.broker.Broker.udp_socket``); datagrams that arrive before the
+  socket wait in a short queue. Destinations are translated on the way out:
+  ``dns_match``:53 goes to ``dns_host``:53 (--dns-forward, or a loopback
+  resolver advertised as the gateway), the gateway address goes to the
+  host's loopback (unless --no-map-gw), anything else as addressed. Each
+  flow remembers the translations it made, so replies come back from the
+  address the guest wrote to; other loopback senders (and the host's own
+  address, which the guest shares) appear as the gateway, everyone else as
+  themselves. Only guest traffic keeps a flow alive (as passt).
+- **Inbound peers** of the -u sockets the parent bound before the worker
+  started. A datagram from a peer becomes a frame to the guest's target
+  port (port + delta) from the peer's real address (loopback and the host's
+  own address appear as the gateway); the peer is remembered, and what the
+  guest sends back from the target port to that address goes out through
+  the same -u socket to the real peer.
+
+Frames toward the guest are built around the payload in place (received
+with ``recvfrom_into`` behind room for the headers, ``proto.udp``): on the
+pasta tap with a NEEDS_CSUM virtio-net header and the pseudo-header sum
+only; when the tap object says ``needs_csum`` (passt's stream) with the
+whole checksum computed here and a zero virtio-net header. Each socket is
+drained up to ``RECV_BUDGET`` datagrams per wake-up (level-triggered, so
+the rest comes at the next one).
+
+Not done: fragments (dropped by ``proto.packet``; the guest kernel sends a
+datagram up to the MTU, 65520 by default, whole: the tap offers no UDP
+segmentation offload, so no UFO/USO frames arrive), IPv6 link-local
+destinations other than the gateway (sendto without a scope fails and the
+datagram is counted as dropped), multicast and broadcast (dropped).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from .. import ipc
+from ..log import DEBUG, log
+from ..proto import udp as pudp
+from ..proto.packet import Packet
+
+if TYPE_CHECKING:
+    from .loop import Worker
+
+FLOW_TIMEOUT = 180.0  # seconds without guest activity, as passt's UDP_CONN_TIMEOUT
+RETRY_AFTER = 1.0  # seconds before asking the broker again after a refusal
+QUEUE_MAX = 64  # datagrams held per flow while the broker makes its socket
+RECV_BUDGET = 64  # datagrams read from one socket per wake-up
+REV_MAX = 64  # translated destinations remembered per flow
+SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
+
+
+def _nofile() -> int:
+    try:
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1024
+
+
+# Evaluated at import, before the sandbox (the worker may not call getrlimit).
+NOFILE = _nofile()
+MAX_FLOWS = max(16, min(8192, NOFILE // 4))  # outbound flows, both families together
+MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
+
+_LOOP4 = socket.inet_pton(socket.AF_INET, "127.0.0.1")
+_LOOP6 = socket.inet_pton(socket.AF_INET6, "::1")
+_ANY6 = bytes(16)
+_V4MAPPED = bytes(10) + b"\xff\xff"
+
+
+def _is_loopback(version: int, raw: bytes) -> bool:
+    return raw[0] == 127 if version == 4 else raw == _LOOP6
+
+
+def _bad_destination(version: int, raw: bytes) -> str | None:
+    """Why a guest may not send to raw, or None."""
+    if version == 4:
+        if raw[0] >= 224:
+            return "udp to multicast or broadcast"
+        if raw[0] == 127 or raw == bytes(4):
+            return "udp to loopback or unspecified"
+        return None
+    if raw[0] == 0xFF:
+        return "udp to multicast"
+    if raw == _LOOP6 or raw == _ANY6:
+        return "udp to loopback or unspecified"
+    return None
+
+
+class Flow:
+    """One source port of the guest and its host socket."""
+
+    __slots__ = ("version", "gport", "sock", "fd", "queue", "last", "guest", "rev", "failed")
+
+    def __init__(self, version: int, gport: int, now: float) -> None:
+        self.version, self.gport = version, gport
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.queue: list[tuple[bytes, tuple]] = []
+        self.last = now
+        self.guest = b""  # the guest's source address, replies go there
+        # (host address, port) the flow sent to -> address the guest wrote
+        self.rev: dict[tuple[bytes, int], bytes] = {}
+        self.failed = 0.0  # when the broker refused; retried after RETRY_AFTER
+
+    def __repr__(self) -> str:
+        return f"<udp{self.version} guest port {self.gport}>"
+
+
+class Inbound:
+    """One -u socket bound by the parent."""
+
+    __slots__ = ("sock", "fd", "port", "target", "family")
+
+    def __init__(self, sock: socket.socket, port: int, target: int) -> None:
+        self.sock, self.fd, self.port, self.target = sock, sock.fileno(), port, target
+        self.family = sock.family
+
+
+class Peer:
+    """A sender seen on a -u socket: where the guest's replies go."""
+
+    __slots__ = ("inbound", "sockaddr", "last")
+
+    def __init__(self, inbound: Inbound, sockaddr: tuple, now: float) -> None:
+        self.inbound, self.sockaddr, self.last = inbound, sockaddr, now
+
+
+class UdpFlows:
+    """Outbound flows and inbound peers of both families."""
+
+    def __init__(self, w: Worker, max_flows: int | None = None, max_peers: int | None = None) -> None:
+        self.w = w
+        cfg = w.cfg
+        self.disabled = cfg.opts.no_udp
+        self.max_flows = max_flows or MAX_FLOWS
+        self.max_peers = max_peers or MAX_PEERS
+        self.flows: dict[tuple[int, int], Flow] = {}
+        self.inbound: dict[int, Inbound] = {}
+        # (version, guest port, address as the guest sees it, peer port) -> Peer
+        self.peers: dict[tuple[int, int, bytes, int], Peer] = {}
+        self.gw = {4: cfg.v4.gw.packed if cfg.v4 else None, 6: cfg.v6.gw.packed if cfg.v6 else None}
+        # the guest's address (also the host's own): last one seen in use
+        self.guest = {4: cfg.v4.addr.packed if cfg.v4 else None,
+                      6: cfg.v6.addr.packed if cfg.v6 else None}
+        self.own = dict(self.guest)  # the configured address (shared with the host)
+        self.dns: dict[int, tuple[bytes, tuple[str, int]] | None] = {4: None, 6: None}
+        for v, fam in ((cfg.v4, socket.AF_INET), (cfg.v6, socket.AF_INET6)):
+            if v is not None and v.dns_match is not None and v.dns_host is not None:
+                self.dns[4 if fam == socket.AF_INET else 6] = (v.dns_match.packed, (str(v.dns_host), 53))
+        self.map_gw = cfg.map_gw
+        self.vnet_csum = not getattr(w.tap, "needs_csum", False)  # tap completes NEEDS_CSUM itself
+        self.buf = bytearray(pudp.header_len(6) + 65536)
+        self.view = memoryview(self.buf)
+        self.stats = {"flows": 0, "to_host": 0, "to_guest": 0, "refused": 0, "send_errors": 0,
+                      "too_big": 0, "queue_full": 0, "evicted": 0, "inbound": 0}
+
+    # -- guest to host --------------------------------------------------------
+    def from_guest(self, p: Packet) -> None:
+        """One UDP datagram from the guest (the built-in services had their turn)."""
+        if self.disabled:
+            return self.w.drop("udp disabled")
+        d = pudp.parse_datagram(p)
+        if isinstance(d, str):
+            return self.w.drop(d)
+        if d.sport == 0 or d.dport == 0:
+            return self.w.drop("udp port 0")
+        version, dst = p.version, p.dst
+        why = _bad_destination(version, dst)
+        if why is not None:
+            return self.w.drop(why)
+        if version == 4 or not (p.src[0] == 0xFE and p.src[1] & 0xC0 == 0x80):
+            self.guest[version] = p.src
+        now = self.w.now()
+        payload = p.frame[d.off : d.off + d.dlen]
+        peer = self.peers.get((version, d.sport, dst, d.dport))
+        if peer is not None:  # a reply to a sender on a -u socket
+            peer.last = now
+            return self._sendto(peer.inbound.sock, payload, peer.sockaddr)
+        key = (version, d.sport)
+        flow = self.flows.get(key)
+        if flow is None:
+            flow = self._new_flow(version, d.sport, now)
+        flow.last = now
+        flow.guest = p.src
+        target = self._target(flow, dst, d.dport)
+        if flow.sock is None:
+            if flow.failed and now - flow.failed >= RETRY_AFTER:
+                self._request(flow)
+            if flow.failed:
+                return self.w.drop("udp socket refused")
+            if len(flow.queue) >= QUEUE_MAX:
+                self.stats["queue_full"] += 1
+                return self.w.drop("udp queue full")
+            flow.queue.append((bytes(payload), target))
+            return None
+        return self._sendto(flow.sock, payload, target)
+
+    def _target(self, flow: Flow, dst: bytes, dport: int) -> tuple:
+        """Where a datagram to dst:dport goes on the host; remember translations."""
+        version = flow.version
+        dns = self.dns[version]
+        host: bytes | None = None
+        if dns is not None and dport == 53 and dst == dns[0]:
+            sa = dns[1]
+            fam = socket.AF_INET if version == 4 else socket.AF_INET6
+            host = socket.inet_pton(fam, sa[0])
+            port = 53
+        elif self.map_gw and dst == self.gw[version]:
+            host = _LOOP4 if version == 4 else _LOOP6
+            sa = ("127.0.0.1" if version == 4 else "::1", dport)
+            port = dport
+        else:
+            fam = socket.AF_INET if version == 4 else socket.AF_INET6
+            return (socket.inet_ntop(fam, dst), dport)
+        rev = flow.rev
+        if rev.get((host, port)) != dst:
+            if len(rev) >= REV_MAX:
+                rev.clear()
+            rev[(host, port)] = dst
+        return sa
+
+    def _sendto(self, sock: socket.socket, payload: bytes | memoryview, target: tuple) -> None:
+        try:
+            sock.sendto(payload, target)
+            self.stats["to_host"] += 1
+        except OSError as e:  # EAGAIN included: a datagram lost, as on any full queue
+            n = self.stats["send_errors"] = self.stats["send_errors"] + 1
+            if n <= SEND_ERR_LOG:
+                log.debug(f"udp: send to {target[0]}:{target[1]}: {e.strerror}")
+            self.w.drop("udp send failed")
+
+    def _new_flow(self, version: int, gport: int, now: float) -> Flow:
+        if len(self.flows) >= self.max_flows:
+            oldest = min(self.flows.values(), key=lambda f: f.last)
+            self.stats["evicted"] += 1
+            self._close(oldest)
+        flow = self.flows[(version, gport)] = Flow(version, gport, now)
+        self.stats["flows"] += 1
+        self._request(flow)
+        return flow
+
+    def _request(self, flow: Flow) -> None:
+        flow.failed = 0.0
+        fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
+        self.w.broker.request(ipc.OP_UDP_SOCKET, fam,
+                              lambda fd, err, f=flow: self._got_socket(f, fd, err), port=flow.gport)
+
+    def _got_socket(self, flow: Flow, fd: int | None, err: int) -> None:
+        """The broker's answer to OP_UDP_SOCKET."""
+        if self.flows.get((flow.version, flow.gport)) is not flow:  # expired or evicted meanwhile
+            if fd is not None:
+                os.close(fd)
+            return
+        if fd is None:
+            self.stats["refused"] += 1
+            log.debug(f"{flow}: no socket ({os.strerror(err) if err else 'refused'})")
+            flow.failed = self.w.now() or 1e-9
+            flow.queue.clear()
+            return
+        fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
+        try:
+            flow.sock = socket.socket(fam, socket.SOCK_DGRAM, 0, fileno=fd)
+            flow.sock.setblocking(False)
+        except OSError as e:
+            log.debug(f"{flow}: {e.strerror}")
+            os.close(fd)
+            flow.failed = self.w.now() or 1e-9
+            return
+        flow.fd = fd
+        self.w.add(fd, lambda ev, f=flow: self._flow_readable(f, ev))
+        for payload, target in flow.queue:
+            self._sendto(flow.sock, payload, target)
+        flow.queue.clear()
+
+    # -- host to guest --------------------------------------------------------
+    def _visible(self, version: int, raw: bytes) -> bytes | None:
+        """The address a sender appears as to the guest (None: drop)."""
+        if _is_loopback(version, raw) or raw == self.own[version] or raw == self.guest[version] \
+                or raw == (_ANY6 if version == 6 else bytes(4)):
+            return self.gw[version] if self.map_gw else None
+        return raw
+
+    def _flow_readable(self, flow: Flow, ev: int) -> None:
+        sock = flow.sock
+        if sock is None:
+            return
+        version = flow.version
+        fam = socket.AF_INET if version == 4 else socket.AF_INET6
+        hlen = pudp.header_len(version)
+        area = self.view[hlen : hlen + pudp.max_payload(version) + 1]
+        for _ in range(RECV_BUDGET):
+            try:
+                n, addr = sock.recvfrom_into(area)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # e.g. ECONNREFUSED from an ICMP error: nothing to forward
+                if log.enabled(DEBUG):
+                    log.trace(f"{flow}: {e.strerror}")
+                continue
+            raw = socket.inet_pton(fam, addr[0].split("%")[0])
+            src = flow.rev.get((raw, addr[1]))
+            if src is None:
+                src = self._visible(version, raw)
+                if src is None:
+                    continue
+            self._to_guest(version, src, addr[1], flow.guest, flow.gport, n)
+
+    def _to_guest(self, version: int, src: bytes, sport: int, dst: bytes, dport: int, n: int) -> None:
+        if n > pudp.max_payload(version) or not dst:
+            self.stats["too_big"] += 1
+            return
+        vnet = self.vnet_csum
+        length = pudp.fill_frame(self.buf, version, self.w.guest_mac, self.w.cfg.our_mac, src, dst,
+                                 sport, dport, n, vnet=True, offload=vnet)
+        self.stats["to_guest"] += 1
+        self.w.tap.write_raw(self.view[:length])
+
+    # -- inbound (-u) ---------------------------------------------------------
+    def add_listener(self, fd: int, port: int, target: int) -> None:
+        """A UDP socket bound by the parent for a -u forward."""
+        try:
+            s = socket.socket(fileno=fd)
+            s.setblocking(False)
+        except OSError as e:
+            log.warn(f"UDP forward of port {port}: {e.strerror}")
+            os.close(fd)
+            return
+        ib = Inbound(s, port, target)
+        self.inbound[fd] = ib
+        self.w.add(fd, lambda ev, ib=ib: self._inbound_readable(ib, ev))
+
+    def _inbound_readable(self, ib: Inbound, ev: int) -> None:
+        w = self.w
+        for _ in range(RECV_BUDGET):
+            # the payload lands behind IPv6-sized headers; IPv4 frames start 20 bytes later
+            h6 = pudp.header_len(6)
+            try:
+                n, addr = ib.sock.recvfrom_into(self.view[h6 : h6 + pudp.MAX_PAYLOAD4 + 1])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            if self.disabled:
+                continue
+            if ib.family == socket.AF_INET6:
+                raw = socket.inet_pton(socket.AF_INET6, addr[0].split("%")[0])
+                if raw[:12] == _V4MAPPED:
+                    version, raw = 4, raw[12:]
+                else:
+                    version = 6
+            else:
+                version, raw = 4, socket.inet_pton(socket.AF_INET, addr[0])
+            guest = self.guest[version]
+            src = self._visible(version, raw)
+            if guest is None or src is None or self.gw[version] is None:
+                continue
+            if n > pudp.max_payload(version):
+                self.stats["too_big"] += 1
+                continue
+            now = w.now()
+            key = (version, ib.target, src, addr[1])
+            peer = self.peers.get(key)
+            if peer is None:
+                if len(self.peers) >= self.max_peers:
+                    self._expire_peers(now, force=True)
+                peer = self.peers[key] = Peer(ib, addr, now)
+                self.stats["inbound"] += 1
+            else:
+                peer.inbound, peer.sockaddr, peer.last = ib, addr, now
+            if version == 4:  # move the payload next to IPv4-sized headers
+                h4 = pudp.header_len(4)
+                self.buf[h4 : h4 + n] = self.view[h6 : h6 + n]
+            self._to_guest(version, src, addr[1], guest, ib.target, n)
+
+    # -- life cycle -----------------------------------------------------------
+    def _close(self, flow: Flow) -> None:
+        self.flows.pop((flow.version, flow.gport), None)
+        if flow.sock is not None:
+            self.w.remove(flow.fd)
+            flow.sock.close()
+            flow.sock = None
+            flow.fd = -1
+        flow.queue.clear()
+
+    def _expire_peers(self, now: float, force: bool = False) -> None:
+        for key, peer in list(self.peers.items()):
+            if now - peer.last > FLOW_TIMEOUT:
+                del self.peers[key]
+        if force and len(self.peers) >= self.max_peers:
+            oldest = min(self.peers, key=lambda k: self.peers[k].last)
+            del self.peers[oldest]
+
+    def timer(self, now: float) -> None:
+        """Close flows and forget peers idle for longer than FLOW_TIMEOUT."""
+        for flow in list(self.flows.values()):
+            if now - flow.last > FLOW_TIMEOUT:
+                self._close(flow)
+        self._expire_peers(now)
+
+    def summary(self) -> str:
+        """Counters, one line."""
+        return (f"udp: {len(self.flows)} flows, {len(self.peers)} inbound peers, "
+                + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
+
