@@ -41,9 +41,17 @@ class Broker:
             return errno.EPERM
         proto = socket.IPPROTO_ICMP if req.family == socket.AF_INET else socket.IPPROTO_ICMPV6
         s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, proto)
-        ifname = self.cfg.opts.outbound_if4 if req.family == socket.AF_INET else self.cfg.opts.outbound_if6
-        if ifname:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        v4 = req.family == socket.AF_INET
+        ifname = self.cfg.opts.outbound_if4 if v4 else self.cfg.opts.outbound_if6
+        src = self.cfg.opts.outbound4 if v4 else self.cfg.opts.outbound6
+        try:
+            if ifname:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            if src is not None:  # --outbound: the source of echo requests
+                s.bind((str(src), 0))
+        except OSError:
+            s.close()
+            raise
         return s
 
     def tcp_connect(self, req: ipc.Request) -> socket.socket | int:

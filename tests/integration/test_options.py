@@ -1,0 +1,415 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Addressing options of pasta, each shown by its effect inside the namespace.
+
+pasta runs in a HostNS (eth0: 192.0.2.10/24, 2001:db8::10/64, gateways .1
+and ::1, a far host .2 and ::2 behind them). What the namespace sees is read
+with ``ip``, with real DHCP (busybox udhcpc), DHCPv6 (ISC dhclient) and the
+kernel's SLAAC, and from pasta's --pcap; what leaves the host is seen with
+tcpdump in the namespace at the far end of the link. Several options share
+one pasta run where their effects do not interfere.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.netenv import (
+    FAR_ADDR4,
+    FAR_ADDR6,
+    GW_ADDR4,
+    GW_ADDR6,
+    HOST_ADDR4,
+    HOST_ADDR6,
+    PASST,
+    PASTA,
+    GuestNS,
+    HostNS,
+    stop_process,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+OUR_MAC = "02:11:22:33:44:55"
+NS_MAC = "02:aa:bb:cc:dd:ee"
+DNS4, DNS6 = "192.0.2.53", "2001:db8::53"
+SEARCH = "a.example b.example"
+ECHO_REQUESTS = "icmp[0] == 8 or (ip6 and ip6[40] == 128)"
+
+UDHCPC_SCRIPT = r"""#!/bin/sh
+# udhcpc event script: print what the server said, then configure the address
+[ "$1" = bound ] || exit 0
+for v in ip subnet mask router dns search mtu serverid; do
+    eval "echo DHCP_$v=\$$v"
+done
+ip addr add "$ip/$mask" dev "$interface"
+"""
+
+DHCLIENT_SCRIPT = r"""#!/bin/sh
+# dhclient-script stand-in: print the DHCPv6 lease, configure nothing.
+case "$reason" in BOUND6|REBOOT6)
+    echo "DHCP6_addr=$new_ip6_address"
+    echo "DHCP6_dns=$new_dhcp6_name_servers"
+    echo "DHCP6_search=$new_dhcp6_domain_search"
+esac
+"""
+
+# Bring eth0 up and wait (bounded) until its link-local address is usable.
+LINK_UP = ("ip link set eth0 up; i=0; "
+           "while ip -6 addr show dev eth0 | grep -q tentative && [ $i -lt 50 ]; "
+           "do sleep 0.1; i=$((i+1)); done; ")
+
+# Wait (bounded, 10 s) for a default route learnt from a router advertisement.
+WAIT_RA = ("i=0; while [ $i -lt 100 ]; do ip -6 route show default | grep -q 'proto ra' "
+           "&& ip -6 addr show dev eth0 scope global | grep -q 2001:db8: && break; "
+           "sleep 0.1; i=$((i+1)); done; ")
+
+
+def _pasta(host: HostNS, args: list[str], script: str, timeout: float = 60,
+           ) -> subprocess.CompletedProcess[str]:
+    """pasta around ``sh -c script``, inside the host."""
+    return host.run([PASTA, "-q", *args, "--", "sh", "-c", script], timeout=timeout, check=False)
+
+
+def _script(path: Path, text: str) -> str:
+    path.write_text(text)
+    path.chmod(0o755)
+    return str(path)
+
+
+def _values(out: str, prefix: str) -> dict[str, str]:
+    """NAME=value lines printed by a client script, prefix stripped."""
+    vals: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.startswith(prefix):
+            key, _, value = line[len(prefix):].partition("=")
+            vals[key] = value.strip()
+    return vals
+
+
+def _clients(tmp_path: Path) -> str:
+    """Shell: udhcpc (configures the address), then dhclient -6 (prints only)."""
+    if shutil.which("busybox") is None or shutil.which("dhclient") is None:
+        pytest.skip("busybox and ISC dhclient are needed")
+    udhcpc = _script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
+    files = (f"-sf {_script(tmp_path / 'dhclient.sh', DHCLIENT_SCRIPT)} "
+             f"-lf {tmp_path / 'leases6'} -pf {tmp_path / 'dhclient6.pid'}")
+    return (f"{LINK_UP} busybox udhcpc -i eth0 -n -q -f -t 5 -T 1 -s {udhcpc}; "
+            f"timeout 15 dhclient -6 -1 {files} eth0; "
+            f"dhclient -6 -x {files} eth0 >/dev/null 2>&1; ")
+
+
+def _router_adverts(pcap: Path) -> list[tuple[bytes, dict[int, list[bytes]]]]:
+    """(IPv6 source, options by type) of each router advertisement in a pcap."""
+    data = pcap.read_bytes()
+    out = []
+    pos = 24
+    while pos + 16 <= len(data):
+        incl = struct.unpack_from("<IIII", data, pos)[2]
+        frame = data[pos + 16 : pos + 16 + incl]
+        pos += 16 + incl
+        if frame[12:14] != b"\x86\xdd" or frame[20] != 58 or frame[54] != 134:
+            continue
+        opts: dict[int, list[bytes]] = {}
+        off = 54 + 16
+        while off + 2 <= len(frame) and frame[off + 1]:
+            opts.setdefault(frame[off], []).append(frame[off + 2 : off + 8 * frame[off + 1]])
+            off += 8 * frame[off + 1]
+        out.append((frame[22:38], opts))
+    return out
+
+
+def _mac_of(ns: HostNS, ifname: str) -> str:
+    """MAC of an interface (sysfs is the machine's, so ask ip)."""
+    return ns.run(["ip", "-o", "link", "show", ifname]).stdout.split("link/ether ")[1].split()[0]
+
+
+def _neigh(out: str, addr: str) -> str:
+    """The `ip neigh` line of addr."""
+    return next((ln for ln in out.splitlines() if ln.startswith(addr + " ")), "")
+
+
+# -- --config-net ----------------------------------------------------------------
+
+
+def test_config_net_address_netmask_macs_ifname_mtu(host: HostNS) -> None:
+    """-a (both families), -n dotted, -M, --ns-mac-addr, -I and -m with --config-net."""
+    script = ("ip -o link show ens9; ip -o addr show ens9; ip route; ip -6 route; "
+              f"ping -c1 -W3 {GW_ADDR4} && ping -6 -c1 -W3 {GW_ADDR6} && "
+              f"ping -c1 -W3 {FAR_ADDR4} && ip neigh")
+    r = _pasta(host, ["--config-net", "-a", "192.0.2.77", "-n", "255.255.255.128",
+                      "-a", "2001:db8::77", "-M", OUR_MAC, "--ns-mac-addr", NS_MAC,
+                      "-I", "ens9", "-m", "9000"], script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    link = out.splitlines()[0]
+    assert " ens9: " in link and " mtu 9000 " in link and f"link/ether {NS_MAC} " in link
+    assert "inet 192.0.2.77/25 " in out and "inet6 2001:db8::77/64 " in out
+    assert "eth0" not in out
+    assert f"default via {GW_ADDR4} dev ens9" in out
+    assert f"default via {GW_ADDR6} dev ens9" in out
+    # our MAC is what the namespace resolves the gateways to
+    assert f"lladdr {OUR_MAC}" in _neigh(out, GW_ADDR4)
+    assert f"lladdr {OUR_MAC}" in _neigh(out, GW_ADDR6)
+    assert f"lladdr {OUR_MAC}" in _neigh(out, FAR_ADDR4)  # on link in the /25
+
+
+def test_config_net_gateway_and_prefix_netmask(host: HostNS) -> None:
+    """-g (both families) and -n as a prefix length with --config-net."""
+    host.configure(["ip addr add 192.0.2.254/24 dev eth0"])
+    r = _pasta(host, ["--config-net", "-a", "192.0.2.99", "-n", "26", "-g", "192.0.2.126",
+                      "-g", "2001:db8::fe"],
+               "ip -o addr show eth0; ip route; ip -6 route")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "inet 192.0.2.99/26 " in r.stdout
+    assert "default via 192.0.2.126 dev eth0" in r.stdout
+    assert "default via 2001:db8::fe dev eth0" in r.stdout
+
+
+def test_default_mac_is_the_template_interfaces(host: HostNS) -> None:
+    """Without -M the gateway resolves to the host interface's MAC."""
+    mac = _mac_of(host, "eth0")
+    r = _pasta(host, ["--config-net"], f"ping -c1 -W3 {GW_ADDR4} >/dev/null && ip neigh")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"lladdr {mac}" in _neigh(r.stdout, GW_ADDR4)
+
+
+# -- DHCP, DHCPv6, router advertisements -----------------------------------------
+
+
+def test_dhcp_dhcpv6_ra_carry_addressing_options(host: HostNS, tmp_path: Path) -> None:
+    """-a, -n, -g, -M, -m, -D, -S as DHCP, DHCPv6 and SLAAC clients see them."""
+    pcap = tmp_path / "a.pcap"
+    script = (_clients(tmp_path) + WAIT_RA
+              + "ping -c1 -W3 192.0.2.126 >/dev/null; ip neigh; ip -6 route; "
+              "echo MTU6=$(cat /proc/sys/net/ipv6/conf/eth0/mtu)")
+    r = _pasta(host, ["-a", "192.0.2.99", "-n", "26", "-g", "192.0.2.126", "-a", "2001:db8::99",
+                      "-g", "fe80::1", "-M", OUR_MAC, "-m", "1400", "--dhcp-dns",
+                      "--dhcp-search", "-D", DNS4, "-D", DNS6, "-S", SEARCH, "-p", str(pcap)],
+               script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    v = _values(r.stdout, "DHCP_")
+    assert v["ip"] == "192.0.2.99" and v["mask"] == "26"
+    assert v["router"] == "192.0.2.126" and v["serverid"] == "192.0.2.126"
+    assert v["dns"] == DNS4 and v["search"] == SEARCH and v["mtu"] == "1400"
+    v6 = _values(r.stdout, "DHCP6_")
+    assert v6["addr"] == "2001:db8::99" and v6["dns"] == DNS6
+    assert v6["search"] == "a.example. b.example."
+    # the router is -g's link-local address; RA's MTU option applied
+    assert "default via fe80::1 dev eth0 proto ra" in r.stdout
+    assert "MTU6=1400" in r.stdout
+    assert f"lladdr {OUR_MAC}" in _neigh(r.stdout, "192.0.2.126")
+    ras = _router_adverts(pcap)
+    assert ras
+    for src, opts in ras:
+        assert src == bytes.fromhex("fe80" + "0" * 27 + "1")
+        assert struct.unpack_from("!I", opts[5][0], 2)[0] == 1400
+        assert opts[1] == [bytes.fromhex(OUR_MAC.replace(":", ""))]
+        assert 25 in opts and 31 in opts
+
+
+def test_dns_none_search_none_mtu_zero(host: HostNS, tmp_path: Path) -> None:
+    """-D none, -S none and -m 0 leave resolvers, search list and MTU out."""
+    pcap = tmp_path / "b.pcap"
+    script = _clients(tmp_path) + WAIT_RA + "echo MTU6=$(cat /proc/sys/net/ipv6/conf/eth0/mtu)"
+    r = _pasta(host, ["--dhcp-dns", "--dhcp-search", "-D", "none", "-S", "none", "-m", "0",
+                      "-p", str(pcap)], script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    v = _values(r.stdout, "DHCP_")
+    assert v["ip"] == HOST_ADDR4
+    assert v["dns"] == "" and v["search"] == "" and v["mtu"] == ""
+    v6 = _values(r.stdout, "DHCP6_")
+    assert v6["addr"] == HOST_ADDR6 and v6["dns"] == "" and v6["search"] == ""
+    assert "MTU6=1500" in r.stdout  # the tap's own MTU: nothing advertised
+    ras = _router_adverts(pcap)
+    assert ras
+    for _src, opts in ras:
+        assert 5 not in opts and 25 not in opts and 31 not in opts
+
+
+def test_dns_and_search_off_by_default_in_pasta(host: HostNS, tmp_path: Path) -> None:
+    """Without --dhcp-dns/--dhcp-search, -D and -S reach nobody."""
+    pcap = tmp_path / "c.pcap"
+    script = _clients(tmp_path) + WAIT_RA
+    r = _pasta(host, ["-D", DNS4, "-D", DNS6, "-S", SEARCH, "-p", str(pcap)], script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    v, v6 = _values(r.stdout, "DHCP_"), _values(r.stdout, "DHCP6_")
+    assert v["ip"] == HOST_ADDR4 and v["dns"] == "" and v["search"] == ""
+    assert v6["addr"] == HOST_ADDR6 and v6["dns"] == "" and v6["search"] == ""
+    for _src, opts in _router_adverts(pcap):
+        assert 25 not in opts and 31 not in opts
+
+
+def test_dhcp_dns_options_belong_to_one_mode(host: HostNS) -> None:
+    """--dhcp-dns/--dhcp-search are pasta's, --no-dhcp-* passt's: the other exits 1."""
+    for prog, opt in ((PASTA, "--no-dhcp-dns"), (PASTA, "--no-dhcp-search"),
+                      (PASST, "--dhcp-dns"), (PASST, "--dhcp-search")):
+        r = host.run([prog, opt, "-f"] + (["--", "true"] if prog == PASTA else []),
+                     check=False, timeout=20)
+        assert r.returncode == 1, (opt, r.stderr)
+        assert opt in r.stderr
+
+
+# -- services switched off -------------------------------------------------------
+
+
+def test_no_ra_leaves_slaac_without_prefix(host: HostNS) -> None:
+    """--no-ra: no RA, so no SLAAC address or route; NDP still answers."""
+    script = (LINK_UP + "sleep 3; ip -6 addr show dev eth0 scope global; ip -6 route; "
+              "echo ---; ip -6 addr add 2001:db8::10/64 dev eth0 nodad && "
+              f"ip -6 route add default via {GW_ADDR6} && ping -6 -c1 -W3 {FAR_ADDR6}")
+    r = _pasta(host, ["--no-ra"], script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    before = r.stdout.split("---", 1)[0]
+    assert "2001:db8" not in before and "default" not in before
+
+
+def test_no_ndp_leaves_neighbours_unresolved(host: HostNS) -> None:
+    """--no-ndp: no NA, the gateway stays unresolved; IPv4 unaffected."""
+    script = (f"ping -c1 -W3 {GW_ADDR4} >/dev/null && echo v4=ok; "
+              f"ping -6 -c1 -W2 {GW_ADDR6} >/dev/null || echo v6=fail; ip -6 neigh")
+    r = _pasta(host, ["--config-net", "--no-ndp"], script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "v4=ok" in r.stdout and "v6=fail" in r.stdout
+    line = _neigh(r.stdout, GW_ADDR6)
+    assert ("FAILED" in line or "INCOMPLETE" in line) and "lladdr" not in line, r.stdout
+
+
+def test_ipv4_only(host: HostNS) -> None:
+    """-4: no IPv6 address or route; IPv6 the guest sets up itself goes nowhere."""
+    script = ("ip -6 addr show dev eth0 scope global; ip -6 route show default; echo ---; "
+              f"ping -c1 -W3 {FAR_ADDR4} >/dev/null && echo v4=ok; "
+              f"ip -6 addr add {HOST_ADDR6}/64 dev eth0 nodad; "
+              f"ip -6 route add default via {GW_ADDR6}; "
+              f"ping -6 -c1 -W2 {FAR_ADDR6} >/dev/null || echo v6=fail; ip -6 neigh")
+    r = _pasta(host, ["--config-net", "-4"], script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    before, after = r.stdout.split("---", 1)
+    assert before.strip() == ""
+    assert "v4=ok" in after and "v6=fail" in after
+    assert "lladdr" not in _neigh(after, GW_ADDR6)
+
+
+def test_ipv6_only(host: HostNS) -> None:
+    """-6: no IPv4 address or route; IPv4 the guest sets up itself goes nowhere."""
+    script = ("ip -4 addr show dev eth0; ip -4 route; echo ---; "
+              f"ping -6 -c1 -W3 {FAR_ADDR6} >/dev/null && echo v6=ok; "
+              f"ip addr add {HOST_ADDR4}/24 dev eth0; "
+              f"ping -c1 -W2 {FAR_ADDR4} >/dev/null || echo v4=fail; ip -4 neigh")
+    r = _pasta(host, ["--config-net", "-6"], script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    before, after = r.stdout.split("---", 1)
+    assert before.strip() == ""
+    assert "v6=ok" in after and "v4=fail" in after
+    assert "lladdr" not in _neigh(after, FAR_ADDR4)
+
+
+def test_no_map_gw_sends_gateway_pings_to_the_gateway(host: HostNS) -> None:
+    """The gateway ignores echo: mapped pings are answered (loopback), unmapped not."""
+    assert host.gw is not None
+    host.gw.configure(["sysctl -qw net.ipv4.icmp_echo_ignore_all=1",
+                       "sysctl -qw net.ipv6.icmp.echo_ignore_all=1"])
+    script = (f"ping -c1 -W2 {GW_ADDR4} >/dev/null && echo v4=answered; "
+              f"ping -6 -c1 -W2 {GW_ADDR6} >/dev/null && echo v6=answered; true")
+    r = _pasta(host, ["--config-net"], script)
+    assert "v4=answered" in r.stdout and "v6=answered" in r.stdout, r.stdout + r.stderr
+    r = _pasta(host, ["--config-net", "--no-map-gw"], script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "answered" not in r.stdout
+
+
+# -- template and outbound interfaces --------------------------------------------
+
+
+def _second_link(host: HostNS) -> GuestNS:
+    """eth1 on the host (198.51.100.10/24, 2001:db8:1::10/64, a default route
+    with a worse metric), its peer in a namespace of its own with .1 and ::1."""
+    far = host.guest("far")
+    host.configure([
+        "ip link add eth1 type veth peer name peer1",
+        "sysctl -qw net.ipv6.conf.eth1.accept_dad=0",
+        f"ip link set peer1 netns {far.pid}",
+        "ip addr add 198.51.100.10/24 dev eth1",
+        "ip -6 addr add 2001:db8:1::10/64 dev eth1 nodad",
+        "ip link set eth1 up",
+        "ip route add default via 198.51.100.1 dev eth1 metric 200",
+        "ip -6 route add default via 2001:db8:1::1 dev eth1 metric 200",
+    ])
+    far.configure([
+        "ip link set lo up",
+        "sysctl -qw net.ipv6.conf.peer1.accept_dad=0",
+        "ip addr add 198.51.100.1/24 dev peer1",
+        "ip -6 addr add 2001:db8:1::1/64 dev peer1 nodad",
+        "ip link set peer1 up",
+    ])
+    return far
+
+
+def test_interface_picks_the_template(host: HostNS) -> None:
+    """-i eth1: addresses, gateways and MAC of eth1 instead of eth0's."""
+    _second_link(host)
+    mac1 = _mac_of(host, "eth1")
+    script = ("ip -o addr show eth1; ip route; ip -6 route; ping -c1 -W3 198.51.100.1 "
+              ">/dev/null; ip neigh")
+    r = _pasta(host, ["--config-net", "-i", "eth1"], script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the namespace interface is named after the template
+    assert "inet 198.51.100.10/24 " in r.stdout and "inet6 2001:db8:1::10/64 " in r.stdout
+    assert HOST_ADDR4 not in r.stdout
+    assert "default via 198.51.100.1 dev eth1" in r.stdout
+    assert "default via 2001:db8:1::1 dev eth1" in r.stdout
+    assert f"lladdr {mac1}" in _neigh(r.stdout, "198.51.100.1")
+
+
+class Capture:
+    """tcpdump in a namespace, text output to a file, stopped to read it."""
+
+    def __init__(self, ns: HostNS | GuestNS, ifname: str, filt: str, tmp_path: Path) -> None:
+        self.out = tmp_path / f"{ns.name}-{ifname}.txt"
+        err = tmp_path / f"{ns.name}-{ifname}.err"
+        with open(self.out, "w") as o, open(err, "w") as e:
+            self.p = ns.popen(["tcpdump", "-n", "-l", "-i", ifname, filt], stdout=o, stderr=e)
+        assert wait_for(lambda: "listening on" in err.read_text(), 10), err.read_text()
+
+    def stop(self) -> str:
+        """Stop tcpdump (bounded) and return what it printed."""
+        stop_process(self.p)
+        return self.out.read_text()
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+def test_outbound_address_is_the_source_of_pings(host: HostNS, tmp_path: Path) -> None:
+    """-o ADDR (both families): echo requests reach the far host from ADDR."""
+    assert host.gw is not None
+    host.configure(["ip addr add 192.0.2.11/24 dev eth0",
+                    "ip -6 addr add 2001:db8::11/64 dev eth0 nodad"])
+    cap = Capture(host.gw, "gw0", ECHO_REQUESTS, tmp_path)
+    r = _pasta(host, ["--config-net", "-o", "192.0.2.11", "-o", "2001:db8::11"],
+               f"ping -c1 -W3 {FAR_ADDR4} && ping -6 -c1 -W3 {FAR_ADDR6}")
+    seen = cap.stop()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"192.0.2.11 > {FAR_ADDR4}: ICMP echo request" in seen, seen
+    assert f"2001:db8::11 > {FAR_ADDR6}: ICMP6, echo request" in seen, seen
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+def test_outbound_interface_carries_pings(host: HostNS, tmp_path: Path) -> None:
+    """--outbound-if4/6 eth1: echo requests leave through eth1, not eth0."""
+    assert host.gw is not None
+    far = _second_link(host)
+    cap1 = Capture(far, "peer1", ECHO_REQUESTS, tmp_path)
+    cap0 = Capture(host.gw, "gw0", ECHO_REQUESTS, tmp_path)
+    # -i eth0 keeps eth0's addressing for the namespace
+    r = _pasta(host, ["--config-net", "-i", "eth0", "--outbound-if4", "eth1",
+                      "--outbound-if6", "eth1"],
+               f"ping -c1 -W2 {FAR_ADDR4}; ping -6 -c1 -W2 {FAR_ADDR6}; true")
+    seen1, seen0 = cap1.stop(), cap0.stop()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"198.51.100.10 > {FAR_ADDR4}: ICMP echo request" in seen1, seen1
+    assert f"2001:db8:1::10 > {FAR_ADDR6}: ICMP6, echo request" in seen1, seen1
+    assert "echo request" not in seen0, seen0
