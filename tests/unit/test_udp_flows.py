@@ -1,0 +1,323 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Unit tests for passt_sep.worker.udp: the flow table outside the sandbox.
+
+A fake worker stands in for the loop: a fake clock, a tap that keeps the
+frames written to it, a broker that answers with real UDP sockets on
+127.0.0.1 (or refuses), and the fd registry. Only loopback traffic of this
+test process is involved. What is checked: the table's bounds and expiry,
+the queue while the broker works, refusals, destination translations and
+the addresses replies come back from.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
+
+import pytest
+
+from passt_sep import ipc
+from passt_sep.cli import Options
+from passt_sep.config import V4, V6, Config
+from passt_sep.proto.packet import Packet, parse_frame
+from passt_sep.worker import udp as wudp
+
+OUR_MAC = bytes.fromhex("9a5500aa0001")
+GUEST_MAC = bytes.fromhex("5254000012ab")
+GW4, ADDR4 = IPv4Address("192.0.2.1"), IPv4Address("192.0.2.10")
+GW6, ADDR6 = IPv6Address("2001:db8::1"), IPv6Address("2001:db8::10")
+DNS_MATCH = IPv4Address("10.0.2.3")
+
+
+def config(**opts: object) -> Config:
+    o = Options(mode="pasta", **opts)  # type: ignore[arg-type]
+    v4 = V4(addr=ADDR4, prefix=24, gw=GW4, dns=(DNS_MATCH,), dns_match=DNS_MATCH,
+            dns_host=IPv4Address("127.0.0.1"), ifname="eth0")
+    v6 = V6(addr=ADDR6, prefix=64, gw=GW6, our_ll=IPv6Address("fe80::1"), dns=(), dns_match=None,
+            dns_host=None, ifname="eth0")
+    return Config(opts=o, mode="pasta", v4=v4, v6=v6, our_mac=OUR_MAC, mtu=65520, ns_ifname="eth0",
+                  search=(), map_gw=True)
+
+
+class FakeTap:
+    needs_csum = False
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def write_raw(self, buf: memoryview) -> bool:
+        self.frames.append(bytes(buf[10:]))
+        return True
+
+
+class FakeBroker:
+    """Answers OP_UDP_SOCKET with a loopback socket, at once or when told."""
+
+    def __init__(self) -> None:
+        self.auto = True
+        self.refuse = False
+        self.requests: list[tuple[int, int, Callable[[int | None, int], None]]] = []
+
+    def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
+                port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
+        assert op == ipc.OP_UDP_SOCKET
+        self.requests.append((family, port, cb))
+        if self.auto:
+            self.answer()
+
+    def answer(self) -> None:
+        while self.requests:
+            family, _port, cb = self.requests.pop(0)
+            if self.refuse:
+                cb(None, 1)
+                continue
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
+            cb(s.detach(), 0)
+
+
+class FakeWorker:
+    def __init__(self, **opts: object) -> None:
+        self.cfg = config(**opts)
+        self.tap = FakeTap()
+        self.broker = FakeBroker()
+        self.handlers: dict[int, Callable[[int], None]] = {}
+        self.drops: dict[str, int] = {}
+        self.guest_mac = GUEST_MAC
+        self.clock = 1000.0
+
+    def now(self) -> float:
+        return self.clock
+
+    def add(self, fd: int, handler: Callable[[int], None], events: int = select.EPOLLIN) -> None:
+        self.handlers[fd] = handler
+
+    def remove(self, fd: int) -> None:
+        self.handlers.pop(fd, None)
+
+    def drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def pump(self, timeout: float = 1.0) -> None:
+        """Run the handlers of the fds that are readable (what the loop does)."""
+        ready, _, _ = select.select(list(self.handlers), [], [], timeout)
+        for fd in ready:
+            self.handlers[fd](select.EPOLLIN)
+
+
+def frame(version: int, dst: str, dport: int, payload: bytes, sport: int = 40000) -> Packet:
+    u = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    if version == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(u), 0, 0x4000, 64, 17, 0, ADDR4.packed,
+                         socket.inet_aton(dst))
+        f = OUR_MAC + GUEST_MAC + b"\x08\x00" + ip + u
+    else:
+        ip = struct.pack("!IHBB16s16s", 0x60000000, len(u), 17, 64, ADDR6.packed,
+                         socket.inet_pton(socket.AF_INET6, dst))
+        f = OUR_MAC + GUEST_MAC + b"\x86\xdd" + ip + u
+    p = parse_frame(memoryview(f))
+    assert isinstance(p, Packet)
+    return p
+
+
+def reply_of(f: bytes) -> tuple[str, int, str, int, bytes]:
+    """(src, sport, dst, dport, payload) of a frame to the guest."""
+    if f[12:14] == b"\x08\x00":
+        src, dst, u = socket.inet_ntoa(f[26:30]), socket.inet_ntoa(f[30:34]), f[34:]
+    else:
+        src = socket.inet_ntop(socket.AF_INET6, f[22:38])
+        dst = socket.inet_ntop(socket.AF_INET6, f[38:54])
+        u = f[54:]
+    sport, dport, _l, _c = struct.unpack_from("!HHHH", u)
+    return src, sport, dst, dport, u[8:]
+
+
+@pytest.fixture
+def echo4() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(2)
+    yield s
+    s.close()
+
+
+def test_gateway_goes_to_loopback_and_reply_comes_from_gateway(echo4: socket.socket) -> None:
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    port = echo4.getsockname()[1]
+    flows.from_guest(frame(4, str(GW4), port, b"hello"))
+    data, peer = echo4.recvfrom(100)
+    assert data == b"hello"
+    echo4.sendto(b"world", peer)
+    w.pump()
+    assert [reply_of(f) for f in w.tap.frames] == [(str(GW4), port, str(ADDR4), 40000, b"world")]
+
+
+def test_zero_length_both_ways(echo4: socket.socket) -> None:
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(frame(4, str(GW4), echo4.getsockname()[1], b""))
+    data, peer = echo4.recvfrom(100)
+    assert data == b""
+    echo4.sendto(b"", peer)
+    w.pump()
+    assert reply_of(w.tap.frames[0])[4] == b""
+
+
+def test_dns_match_goes_to_dns_host_and_is_remembered() -> None:
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flow = wudp.Flow(4, 40000, 0.0)
+    assert flows._target(flow, DNS_MATCH.packed, 53) == ("127.0.0.1", 53)
+    assert flow.rev == {(socket.inet_aton("127.0.0.1"), 53): DNS_MATCH.packed}
+    assert flows._target(flow, DNS_MATCH.packed, 54) == ("10.0.2.3", 54)  # only port 53
+    assert flows._target(flow, GW4.packed, 53) == ("127.0.0.1", 53)
+    assert flow.rev[(socket.inet_aton("127.0.0.1"), 53)] == GW4.packed  # the latest wins
+    assert flows._target(flow, socket.inet_aton("192.0.2.2"), 7) == ("192.0.2.2", 7)
+
+
+def test_no_map_gw_sends_to_the_gateway_itself() -> None:
+    w = FakeWorker(map_gw=False)
+    w.cfg = Config(**{**w.cfg.__dict__, "map_gw": False})
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flow = wudp.Flow(4, 40000, 0.0)
+    assert flows._target(flow, GW4.packed, 99) == (str(GW4), 99)
+    assert flows._visible(4, socket.inet_aton("127.0.0.1")) is None
+
+
+def test_sources_seen_by_the_guest() -> None:
+    flows = wudp.UdpFlows(FakeWorker())  # type: ignore[arg-type]
+    assert flows._visible(4, socket.inet_aton("127.0.0.5")) == GW4.packed
+    assert flows._visible(4, ADDR4.packed) == GW4.packed  # the host's own address
+    assert flows._visible(6, IPv6Address("::1").packed) == GW6.packed
+    assert flows._visible(4, socket.inet_aton("198.51.100.7")) == socket.inet_aton("198.51.100.7")
+
+
+@pytest.mark.parametrize("version,dst,why", [
+    (4, "224.0.0.251", "udp to multicast or broadcast"),
+    (4, "255.255.255.255", "udp to multicast or broadcast"),
+    (4, "127.0.0.1", "udp to loopback or unspecified"),
+    (4, "0.0.0.0", "udp to loopback or unspecified"),
+    (6, "ff02::fb", "udp to multicast"),
+    (6, "::1", "udp to loopback or unspecified"),
+])
+def test_destinations_refused(version: int, dst: str, why: str) -> None:
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(frame(version, dst, 5353, b"x"))
+    assert w.drops == {why: 1} and not flows.flows
+
+
+def test_table_is_bounded_oldest_evicted_and_closed() -> None:
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w, max_flows=8)  # type: ignore[arg-type]
+    for i in range(20):
+        w.clock += 1
+        flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30000 + i))
+        assert len(flows.flows) <= 8
+    assert sorted(p for _v, p in flows.flows) == list(range(30012, 30020))
+    assert flows.stats["evicted"] == 12
+    assert len(w.handlers) == 8  # evicted sockets are no longer watched
+    assert wudp.MAX_FLOWS >= 16
+
+
+def test_flows_expire_after_180s_without_guest_activity(echo4: socket.socket) -> None:
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    port = echo4.getsockname()[1]
+    flows.from_guest(frame(4, str(GW4), port, b"a"))
+    sock = flows.flows[(4, 40000)].sock
+    assert sock is not None
+    _d, peer = echo4.recvfrom(10)
+    w.clock += 100
+    echo4.sendto(b"reply", peer)  # replies do not keep the flow alive
+    w.pump()
+    w.clock += wudp.FLOW_TIMEOUT - 100 + 0.5
+    flows.timer(w.clock)
+    assert not flows.flows and not w.handlers and sock.fileno() == -1
+
+
+def test_guest_activity_keeps_a_flow() -> None:
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    for _ in range(5):
+        flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
+        w.clock += wudp.FLOW_TIMEOUT - 1
+        flows.timer(w.clock)
+    assert (4, 40000) in flows.flows
+
+
+def test_datagrams_wait_for_the_socket_in_order_bounded(echo4: socket.socket) -> None:
+    w = FakeWorker()
+    w.broker.auto = False
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    port = echo4.getsockname()[1]
+    for i in range(wudp.QUEUE_MAX + 5):
+        flows.from_guest(frame(4, str(GW4), port, str(i).encode()))
+    assert w.drops == {"udp queue full": 5} and len(w.broker.requests) == 1
+    w.broker.answer()
+    got = [echo4.recv(10) for _ in range(wudp.QUEUE_MAX)]
+    assert got == [str(i).encode() for i in range(wudp.QUEUE_MAX)]
+
+
+def test_refused_socket_is_retried_later() -> None:
+    w = FakeWorker()
+    w.broker.refuse = True
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
+    flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
+    assert w.drops == {"udp socket refused": 2} and flows.stats["refused"] == 1
+    w.clock += wudp.RETRY_AFTER
+    w.broker.refuse = False
+    flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
+    assert flows.flows[(4, 40000)].sock is not None
+
+
+def test_late_socket_for_an_expired_flow_is_closed() -> None:
+    w = FakeWorker()
+    w.broker.auto = False
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
+    w.clock += wudp.FLOW_TIMEOUT + 1
+    flows.timer(w.clock)
+    w.broker.answer()
+    assert not flows.flows and not w.handlers
+
+
+def test_no_udp_drops_everything() -> None:
+    w = FakeWorker(no_udp=True)
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
+    assert w.drops == {"udp disabled": 1} and not w.broker.requests
+
+
+def test_inbound_peers_bounded_and_replies_reach_the_sender() -> None:
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w, max_peers=4)  # type: ignore[arg-type]
+    lsock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    lsock.bind(("::", 0))
+    lport = lsock.getsockname()[1]
+    flows.add_listener(lsock.detach(), lport, 5000)
+    clients = []
+    for i in range(6):
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.settimeout(2)
+        c.sendto(f"c{i}".encode(), ("127.0.0.1", lport))
+        clients.append(c)
+        w.clock += 1
+        w.pump()
+        assert len(flows.peers) <= 4
+    assert len(w.tap.frames) == 6
+    src, sport, dst, dport, data = reply_of(w.tap.frames[-1])
+    assert (src, dst, dport, data) == (str(GW4), str(ADDR4), 5000, b"c5")
+    assert sport == clients[-1].getsockname()[1]
+    flows.from_guest(frame(4, str(GW4), sport, b"back", sport=5000))
+    assert clients[-1].recv(10) == b"back"
+    for c in clients:
+        c.close()
+    for fd in list(w.handlers):
+        socket.socket(fileno=fd).close()
