@@ -25,8 +25,10 @@ from tests.netenv import (
     GW_ADDR6,
     HOST_ADDR4,
     HOST_ADDR6,
+    NETSERVE,
     PASST,
     PASTA,
+    PYTHON,
     GuestNS,
     HostNS,
     stop_process,
@@ -382,34 +384,67 @@ class Capture:
         return self.out.read_text()
 
 
+def _traffic(ns: HostNS | GuestNS, addr4: str, addr6: str) -> tuple[str, list[str]]:
+    """Echo servers on addr4/addr6 in ns; a script pinging and using each from the guest."""
+    cmds = []
+    for addr in (addr4, addr6):
+        tcp, udp = ns.serve("tcp-echo", addr), ns.serve("udp-echo", addr)
+        ping = "ping -6" if ":" in addr else "ping"
+        cmds += [f"{ping} -c1 -W3 {addr} >/dev/null && echo ping={addr}",
+                 f"{PYTHON} {NETSERVE} tcp-echo-check {addr} {tcp.port} --bytes 1000 --timeout 5",
+                 f"{PYTHON} {NETSERVE} udp-echo-check {addr} {udp.port} --count 1 --timeout 5"]
+    return "; ".join(cmds), [f"> {addr4}", f"> {addr6}"]
+
+
+def _sources(seen: str, dests: list[str]) -> set[str]:
+    """Source addresses (ports stripped) of what tcpdump saw going to dests."""
+    out = set()
+    for line in seen.splitlines():
+        if any(d + "." in line or d + ":" in line for d in dests) and "neighbor" not in line:
+            src = line.split(" IP6 " if " IP6 " in line else " IP ", 1)[1].split(" > ")[0]
+            out.add(src.rsplit(".", 1)[0] if src.count(".") in (1, 4) else src)
+    return out
+
+
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
-def test_outbound_address_is_the_source_of_pings(host: HostNS, tmp_path: Path) -> None:
-    """-o ADDR (both families): echo requests reach the far host from ADDR."""
+def test_outbound_address_is_the_source(host: HostNS, tmp_path: Path) -> None:
+    """-o ADDR (both families): echo requests, TCP and UDP reach the far host from ADDR."""
     assert host.gw is not None
     host.configure(["ip addr add 192.0.2.11/24 dev eth0",
                     "ip -6 addr add 2001:db8::11/64 dev eth0 nodad"])
-    cap = Capture(host.gw, "gw0", ECHO_REQUESTS, tmp_path)
-    r = _pasta(host, ["--config-net", "-o", "192.0.2.11", "-o", "2001:db8::11"],
-               f"ping -c1 -W3 {FAR_ADDR4} && ping -6 -c1 -W3 {FAR_ADDR6}")
+    script, dests = _traffic(host.gw, FAR_ADDR4, FAR_ADDR6)
+    cap = Capture(host.gw, "gw0", f"host {FAR_ADDR4} or host {FAR_ADDR6}", tmp_path)
+    r = _pasta(host, ["--config-net", "-a", HOST_ADDR4, "-a", HOST_ADDR6,
+                      "-o", "192.0.2.11", "-o", "2001:db8::11"], script)
     seen = cap.stop()
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"192.0.2.11 > {FAR_ADDR4}: ICMP echo request" in seen, seen
-    assert f"2001:db8::11 > {FAR_ADDR6}: ICMP6, echo request" in seen, seen
+    assert r.stdout.count('"ok": true') == 4, r.stdout
+    assert f"ping={FAR_ADDR4}" in r.stdout and f"ping={FAR_ADDR6}" in r.stdout
+    assert "echo request" in seen and "UDP" in seen and "Flags [S]" in seen, seen
+    assert _sources(seen, dests) == {"192.0.2.11", "2001:db8::11"}, seen
 
 
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
-def test_outbound_interface_carries_pings(host: HostNS, tmp_path: Path) -> None:
-    """--outbound-if4/6 eth1: echo requests leave through eth1, not eth0."""
+def test_outbound_interface_carries_the_traffic(host: HostNS, tmp_path: Path) -> None:
+    """--outbound-if4/6 eth1: echo requests, TCP and UDP leave through eth1, not eth0.
+
+    The far addresses exist behind both links (on the far namespace's
+    loopback too), so everything is answered whichever way it goes.
+    """
     assert host.gw is not None
     far = _second_link(host)
-    cap1 = Capture(far, "peer1", ECHO_REQUESTS, tmp_path)
-    cap0 = Capture(host.gw, "gw0", ECHO_REQUESTS, tmp_path)
+    far.configure([f"ip addr add {FAR_ADDR4}/32 dev lo",
+                   f"ip -6 addr add {FAR_ADDR6}/128 dev lo"])
+    script, dests = _traffic(far, FAR_ADDR4, FAR_ADDR6)
+    cap1 = Capture(far, "peer1", "ip or ip6", tmp_path)
+    cap0 = Capture(host.gw, "gw0", f"host {FAR_ADDR4} or host {FAR_ADDR6}", tmp_path)
     # -i eth0 keeps eth0's addressing for the namespace
     r = _pasta(host, ["--config-net", "-i", "eth0", "--outbound-if4", "eth1",
-                      "--outbound-if6", "eth1"],
-               f"ping -c1 -W2 {FAR_ADDR4}; ping -6 -c1 -W2 {FAR_ADDR6}; true")
+                      "--outbound-if6", "eth1"], script)
     seen1, seen0 = cap1.stop(), cap0.stop()
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"198.51.100.10 > {FAR_ADDR4}: ICMP echo request" in seen1, seen1
-    assert f"2001:db8:1::10 > {FAR_ADDR6}: ICMP6, echo request" in seen1, seen1
-    assert "echo request" not in seen0, seen0
+    assert r.stdout.count('"ok": true') == 4, r.stdout
+    assert f"ping={FAR_ADDR4}" in r.stdout and f"ping={FAR_ADDR6}" in r.stdout
+    assert "echo request" in seen1 and "UDP" in seen1 and "Flags [S]" in seen1, seen1
+    assert _sources(seen1, dests) == {"198.51.100.10", "2001:db8:1::10"}, seen1
+    assert _sources(seen0, dests) == set(), seen0
