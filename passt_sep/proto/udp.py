@@ -37,8 +37,9 @@ VNET_NEEDS_CSUM = 1
 UDP_CSUM_OFFSET = 6
 IP4_HLEN, IP6_HLEN = 20, 40
 MAX_FRAME = 65535  # longest Ethernet frame toward the guest (passt's stream limit too)
-#: Largest payloads that fit an IP datagram of 65535 bytes and a frame of MAX_FRAME.
-MAX_PAYLOAD4 = 0xFFFF - IP4_HLEN - UDP_HLEN  # 65507
+#: Largest payloads that fit a frame of MAX_FRAME bytes; longer datagrams from
+#: the host are dropped and counted (passt's stream could not carry them).
+MAX_PAYLOAD4 = MAX_FRAME - ETH_HLEN - IP4_HLEN - UDP_HLEN  # 65493
 MAX_PAYLOAD6 = MAX_FRAME - ETH_HLEN - IP6_HLEN - UDP_HLEN  # 65473
 
 _UDP = struct.Struct("!HHHH")

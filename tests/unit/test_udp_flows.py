@@ -167,6 +167,18 @@ def test_zero_length_both_ways(echo4: socket.socket) -> None:
     assert reply_of(w.tap.frames[0])[4] == b""
 
 
+def test_datagram_too_big_for_a_frame_is_dropped_and_counted(echo4: socket.socket) -> None:
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(frame(4, str(GW4), echo4.getsockname()[1], b"x"))
+    _d, peer = echo4.recvfrom(10)
+    echo4.sendto(bytes(65494), peer)
+    echo4.sendto(bytes(65493), peer)
+    w.pump()
+    assert flows.stats["too_big"] == 1 and len(w.tap.frames) == 1
+    assert len(w.tap.frames[0]) == 65535
+
+
 def test_dns_match_goes_to_dns_host_and_is_remembered() -> None:
     w = FakeWorker()
     flows = wudp.UdpFlows(w)  # type: ignore[arg-type]

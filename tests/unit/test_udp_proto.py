@@ -117,11 +117,11 @@ def test_zero_checksum_sent_as_ffff(version: int) -> None:
 
 
 def test_payload_limits() -> None:
-    assert udp.max_payload(4) == 65507 and udp.max_payload(6) == 65473
-    build(4, bytes(65507))
-    build(6, bytes(65473))
+    assert udp.max_payload(4) == 65493 and udp.max_payload(6) == 65473
+    assert len(build(4, bytes(65493), offload=False)) == 10 + 65535
+    assert len(build(6, bytes(65473), offload=False)) == 10 + 65535
     with pytest.raises(ValueError):
-        build(4, bytes(65508))
+        build(4, bytes(65494))
     with pytest.raises(ValueError):
         build(6, bytes(65474))
 
