@@ -12,6 +12,7 @@ one pasta run where their effects do not interfere.
 from __future__ import annotations
 
 import shutil
+import socket
 import struct
 import subprocess
 from pathlib import Path
@@ -255,6 +256,71 @@ def test_dhcp_dns_options_belong_to_one_mode(host: HostNS) -> None:
                      check=False, timeout=20)
         assert r.returncode == 1, (opt, r.stderr)
         assert opt in r.stderr
+
+
+def _dhcp_discover(mac: bytes) -> bytes:
+    """A length-prefixed (passt stream) DHCPDISCOVER from mac, asking for 6 and 119."""
+    bootp = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, 0x1234, 0, 0, bytes(4),
+                        bytes(4), bytes(4), bytes(4), mac, bytes(64), bytes(128))
+    opts = bytes([99, 130, 83, 99, 53, 1, 1, 55, 3, 1, 6, 119, 255])
+    udp_len = 8 + len(bootp) + len(opts)
+    udp = struct.pack("!HHHH", 68, 67, udp_len, 0) + bootp + opts
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, 0, 0, 64, 17, 0,
+                               bytes(4), b"\xff" * 4))
+    frame = b"\xff" * 6 + mac + b"\x08\x00" + bytes(ip) + udp
+    return struct.pack("!I", len(frame)) + frame
+
+
+def _offer_options(sock: socket.socket) -> dict[int, bytes]:
+    """Options of the first DHCP reply (UDP from port 67) read from a passt stream."""
+    sock.settimeout(5)
+    for _ in range(20):
+        (n,) = struct.unpack("!I", sock.recv(4, socket.MSG_WAITALL))
+        f = sock.recv(n, socket.MSG_WAITALL)
+        if f[12:14] != b"\x08\x00" or f[23] != 17 or f[34:36] != b"\x00\x43":
+            continue
+        opts, off = {}, 14 + 20 + 8 + 240
+        while off < len(f) and f[off] != 255:
+            if f[off] == 0:
+                off += 1
+                continue
+            opts[f[off]] = f[off + 2 : off + 2 + f[off + 1]]
+            off += 2 + f[off + 1]
+        return opts
+    raise AssertionError("no DHCP reply")
+
+
+def test_passt_sends_dns_and_search_by_default(host: HostNS, tmp_path: Path) -> None:
+    """passt: resolvers and search list go out unless --no-dhcp-dns/--no-dhcp-search."""
+    mac = bytes.fromhex("525400123456")
+    for extra, want in (([], True), (["--no-dhcp-dns", "--no-dhcp-search"], False)):
+        sock_path = tmp_path / f"s{len(extra)}"
+        p = host.popen([PASST, "-f", "-1", "-q", "-s", str(sock_path), "-D", DNS4,
+                        "-S", SEARCH, *extra], stderr=subprocess.PIPE)
+        c = socket.socket(socket.AF_UNIX)
+        try:
+            assert wait_for(lambda s=sock_path, c=c: c.connect(str(s)) is None, 10)
+            c.sendall(_dhcp_discover(mac))
+            opts = _offer_options(c)
+        finally:
+            c.close()
+        assert p.wait(10) == 0
+        assert opts[53] == b"\x02"  # OFFER
+        assert (opts.get(6) == socket.inet_aton(DNS4)) is want, opts
+        assert (b"\x01a\x07example\x00" in opts.get(119, b"")) is want, opts
+
+
+def test_no_dhcp_and_no_dhcpv6_each_alone(host: HostNS, tmp_path: Path) -> None:
+    """--no-dhcp silences DHCP only, --no-dhcpv6 DHCPv6 only."""
+    clients = _clients(tmp_path).replace("-t 5", "-t 2").replace("timeout 15", "timeout 4")
+    r = _pasta(host, ["--no-dhcp"], clients)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _values(r.stdout, "DHCP_") == {}
+    assert _values(r.stdout, "DHCP6_")["addr"] == HOST_ADDR6
+    r = _pasta(host, ["--no-dhcpv6"], clients)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _values(r.stdout, "DHCP_")["ip"] == HOST_ADDR4
+    assert _values(r.stdout, "DHCP6_") == {}
 
 
 # -- services switched off -------------------------------------------------------
