@@ -23,6 +23,7 @@ from sandbox import ns
 
 from ..config import Config
 from ..errors import SetupError
+from ..log import log
 from .rtnl import IFA_F_NODAD, Rtnl
 
 TUNSETIFF = 0x400454CA
@@ -35,6 +36,8 @@ IFF_VNET_HDR = 0x4000
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 1, 2, 4
 VNET_HDR_LEN = 10
 NS_MTU_DEFAULT = 65520
+TAP_MAX_MTU = 65521  # the tun driver's maximum: 65535 less the Ethernet header
+IPV6_MIN_MTU = 1280  # the kernel turns IPv6 off on a link below this (RFC 8200 5)
 
 
 def in_netns(netns_fd: int, fn: Callable[[], Any], step: str) -> Any:
@@ -92,14 +95,19 @@ def configure(cfg: Config, ifname: str, config_net: bool) -> bytes:
         if o.ns_mac:
             nl.set_link(idx, mac=o.ns_mac)
         if config_net:
-            nl.set_link(idx, mtu=cfg.mtu or NS_MTU_DEFAULT, up=True)
+            # -m is what DHCP and RA advertise; the link takes what the tap allows
+            mtu = min(cfg.mtu or NS_MTU_DEFAULT, TAP_MAX_MTU)
+            nl.set_link(idx, mtu=mtu, up=True)
             if cfg.v4:
                 v4 = cfg.v4
                 nl.add_addr(idx, socket.AF_INET, v4.addr.packed, v4.prefix)
                 if not v4.gw_onlink:
                     nl.add_route(socket.AF_INET, idx, v4.gw.packed, 32)
                 nl.add_route(socket.AF_INET, idx, None, 0, v4.gw.packed)
-            if cfg.v6:
+            if cfg.v6 and mtu < IPV6_MIN_MTU:
+                log.warn(f"MTU {mtu} is below IPv6's minimum of {IPV6_MIN_MTU}: "
+                         f"no IPv6 address or route on {ifname}")
+            elif cfg.v6:
                 v6 = cfg.v6
                 nl.add_addr(idx, socket.AF_INET6, v6.addr.packed, v6.prefix, IFA_F_NODAD)
                 net = ipaddress.IPv6Network(f"{v6.addr}/{v6.prefix}", strict=False)

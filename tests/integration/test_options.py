@@ -174,6 +174,19 @@ def test_config_net_gateway_and_prefix_netmask(host: HostNS) -> None:
     assert "default via 2001:db8::fe dev eth0" in r.stdout
 
 
+def test_config_net_mtu_beyond_what_the_link_takes(host: HostNS) -> None:
+    """-m 65535: the tap gets its maximum; -m 1279: IPv4 only on the link, with a warning."""
+    script = f"ip -o link show eth0; ip -6 addr show dev eth0; ping -c1 -W3 {FAR_ADDR4}"
+    r = _pasta(host, ["--config-net", "-m", "65535"], script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " mtu 65521 " in r.stdout and f"inet6 {HOST_ADDR6}/64" in r.stdout
+    r = host.run([PASTA, "--config-net", "-m", "1279", "--", "sh", "-c", script],
+                 check=False, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " mtu 1279 " in r.stdout and "inet6" not in r.stdout
+    assert "below IPv6's minimum of 1280" in r.stderr
+
+
 def test_default_mac_is_the_template_interfaces(host: HostNS) -> None:
     """Without -M the gateway resolves to the host interface's MAC."""
     mac = _mac_of(host, "eth0")
