@@ -386,6 +386,35 @@ def test_passt_echo_through_gateway_with_complete_checksums(passt_sock):
             assert data == payload, f"payload of {size} bytes changed"
 
 
+PEER_PORTS = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print("READY", s.getsockname()[1], flush=True)
+for _ in range(2):
+    d, a = s.recvfrom(100)
+    s.sendto(d, a)
+    print(a[1], flush=True)
+"""
+
+
+def test_passt_guest_source_port_kept_unless_privileged(passt_sock):
+    """Peers see the guest's own source port; a port below 1024 becomes an ephemeral one."""
+    host, s = passt_sock
+    obs = host.popen([PYTHON, "-c", PEER_PORTS], stdout=subprocess.PIPE, text=True)
+    assert obs.stdout is not None
+    port = int(obs.stdout.readline().split()[1])
+    seen = []
+    for sport in (41234, 123):
+        s.sendall(_udp_frame(4, HOST_ADDR4, GW_ADDR4, sport, port, b"which port"))
+        _v, _src, _sp, data = _next_udp(s, sport)  # the echo reaches the guest's port either way
+        assert data == b"which port"
+        seen.append(int(obs.stdout.readline()))
+    stop_process(obs)
+    assert seen[0] == 41234
+    assert seen[1] >= 1024
+
+
 def test_passt_inbound_forward_and_reply_to_the_sender(passt_sock):
     host, s = passt_sock
     s.sendall(_udp_frame(4, HOST_ADDR4, GW_ADDR4, 6000, 9, b"mac"))  # passt learns our MAC

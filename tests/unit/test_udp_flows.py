@@ -333,3 +333,54 @@ def test_inbound_peers_bounded_and_replies_reach_the_sender() -> None:
         c.close()
     for fd in list(w.handlers):
         socket.socket(fileno=fd).close()
+
+
+# -- the broker's side (parent): OP_UDP_SOCKET policy ------------------------------------
+
+def _broker(**opts: object):  # noqa: ANN202 - the parent's Broker
+    from passt_sep.setup.broker import Broker
+
+    # bound to 127.0.0.1 (--outbound) so the test never binds a wildcard port
+    return Broker(config(outbound4=IPv4Address("127.0.0.1"), outbound6=IPv6Address("::1"), **opts),
+                  socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+
+
+def _req(family: int, port: int) -> ipc.Request:
+    return ipc.Request(1, ipc.OP_UDP_SOCKET, family, port, bytes(16), 0)
+
+
+def test_broker_binds_the_guests_port_when_free() -> None:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    s = _broker().udp_socket(_req(socket.AF_INET, port))
+    assert isinstance(s, socket.socket)
+    assert s.getsockname() == ("127.0.0.1", port) and not s.getblocking()
+    s.close()
+
+
+def test_broker_falls_back_to_an_ephemeral_port() -> None:
+    busy = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    busy.bind(("::1", 0))
+    port = busy.getsockname()[1]
+    s = _broker().udp_socket(_req(socket.AF_INET6, port))
+    assert isinstance(s, socket.socket)
+    assert s.getsockname()[1] not in (0, port)
+    assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    s.close()
+    busy.close()
+
+
+@pytest.mark.parametrize("port", [0, 53, 123, 1023])
+def test_broker_never_binds_privileged_ports(port: int) -> None:
+    s = _broker().udp_socket(_req(socket.AF_INET, port))
+    assert isinstance(s, socket.socket) and s.getsockname()[1] >= 1024
+    s.close()
+
+
+def test_broker_refuses_no_udp_and_bad_families() -> None:
+    import errno
+
+    assert _broker(no_udp=True).udp_socket(_req(socket.AF_INET, 40000)) == errno.EPERM
+    assert _broker().udp_socket(_req(socket.AF_UNIX, 40000)) == errno.EPERM
