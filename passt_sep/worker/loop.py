@@ -14,6 +14,8 @@ Module map: ``tap`` (frame I/O and pcap), ``icmp`` (ping flows), this file
 
 from __future__ import annotations
 
+import collections
+import errno
 import ipaddress
 import os
 import select
@@ -46,6 +48,8 @@ from .udp import UdpFlows
 TIMER_INTERVAL = 1.0  # seconds between housekeeping passes, as passt
 RA_INTERVAL = 60.0  # unsolicited router advertisements (RFC 4861 allows 4-1800 s)
 EPOLL_EVENTS = 64
+MAX_INFLIGHT = 32  # broker requests outstanding at once
+MAX_BACKLOG = 65536  # requests waiting for their turn
 
 
 class Broker:
@@ -55,12 +59,24 @@ class Broker:
         self.sock = sock
         self.seq = 0
         self.pending: dict[int, Callable[[int | None, int], None]] = {}
+        self.backlog: collections.deque[tuple] = collections.deque()
         self.on_listener: Callable[[int, int, int], None] | None = None  # (fd, port, target)
         self.on_udp_listener: Callable[[int, int, int], None] | None = None  # the same for -u
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
                 port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
-        """Ask for an fd; cb(fd or None, errno) runs when the reply comes."""
+        """Ask for an fd; cb(fd or None, errno) runs when the reply comes.
+
+        At most MAX_INFLIGHT requests are outstanding, the rest wait here:
+        otherwise a burst (1,000 guest SYNs) fills both directions of the
+        socket pair and parent and worker block in send() on each other.
+        """
+        if len(self.pending) >= MAX_INFLIGHT:
+            if len(self.backlog) >= MAX_BACKLOG:
+                cb(None, errno.EAGAIN)
+                return
+            self.backlog.append((op, family, cb, port, addr, arg))
+            return
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         self.pending[self.seq] = cb
         try:
@@ -71,6 +87,13 @@ class Broker:
 
     def readable(self) -> bool:
         """Handle every reply waiting; False when the parent has gone."""
+        try:
+            return self._readable()
+        finally:
+            while self.backlog and len(self.pending) < MAX_INFLIGHT:
+                self.request(*self.backlog.popleft())
+
+    def _readable(self) -> bool:
         while True:
             try:
                 data, fds = recv_fds(self.sock, 64, 1, socket.MSG_DONTWAIT)

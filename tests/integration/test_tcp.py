@@ -1,0 +1,358 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""TCP translation end to end: pasta attached to a GuestNS inside a HostNS.
+
+One pasta serves the whole module (it forwards -t ports into the guest).
+Host-side servers listen on 127.0.0.1 / ::1 in the HostNS; the guest
+reaches them through the gateway address, which pasta maps to the host's
+loopback. Every bulk transfer is checked by sha256. The guest-side and
+host-side programs are the small helper below (written to a temporary
+file) and tests/tools/netserve.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.netenv import (
+    FAR_ADDR4,
+    GW_ADDR4,
+    GW_ADDR6,
+    HOST_ADDR4,
+    PASTA,
+    PYTHON,
+    GuestNS,
+    HostNS,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+MIB = 1 << 20
+BULK = 100 * MIB
+FWD4, FWD6, FWD_PEER, FWD_HALF = 10080, 10081, 10082, 10083  # -t 10080-10083
+FWD_MAPPED, FWD_TARGET = 10085, 10090  # -t 10085:10090
+
+HELPER = textwrap.dedent('''
+    """TCP helper for test_tcp.py: servers print READY <port>, clients one JSON line."""
+    import hashlib, json, random, resource, selectors, socket, sys, time
+
+    def fam(a):
+        return socket.AF_INET6 if ":" in a else socket.AF_INET
+
+    def data(n, seed):
+        return random.Random(seed).randbytes(n)
+
+    def listen(addr, port):
+        s = socket.socket(fam(addr))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if fam(addr) == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((addr, port))
+        s.listen(1024)
+        print("READY", s.getsockname()[1], flush=True)
+        return s
+
+    def serve(addr, port, n, seed, wait_eof):
+        """Per connection: (optionally read to EOF first, then) send n seeded bytes, close."""
+        import threading
+        payload = data(n, seed)
+        s = listen(addr, port)
+        def conn(c):
+            with c:
+                if wait_eof:
+                    while c.recv(65536):
+                        pass
+                c.sendall(payload)
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=conn, args=(c,), daemon=True).start()
+
+    def fetch(addr, port, send_first):
+        """Connect, optionally send some bytes and half-close, read to EOF: sha256."""
+        t0 = time.monotonic()
+        h, n = hashlib.sha256(), 0
+        with socket.create_connection((addr, port), timeout=20) as c:
+            if send_first:
+                c.sendall(b"x" * send_first)
+                c.shutdown(socket.SHUT_WR)
+            while d := c.recv(1 << 20):
+                h.update(d)
+                n += len(d)
+        return {"sha": h.hexdigest(), "bytes": n, "seconds": round(time.monotonic() - t0, 4)}
+
+    def refused(addr, port):
+        t0 = time.monotonic()
+        try:
+            socket.create_connection((addr, port), timeout=5).close()
+            err = "connected"
+        except OSError as e:
+            err = type(e).__name__
+        return {"error": err, "seconds": round(time.monotonic() - t0, 4)}
+
+    def many(addr, port, count):
+        """count connections open at once to an echo server, each echoes its own tag."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 64)), hard))
+        t0 = time.monotonic()
+        socks = []
+        for i in range(count):
+            s = socket.socket(fam(addr))
+            s.setblocking(False)
+            s.connect_ex((addr, port))
+            socks.append(s)
+        sel = selectors.DefaultSelector()
+        for i, s in enumerate(socks):
+            sel.register(s, selectors.EVENT_WRITE, i)
+        sent = 0
+        while sent < count and time.monotonic() - t0 < 30:
+            for key, ev in sel.select(1):
+                if not ev & selectors.EVENT_WRITE:
+                    continue  # already sent, its echo is here early
+                i = key.data
+                s = socks[i]
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    return {"ok": False, "error": f"connection {i} failed"}
+                s.send(b"%08d" % i)
+                sel.modify(s, selectors.EVENT_READ, i)
+                sent += 1
+        good = 0
+        got = {}
+        while good < count and time.monotonic() - t0 < 30:
+            for key, _ in sel.select(1):
+                i = key.data
+                d = got.get(i, b"") + socks[i].recv(64)
+                got[i] = d
+                if len(d) >= 8:
+                    sel.unregister(socks[i])
+                    good += d == b"%08d" % i
+        for s in socks:
+            s.close()
+        return {"ok": good == count, "good": good, "seconds": round(time.monotonic() - t0, 3)}
+
+    def peer(addr, port):
+        """Accept one connection; report the peer's address."""
+        s = listen(addr, port)
+        c, a = s.accept()
+        c.close()
+        return {"peer": a[0], "port": a[1]}
+
+    def garbage(ifname, gw, dport, guest_addr):
+        """Raw frames to the gateway: malformed and unexpected TCP; report what came back."""
+        import struct
+        mac = None
+        for line in open("/proc/net/arp").read().splitlines()[1:]:
+            f = line.split()
+            if f[0] == gw:
+                mac = bytes.fromhex(f[3].replace(":", ""))
+        r = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        r.bind((ifname, 0))
+        ours = r.getsockname()[4][:6]
+        src = socket.inet_aton(guest_addr)
+        dst = socket.inet_aton(gw)
+        def csum(b):
+            if len(b) % 2:
+                b += b"\\0"
+            s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+            while s >> 16:
+                s = (s & 0xFFFF) + (s >> 16)
+            return ~s & 0xFFFF
+        def frame(tcp, fix=True):
+            if fix and len(tcp) >= 18:
+                tcp = bytearray(tcp)
+                tcp[16:18] = b"\\0\\0"
+                ph = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
+                tcp[16:18] = struct.pack("!H", csum(ph + bytes(tcp)))
+                tcp = bytes(tcp)
+            ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0, src, dst))
+            ip[10:12] = struct.pack("!H", csum(bytes(ip)))
+            return mac + ours + b"\\x08\\x00" + bytes(ip) + tcp
+        rnd = random.Random(7)
+        def hdr(flags, doff=5, seq=None, ack=None, sport=None, extra=b""):
+            return struct.pack("!HHIIBBHHH", sport or rnd.randrange(20000, 60000), dport,
+                               rnd.getrandbits(32) if seq is None else seq,
+                               rnd.getrandbits(32) if ack is None else ack,
+                               doff << 4, flags, 1000, 0, 0) + extra
+        frames = [
+            frame(hdr(0x10)),  # ACK to nothing
+            frame(hdr(0x18, extra=b"data")),  # data to nothing
+            frame(hdr(0x01)),  # FIN alone
+            frame(hdr(0x04)),  # RST to nothing: no answer
+            frame(hdr(0x12)),  # SYN-ACK to nothing
+            frame(hdr(0x03)),  # SYN+FIN
+            frame(hdr(0x10, doff=15)),  # header longer than the segment
+            frame(hdr(0x10, doff=2)),  # header shorter than 20
+            frame(hdr(0x02)[:12], fix=False),  # truncated header
+            frame(hdr(0x10, doff=7, extra=b"\\x02\\x01\\x03\\x03\\xff\\x08\\x0a\\x00")),  # bad options
+            frame(hdr(0x3F)),  # every flag
+        ] + [frame(bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 60)))) for _ in range(40)]
+        r.settimeout(0.05)
+        for fr in frames:
+            r.send(fr)
+        seen = {"rst": 0, "other": 0, "flags": []}
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            try:
+                pkt = r.recv(70000)
+            except TimeoutError:
+                continue
+            if len(pkt) < 54 or pkt[23] != 6 or pkt[6:12] == ours:
+                continue
+            ihl = (pkt[14] & 15) * 4
+            flags = pkt[14 + ihl + 13]
+            seen["rst" if flags & 0x04 else "other"] += 1
+            seen["flags"].append(flags)
+        return seen
+
+    mode = sys.argv[1]
+    if mode == "serve":
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1")
+    elif mode == "fetch":
+        print(json.dumps(fetch(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    elif mode == "refused":
+        print(json.dumps(refused(sys.argv[2], int(sys.argv[3]))))
+    elif mode == "many":
+        print(json.dumps(many(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    elif mode == "garbage":
+        print(json.dumps(garbage(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])))
+    elif mode == "peer":
+        print(json.dumps(peer(sys.argv[2], int(sys.argv[3]))), flush=True)
+''')
+
+
+def expected_sha(n: int, seed: int) -> str:
+    """sha256 of the helper's seeded payload."""
+    return hashlib.sha256(random.Random(seed).randbytes(n)).hexdigest()
+
+
+class Env:
+    """HostNS + GuestNS + one pasta attached to the guest."""
+
+    def __init__(self, host: HostNS, guest: GuestNS, helper: Path, pasta: subprocess.Popen) -> None:
+        self.host, self.guest, self.helper, self.pasta = host, guest, helper, pasta
+
+    def json(self, ns: HostNS | GuestNS, *args: str, timeout: float = 60) -> dict[str, Any]:
+        r = ns.run([PYTHON, str(self.helper), *args], timeout=timeout, check=False)
+        try:
+            res: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            res = {"error": f"exit {r.returncode}: {r.stderr.strip()[-2000:]}"}
+        return res
+
+    def serve(self, ns: HostNS | GuestNS, addr: str, port: int, n: int, seed: int,
+              wait_eof: bool = False) -> int:
+        p = ns.popen([PYTHON, str(self.helper), "serve", addr, str(port), str(n), str(seed),
+                      "1" if wait_eof else "0"], stdout=subprocess.PIPE)
+        assert p.stdout is not None
+        line = p.stdout.readline().decode()  # bounded: the helper prints it or dies
+        assert line.startswith("READY"), line
+        return int(line.split()[1])
+
+    def alive(self) -> None:
+        assert self.pasta.poll() is None, f"pasta exited: {self.pasta.stderr.read() if self.pasta.stderr else ''}"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    helper = tmp_path_factory.mktemp("tcp") / "tcphelp.py"
+    helper.write_text(HELPER)
+    with HostNS() as host:
+        guest = host.guest()
+        pasta = host.popen([PASTA, "-f", "-q", "--config-net", "-t", f"{FWD4}-{FWD_HALF}",
+                            "-t", f"{FWD_MAPPED}:{FWD_TARGET}", "--netns", guest.netns_path],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ok = wait_for(lambda: "2001:db8::10" in guest.run("ip -6 addr show eth0", check=False).stdout
+                      and HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
+        assert ok, "guest not configured"
+        yield Env(host, guest, helper, pasta)
+
+
+@pytest.mark.parametrize("gw,loop", [(GW_ADDR4, "127.0.0.1"), (GW_ADDR6, "::1")], ids=["v4", "v6"])
+def test_bulk_ns_to_host(env: Env, gw: str, loop: str) -> None:
+    srv = env.host.serve("tcp-sink", loop)
+    res = env.guest.client("tcp-send", gw, srv.port, "--bytes", str(BULK), "--timeout", "30", timeout=60)
+    assert res["ok"], res
+    env.alive()
+
+
+@pytest.mark.parametrize("gw,loop", [(GW_ADDR4, "127.0.0.1"), (GW_ADDR6, "::1")], ids=["v4", "v6"])
+def test_bulk_host_to_ns(env: Env, gw: str, loop: str) -> None:
+    port = env.serve(env.host, loop, 0, BULK, 1)
+    res = env.json(env.guest, "fetch", gw, str(port), "0")
+    assert res.get("sha") == expected_sha(BULK, 1), res
+    env.alive()
+
+
+@pytest.mark.parametrize("loop,addr", [("127.0.0.1", "0.0.0.0"), ("::1", "::")], ids=["v4", "v6"])
+def test_inbound_bulk_both_directions(env: Env, loop: str, addr: str) -> None:
+    port = FWD4 if addr == "0.0.0.0" else FWD6
+    env.guest.serve("tcp-sink", addr, port)
+    res = env.host.client("tcp-send", loop, port, "--bytes", str(BULK), "--timeout", "30", timeout=60)
+    assert res["ok"], res
+    env.serve(env.guest, addr, FWD_TARGET, BULK, 2)
+    res = env.json(env.host, "fetch", loop, str(FWD_MAPPED), "0")
+    assert res.get("sha") == expected_sha(BULK, 2), res
+    env.alive()
+
+
+@pytest.mark.parametrize("src,seen", [("127.0.0.1", GW_ADDR4), (HOST_ADDR4, GW_ADDR4),
+                                      ("::1", GW_ADDR6), (FAR_ADDR4, FAR_ADDR4)],
+                         ids=["loopback4", "host-addr", "loopback6", "far-host"])
+def test_inbound_source_address(env: Env, src: str, seen: str) -> None:
+    """The guest sees the real peer; loopback and the host's own address appear as the gateway."""
+    addr = "::" if ":" in seen else "0.0.0.0"
+    p = env.guest.popen([PYTHON, str(env.helper), "peer", addr, str(FWD_PEER)], stdout=subprocess.PIPE)
+    assert p.stdout is not None
+    assert p.stdout.readline().startswith(b"READY")
+    ns = env.host.gw if src == FAR_ADDR4 else env.host
+    assert ns is not None
+    target = HOST_ADDR4 if src == FAR_ADDR4 else src
+    ns.run([PYTHON, "-c", f"import socket; socket.create_connection(({target!r}, {FWD_PEER}), "
+            f"timeout=5{', source_address=(' + repr(src) + ', 0)' if '.' in src else ''}).close()"],
+           timeout=10)
+    out, _ = p.communicate(timeout=10)
+    assert json.loads(out.decode().splitlines()[-1])["peer"] == seen, out
+
+
+def test_half_close_with_1mib_response(env: Env) -> None:
+    """The guest sends and half-closes; the host answers 1 MiB after seeing EOF."""
+    for gw, loop in ((GW_ADDR4, "127.0.0.1"), (GW_ADDR6, "::1")):
+        port = env.serve(env.host, loop, 0, MIB, 3, wait_eof=True)
+        res = env.json(env.guest, "fetch", gw, str(port), "100000")
+        assert res.get("sha") == expected_sha(MIB, 3), res
+    # and the other way round: the host client half-closes toward the guest
+    env.serve(env.guest, "0.0.0.0", FWD_HALF, MIB, 4, wait_eof=True)
+    res = env.json(env.host, "fetch", "127.0.0.1", str(FWD_HALF), "100000")
+    assert res.get("sha") == expected_sha(MIB, 4), res
+
+
+@pytest.mark.parametrize("gw", [GW_ADDR4, GW_ADDR6], ids=["v4", "v6"])
+def test_connection_refused_fast(env: Env, gw: str) -> None:
+    res = env.json(env.guest, "refused", gw, "9")
+    assert res.get("error") == "ConnectionRefusedError", res
+    assert res["seconds"] < 1.0, res
+
+
+def test_thousand_concurrent_connections(env: Env) -> None:
+    srv = env.host.serve("tcp-echo", "127.0.0.1")
+    res = env.json(env.guest, "many", GW_ADDR4, str(srv.port), "1000", timeout=90)
+    assert res.get("ok"), res
+    env.alive()
+
+
+def test_garbage_gets_only_rsts(env: Env) -> None:
+    srv = env.host.serve("tcp-echo", "127.0.0.1")
+    env.guest.run(["ping", "-c1", "-W2", GW_ADDR4], check=False)  # resolve the gateway's MAC
+    res = env.json(env.guest, "garbage", "eth0", GW_ADDR4, str(srv.port), HOST_ADDR4)
+    assert res.get("other") == 0 and res.get("rst", 0) > 0, res
+    env.alive()
+    res = env.guest.client("tcp-echo-check", GW_ADDR4, srv.port, "--bytes", str(MIB))
+    assert res["ok"], res
