@@ -53,8 +53,10 @@ def neighbour_advert(p: Packet, our_mac: bytes, guest_addr: bytes | None) -> byt
     if p.ttl != 255:
         return "ns hop limit"
     target = bytes(p.frame[p.l4 + 8 : p.l4 + 24])
-    if p.src == UNSPECIFIED or target[0] == 0xFF:
-        return None
+    if target == UNSPECIFIED or target[0] == 0xFF:
+        return "ns target"  # RFC 4861 7.1.1: not a unicast address
+    if p.src == UNSPECIFIED:
+        return None  # duplicate address detection: nothing to defend
     if guest_addr is not None and target == guest_addr:
         return None
     body = bytearray(struct.pack("!BBHI16sBB6s", NA, 0, 0, 0xE0000000, target, 2, 1, our_mac))
@@ -85,6 +87,8 @@ def handle(p: Packet, params: RaParams, guest_addr: bytes | None, ra: bool) -> b
     if p.l4len < 4:
         return "short icmpv6"
     typ = p.frame[p.l4]
+    if typ in (NS, RS) and (p.frame[p.l4 + 1] != 0 or p.src[0] == 0xFF):
+        return "ndp code or source"  # invalid per RFC 4861 6.1.1, 7.1.1
     if typ == NS:
         return neighbour_advert(p, params.our_mac, guest_addr)
     if typ == RS:

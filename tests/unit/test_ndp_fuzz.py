@@ -104,6 +104,8 @@ def check_reply(reply: bytes) -> None:
     assert checksum(body, pseudo_v6(p.src, p.dst, IPPROTO_ICMPV6, len(body))) == 0
     typ = body[0]
     assert typ in (ndp.NA, ndp.RA) and body[1] == 0
+    assert typ == ndp.RA or p.dst[0] != 0xFF  # an NA answers a unicast solicitor
+    assert p.src[0] != 0xFF and p.src != bytes(16)
     off = 24 if typ == ndp.NA else 16
     assert len(body) >= off
     while off < len(body):  # options tile the rest exactly, none of length 0
