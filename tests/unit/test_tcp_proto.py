@@ -1,0 +1,208 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""proto/tcp.py on crafted bytes: parsing bounds, options, templates, ISNs, RSTs."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from passt_sep.proto import tcp
+from passt_sep.proto.packet import ETH_HLEN, Packet, parse_frame
+
+SRC4, DST4 = bytes([192, 0, 2, 10]), bytes([192, 0, 2, 1])
+SRC6, DST6 = bytes.fromhex("20010db8" + "00" * 10 + "0010"), bytes.fromhex("20010db8" + "00" * 11 + "01")
+MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+
+
+def ref_sum(data: bytes) -> int:
+    """RFC 1071 reference: 16-bit ones' complement sum, word by word."""
+    if len(data) % 2:
+        data += b"\0"
+    s = 0
+    for (w,) in struct.iter_unpack("!H", data):
+        s += w
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def tcp_frame(flags: int, payload: bytes = b"", options: bytes = b"", doff: int | None = None,
+              seq: int = 1000, ack: int = 0, v6: bool = False) -> bytes:
+    """An Ethernet frame with one TCP segment (checksum not filled in)."""
+    hl = 20 + len(options)
+    off = (hl // 4 if doff is None else doff) << 4
+    seg = struct.pack("!HHIIBBHHH", 40000, 80, seq, ack, off, flags, 512, 0, 0) + options + payload
+    if v6:
+        ip = struct.pack("!IHBB16s16s", 0x60000000, len(seg), 6, 64, SRC6, DST6)
+        return MAC_A + MAC_B + b"\x86\xdd" + ip + seg
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), 0, 0x4000, 64, 6, 0, SRC4, DST4)
+    return MAC_A + MAC_B + b"\x08\x00" + ip + seg
+
+
+def parsed(frame: bytes) -> Packet:
+    p = parse_frame(memoryview(frame))
+    assert isinstance(p, Packet), p
+    return p
+
+
+# -- parse_segment --------------------------------------------------------------
+
+def test_parse_segment_fields_and_payload() -> None:
+    f = tcp_frame(tcp.ACK | tcp.PSH, b"hello", seq=0xFFFFFFF0, ack=7)
+    seg = tcp.parse_segment(parsed(f))
+    assert isinstance(seg, tcp.Segment)
+    assert (seg.sport, seg.dport, seg.seq, seg.ack) == (40000, 80, 0xFFFFFFF0, 7)
+    assert seg.flags == tcp.ACK | tcp.PSH and seg.win == 512 and seg.hlen == 20
+    assert f[seg.off : seg.off + seg.dlen] == b"hello"
+
+
+def test_parse_segment_v6_with_options() -> None:
+    f = tcp_frame(tcp.SYN, options=tcp.syn_options(1440, 7), v6=True)
+    seg = tcp.parse_segment(parsed(f))
+    assert isinstance(seg, tcp.Segment) and seg.hlen == 28 and seg.dlen == 0
+
+
+@pytest.mark.parametrize("doff,reason", [(0, "tcp header length"), (4, "tcp header length"),
+                                         (15, "tcp header length")])
+def test_parse_segment_bad_data_offset(doff: int, reason: str) -> None:
+    assert tcp.parse_segment(parsed(tcp_frame(tcp.ACK, b"abc", doff=doff))) == reason
+
+
+def test_parse_segment_short() -> None:
+    f = tcp_frame(tcp.ACK)
+    ip_total = 20 + 12  # IPv4 datagram claims 12 bytes of TCP only
+    f = f[:16] + struct.pack("!H", ip_total) + f[18:ETH_HLEN + ip_total]
+    p = parse_frame(memoryview(f))
+    assert isinstance(p, Packet)
+    assert tcp.parse_segment(p) == "short tcp"
+
+
+def test_parse_segment_port_zero() -> None:
+    f = bytearray(tcp_frame(tcp.SYN))
+    f[ETH_HLEN + 20 : ETH_HLEN + 22] = b"\0\0"
+    assert tcp.parse_segment(parsed(bytes(f))) == "tcp port 0"
+
+
+def test_parse_segment_never_raises_on_random_bytes() -> None:
+    rnd = random.Random(1)
+    for _ in range(2000):
+        body = rnd.randbytes(rnd.randrange(0, 80))
+        f = tcp_frame(0)[: ETH_HLEN + 20]
+        f = f[:16] + struct.pack("!H", 20 + len(body)) + f[18:] + body
+        p = parse_frame(memoryview(f))
+        if isinstance(p, Packet):
+            r = tcp.parse_segment(p)
+            if isinstance(r, tcp.Segment):
+                assert r.off + r.dlen <= len(f)
+                tcp.parse_options(f, p.l4 + 20, r.off)
+
+
+# -- options ----------------------------------------------------------------------
+
+def test_options_mss_and_ws() -> None:
+    opts = tcp.syn_options(1460, 7)
+    assert opts == bytes([2, 4, 0x05, 0xB4, 1, 3, 3, 7])
+    assert tcp.parse_options(opts, 0, len(opts)) == (1460, 7)
+    assert tcp.syn_options(536, None) == bytes([2, 4, 2, 24])
+
+
+def test_options_linux_syn() -> None:
+    # MSS, SACK permitted, timestamps, NOP, window scale: what Linux sends
+    opts = bytes([2, 4, 0xFF, 0xC8, 4, 2, 8, 10]) + bytes(8) + bytes([1, 3, 3, 10])
+    assert tcp.parse_options(opts, 0, len(opts)) == (65480, 10)
+
+
+def test_options_ws_capped_and_malformed() -> None:
+    assert tcp.parse_options(bytes([3, 3, 200]), 0, 3) == (None, 14)
+    assert tcp.parse_options(bytes([2, 0, 1, 1]), 0, 4) == (None, None)  # length 0 stops
+    assert tcp.parse_options(bytes([1, 1, 2, 4, 5]), 0, 5) == (None, None)  # runs past the end
+    assert tcp.parse_options(bytes([0, 2, 4, 1, 1]), 0, 5) == (None, None)  # EOL first
+    # a wrong-length MSS is skipped, the scan goes on to the window scale after it
+    assert tcp.parse_options(bytes([2, 3, 1, 3, 3, 2]), 0, 6) == (None, 2)
+    assert tcp.parse_options(bytes([2, 4, 1, 0, 3, 3, 2]), 0, 5) == (256, None)  # end bound honoured
+    assert tcp.parse_options(b"", 0, 10) == (None, None)
+
+
+# -- sequence numbers -----------------------------------------------------------------
+
+def test_seq_diff_wraps() -> None:
+    assert tcp.seq_diff(5, 0xFFFFFFFB) == 10
+    assert tcp.seq_diff(0xFFFFFFFB, 5) == -10
+    assert tcp.seq_diff(7, 7) == 0
+
+
+def test_isn_keyed_per_tuple_and_clocked() -> None:
+    g = tcp.IsnGenerator(b"k" * 32)
+    a = g.isn(SRC4, 1, DST4, 2, now_ns=0)
+    assert a == g.isn(SRC4, 1, DST4, 2, now_ns=0)
+    assert a != g.isn(SRC4, 1, DST4, 3, now_ns=0)
+    assert a != tcp.IsnGenerator(b"j" * 32).isn(SRC4, 1, DST4, 2, now_ns=0)
+    assert tcp.seq_diff(g.isn(SRC4, 1, DST4, 2, now_ns=4096 * 1000), a) == 1000  # 4 us ticks
+    with pytest.raises(ValueError):
+        tcp.IsnGenerator(b"short")
+
+
+def test_rst_for() -> None:
+    seg = tcp.Segment(1, 2, 100, 555, tcp.ACK, 0, 20, 0, 10)
+    assert tcp.rst_for(seg) == (555, 0, tcp.RST)
+    syn = tcp.Segment(1, 2, 100, 0, tcp.SYN, 0, 20, 0, 0)
+    assert tcp.rst_for(syn) == (0, 101, tcp.RST | tcp.ACK)
+    fin = tcp.Segment(1, 2, 0xFFFFFFFF, 0, tcp.FIN, 0, 20, 0, 3)
+    assert tcp.rst_for(fin) == (0, 3, tcp.RST | tcp.ACK)
+
+
+# -- templates ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "full"])
+def test_template_frames(v6: bool, offload: bool) -> None:
+    version, src, dst = (6, DST6, SRC6) if v6 else (4, DST4, SRC4)
+    t = tcp.Template(version, MAC_A, MAC_B, src, dst, 80, 40000, vnet=True, offload=offload)
+    buf = bytearray(t.hlen + 2000)
+    payload = bytes(range(256)) * 4 + b"x"  # odd length
+    buf[t.hlen : t.hlen + len(payload)] = payload
+    n = t.fill(buf, 0xDEADBEEF, 0x01020304, tcp.ACK | tcp.PSH, 0x1234, len(payload))
+    assert n == t.hlen + len(payload)
+    flags, gso, _hl, _gs, cstart, coff = struct.unpack_from("<BBHHHH", buf, 0)
+    frame = bytes(buf[tcp.VNET_HDR_LEN : n])
+    p = parsed(frame)
+    seg = tcp.parse_segment(p)
+    assert isinstance(seg, tcp.Segment)
+    assert (seg.sport, seg.dport, seg.seq, seg.ack, seg.flags, seg.win) == (
+        80, 40000, 0xDEADBEEF, 0x01020304, tcp.ACK | tcp.PSH, 0x1234)
+    assert frame[seg.off : seg.off + seg.dlen] == payload
+    assert p.src == src and p.dst == dst and frame[:12] == MAC_A + MAC_B
+    tcpseg = frame[p.l4 : p.l4 + p.l4len]
+    if v6:
+        pseudo = src + dst + struct.pack("!IxxxB", len(tcpseg), 6)
+    else:
+        assert ref_sum(frame[ETH_HLEN : ETH_HLEN + 20]) == 0xFFFF  # header checksum valid
+        pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcpseg))
+    field = struct.unpack_from("!H", tcpseg, 16)[0]
+    if offload:
+        assert flags == 1 and gso == 0 and cstart == p.l4 and coff == 16
+        # the field holds the pseudo-header sum; what the kernel stores at the end:
+        done = bytearray(tcpseg)
+        done[16:18] = struct.pack("!H", ~ref_sum(tcpseg) & 0xFFFF)
+        assert ref_sum(pseudo + bytes(done)) == 0xFFFF
+        assert field == ref_sum(pseudo)
+    else:
+        assert flags == 0
+        assert ref_sum(pseudo + tcpseg) == 0xFFFF
+
+
+def test_template_syn_options_and_reuse() -> None:
+    t = tcp.Template(4, MAC_A, MAC_B, DST4, SRC4, 80, 40000)
+    buf = bytearray(t.hlen + 100)
+    opts = tcp.syn_options(65480, 8)
+    n = t.fill(buf, 1, 2, tcp.SYN | tcp.ACK, 0xFFFF, 0, opts)
+    frame = bytes(buf[tcp.VNET_HDR_LEN : n])
+    p = parsed(frame)
+    seg = tcp.parse_segment(p)
+    assert isinstance(seg, tcp.Segment) and seg.hlen == 28 and seg.dlen == 0
+    assert tcp.parse_options(frame, p.l4 + 20, seg.off) == (65480, 8)
+    # the same buffer reused for a plain ACK: no stale options or lengths
+    n2 = t.fill(buf, 2, 2, tcp.ACK, 10, 0)
+    seg2 = tcp.parse_segment(parsed(bytes(buf[tcp.VNET_HDR_LEN : n2])))
+    assert isinstance(seg2, tcp.Segment) and seg2.hlen == 20 and n2 == n - 8
