@@ -59,7 +59,8 @@ class Broker:
 
         The destination must be a unicast address of an enabled family; the
         gateway address means the host's loopback when --map-gw is on (other
-        loopback destinations are refused). --outbound and --outbound-if*
+        loopback destinations are refused); the --dns-forward address on port
+        53 means the resolver UDP uses. --outbound and --outbound-if*
         apply to everything but loopback.
         """
         cfg = self.cfg
@@ -67,8 +68,12 @@ class Broker:
             return errno.EPERM
         v4 = req.family == socket.AF_INET
         ip = ipaddress.ip_address(req.addr[:4] if v4 else req.addr)
-        gw = cfg.v4.gw if v4 and cfg.v4 else cfg.v6.gw if not v4 and cfg.v6 else None
-        if cfg.map_gw and ip == gw:
+        fam_cfg = cfg.v4 if v4 else cfg.v6
+        gw = fam_cfg.gw if fam_cfg else None
+        if (req.port == 53 and fam_cfg is not None and fam_cfg.dns_match is not None
+                and ip == fam_cfg.dns_match and fam_cfg.dns_host is not None):
+            ip = fam_cfg.dns_host  # --dns-forward: DNS over TCP goes where UDP goes
+        elif cfg.map_gw and ip == gw:
             ip = ipaddress.ip_address("127.0.0.1" if v4 else "::1")
         elif (ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local
               or (v4 and ip == ipaddress.IPv4Address("255.255.255.255"))):

@@ -206,3 +206,78 @@ def test_template_syn_options_and_reuse() -> None:
     n2 = t.fill(buf, 2, 2, tcp.ACK, 10, 0)
     seg2 = tcp.parse_segment(parsed(bytes(buf[tcp.VNET_HDR_LEN : n2])))
     assert isinstance(seg2, tcp.Segment) and seg2.hlen == 20 and n2 == n - 8
+
+
+# -- the worker's connection table, with a fake worker (no I/O) ------------------------
+
+class _FakeWorker:
+    """Just what worker/tcp.py touches: frames written, broker requests, drops."""
+
+    def __init__(self) -> None:
+        import ipaddress
+        from types import SimpleNamespace
+
+        v4 = SimpleNamespace(gw=ipaddress.ip_address("192.0.2.1"), addr=ipaddress.ip_address("192.0.2.10"))
+        self.cfg = SimpleNamespace(v4=v4, v6=None, mtu=65520, our_mac=MAC_B,
+                                   opts=SimpleNamespace(no_tcp=False))
+        self.guest_mac = MAC_A
+        self.frames: list[bytes] = []
+        self.requests: list[tuple] = []
+        self.drops: list[str] = []
+        self.tap = SimpleNamespace(write_raw=lambda b: self.frames.append(bytes(b)) or True)
+        self.broker = SimpleNamespace(request=lambda *a, **k: self.requests.append((a, k)))
+
+    def now(self) -> float:
+        return 0.0
+
+    def drop(self, reason: str) -> None:
+        self.drops.append(reason)
+
+
+def _syn(sport: int) -> Packet:
+    f = bytearray(tcp_frame(tcp.SYN, options=tcp.syn_options(65480, 7)))
+    struct.pack_into("!H", f, ETH_HLEN + 20, sport)
+    return parsed(bytes(f))
+
+
+def _segs(w: _FakeWorker) -> list[tcp.Segment]:
+    out = []
+    for b in w.frames:
+        s = tcp.parse_segment(parsed(b[tcp.VNET_HDR_LEN:]))
+        assert isinstance(s, tcp.Segment)
+        out.append(s)
+    return out
+
+
+def test_table_full_refuses_with_rst() -> None:
+    from passt_sep.worker.tcp import TcpFlows
+
+    w = _FakeWorker()
+    flows = TcpFlows(w, max_conns=2)  # type: ignore[arg-type]
+    for port in (1001, 1002, 1003):
+        flows.from_guest(_syn(port))
+    assert len(flows.conns) == 2 and len(w.requests) == 2  # two connects asked of the broker
+    (rst,) = _segs(w)
+    assert rst.dport == 1003 and rst.flags == tcp.RST | tcp.ACK and rst.ack == 1001
+
+
+def test_connect_failure_is_rst_ack_and_garbage_is_rst() -> None:
+    import errno
+
+    from passt_sep.worker.tcp import TcpFlows
+
+    w = _FakeWorker()
+    flows = TcpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(_syn(1001))
+    flows.from_guest(_syn(1001))  # retransmitted SYN: still one request
+    assert len(w.requests) == 1
+    args, _kw = w.requests[0]
+    args[2](None, errno.ECONNREFUSED)  # the broker's answer
+    assert not flows.conns
+    (rst,) = _segs(w)
+    assert rst.flags == tcp.RST | tcp.ACK and rst.ack == 1001  # acks the SYN: "refused"
+    w.frames.clear()
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, b"junk", ack=77)))
+    flows.from_guest(parsed(tcp_frame(tcp.RST)))  # never answered
+    (rst2,) = _segs(w)
+    assert rst2.flags == tcp.RST and rst2.seq == 77
