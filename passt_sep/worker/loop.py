@@ -313,7 +313,8 @@ class Worker:
 
     def stats(self) -> str:
         """One line of counters."""
-        return f"frames from guest: {self.frames_in}, {self.drop_summary()}, {self.udp.summary()}"
+        return (f"frames from guest: {self.frames_in}, {self.drop_summary()}, {self.udp.summary()}, "
+                f"{self.tcp.summary()}")
 
 
 def host_addr(version: int, raw: bytes) -> str:

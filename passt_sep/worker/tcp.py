@@ -333,6 +333,10 @@ class TcpFlows:
             if c.closed:
                 return None
         dlen = seg.dlen
+        if not dlen and not flags & FIN:
+            if ptcp.seq_diff(seg.seq, c.seq_from_tap) < 0:
+                self._queue_ack(c)  # keepalive or zero window probe: answer it
+            return None
         if dlen or flags & FIN:
             d = ptcp.seq_diff(seg.seq, c.seq_from_tap)
             if d > 0:  # a hole before this segment: drop, ask again

@@ -76,18 +76,65 @@ HELPER = textwrap.dedent('''
             c, _ = s.accept()
             threading.Thread(target=conn, args=(c,), daemon=True).start()
 
-    def fetch(addr, port, send_first):
-        """Connect, optionally send some bytes and half-close, read to EOF: sha256."""
+    def fetch(addr, port, send_first, stall=0.0):
+        """Connect, optionally send some bytes and half-close, read to EOF: sha256.
+
+        stall: seconds to wait before reading (the sender's window closes).
+        """
         t0 = time.monotonic()
         h, n = hashlib.sha256(), 0
-        with socket.create_connection((addr, port), timeout=20) as c:
-            if send_first:
-                c.sendall(b"x" * send_first)
-                c.shutdown(socket.SHUT_WR)
-            while d := c.recv(1 << 20):
-                h.update(d)
-                n += len(d)
+        try:
+            with socket.create_connection((addr, port), timeout=20) as c:
+                if send_first:
+                    c.sendall(b"x" * send_first)
+                    c.shutdown(socket.SHUT_WR)
+                time.sleep(stall)
+                while d := c.recv(1 << 20):
+                    h.update(d)
+                    n += len(d)
+        except OSError as e:
+            return {"error": type(e).__name__, "bytes": n, "seconds": round(time.monotonic() - t0, 4)}
         return {"sha": h.hexdigest(), "bytes": n, "seconds": round(time.monotonic() - t0, 4)}
+
+    def stall_sink(addr, port, stall):
+        """One connection: wait, then read to EOF and answer "<sha256> <bytes>"."""
+        s = listen(addr, port)
+        c, _ = s.accept()
+        time.sleep(stall)
+        h, n = hashlib.sha256(), 0
+        while d := c.recv(1 << 20):
+            h.update(d)
+            n += len(d)
+        c.sendall(f"{h.hexdigest()} {n}\\n".encode())
+        c.close()
+
+    def reset_peer(addr, port, side):
+        """One connection; side "server": accept and close with a RST; side
+        "watch": accept and report whether reading ends in a RST or EOF."""
+        import struct
+        s = listen(addr, port)
+        c, _ = s.accept()
+        if side == "server":
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            return {}
+        c.settimeout(10)
+        try:
+            while c.recv(65536):
+                pass
+            return {"result": "eof"}
+        except OSError as e:
+            return {"result": type(e).__name__}
+
+    def send_reset(addr, port):
+        """Connect, send a little, close with a RST (SO_LINGER 0)."""
+        import struct
+        c = socket.create_connection((addr, port), timeout=5)
+        c.sendall(b"hello")
+        time.sleep(0.2)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        return {"ok": True}
 
     def refused(addr, port):
         t0 = time.monotonic()
@@ -216,7 +263,14 @@ HELPER = textwrap.dedent('''
     if mode == "serve":
         serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1")
     elif mode == "fetch":
-        print(json.dumps(fetch(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+        stall = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+        print(json.dumps(fetch(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), stall)))
+    elif mode == "stall_sink":
+        stall_sink(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    elif mode == "reset_peer":
+        print(json.dumps(reset_peer(sys.argv[2], int(sys.argv[3]), sys.argv[4])), flush=True)
+    elif mode == "send_reset":
+        print(json.dumps(send_reset(sys.argv[2], int(sys.argv[3]))))
     elif mode == "refused":
         print(json.dumps(refused(sys.argv[2], int(sys.argv[3]))))
     elif mode == "many":
@@ -356,3 +410,39 @@ def test_garbage_gets_only_rsts(env: Env) -> None:
     env.alive()
     res = env.guest.client("tcp-echo-check", GW_ADDR4, srv.port, "--bytes", str(MIB))
     assert res["ok"], res
+
+
+def test_stalled_readers_both_directions(env: Env) -> None:
+    """A reader that stops for a second: windows close and reopen, nothing is lost."""
+    n = 20 * MIB
+    p = env.host.popen([PYTHON, str(env.helper), "stall_sink", "127.0.0.1", "10070", "1.0"],
+                       stdout=subprocess.PIPE)
+    assert p.stdout is not None and p.stdout.readline().startswith(b"READY")
+    res = env.guest.client("tcp-send", GW_ADDR4, 10070, "--bytes", str(n), "--timeout", "20", timeout=40)
+    assert res["ok"], res
+    assert res["seconds"] < 5, res
+    port = env.serve(env.host, "::1", 0, n, 6)
+    res = env.json(env.guest, "fetch", GW_ADDR6, str(port), "0", "1.0")
+    assert res.get("sha") == expected_sha(n, 6), res
+    assert res["seconds"] < 5, res
+
+
+def test_reset_both_directions(env: Env) -> None:
+    """A RST from the host peer reaches the guest application, and the other way round."""
+    p = env.host.popen([PYTHON, str(env.helper), "reset_peer", "127.0.0.1", "10071", "server"],
+                       stdout=subprocess.PIPE)
+    assert p.stdout is not None and p.stdout.readline().startswith(b"READY")
+    res = env.json(env.guest, "fetch", GW_ADDR4, "10071", "0", "0.3")
+    assert res.get("error") == "ConnectionResetError", res
+    w = env.host.popen([PYTHON, str(env.helper), "reset_peer", "::1", "10072", "watch"],
+                       stdout=subprocess.PIPE)
+    assert w.stdout is not None and w.stdout.readline().startswith(b"READY")
+    assert env.json(env.guest, "send_reset", GW_ADDR6, "10072").get("ok")
+    out, _ = w.communicate(timeout=15)
+    assert json.loads(out.decode().splitlines()[-1])["result"] == "ConnectionResetError", out
+
+
+def test_inbound_to_closed_guest_port_resets(env: Env) -> None:
+    """Nothing listens in the guest: the host client is reset, quickly."""
+    res = env.json(env.host, "fetch", "127.0.0.1", str(FWD_PEER), "0")
+    assert res.get("error") == "ConnectionResetError" and res["seconds"] < 1.0, res
