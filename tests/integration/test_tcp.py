@@ -139,7 +139,7 @@ HELPER = textwrap.dedent('''
     def refused(addr, port):
         t0 = time.monotonic()
         try:
-            socket.create_connection((addr, port), timeout=5).close()
+            socket.create_connection((addr, port), timeout=10).close()
             err = "connected"
         except OSError as e:
             err = type(e).__name__
@@ -446,3 +446,11 @@ def test_inbound_to_closed_guest_port_resets(env: Env) -> None:
     """Nothing listens in the guest: the host client is reset, quickly."""
     res = env.json(env.host, "fetch", "127.0.0.1", str(FWD_PEER), "0")
     assert res.get("error") == "ConnectionResetError" and res["seconds"] < 1.0, res
+
+
+@pytest.mark.parametrize("addr", ["192.0.2.3", "2001:db8::3"], ids=["v4", "v6"])
+def test_unreachable_is_reset_not_hang(env: Env, addr: str) -> None:
+    """No neighbour answers on the host's link: the host's connect fails, the guest gets a RST."""
+    res = env.json(env.guest, "refused", addr, "80")
+    assert res.get("error") == "ConnectionRefusedError", res
+    assert res["seconds"] < 8, res
