@@ -30,6 +30,8 @@ WS_MAX = 14  # RFC 7323 limit on the shift count
 MSS_DEFAULT = 536  # RFC 9293 default when the peer sends no MSS option
 VNET_HDR_LEN = 10
 VNET_NEEDS_CSUM = 1
+VNET_GSO_TCPV4, VNET_GSO_TCPV6 = 1, 4
+GSO_MAX = {4: 0xFFFF - 40, 6: 0xFFFF - 20}  # largest payload of one (GSO) frame
 SEQ_MASK = 0xFFFFFFFF
 
 _TCP = struct.Struct("!HHIIBBHHH")
@@ -37,6 +39,7 @@ _VNET = struct.Struct("<BBHHHH")
 _SEQ_ACK = struct.Struct("!II")
 _FLAGS_WIN = struct.Struct("!BBH")  # data offset byte, flags, window
 _U16 = struct.Struct("!H")
+_GSO = struct.Struct("<BHH")  # gso_type, hdr_len, gso_size of the virtio-net header
 
 
 class Segment(NamedTuple):
@@ -170,11 +173,14 @@ class Template:
         self.hdr = bytes(h)
 
     def fill(self, buf: bytearray, seq: int, ack: int, flags: int, win: int,
-             dlen: int, opts: bytes = b"") -> int:
+             dlen: int, opts: bytes = b"", gso_size: int = 0) -> int:
         """Headers for a segment with dlen payload bytes already at hlen+len(opts).
 
         Options (SYN only) are written between the TCP header and payload.
-        Returns the frame length including the virtio-net header.
+        ``gso_size`` (offload only): the frame is a GSO super-segment the
+        receiving kernel treats as segments of that size (it never needs to
+        cut it for local delivery). Returns the frame length including the
+        virtio-net header.
         """
         hlen = self.hlen
         buf[:hlen] = self.hdr
@@ -194,6 +200,9 @@ class Template:
         ph = _fold(self.ph_base + tcplen)
         if self.offload:
             _U16.pack_into(buf, l4 + 16, ph)
+            if gso_size:
+                _GSO.pack_into(buf, 1, VNET_GSO_TCPV4 if self.version == 4 else VNET_GSO_TCPV6,
+                               hlen - self.vnet, gso_size)
         else:
             _U16.pack_into(buf, l4 + 16, ~csum_partial(memoryview(buf)[l4 : l4 + tcplen], ph) & 0xFFFF)
         return hlen + olen + dlen

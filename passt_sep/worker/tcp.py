@@ -239,7 +239,7 @@ class TcpFlows:
         c = self._new_conn(p.version, p.src, seg.sport, p.dst, seg.dport)
         c.state = CONNECTING
         c.seq_from_tap = (seg.seq + 1) & SEQ_MASK
-        c.mss = min(mss or ptcp.MSS_DEFAULT, self.max_payload)
+        c.mss = min(mss or ptcp.MSS_DEFAULT, ptcp.GSO_MAX[c.version])
         if ws is not None:
             c.ws_from_tap, c.ws_to_tap = ws, WS_TO_GUEST
         c.wnd_from_tap = seg.win  # never scaled in a SYN
@@ -286,7 +286,7 @@ class TcpFlows:
         if c.state == SYN_SENT:  # inbound: we sent the SYN
             if flags & (SYN | ACK) == SYN | ACK and seg.ack == (c.isn + 1) & SEQ_MASK:
                 mss, ws = ptcp.parse_options(p.frame, p.l4 + ptcp.TCP_HLEN, seg.off)
-                c.mss = min(mss or ptcp.MSS_DEFAULT, self.max_payload)
+                c.mss = min(mss or ptcp.MSS_DEFAULT, ptcp.GSO_MAX[c.version])
                 if ws is not None:
                     c.ws_from_tap, c.ws_to_tap = ws, WS_TO_GUEST
                 else:
@@ -450,6 +450,8 @@ class TcpFlows:
         hlen = tmpl.hlen
         obuf, oview = self.obuf, self.oview
         mss = c.mss
+        # with offloads, one frame carries up to 64 KiB as a GSO super-segment
+        limit = ptcp.GSO_MAX[c.version] if tmpl.offload else mss
         peek = socket.MSG_PEEK
         write = self.w.tap.write_raw
         for _ in range(4096):
@@ -457,7 +459,7 @@ class TcpFlows:
             room = c.wnd_from_tap - inflight
             if room <= 0:
                 return
-            size = mss if mss < room else room
+            size = limit if limit < room else room
             try:
                 if c.peek_off:
                     n = sock.recv_into(oview[hlen : hlen + size], size, peek)
@@ -481,7 +483,7 @@ class TcpFlows:
                 c.last_progress = self.w.now()
             win = c.wnd_to_tap >> c.ws_to_tap
             total = tmpl.fill(obuf, c.seq_to_tap, c.seq_from_tap, ACK | PSH if n < size else ACK,
-                              win if win < 0xFFFF else 0xFFFF, n)
+                              win if win < 0xFFFF else 0xFFFF, n, gso_size=mss if n > mss else 0)
             c.seq_ack_to_tap = c.seq_from_tap
             if not write(oview[:total]):
                 return

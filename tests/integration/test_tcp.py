@@ -454,3 +454,20 @@ def test_unreachable_is_reset_not_hang(env: Env, addr: str) -> None:
     res = env.json(env.guest, "refused", addr, "80")
     assert res.get("error") == "ConnectionRefusedError", res
     assert res["seconds"] < 8, res
+
+
+def test_mtu_1500_gso_frames(env: Env) -> None:
+    """A second pasta with MTU 1500: 64 KiB GSO frames toward the guest, still byte-exact."""
+    n = 20 * MIB
+    port = env.serve(env.host, "127.0.0.1", 0, n, 8)
+    sink = env.host.serve("tcp-sink", "::1")
+    script = (f"ip link show eth0 | grep -q 'mtu 1500' || exit 3; "
+              f"{PYTHON} {env.helper} fetch {GW_ADDR4} {port} 0 && "
+              f"{PYTHON} {Path(__file__).resolve().parents[1] / 'tools' / 'netserve.py'} "
+              f"tcp-send {GW_ADDR6} {sink.port} --bytes {n}")
+    r = env.host.run([PASTA, "--config-net", "-q", "-m", "1500", "--", "sh", "-c", script],
+                     timeout=60, check=False)
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert r.returncode == 0 and len(lines) == 2, (r.returncode, r.stdout, r.stderr)
+    assert lines[0]["sha"] == expected_sha(n, 8), lines
+    assert lines[1]["ok"], lines

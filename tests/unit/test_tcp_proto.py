@@ -281,3 +281,19 @@ def test_connect_failure_is_rst_ack_and_garbage_is_rst() -> None:
     flows.from_guest(parsed(tcp_frame(tcp.RST)))  # never answered
     (rst2,) = _segs(w)
     assert rst2.flags == tcp.RST and rst2.seq == 77
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_template_gso_fields(v6: bool) -> None:
+    version, src, dst = (6, DST6, SRC6) if v6 else (4, DST4, SRC4)
+    t = tcp.Template(version, MAC_A, MAC_B, src, dst, 80, 40000)
+    buf = bytearray(t.hlen + tcp.GSO_MAX[version])
+    n = t.fill(buf, 1, 2, tcp.ACK, 100, tcp.GSO_MAX[version], gso_size=1460)
+    flags, gso, hdr_len, gso_size, cstart, coff = struct.unpack_from("<BBHHHH", buf, 0)
+    assert (flags, gso, gso_size, coff) == (1, 4 if v6 else 1, 1460, 16)
+    assert hdr_len == t.hlen - tcp.VNET_HDR_LEN and cstart == t.l4 - tcp.VNET_HDR_LEN
+    p = parsed(bytes(buf[tcp.VNET_HDR_LEN : n]))  # lengths still within 64 KiB
+    seg = tcp.parse_segment(p)
+    assert isinstance(seg, tcp.Segment) and seg.dlen == tcp.GSO_MAX[version]
+    n2 = t.fill(buf, 1, 2, tcp.ACK, 100, 10)  # the next frame is no GSO frame
+    assert struct.unpack_from("<BBHH", buf, 0)[1:] == (0, 0, 0) and n2 == t.hlen + 10
