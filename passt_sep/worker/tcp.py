@@ -327,6 +327,9 @@ class TcpFlows:
                 self._close(c, reset_peer=True)
             return None
         if flags & SYN:
+            if c.inbound and flags & ACK and seg.seq == (c.seq_from_tap - 1) & SEQ_MASK:
+                self._ctl(c, ACK)  # our ACK of its SYN-ACK was lost: again
+                return None
             return self._reset(c)
         if flags & ACK:
             self._guest_ack(c, seg)
