@@ -173,6 +173,9 @@ class TcpFlows:
         self.stats = {"accepted": 0, "connected": 0, "refused": 0, "rst_out": 0, "full": 0,
                       "retrans": 0, "partial": 0}
         self.disabled = cfg.opts.no_tcp
+        # pasta's tap takes NEEDS_CSUM and GSO frames; passt's stream socket
+        # (needs_csum) gets complete checksums and MSS-sized segments
+        self.offload = not getattr(w.tap, "needs_csum", False)
 
     # -- frames to the guest --------------------------------------------------
     def _write(self, n: int) -> bool:
@@ -197,14 +200,15 @@ class TcpFlows:
             return
         seq, ack, flags = ptcp.rst_for(seg)
         t = ptcp.Template(p.version, self.w.guest_mac, self.w.cfg.our_mac, p.dst, p.src,
-                          seg.dport, seg.sport)
+                          seg.dport, seg.sport, offload=self.offload)
         n = t.fill(self.obuf, seq, ack, flags, 0, 0)
         self.stats["rst_out"] += 1
         self._write(n)
 
     def _new_conn(self, version: int, guest: bytes, gport: int, remote: bytes, rport: int) -> Conn:
         key = (guest, gport, remote, rport)
-        t = ptcp.Template(version, self.w.guest_mac, self.w.cfg.our_mac, remote, guest, rport, gport)
+        t = ptcp.Template(version, self.w.guest_mac, self.w.cfg.our_mac, remote, guest, rport, gport,
+                          offload=self.offload)
         c = Conn(key, version, t, self.w.now())
         c.isn = self.isn.isn(remote, rport, guest, gport)
         self.conns[key] = c
