@@ -297,3 +297,18 @@ def test_template_gso_fields(v6: bool) -> None:
     assert isinstance(seg, tcp.Segment) and seg.dlen == tcp.GSO_MAX[version]
     n2 = t.fill(buf, 1, 2, tcp.ACK, 100, 10)  # the next frame is no GSO frame
     assert struct.unpack_from("<BBHH", buf, 0)[1:] == (0, 0, 0) and n2 == t.hlen + 10
+
+
+def test_passt_mode_frames_have_complete_checksums() -> None:
+    """A tap that says needs_csum (passt's stream) gets no NEEDS_CSUM frames."""
+    from passt_sep.worker.tcp import TcpFlows
+
+    w = _FakeWorker()
+    w.tap.needs_csum = True  # type: ignore[attr-defined]
+    flows = TcpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, b"junk", ack=77)))
+    (raw,) = w.frames
+    assert raw[0] == 0  # virtio-net flags: nothing left to complete
+    p = parsed(raw[tcp.VNET_HDR_LEN:])
+    seg = bytes(p.l4bytes())
+    assert ref_sum(p.dst + p.src + b"\0\x06" + struct.pack("!H", len(seg)) + seg) == 0xFFFF
