@@ -312,3 +312,120 @@ def test_passt_mode_frames_have_complete_checksums() -> None:
     p = parsed(raw[tcp.VNET_HDR_LEN:])
     seg = bytes(p.l4bytes())
     assert ref_sum(p.dst + p.src + b"\0\x06" + struct.pack("!H", len(seg)) + seg) == 0xFFFF
+
+
+# -- the state machine end to end, a UNIX socket pair standing in for the host socket --
+
+class _LoopWorker(_FakeWorker):
+    """A fake worker that also registers fds and has a settable clock."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        super().__init__()
+        self.t = 100.0
+        self.handlers: dict[int, object] = {}
+        self.ep = SimpleNamespace(modify=lambda fd, ev: None)
+
+    def now(self) -> float:
+        return self.t
+
+    def add(self, fd: int, handler: object, events: int = 0) -> None:
+        self.handlers[fd] = handler
+
+    def remove(self, fd: int) -> None:
+        self.handlers.pop(fd, None)
+
+
+def _established() -> tuple:
+    import select
+    import socket
+
+    from passt_sep.worker.tcp import TcpFlows
+
+    w = _LoopWorker()
+    flows = TcpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(parsed(tcp_frame(tcp.SYN, options=tcp.syn_options(1460, 7), seq=1000)))
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.settimeout(2)
+    fd = ours.detach()
+    w.requests[0][0][2](fd, 0)  # the broker hands over the "connected" socket
+    w.handlers[fd](select.EPOLLOUT)  # type: ignore[operator]
+    (synack,) = _segs(w)
+    assert synack.flags == tcp.SYN | tcp.ACK and synack.ack == 1001
+    w.frames.clear()
+    isn = synack.seq
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, b"hello", seq=1001, ack=isn + 1)))
+    assert peer.recv(100) == b"hello"
+    flows.flush()
+    (ack,) = _segs(w)
+    assert ack.flags == tcp.ACK and ack.ack == 1006 and ack.win > 0
+    w.frames.clear()
+    return w, flows, fd, peer, isn
+
+
+def test_data_both_ways_and_close() -> None:
+    import select
+    import socket
+
+    w, flows, fd, peer, isn = _established()
+    peer.sendall(b"world")
+    w.handlers[fd](select.EPOLLIN)  # type: ignore[operator]
+    (data,) = _segs(w)
+    assert data.seq == isn + 1 and w.frames[0][-5:] == b"world"
+    w.frames.clear()
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1006, ack=isn + 6)))  # acknowledged: discarded
+    assert not w.frames
+    peer.shutdown(socket.SHUT_WR)
+    w.handlers[fd](select.EPOLLIN | select.EPOLLRDHUP)  # type: ignore[operator]
+    (fin,) = _segs(w)
+    assert fin.flags == tcp.FIN | tcp.ACK and fin.seq == isn + 6
+    flows.from_guest(parsed(tcp_frame(tcp.FIN | tcp.ACK, seq=1006, ack=isn + 7)))
+    assert peer.recv(10) == b""  # the guest's FIN became shutdown(SHUT_WR)
+    assert not flows.conns and fd not in w.handlers  # both FINs acknowledged: gone
+    peer.close()
+
+
+def test_retransmission_after_ack_timeout() -> None:
+    import select
+
+    w, flows, fd, peer, isn = _established()
+    peer.sendall(b"x" * 3000)
+    w.handlers[fd](select.EPOLLIN)  # type: ignore[operator]
+    first = _segs(w)
+    assert sum(s.dlen for s in first) == 3000 and first[0].seq == isn + 1
+    w.frames.clear()
+    w.t += 1.5
+    flows.timer(w.t)  # no ACK within a second: sent again from the socket
+    again = _segs(w)
+    assert [(s.seq, s.dlen) for s in again] == [(s.seq, s.dlen) for s in first]
+    w.frames.clear()
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1006, ack=isn + 1)))  # duplicate ACKs:
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1006, ack=isn + 1)))
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1006, ack=isn + 1)))
+    assert sum(s.dlen for s in _segs(w)) == 3000  # the third one rewinds
+    peer.close()
+
+
+def test_half_closed_timeout_resets() -> None:
+    w, flows, fd, peer, isn = _established()
+    flows.from_guest(parsed(tcp_frame(tcp.FIN | tcp.ACK, seq=1006, ack=isn + 1)))
+    assert peer.recv(10) == b""
+    flows.flush()
+    w.frames.clear()
+    w.t += 30
+    flows.timer(w.t)
+    assert flows.conns and not w.frames
+    w.t += 31
+    flows.timer(w.t)
+    (rst,) = _segs(w)
+    assert rst.flags & tcp.RST and not flows.conns and fd not in w.handlers
+    peer.close()
+
+
+def test_guest_rst_closes_socket() -> None:
+    w, flows, fd, peer, isn = _established()
+    flows.from_guest(parsed(tcp_frame(tcp.RST, seq=1006)))
+    assert not flows.conns and fd not in w.handlers and not w.frames
+    peer.close()
