@@ -21,6 +21,24 @@ Reply (parent to worker), 8 bytes: ``u32 seq, i32 status`` (0, or a
 positive errno), with the fd attached when status is 0.
 
 Worker to parent also: OP_LOG-free; the worker logs to an fd it was given.
+
+Parent to worker, unsolicited (after the start message, any time): port
+announcements, each a ``LISTENER`` layout (4-byte magic, port, target):
+
+    TLSN + fd   a -t listener in the host netns (loopback peers are spliced)
+    ULSN + fd   a -u socket in the host netns
+    TNSL + fd   a -T listener bound inside the namespace (127.0.0.1 or ::1);
+                everything it accepts is spliced to the host's loopback
+    TDRP        close every -t listener of ``port`` (auto: the namespace's
+                server went away); ``target`` unused
+    UDRP        the same for the -u sockets of ``port``
+    TNDR        the same for the -T listeners of ``port``
+
+Announcements only ever hand the worker sockets that it may accept or
+receive on, and drops only take them away: no message makes the worker
+create, bind or connect anything, and the drop of a port the worker does
+not hold is ignored. Which port an accepted connection is spliced to is
+re-checked by the parent on the OP_*_LOOP_CONNECT request (docs/splice.md).
 """
 
 from __future__ import annotations
@@ -34,13 +52,26 @@ REPLY = struct.Struct("=Ii")
 OP_PING_SOCKET = 1  # ICMP/ICMPv6 echo ("ping") socket in the host netns
 OP_TCP_CONNECT = 2  # TCP socket connecting (non-blocking) to addr:port in the host netns
 OP_UDP_SOCKET = 3  # UDP socket in the host netns, bound to port (the guest's source port) if possible
-OP_NAMES = {OP_PING_SOCKET: "ping socket", OP_TCP_CONNECT: "tcp connect", OP_UDP_SOCKET: "udp socket"}
+# pasta splice path: a TCP socket connecting (non-blocking) to the loopback
+# address of ``family`` at ``port``, in the namespace (for -t) or in the host
+# netns (for -T); the port must be a current forwarding target
+OP_NS_LOOP_CONNECT = 4
+OP_HOST_LOOP_CONNECT = 5
+OP_NAMES = {OP_PING_SOCKET: "ping socket", OP_TCP_CONNECT: "tcp connect", OP_UDP_SOCKET: "udp socket",
+            OP_NS_LOOP_CONNECT: "namespace loopback connect",
+            OP_HOST_LOOP_CONNECT: "host loopback connect"}
 
 # Parent to worker, right after the start message: one inbound TCP listener
 # (-t) per message, its fd attached: magic, listening port, target port.
 LISTENER = struct.Struct("=4sHH")
 LISTENER_MAGIC = b"TLSN"
 UDP_LISTENER_MAGIC = b"ULSN"  # the same for an inbound UDP socket (-u)
+NS_LISTENER_MAGIC = b"TNSL"  # a -T listener bound inside the namespace
+DROP_TCP_MAGIC = b"TDRP"  # close the -t listeners of a port (no fd)
+DROP_UDP_MAGIC = b"UDRP"  # close the -u sockets of a port (no fd)
+DROP_NS_MAGIC = b"TNDR"  # close the -T listeners of a port (no fd)
+PORT_MAGICS = frozenset({LISTENER_MAGIC, UDP_LISTENER_MAGIC, NS_LISTENER_MAGIC,
+                         DROP_TCP_MAGIC, DROP_UDP_MAGIC, DROP_NS_MAGIC})
 
 START_MAX = 1 << 20  # largest start-up message (pickled Config)
 MAX_START_FDS = 16
@@ -100,6 +131,21 @@ def unpack_udp_listener(data: bytes) -> tuple[int, int] | None:
         return None
     magic, port, target = LISTENER.unpack(data)
     return (port, target) if magic == UDP_LISTENER_MAGIC else None
+
+
+def pack_port_msg(magic: bytes, port: int, target: int = 0) -> bytes:
+    """Encode any port announcement or drop (magic from PORT_MAGICS)."""
+    if magic not in PORT_MAGICS:
+        raise ValueError(f"unknown port message {magic!r}")
+    return LISTENER.pack(magic, port, target)
+
+
+def unpack_port_msg(data: bytes) -> tuple[bytes, int, int] | None:
+    """Decode a port announcement or drop: (magic, port, target), or None."""
+    if len(data) != LISTENER.size:
+        return None
+    magic, port, target = LISTENER.unpack(data)
+    return (magic, port, target) if magic in PORT_MAGICS else None
 
 
 def unpack_reply(data: bytes) -> tuple[int, int] | None:

@@ -13,12 +13,16 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
 
 from sandbox.fdpass import send_fds
 
 from .. import ipc
 from ..config import Config
 from ..log import log
+
+if TYPE_CHECKING:
+    from .autofwd import Forwarder
 
 UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (ephemeral instead)
 
@@ -30,6 +34,7 @@ class Broker:
         self.cfg = cfg
         self.sock = sock
         self.refused = 0
+        self.fwd: Forwarder | None = None  # pasta: forwarded ports, for the splice ops
 
     def _family_ok(self, family: int) -> bool:
         return (family == socket.AF_INET and self.cfg.v4 is not None) or (
@@ -135,6 +140,34 @@ class Broker:
             raise
         return s
 
+    def ns_loop_connect(self, req: ipc.Request) -> socket.socket | int:
+        """Splice path of -t: a TCP socket connecting to the namespace's loopback.
+
+        Only a port that is a current -t target (spec, or bound by auto) may
+        be reached; the socket is made by the thread inside the namespace.
+        """
+        fwd = self.fwd
+        if (fwd is None or self.cfg.opts.no_tcp or req.port == 0
+                or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.ns_target_ok(req.port)):
+            return errno.EPERM
+        from .autofwd import loop_connect
+
+        return fwd.ns.call(lambda: loop_connect(req.family, req.port))  # type: ignore[no-any-return]
+
+    def host_loop_connect(self, req: ipc.Request) -> socket.socket | int:
+        """Splice path of -T: a TCP socket connecting to the host's loopback.
+
+        Only a port that is a current -T target (spec, or bound by auto) may
+        be reached.
+        """
+        fwd = self.fwd
+        if (fwd is None or self.cfg.opts.no_tcp or req.port == 0
+                or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.host_target_ok(req.port)):
+            return errno.EPERM
+        from .autofwd import loop_connect
+
+        return loop_connect(req.family, req.port)
+
     def handle(self, data: bytes) -> None:
         """Answer one request message."""
         req = ipc.unpack_request(data)
@@ -143,7 +176,8 @@ class Broker:
             log.warn(f"broker: refused malformed request ({len(data)} bytes)")
             return
         handler = {ipc.OP_PING_SOCKET: self.ping_socket, ipc.OP_TCP_CONNECT: self.tcp_connect,
-                   ipc.OP_UDP_SOCKET: self.udp_socket}.get(req.op)
+                   ipc.OP_UDP_SOCKET: self.udp_socket, ipc.OP_NS_LOOP_CONNECT: self.ns_loop_connect,
+                   ipc.OP_HOST_LOOP_CONNECT: self.host_loop_connect}.get(req.op)
         if handler is None:
             result: socket.socket | int = errno.EPERM
         else:

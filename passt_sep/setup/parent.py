@@ -26,6 +26,7 @@ import selectors
 import signal
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from sandbox.fdpass import send_fds
 from sandbox.seccomp import load_policy
@@ -36,6 +37,9 @@ from ..cli import Options
 from ..errors import SetupError
 from ..log import log
 from . import netns
+
+if TYPE_CHECKING:
+    from .autofwd import Forwarder
 
 WORKER_READY_TIMEOUT = 10.0  # seconds the worker may take to isolate itself
 SIG_NAMES = {signal.SIGSYS: "SIGSYS (seccomp policy violation)", signal.SIGKILL: "SIGKILL",
@@ -115,6 +119,7 @@ class Parent:
         self.spawned: netns.Spawned | None = None
         self.netns_fd = -1
         self.tap_fd = -1
+        self.fwd: Forwarder | None = None
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
@@ -183,7 +188,12 @@ class Parent:
         from .tap import create_and_configure
 
         self.tap_fd, tap_name, ns_mac = create_and_configure(cfg, self.netns_fd)
-        os.close(self.netns_fd)  # the tap keeps the namespace; don't pin its file
+        from .autofwd import Forwarder, NsThread
+
+        # a thread stays inside the namespace for the splice path, -T and auto;
+        # it opens the namespace's /proc/net files before anything else happens there
+        self.fwd = Forwarder(cfg, NsThread(self.netns_fd))
+        os.close(self.netns_fd)  # the tap and the thread keep the namespace; don't pin its file
         self.netns_fd = -1
         log.debug(f"tap device {tap_name} ready, namespace side MAC "
                   f"{':'.join(f'{b:02x}' for b in ns_mac)}")
@@ -192,6 +202,7 @@ class Parent:
 
         listeners = bind_tcp_listeners(cfg)
         udp_listeners = bind_udp_listeners(cfg)
+        ns_listeners = self.fwd.bind_ns_spec()  # -T, inside the namespace
 
         fds = [self.tap_fd] + ([log_fd] if log_fd is not None else []) + (
             [pcap_fd] if pcap_fd is not None else [])
@@ -210,6 +221,10 @@ class Parent:
             for usock, port, target in udp_listeners:
                 send_fds(self.sock, ipc.pack_udp_listener(port, target), [usock.fileno()])
                 usock.close()
+            for nsock, port, target in ns_listeners:
+                send_fds(self.sock, ipc.pack_port_msg(ipc.NS_LISTENER_MAGIC, port, target),
+                         [nsock.fileno()])
+                nsock.close()
         except OSError as e:
             raise SetupError("start worker", self._worker_death() or e) from None
         os.close(self.tap_fd)
@@ -220,6 +235,8 @@ class Parent:
         from .broker import Broker
 
         self.broker = Broker(cfg, self.sock)
+        self.broker.fwd = self.fwd
+        self.fwd.start(self.sock)  # first auto scan: forwards in place before the command runs
         if self.spawned is not None:
             self.spawned.go()
             _write_pid(o.pid_file, os.getpid())
@@ -302,8 +319,12 @@ class Parent:
         watch = _NetnsWatch(watch_path) if watch_path and not self.opts.no_netns_quit else None
         if watch is not None and watch.fd >= 0:
             sel.register(watch.fd, selectors.EVENT_READ, "netns")
+        fwd = self.fwd
         while True:
-            events = sel.select(1.0)
+            timeout = 1.0
+            if fwd is not None and fwd.auto:
+                timeout = max(0.0, min(1.0, fwd.next_scan - time.monotonic()))
+            events = sel.select(timeout)
             for key, _ in events:
                 what = key.data
                 if what == "broker":
@@ -338,6 +359,8 @@ class Parent:
                 if self.spawned is not None:
                     _terminate(self.spawned)
                 return 0
+            if fwd is not None and fwd.due(time.monotonic()):
+                fwd.scan(time.monotonic())
             if watch is not None and watch.gone():
                 log.info(f"Namespace {watch.path} is gone, exiting")
                 return 0

@@ -41,6 +41,7 @@ from ..proto.packet import (
 )
 from . import dhcp as dhcp_glue
 from .icmp import PingFlows
+from .splice import Splicer
 from .tap import Tap
 from .tcp import TcpFlows
 from .udp import UdpFlows
@@ -62,6 +63,8 @@ class Broker:
         self.backlog: collections.deque[tuple] = collections.deque()
         self.on_listener: Callable[[int, int, int], None] | None = None  # (fd, port, target)
         self.on_udp_listener: Callable[[int, int, int], None] | None = None  # the same for -u
+        # every port message (ipc.PORT_MAGICS: announcements and drops) when set
+        self.on_port_msg: Callable[[tuple[bytes, int, int], list[int]], None] | None = None
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
                 port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
@@ -107,6 +110,10 @@ class Broker:
                 for fd in fds:
                     os.close(fd)
                 return False
+            pmsg = ipc.unpack_port_msg(data) if self.on_port_msg is not None else None
+            if pmsg is not None and self.on_port_msg is not None:
+                self.on_port_msg(pmsg, fds)
+                continue
             listener = ipc.unpack_listener(data)
             if listener is not None and fds and self.on_listener is not None:
                 self.on_listener(fds[0], *listener)
@@ -153,6 +160,8 @@ class Worker:
         self.broker.on_listener = self.tcp.add_listener
         self.udp = UdpFlows(self)
         self.broker.on_udp_listener = self.udp.add_listener
+        self.splice = Splicer(self)  # owns the forwarded ports; splices in pasta
+        self.broker.on_port_msg = self.splice.port_msg
         o = cfg.opts
         self.ra_on = cfg.v6 is not None and not o.no_ndp and not o.no_ra
         self.ra_params = None
@@ -271,6 +280,7 @@ class Worker:
         self.pings.expire(now)
         self.tcp.timer(now)
         self.udp.timer(now)
+        self.splice.timer(now)
         total = sum(self.drops.values())
         if total != self.drops_logged:
             self.drops_logged = total
@@ -314,7 +324,7 @@ class Worker:
     def stats(self) -> str:
         """One line of counters."""
         return (f"frames from guest: {self.frames_in}, {self.drop_summary()}, {self.udp.summary()}, "
-                f"{self.tcp.summary()}")
+                f"{self.tcp.summary()}, {self.splice.summary()}")
 
 
 def host_addr(version: int, raw: bytes) -> str:

@@ -342,6 +342,18 @@ class UdpFlows:
         self.inbound[fd] = ib
         self.w.add(fd, lambda ev, ib=ib: self._inbound_readable(ib, ev))
 
+    def remove_listener(self, port: int) -> int:
+        """Close the -u sockets of port (auto: gone from the namespace); how many."""
+        gone = [ib for ib in self.inbound.values() if ib.port == port]
+        for ib in gone:
+            del self.inbound[ib.fd]
+            self.w.remove(ib.fd)
+            ib.sock.close()
+        if gone:
+            for key in [k for k, peer in self.peers.items() if peer.inbound in gone]:
+                del self.peers[key]
+        return len(gone)
+
     def _inbound_readable(self, ib: Inbound, ev: int) -> None:
         w = self.w
         for _ in range(RECV_BUDGET):

@@ -1,0 +1,360 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""pasta's forwarded ports on the parent's side: -T listeners, ``auto``, splice targets.
+
+Parent only. Three jobs:
+
+- ``NsThread``: one long-lived thread that has entered the guest's network
+  namespace (``setns`` is per thread). Sockets that must live in the
+  namespace are made there: the -T listeners (bound to 127.0.0.1 and ::1)
+  and, on the worker's request, the namespace side of a spliced -t
+  connection (a non-blocking connect to the namespace's loopback). Using
+  one thread instead of one per request keeps a splice set-up at a queue
+  round trip (tens of microseconds).
+- ``Forwarder``: which ports are forwarded right now in each direction,
+  so the broker can check a loopback connect request against them (only
+  a current target port of -t may be reached on the namespace's loopback,
+  only one of -T on the host's).
+- ``auto`` (pasta's default for -t, -u and -T): the /proc/net/tcp, tcp6,
+  udp and udp6 files of both namespaces are opened once (the namespace's
+  through /proc/thread-self/net from the thread inside it; an open proc
+  net file stays bound to its namespace) and re-read every second with
+  lseek + read. -t auto binds a host listener for every port listening in
+  the namespace, -T auto a namespace listener (127.0.0.1, ::1) for every
+  port listening on the host, -u auto a host UDP socket for every UDP port
+  bound in the namespace (and, as passt, every TCP listening port) below
+  the namespace's ephemeral range. Ports forwarded the other way are
+  excluded (otherwise each direction would see the other's listeners and
+  loop). New sockets go to the worker as port announcements, ports that
+  went away as drops (``ipc``); the parent keeps no copy, so the worker's
+  close releases the port. -U auto is not implemented and means none.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sandbox import ns
+from sandbox.fdpass import send_fds
+
+from .. import ipc
+from ..config import Config
+from ..errors import SetupError
+from ..log import log
+from ..ports import PortFwd
+from .listeners import _listen, _udp_bind
+
+SCAN_INTERVAL = 1.0
+TCP_LISTEN = b"0A"
+UDP_UNCONNECTED = b"07"
+EPHEMERAL_DEFAULT = 32768
+READ_CHUNK = 1 << 16
+MAX_PROC_BYTES = 64 << 20  # a /proc/net file larger than this is cut (bounded read)
+
+
+class NsThread:
+    """A thread inside the guest's netns that runs functions for the parent."""
+
+    def __init__(self, netns_fd: int) -> None:
+        self.q: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event] | None] = (
+            queue.SimpleQueue())
+        ready: list[BaseException | None] = []
+        started = threading.Event()
+
+        def body() -> None:
+            try:
+                ns.setns(netns_fd, ns.CLONE_NEWNET)
+                ready.append(None)
+            except BaseException as e:  # noqa: BLE001 - reported to the caller
+                ready.append(e)
+            started.set()
+            if ready[0] is not None:
+                return
+            while True:
+                item = self.q.get()
+                if item is None:
+                    return
+                fn, out, done = item
+                try:
+                    out.append((True, fn()))
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    out.append((False, e))
+                done.set()
+
+        self.t = threading.Thread(target=body, name="netns", daemon=True)
+        self.t.start()
+        started.wait(10)
+        if not ready or ready[0] is not None:
+            raise SetupError("enter the namespace", ready[0] if ready else "timeout")
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn inside the namespace; return its result or raise its exception."""
+        out: list[Any] = []
+        done = threading.Event()
+        self.q.put((fn, out, done))
+        if not done.wait(30):
+            raise OSError(errno.ETIMEDOUT, "namespace thread did not answer")
+        ok, val = out[0]
+        if not ok:
+            raise val
+        return val
+
+    def close(self) -> None:
+        """Let the thread end."""
+        self.q.put(None)
+
+
+def loop_connect(family: int, port: int) -> socket.socket:
+    """A TCP socket connecting (non-blocking) to loopback:port in the calling thread's netns."""
+    s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        rc = s.connect_ex(("127.0.0.1" if family == socket.AF_INET else "::1", port))
+        if rc not in (0, errno.EINPROGRESS):
+            raise OSError(rc, os.strerror(rc))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _targets(fwd: PortFwd) -> dict[int, int]:
+    """Listening port -> target port of a spec."""
+    out: dict[int, int] = {}
+    if fwd.mode not in ("spec", "all"):
+        return out
+    for r in fwd.ranges:
+        for p in r.ports():
+            if p not in fwd.exclude:
+                out[p] = r.target + (p - r.first)
+    return out
+
+
+def parse_proc_net(data: bytes, states: tuple[bytes, ...], below: int = 65536) -> set[int]:
+    """Local ports of the lines of a /proc/net/{tcp,udp}[6] dump in one of states."""
+    ports: set[int] = set()
+    for line in data.split(b"\n")[1:]:
+        f = line.split()
+        if len(f) < 4 or f[3] not in states:
+            continue
+        _, _, port = f[1].rpartition(b":")
+        try:
+            p = int(port, 16)
+        except ValueError:
+            continue
+        if 0 < p < below:
+            ports.add(p)
+    return ports
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    parts: list[bytes] = []
+    total = 0
+    while total < MAX_PROC_BYTES:
+        chunk = os.read(fd, READ_CHUNK)
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)
+
+
+class Forwarder:
+    """Forwarded ports of a pasta run, as the parent sees them."""
+
+    def __init__(self, cfg: Config, nst: NsThread) -> None:
+        self.cfg = cfg
+        self.ns = nst
+        o = cfg.opts
+        self.sock: socket.socket | None = None
+        self.tcp_in = _targets(o.tcp_in) if not o.no_tcp else {}
+        self.tcp_out = _targets(o.tcp_out) if not o.no_tcp else {}
+        self.tin_targets = set(self.tcp_in.values())
+        self.tout_targets = set(self.tcp_out.values())
+        self.auto_t = o.tcp_in.mode == "auto" and not o.no_tcp
+        self.auto_T = o.tcp_out.mode == "auto" and not o.no_tcp
+        self.auto_u = o.udp_in.mode == "auto" and not o.no_udp
+        # ports bound by auto (listening port == target)
+        self.t_bound: set[int] = set()
+        self.T_bound: set[int] = set()
+        self.u_bound: set[int] = set()
+        self.host_files: dict[str, int] = {}
+        self.ns_files: dict[str, int] = {}
+        self.ephemeral = EPHEMERAL_DEFAULT
+        self.next_scan = 0.0
+        self._open_files()
+
+    # -- policy (the broker asks) -------------------------------------------------
+    def ns_target_ok(self, port: int) -> bool:
+        """May the worker reach the namespace's loopback at port (-t)?"""
+        return port in self.t_bound or port in self.tin_targets
+
+    def host_target_ok(self, port: int) -> bool:
+        """May the worker reach the host's loopback at port (-T)?"""
+        return port in self.T_bound or port in self.tout_targets
+
+    # -- /proc/net files ---------------------------------------------------------
+    def _open_files(self) -> None:
+        flags = os.O_RDONLY | os.O_CLOEXEC
+        if self.auto_T:
+            for name in ("tcp", "tcp6"):
+                try:
+                    self.host_files[name] = os.open(f"/proc/net/{name}", flags)
+                except OSError as e:
+                    log.debug(f"auto: /proc/net/{name}: {e.strerror}")
+        wanted = (["tcp", "tcp6"] if self.auto_t or self.auto_u else []) + (
+            ["udp", "udp6"] if self.auto_u else [])
+
+        def open_ns() -> tuple[dict[str, int], int]:
+            out: dict[str, int] = {}
+            for name in wanted:
+                try:
+                    out[name] = os.open(f"/proc/thread-self/net/{name}", flags)
+                except OSError as e:
+                    log.debug(f"auto: namespace /proc/net/{name}: {e.strerror}")
+            eph = EPHEMERAL_DEFAULT
+            try:
+                with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+                    eph = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+            return out, eph
+
+        if wanted:
+            self.ns_files, self.ephemeral = self.ns.call(open_ns)
+
+    def _ports(self, files: dict[str, int], names: tuple[str, ...], states: tuple[bytes, ...],
+               below: int = 65536) -> set[int]:
+        out: set[int] = set()
+        for name in names:
+            fd = files.get(name)
+            if fd is None:
+                continue
+            try:
+                out |= parse_proc_net(_read_all(fd), states, below)
+            except OSError as e:
+                log.debug(f"auto: read {name}: {e.strerror}")
+        return out
+
+    # -- start-up: -T spec listeners --------------------------------------------
+    def bind_ns_spec(self) -> list[tuple[socket.socket, int, int]]:
+        """Listeners for the -T spec, bound in the namespace on 127.0.0.1 and ::1."""
+        if not self.tcp_out:
+            return []
+        items = list(self.tcp_out.items())
+        out = self.ns.call(lambda: _bind_loopback_listeners(items))
+        if not out:
+            raise SetupError("TCP forwarding from the namespace (-T)", "Failed to bind any port")
+        return out
+
+    # -- auto --------------------------------------------------------------------
+    def start(self, sock: socket.socket) -> None:
+        """Remember the worker's socket and do the first scan now."""
+        self.sock = sock
+        self.scan()
+
+    @property
+    def auto(self) -> bool:
+        """Whether any direction is ``auto`` (then the parent scans every second)."""
+        return self.auto_t or self.auto_T or self.auto_u
+
+    def due(self, now: float) -> bool:
+        """Whether a scan is due."""
+        return self.auto and now >= self.next_scan
+
+    def scan(self, now: float | None = None) -> None:
+        """Re-read the /proc/net files and bind or drop auto listeners."""
+        self.next_scan = (time.monotonic() if now is None else now) + SCAN_INTERVAL
+        if not (self.auto_t or self.auto_T or self.auto_u):
+            return
+        excl_ns = self.T_bound | set(self.tcp_out)  # our own listeners inside the namespace
+        excl_host = self.t_bound | set(self.tcp_in)  # ours on the host
+        ns_tcp = self._ports(self.ns_files, ("tcp", "tcp6"), (TCP_LISTEN,)) - excl_ns
+        if self.auto_t:
+            self._sync_host(ns_tcp, self.t_bound, ipc.LISTENER_MAGIC, ipc.DROP_TCP_MAGIC, _listen)
+        if self.auto_u:
+            ns_udp = self._ports(self.ns_files, ("udp", "udp6"), (UDP_UNCONNECTED,), self.ephemeral)
+            self._sync_host((ns_udp | {p for p in ns_tcp if p < self.ephemeral}) - excl_ns,
+                            self.u_bound, ipc.UDP_LISTENER_MAGIC, ipc.DROP_UDP_MAGIC, _udp_bind)
+        if self.auto_T:
+            host_tcp = self._ports(self.host_files, ("tcp", "tcp6"), (TCP_LISTEN,)) - excl_host
+            self._sync_ns(host_tcp)
+
+    def _binds(self) -> list[tuple[int, str, bool]]:
+        if self.cfg.v6 is not None:
+            return [(socket.AF_INET6, "::", self.cfg.v4 is None)]
+        return [(socket.AF_INET, "0.0.0.0", True)]
+
+    def _sync_host(self, want: set[int], bound: set[int], magic: bytes, drop: bytes,
+                   bind: Callable[[int, str, int, str | None, bool], socket.socket]) -> None:
+        for port in sorted(bound - want):
+            bound.discard(port)
+            self._send(ipc.pack_port_msg(drop, port), [])
+            log.debug(f"auto: port {port} released ({drop.decode()})")
+        for port in sorted(want - bound):
+            socks = []
+            for fam, addr, v6only in self._binds():
+                try:
+                    socks.append(bind(fam, addr, port, None, v6only))
+                except OSError:
+                    continue  # in use on the host: try again at the next scan
+            if not socks:
+                continue
+            bound.add(port)
+            for s in socks:
+                self._send(ipc.pack_port_msg(magic, port, port), [s.fileno()])
+                s.close()
+            log.debug(f"auto: forwarding port {port} ({magic.decode()})")
+
+    def _sync_ns(self, want: set[int]) -> None:
+        bound = self.T_bound
+        for port in sorted(bound - want):
+            bound.discard(port)
+            self._send(ipc.pack_port_msg(ipc.DROP_NS_MAGIC, port), [])
+            log.debug(f"auto: namespace port {port} released")
+        new = sorted(want - bound)
+        if not new:
+            return
+        try:
+            got = self.ns.call(lambda: _bind_loopback_listeners([(p, p) for p in new]))
+        except OSError as e:
+            log.debug(f"auto: namespace listeners: {e.strerror}")
+            return
+        for s, port, target in got:
+            bound.add(port)
+            self._send(ipc.pack_port_msg(ipc.NS_LISTENER_MAGIC, port, target), [s.fileno()])
+            s.close()
+            log.debug(f"auto: forwarding namespace port {port} to the host")
+
+    def _send(self, msg: bytes, fds: list[int]) -> None:
+        if self.sock is None:
+            return
+        try:
+            if fds:
+                send_fds(self.sock, msg, fds)
+            else:
+                self.sock.send(msg)
+        except OSError as e:
+            log.debug(f"auto: message to worker failed: {e.strerror}")
+
+
+def _bind_loopback_listeners(items: list[tuple[int, int]]) -> list[tuple[socket.socket, int, int]]:
+    """In the calling thread's netns: listeners on 127.0.0.1 and ::1 per (port, target)."""
+    out: list[tuple[socket.socket, int, int]] = []
+    # both loopbacks, whatever the tap carries: the splice path needs no tap
+    fams = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+    for port, target in items:
+        for fam, addr in fams:
+            try:
+                out.append((_listen(fam, addr, port, None, True), port, target))
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    log.warn(f"Can't open enough sockets for TCP port forwarding, stopping at port {port}")
+                    return out
+    return out

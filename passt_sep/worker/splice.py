@@ -1,0 +1,405 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""pasta's loopback splice path, and the worker's forwarded-port table.
+
+Sandboxed only. Every listening socket the parent hands over arrives here
+(``ipc`` port messages): -t listeners of the host netns, -T listeners bound
+inside the namespace, -u sockets. What a listener accepts goes one of two
+ways:
+
+- a -t connection from a loopback peer (127.0.0.0/8, ::1, or v4-mapped
+  127/8 on a dual-stack listener), in pasta, never touches the tap: the
+  worker asks the broker for a socket connecting to the namespace's
+  loopback of the same family at the target port (``OP_NS_LOOP_CONNECT``);
+  every other -t connection goes to the tap path (worker/tcp.py);
+- a -T connection (accepted inside the namespace) is spliced to a socket
+  the broker connects to the host's loopback (``OP_HOST_LOOP_CONNECT``).
+
+A spliced connection is two sockets and one pipe per direction; the bytes
+move socket → pipe → socket with ``splice(2)`` and never enter Python.
+EOF one way becomes ``shutdown(SHUT_WR)`` on the other socket once the
+pipe is empty (half-close); a reset or error on one side closes the other
+with SO_LINGER 0, which sends a RST. The table is bounded (each entry
+costs six fds). Drops (``auto``, a server went away) close the listeners
+of a port; connections already spliced stay.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import socket
+import struct
+from typing import TYPE_CHECKING
+
+from .. import ipc
+from ..log import DEBUG, log
+
+if TYPE_CHECKING:
+    from .loop import Worker
+
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20  # asked for; the kernel may give less (pipe-max-size, per-user quota)
+PIPE_POOL = 16  # empty pipes kept for the next connection
+SPLICE_FLAGS = 0x1 | 0x2  # SPLICE_F_MOVE | SPLICE_F_NONBLOCK
+ACCEPT_BUDGET = 128
+MOVE_BUDGET = 64  # splice rounds per direction and wake-up
+FDS_PER_CONN = 6
+FD_RESERVE = 128
+MAX_CONNS_CAP = 16384
+CONNECT_TIMEOUT = 10.0  # the broker's socket did not connect: reset the accepted one
+
+EV = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+_LINGER0 = struct.pack("ii", 1, 0)
+_V4MAPPED_LOOP = "::ffff:127."
+
+KIND_IN, KIND_OUT = 0, 1  # -t (host → namespace), -T (namespace → host)
+
+
+def _nofile() -> int:
+    try:
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1024
+
+
+NOFILE = _nofile()  # evaluated before the sandbox (no getrlimit afterwards)
+
+
+def loopback_family(host: str) -> int | None:
+    """The family to splice a peer with, or None if the peer is not loopback."""
+    host = host.split("%")[0]
+    if host.startswith("127."):
+        return socket.AF_INET
+    if host == "::1":
+        return socket.AF_INET6
+    if host.startswith(_V4MAPPED_LOOP):
+        return socket.AF_INET
+    return None
+
+
+class Half:
+    """One direction: bytes read from src wait in a pipe until dst takes them."""
+
+    __slots__ = ("rd", "wr", "size", "pending", "eof", "shut", "bytes")
+
+    def __init__(self, pipe: tuple[int, int, int]) -> None:
+        self.rd, self.wr, self.size = pipe
+        self.pending = 0  # bytes in the pipe
+        self.eof = False  # src said EOF
+        self.shut = False  # dst was shut down for writing
+        self.bytes = 0
+
+
+class SpliceConn:
+    """Two sockets and a pipe per direction."""
+
+    __slots__ = ("a", "b", "afd", "bfd", "ab", "ba", "kind", "port", "connected", "closed",
+                 "created")
+
+    def __init__(self, a: socket.socket, kind: int, port: int, now: float) -> None:
+        self.a = a  # accepted
+        self.afd = a.fileno()
+        self.b: socket.socket | None = None  # from the broker, connecting
+        self.bfd = -1
+        self.ab: Half | None = None
+        self.ba: Half | None = None
+        self.kind = kind
+        self.port = port
+        self.connected = False
+        self.closed = False
+        self.created = now
+
+
+class Listener:
+    """A listening or bound socket handed over by the parent."""
+
+    __slots__ = ("sock", "fd", "port", "target", "kind")
+
+    def __init__(self, sock: socket.socket, port: int, target: int, kind: int) -> None:
+        self.sock, self.fd, self.port, self.target, self.kind = sock, sock.fileno(), port, target, kind
+
+
+class Splicer:
+    """Forwarded-port listeners and the table of spliced connections."""
+
+    def __init__(self, w: Worker, max_conns: int | None = None) -> None:
+        self.w = w
+        self.enabled = w.cfg.opts.mode == "pasta"
+        self.listeners: dict[int, Listener] = {}
+        self.conns: set[SpliceConn] = set()
+        self.max_conns = max_conns or max(8, min(MAX_CONNS_CAP, (NOFILE - FD_RESERVE) // FDS_PER_CONN))
+        self.pipes: list[tuple[int, int, int]] = []
+        self.stats = {"spliced": 0, "refused": 0, "full": 0, "resets": 0, "to_ns": 0, "to_host": 0,
+                      "dropped_ports": 0}
+
+    # -- port messages from the parent -----------------------------------------
+    def port_msg(self, msg: tuple[bytes, int, int], fds: list[int]) -> None:
+        """A listener announcement or a drop from the parent (ipc.PORT_MAGICS)."""
+        magic, port, target = msg
+        fd = fds[0] if fds else None
+        for extra in fds[1:]:
+            os.close(extra)
+        if magic == ipc.LISTENER_MAGIC and fd is not None:
+            self._add(fd, port, target, KIND_IN)
+        elif magic == ipc.NS_LISTENER_MAGIC and fd is not None:
+            if self.enabled:
+                self._add(fd, port, target, KIND_OUT)
+            else:
+                os.close(fd)
+        elif magic == ipc.UDP_LISTENER_MAGIC and fd is not None:
+            self.w.udp.add_listener(fd, port, target)
+        elif magic == ipc.DROP_TCP_MAGIC:
+            self._drop(port, KIND_IN)
+        elif magic == ipc.DROP_NS_MAGIC:
+            self._drop(port, KIND_OUT)
+        elif magic == ipc.DROP_UDP_MAGIC:
+            self.stats["dropped_ports"] += self.w.udp.remove_listener(port)
+        elif fd is not None:
+            os.close(fd)
+
+    def _add(self, fd: int, port: int, target: int, kind: int) -> None:
+        try:
+            s = socket.socket(fileno=fd)
+            s.setblocking(False)
+        except OSError as e:
+            log.warn(f"TCP listener for port {port}: {e.strerror}")
+            os.close(fd)
+            return
+        ls = Listener(s, port, target, kind)
+        self.listeners[ls.fd] = ls
+        self.w.add(ls.fd, lambda ev, ls=ls: self._accept(ls))
+
+    def _drop(self, port: int, kind: int) -> None:
+        for ls in [x for x in self.listeners.values() if x.port == port and x.kind == kind]:
+            del self.listeners[ls.fd]
+            self.w.remove(ls.fd)
+            ls.sock.close()
+            self.stats["dropped_ports"] += 1
+
+    # -- accepting ---------------------------------------------------------------
+    def _accept(self, ls: Listener) -> None:
+        for _ in range(ACCEPT_BUDGET):
+            try:
+                cs, peer = ls.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug(f"accept on port {ls.port}: {e.strerror}")
+                return
+            if ls.kind == KIND_OUT:  # bound to 127.0.0.1 or ::1 (v6only): same family
+                self._splice(cs, cs.family, ls.target, KIND_OUT)
+                continue
+            fam_or_none = loopback_family(peer[0]) if self.enabled else None
+            if fam_or_none is None:
+                self.w.tcp._inbound(cs, peer, ls.target)  # the tap path
+            else:
+                self._splice(cs, fam_or_none, ls.target, KIND_IN)
+
+    def _splice(self, cs: socket.socket, family: int, target: int, kind: int) -> None:
+        if len(self.conns) >= self.max_conns:
+            self.stats["full"] += 1
+            _abort(cs)
+            return
+        cs.setblocking(False)
+        c = SpliceConn(cs, kind, target, self.w.now())
+        self.conns.add(c)
+        op = ipc.OP_NS_LOOP_CONNECT if kind == KIND_IN else ipc.OP_HOST_LOOP_CONNECT
+        self.w.broker.request(op, family, lambda fd, err, c=c: self._got_socket(c, fd, err),
+                              port=target)
+
+    def _got_socket(self, c: SpliceConn, fd: int | None, err: int) -> None:
+        if c.closed:
+            if fd is not None:
+                os.close(fd)
+            return
+        if fd is None:
+            self.stats["refused"] += 1
+            log.debug(f"splice to port {c.port}: errno {err}")
+            self._close(c, reset=True)
+            return
+        try:
+            b = socket.socket(fileno=fd)
+            b.setblocking(False)
+        except OSError:
+            os.close(fd)
+            self._close(c, reset=True)
+            return
+        c.b, c.bfd = b, b.fileno()
+        # wait for the connect to complete before touching the accepted side
+        self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV)
+
+    def _pipe(self) -> tuple[int, int, int] | None:
+        if self.pipes:
+            return self.pipes.pop()
+        try:
+            rd, wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            log.debug(f"splice: pipe: {e.strerror}")
+            return None
+        size = 65536
+        try:
+            size = fcntl.fcntl(wr, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
+        return rd, wr, size
+
+    def _connected(self, c: SpliceConn) -> bool:
+        assert c.b is not None
+        err = c.b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.stats["refused"] += 1
+            log.debug(f"splice to port {c.port}: connect: {os.strerror(err)}")
+            self._close(c, reset=True)
+            return False
+        p1 = self._pipe()
+        p2 = self._pipe() if p1 is not None else None
+        if p1 is None or p2 is None:
+            if p1 is not None:
+                self._release_pipe(p1, 0)
+            self._close(c, reset=True)
+            return False
+        c.ab, c.ba = Half(p1), Half(p2)
+        c.connected = True
+        self.stats["spliced"] += 1
+        self.w.add(c.afd, lambda ev, c=c: self._a_event(c, ev), EV)
+        return True
+
+    # -- the data path -------------------------------------------------------------
+    def _b_event(self, c: SpliceConn, ev: int) -> None:
+        if not c.connected:
+            if not ev & (select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP):
+                return
+            if not self._connected(c):
+                return
+            ev |= select.EPOLLIN  # anything that came with the connect
+        self._event(c, c.ba, c.ab, ev)
+
+    def _a_event(self, c: SpliceConn, ev: int) -> None:
+        self._event(c, c.ab, c.ba, ev)
+
+    def _event(self, c: SpliceConn, out: Half | None, into: Half | None, ev: int) -> None:
+        """Socket s ready: out is the direction reading s, into the one writing s."""
+        if c.closed or out is None or into is None:
+            return
+        a, b = c.a, c.b
+        assert b is not None
+        if out is c.ab:
+            src, dst = a, b
+        else:
+            src, dst = b, a
+        if ev & select.EPOLLERR:
+            self._reset(c)
+            return
+        if ev & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP):
+            if not self._move(c, out, src, dst):
+                return
+        if ev & (select.EPOLLOUT | select.EPOLLHUP):
+            if not self._move(c, into, dst, src):
+                return
+        if c.ab is not None and c.ba is not None and c.ab.shut and c.ba.shut:
+            self._close(c)
+
+    def _move(self, c: SpliceConn, h: Half, src: socket.socket, dst: socket.socket) -> bool:
+        """Move what src has to dst through h's pipe; False if c ended."""
+        splice = os.splice
+        sfd, dfd, rd, wr, size = src.fileno(), dst.fileno(), h.rd, h.wr, h.size
+        for _ in range(MOVE_BUDGET):
+            got = 0
+            if not h.eof and h.pending < size:
+                try:
+                    got = splice(sfd, wr, size - h.pending, flags=SPLICE_FLAGS)
+                    if got == 0:
+                        h.eof = True
+                    h.pending += got
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self._reset(c)
+                    return False
+            put = 0
+            if h.pending:
+                try:
+                    put = splice(rd, dfd, h.pending, flags=SPLICE_FLAGS)
+                    h.pending -= put
+                    h.bytes += put
+                except BlockingIOError:
+                    return True  # dst full: its EPOLLOUT brings us back
+                except OSError:
+                    self._reset(c)
+                    return False
+            if got == 0 and put == 0:
+                break
+        else:  # budget spent with data still flowing: let epoll bring us back
+            try:
+                self.w.ep.modify(sfd, EV)
+            except OSError:
+                pass
+        if h.eof and not h.pending and not h.shut:
+            h.shut = True
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        return True
+
+    # -- ends ----------------------------------------------------------------------
+    def _reset(self, c: SpliceConn) -> None:
+        self.stats["resets"] += 1
+        self._close(c, reset=True)
+
+    def _release_pipe(self, pipe: tuple[int, int, int], pending: int) -> None:
+        if pending == 0 and len(self.pipes) < PIPE_POOL:
+            self.pipes.append(pipe)
+        else:
+            os.close(pipe[0])
+            os.close(pipe[1])
+
+    def _close(self, c: SpliceConn, reset: bool = False) -> None:
+        if c.closed:
+            return
+        c.closed = True
+        self.conns.discard(c)
+        for h in (c.ab, c.ba):
+            if h is not None:
+                self._release_pipe((h.rd, h.wr, h.size), h.pending)
+        if c.ab is not None and c.ba is not None:
+            key = "to_ns" if c.kind == KIND_IN else "to_host"
+            self.stats[key] += c.ab.bytes
+            self.stats["to_host" if key == "to_ns" else "to_ns"] += c.ba.bytes
+        c.ab = c.ba = None
+        for s, fd in ((c.a, c.afd), (c.b, c.bfd)):
+            if s is None:
+                continue
+            if fd >= 0:
+                self.w.remove(fd)
+            if reset:
+                _abort(s)
+            else:
+                s.close()
+        c.b = None
+
+    def timer(self, now: float) -> None:
+        """Reset connections whose broker socket never connected."""
+        for c in [x for x in self.conns if not x.connected and now - x.created > CONNECT_TIMEOUT]:
+            self.stats["refused"] += 1
+            self._close(c, reset=True)
+        if log.enabled(DEBUG) and self.conns:
+            log.trace(f"splice: {len(self.conns)} connections, {self.stats}")
+
+    def summary(self) -> str:
+        """Counters for the worker's final statistics."""
+        return (f"splice: {len(self.conns)} open, {len(self.listeners)} listeners, "
+                + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
+
+
+def _abort(s: socket.socket) -> None:
+    """Close with a RST (SO_LINGER 0)."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+    except OSError:
+        pass
+    s.close()
+
