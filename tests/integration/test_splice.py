@@ -1,0 +1,245 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""pasta's splice path: -t from a loopback peer and -T, without the tap.
+
+One pasta attached to a GuestNS inside a HostNS serves the module, with
+``--pcap``: a connection from the host's 127.0.0.1 / ::1 to a -t port is
+relayed by splice(2) to the namespace's loopback, so the capture of the
+tap must not hold a single TCP frame of that port. -T listeners inside
+the namespace reach servers on the host's loopback. Every transfer is
+checked by sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import struct
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.netenv import HOST_ADDR4, PASTA, PYTHON, GuestNS, HostNS, wait_for
+
+pytestmark = pytest.mark.integration
+
+MIB = 1 << 20
+BULK = 100 * MIB
+T_PORTS = (10100, 10101, 10102, 10103)  # -t 10100-10103
+T_MAPPED, T_TARGET = 10105, 10110  # -t 10105:10110
+NS_PORTS = (10200, 10201)  # -T 10200-10201
+NS_CLOSED = 10202  # -T 10202, nothing listens on the host
+
+HELPER = textwrap.dedent('''
+    """Splice test helper: servers print READY <port>, clients one JSON line."""
+    import hashlib, json, random, socket, struct, sys, threading, time
+
+    def fam(a):
+        return socket.AF_INET6 if ":" in a else socket.AF_INET
+
+    def listen(addr, port):
+        s = socket.socket(fam(addr))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if fam(addr) == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((addr, port))
+        s.listen(64)
+        print("READY", s.getsockname()[1], flush=True)
+        return s
+
+    def serve(addr, port, n, seed, wait_eof, rst):
+        """Per connection: (read to EOF first,) send n seeded bytes, close (with a RST)."""
+        payload = random.Random(seed).randbytes(n)
+        s = listen(addr, port)
+        def conn(c):
+            if wait_eof:
+                while c.recv(65536):
+                    pass
+            c.sendall(payload)
+            if rst:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=conn, args=(c,), daemon=True).start()
+
+    def fetch(addr, port, send_first):
+        """Connect, optionally send bytes and half-close, read to EOF: sha256."""
+        h, n = hashlib.sha256(), 0
+        try:
+            with socket.create_connection((addr, port), timeout=20) as c:
+                if send_first:
+                    c.sendall(b"x" * send_first)
+                    c.shutdown(socket.SHUT_WR)
+                while d := c.recv(1 << 20):
+                    h.update(d)
+                    n += len(d)
+        except OSError as e:
+            return {"error": type(e).__name__, "bytes": n}
+        return {"sha": h.hexdigest(), "bytes": n}
+
+    mode = sys.argv[1]
+    if mode == "serve":
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+              sys.argv[6] == "1", sys.argv[7] == "1")
+    elif mode == "fetch":
+        print(json.dumps(fetch(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+''')
+
+
+def expected_sha(n: int, seed: int) -> str:
+    """sha256 of the helper's seeded payload."""
+    return hashlib.sha256(random.Random(seed).randbytes(n)).hexdigest()
+
+
+def tcp_ports_in_pcap(path: Path) -> set[int]:
+    """Every TCP port (source or destination) of the frames in a pcap file."""
+    data = path.read_bytes()
+    ports: set[int] = set()
+    off = 24
+    while off + 16 <= len(data):
+        incl = struct.unpack_from("<I", data, off + 8)[0]
+        frame = data[off + 16 : off + 16 + incl]
+        off += 16 + incl
+        if len(frame) < 14:
+            continue
+        etype = struct.unpack_from("!H", frame, 12)[0]
+        if etype == 0x0800 and len(frame) >= 34 and frame[23] == 6:
+            l4 = 14 + (frame[14] & 15) * 4
+        elif etype == 0x86DD and len(frame) >= 54 and frame[20] == 6:
+            l4 = 54
+        else:
+            continue
+        if len(frame) >= l4 + 4:
+            ports.update(struct.unpack_from("!HH", frame, l4))
+    return ports
+
+
+class Env:
+    """HostNS + GuestNS + one pasta with -t, -T and --pcap."""
+
+    def __init__(self, host: HostNS, guest: GuestNS, helper: Path, pasta: subprocess.Popen,
+                 pcap: Path) -> None:
+        self.host, self.guest, self.helper, self.pasta, self.pcap = host, guest, helper, pasta, pcap
+
+    def serve(self, ns: HostNS | GuestNS, addr: str, port: int, n: int, seed: int,
+              wait_eof: bool = False, rst: bool = False) -> subprocess.Popen:
+        p = ns.popen([PYTHON, str(self.helper), "serve", addr, str(port), str(n), str(seed),
+                      "1" if wait_eof else "0", "1" if rst else "0"], stdout=subprocess.PIPE)
+        assert p.stdout is not None
+        line = p.stdout.readline().decode()  # bounded: the helper prints it or dies
+        assert line.startswith("READY"), line
+        return p
+
+    def fetch(self, ns: HostNS | GuestNS, addr: str, port: int, send_first: int = 0) -> dict[str, Any]:
+        r = ns.run([PYTHON, str(self.helper), "fetch", addr, str(port), str(send_first)],
+                   timeout=60, check=False)
+        try:
+            res: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            res = {"error": f"exit {r.returncode}: {r.stderr.strip()[-2000:]}"}
+        return res
+
+    def alive(self) -> None:
+        assert self.pasta.poll() is None, f"pasta exited: {self.pasta.stderr.read() if self.pasta.stderr else ''}"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    d = tmp_path_factory.mktemp("splice")
+    helper = d / "splicehelp.py"
+    helper.write_text(HELPER)
+    pcap = d / "tap.pcap"
+    with HostNS() as host:
+        guest = host.guest()
+        pasta = host.popen([PASTA, "-f", "-q", "--config-net", "--pcap", str(pcap),
+                            "-t", f"{T_PORTS[0]}-{T_PORTS[-1]}", "-t", f"{T_MAPPED}:{T_TARGET}",
+                            "-T", f"{NS_PORTS[0]}-{NS_PORTS[-1]}", "-T", str(NS_CLOSED),
+                            "-u", "none", "-U", "none", "--netns", guest.netns_path],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ok = wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
+        assert ok, "guest not configured"
+        yield Env(host, guest, helper, pasta, pcap)
+
+
+@pytest.mark.parametrize("loop", ["127.0.0.1", "::1"], ids=["v4", "v6"])
+def test_bulk_both_ways_without_tap(env: Env, loop: str) -> None:
+    port = T_PORTS[0] if loop == "127.0.0.1" else T_PORTS[1]
+    # host -> namespace: 100 MiB into a sink bound to the namespace's loopback
+    sink = env.guest.serve("tcp-sink", loop, port)
+    res = env.host.client("tcp-send", loop, port, "--bytes", str(BULK), "--timeout", "30", timeout=60)
+    assert res["ok"], res
+    sink.stop()
+    # namespace -> host: 100 MiB from a server on the namespace's loopback
+    srv = env.serve(env.guest, loop, port, BULK, 5)
+    res = env.fetch(env.host, loop, port)
+    assert res.get("sha") == expected_sha(BULK, 5) and res["bytes"] == BULK, res
+    srv.terminate()
+    env.alive()
+    ports = tcp_ports_in_pcap(env.pcap)
+    assert port not in ports, f"TCP frames of port {port} crossed the tap"
+
+
+def test_mapped_port(env: Env) -> None:
+    srv = env.serve(env.guest, "127.0.0.1", T_TARGET, MIB, 9)
+    res = env.fetch(env.host, "127.0.0.1", T_MAPPED)
+    assert res.get("sha") == expected_sha(MIB, 9), res
+    srv.terminate()
+
+
+def test_half_close(env: Env) -> None:
+    """The client shuts its write side first; the server still sends 1 MiB."""
+    srv = env.serve(env.guest, "127.0.0.1", T_PORTS[2], MIB, 3, wait_eof=True)
+    res = env.fetch(env.host, "127.0.0.1", T_PORTS[2], send_first=100_000)
+    assert res.get("sha") == expected_sha(MIB, 3) and res["bytes"] == MIB, res
+    srv.terminate()
+    env.alive()
+
+
+def test_reset_propagated(env: Env) -> None:
+    """A server closing with a RST: the host client sees a reset, not a clean EOF."""
+    srv = env.serve(env.guest, "127.0.0.1", T_PORTS[3], 10 * MIB, 4, wait_eof=False, rst=True)
+    res = env.fetch(env.host, "127.0.0.1", T_PORTS[3])
+    assert res.get("error") == "ConnectionResetError" or res.get("bytes", 0) < 10 * MIB, res
+    srv.terminate()
+    env.alive()
+
+
+def test_no_server_in_namespace(env: Env) -> None:
+    """Nothing listens on the namespace's loopback: the host client is reset at once."""
+    res = env.fetch(env.host, "127.0.0.1", T_PORTS[3])
+    assert "error" in res or res["bytes"] == 0, res
+
+
+@pytest.mark.parametrize("loop", ["127.0.0.1", "::1"], ids=["v4", "v6"])
+def test_tcp_ns_to_host_loopback(env: Env, loop: str) -> None:
+    """-T: a namespace client reaches a server on the host's loopback."""
+    port = NS_PORTS[0] if loop == "127.0.0.1" else NS_PORTS[1]
+    sink = env.host.serve("tcp-sink", loop, port)
+    res = env.guest.client("tcp-send", loop, port, "--bytes", str(20 * MIB), "--timeout", "30", timeout=60)
+    assert res["ok"], res
+    sink.stop()
+    srv = env.serve(env.host, loop, port, 20 * MIB, 8)
+    res = env.fetch(env.guest, loop, port)
+    assert res.get("sha") == expected_sha(20 * MIB, 8), res
+    srv.terminate()
+    env.alive()
+
+
+def test_tcp_ns_closed_host_port(env: Env) -> None:
+    res = env.fetch(env.guest, "127.0.0.1", NS_CLOSED)
+    assert "error" in res or res["bytes"] == 0, res
+    env.alive()
+
+
+def test_tap_path_still_used_for_non_loopback(env: Env) -> None:
+    """A host client using the host's own address goes over the tap, as before."""
+    srv = env.serve(env.guest, "0.0.0.0", T_PORTS[2], MIB, 6)
+    res = env.fetch(env.host, HOST_ADDR4, T_PORTS[2])
+    assert res.get("sha") == expected_sha(MIB, 6), res
+    srv.terminate()
+    assert T_PORTS[2] in tcp_ports_in_pcap(env.pcap)
