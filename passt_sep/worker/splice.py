@@ -49,7 +49,8 @@ FD_RESERVE = 128
 MAX_CONNS_CAP = 16384
 CONNECT_TIMEOUT = 10.0  # the broker's socket did not connect: reset the accepted one
 
-EV = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+EV_OUT = EV_IN | select.EPOLLOUT  # only while a write to that socket is blocked
 _LINGER0 = struct.pack("ii", 1, 0)
 _V4MAPPED_LOOP = "::ffff:127."
 
@@ -97,7 +98,7 @@ class SpliceConn:
     """Two sockets and a pipe per direction."""
 
     __slots__ = ("a", "b", "afd", "bfd", "ab", "ba", "kind", "port", "connected", "closed",
-                 "created")
+                 "created", "out_armed")
 
     def __init__(self, a: socket.socket, kind: int, port: int, now: float) -> None:
         self.a = a  # accepted
@@ -111,6 +112,7 @@ class SpliceConn:
         self.connected = False
         self.closed = False
         self.created = now
+        self.out_armed: set[int] = set()  # fds watched for EPOLLOUT
 
 
 class Listener:
@@ -229,7 +231,8 @@ class Splicer:
             return
         c.b, c.bfd = b, b.fileno()
         # wait for the connect to complete before touching the accepted side
-        self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV)
+        self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV_OUT)
+        c.out_armed.add(c.bfd)
 
     def _pipe(self) -> tuple[int, int, int] | None:
         if self.pipes:
@@ -264,7 +267,8 @@ class Splicer:
         c.ab, c.ba = Half(p1), Half(p2)
         c.connected = True
         self.stats["spliced"] += 1
-        self.w.add(c.afd, lambda ev, c=c: self._a_event(c, ev), EV)
+        self._watch_out(c, c.bfd, False)
+        self.w.add(c.afd, lambda ev, c=c: self._a_event(c, ev), EV_IN)
         return True
 
     # -- the data path -------------------------------------------------------------
@@ -302,6 +306,18 @@ class Splicer:
         if c.ab is not None and c.ba is not None and c.ab.shut and c.ba.shut:
             self._close(c)
 
+    def _watch_out(self, c: SpliceConn, fd: int, on: bool) -> None:
+        if (fd in c.out_armed) == on:
+            return
+        try:
+            self.w.ep.modify(fd, EV_OUT if on else EV_IN)
+        except OSError:
+            return
+        if on:
+            c.out_armed.add(fd)
+        else:
+            c.out_armed.discard(fd)
+
     def _move(self, c: SpliceConn, h: Half, src: socket.socket, dst: socket.socket) -> bool:
         """Move what src has to dst through h's pipe; False if c ended."""
         splice = os.splice
@@ -326,7 +342,8 @@ class Splicer:
                     h.pending -= put
                     h.bytes += put
                 except BlockingIOError:
-                    return True  # dst full: its EPOLLOUT brings us back
+                    self._watch_out(c, dfd, True)  # dst full: its EPOLLOUT brings us back
+                    return True
                 except OSError:
                     self._reset(c)
                     return False
@@ -334,9 +351,11 @@ class Splicer:
                 break
         else:  # budget spent with data still flowing: let epoll bring us back
             try:
-                self.w.ep.modify(sfd, EV)
+                self.w.ep.modify(sfd, EV_OUT if sfd in c.out_armed else EV_IN)
             except OSError:
                 pass
+        if not h.pending and dfd in c.out_armed:
+            self._watch_out(c, dfd, False)
         if h.eof and not h.pending and not h.shut:
             h.shut = True
             try:
