@@ -111,6 +111,34 @@ def _mac_ll(mac: bytes) -> IPv6:
     return IPv6(b"\xfe\x80" + bytes(6) + eui)
 
 
+def _resolvers(dns_all: tuple, cls: type, gw, map_gw: bool, forward, explicit: bool):
+    """Resolvers of one family: (advertised, dns_match, dns_host).
+
+    dns_host is the first resolver (where forwarded queries go, even on
+    loopback); a loopback resolver is advertised as the gateway, whose
+    port 53 then leads to it (only with the gateway mapping); with
+    --dns-forward, that address is what port 53 matches, and it is what is
+    advertised unless resolvers were given with -D.
+    """
+    match = host = None
+    adv = []
+    for d in dns_all:
+        if not isinstance(d, cls):
+            continue
+        if host is None:
+            host = d
+        if d.is_loopback:
+            if map_gw and match is None:
+                match = gw
+                adv.append(gw)
+        else:
+            adv.append(d)
+    if forward:
+        match = forward
+        adv = [forward] if not adv or not explicit else adv
+    return adv, match, host
+
+
 def build_config(o: Options, host: HostInfo) -> Config:
     """Combine options and host addressing; raise SetupError if unusable."""
     dns_all = o.dns if o.dns is not None else host.nameservers
@@ -127,22 +155,8 @@ def build_config(o: Options, host: HostInfo) -> Config:
             if prefix == 0:  # classful fallback, as passt does
                 first = addr.packed[0]
                 prefix = 8 if first < 128 else 16 if first < 192 else 24 if first < 224 else 32
-            match = host_ns = None
-            adv: list[IPv4] = []
-            for d in dns_all:
-                if not isinstance(d, IPv4):
-                    continue
-                if host_ns is None:
-                    host_ns = d
-                if d.is_loopback:
-                    if o.map_gw and match is None:
-                        match = gw
-                        adv.append(gw)
-                else:
-                    adv.append(d)
-            if o.dns_forward4:
-                match = o.dns_forward4
-                adv = [o.dns_forward4] if not adv or o.dns is None else adv
+            adv, match, host_ns = _resolvers(dns_all, IPv4, gw, o.map_gw, o.dns_forward4,
+                                             o.dns is not None)
             v4 = V4(addr=addr, prefix=prefix, gw=gw, dns=tuple(adv[:3]),
                     dns_match=match, dns_host=host_ns,
                     ifname=f.ifname if f else (o.ifname or "eth0"))
@@ -156,22 +170,8 @@ def build_config(o: Options, host: HostInfo) -> Config:
         else:
             mac = o.our_mac or host.mac or b"\x02\x00\x00\x00\x00\x01"
             our_ll = gw if gw.is_link_local else ((f.addr_ll if f else None) or _mac_ll(mac))
-            match6 = host6 = None
-            adv6: list[IPv6] = []
-            for d in dns_all:
-                if not isinstance(d, IPv6):
-                    continue
-                if host6 is None:
-                    host6 = d
-                if d.is_loopback:
-                    if o.map_gw and match6 is None:
-                        match6 = gw
-                        adv6.append(gw)
-                else:
-                    adv6.append(d)
-            if o.dns_forward6:
-                match6 = o.dns_forward6
-                adv6 = [o.dns_forward6] if not adv6 or o.dns is None else adv6
+            adv6, match6, host6 = _resolvers(dns_all, IPv6, gw, o.map_gw, o.dns_forward6,
+                                             o.dns is not None)
             v6 = V6(addr=addr, prefix=64, gw=gw, our_ll=our_ll, dns=tuple(adv6[:3]),
                     dns_match=match6, dns_host=host6,
                     ifname=f.ifname if f else (o.ifname or "eth0"))
