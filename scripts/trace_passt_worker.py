@@ -14,9 +14,7 @@ seccomp filter. Compare the list with policies/passt.policy:
 
 from __future__ import annotations
 
-import collections
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scripts.strace_count import report  # noqa: E402
 from tests.integration.test_passt_mode import (  # noqa: E402
     GUEST_SCRIPT,
     INBOUND_CLIENT,
@@ -34,8 +33,6 @@ from tests.integration.test_passt_mode import (  # noqa: E402
 )
 from tests.netenv import PASST, PYTHON, HostNS, _readline, wait_for  # noqa: E402
 from tests.vm import harness  # noqa: E402
-
-LINE = re.compile(r"^(\d+)\s+(?:<\.\.\. )?([a-z0-9_]+)[( ]")
 
 
 def main() -> None:
@@ -73,24 +70,7 @@ def main() -> None:
             Path(os.environ["KEEP_TRACE"]).write_text(text)
         steps = boot.steps()
     print("guest steps:", {k: v.rc for k, v in steps.items()})
-    worker = None
-    counts: collections.Counter[str] = collections.Counter()
-    for line in text.splitlines():
-        m = LINE.match(line)
-        if not m:
-            continue
-        pid, name = m.group(1), m.group(2)
-        if worker is None:
-            if name == "seccomp" and re.search(r"SECCOMP_SET_MODE_FILTER, \w+, \{len=", line):
-                worker = pid
-            continue
-        if pid == worker and "resumed>" not in line:
-            counts[name] += 1
-    if worker is None:
-        sys.exit("trace_passt_worker: no process loaded a seccomp filter")
-    for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-        print(f"{n:8d}  {name}")
-    print(f"{len(counts)} distinct system calls after the filter was loaded")
+    report(text, "trace_passt_worker")
 
 
 if __name__ == "__main__":

@@ -13,17 +13,14 @@ it made afterwards. Compare the list with policies/pasta.policy:
 from __future__ import annotations
 
 import argparse
-import collections
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scripts.strace_count import report  # noqa: E402
 from tests.netenv import PASTA, HostNS  # noqa: E402
-
-LINE = re.compile(r"^(\d+)\s+(?:<\.\.\. )?([a-z0-9_]+)[( ]")
 
 
 def main() -> None:
@@ -37,24 +34,7 @@ def main() -> None:
         host.run(["strace", "-f", "-qq", "-o", str(out), PASTA, *a.pasta_args.split(), "--", *cmd],
                  check=False, timeout=300)
         text = out.read_text()
-    worker = None
-    counts: collections.Counter[str] = collections.Counter()
-    for line in text.splitlines():
-        m = LINE.match(line)
-        if not m:
-            continue
-        pid, name = m.group(1), m.group(2)
-        if worker is None:
-            if name == "seccomp" and "SECCOMP_SET_MODE_FILTER, 0, {len=" in line:
-                worker = pid
-            continue
-        if pid == worker and "resumed>" not in line:
-            counts[name] += 1
-    if worker is None:
-        sys.exit("trace_worker: no process loaded a seccomp filter")
-    for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-        print(f"{n:8d}  {name}")
-    print(f"{len(counts)} distinct system calls after the filter was loaded")
+    report(text, "trace_worker")
 
 
 if __name__ == "__main__":
