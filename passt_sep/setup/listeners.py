@@ -7,7 +7,7 @@ or listen, receives them over the broker socket and only accepts. Without
 a bind address, one dual-stack IPv6 socket serves both families when both
 are enabled. A spec of which no port could be bound is an error, as in
 passt; ``all`` skips the ports it cannot have (in use, privileged).
-``auto`` is not implemented yet and means none.
+``auto`` is handled by setup/autofwd.py (scans every second).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def bind_udp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
     As for TCP: one dual-stack IPv6 socket per port when both families are
     enabled and no address is given, the spec's address and interface
     otherwise; a spec of which no port could be bound is an error, ``all``
-    skips what it cannot have, ``auto`` (pasta's default) means none for now.
+    skips what it cannot have; ``auto`` (pasta's default) is setup/autofwd.py's.
     """
     fwd = cfg.opts.udp_in
     if cfg.opts.no_udp or fwd.mode not in ("spec", "all"):
