@@ -240,6 +240,12 @@ class TcpFlows:
             self.stats["full"] += 1
             return self._rst_reply(p, seg)
         mss, ws = ptcp.parse_options(p.frame, p.l4 + ptcp.TCP_HLEN, seg.off)
+        # inbound connections go to the address the guest last connected from
+        # (passt's addr_seen): a SLAAC-only guest has not the host's address
+        if p.version == 4:
+            self.guest4 = bytes(p.src)
+        elif not (p.src[0] == 0xFE and p.src[1] & 0xC0 == 0x80):
+            self.guest6 = bytes(p.src)
         c = self._new_conn(p.version, p.src, seg.sport, p.dst, seg.dport)
         c.state = CONNECTING
         c.seq_from_tap = (seg.seq + 1) & SEQ_MASK

@@ -6,15 +6,22 @@ own network namespace. The first group drives the socket by hand (an ARP
 request in, the reply out) and checks what libvirt and KubeVirt rely on:
 exit 0 only once the socket listens, the PID file, one client at a time,
 --one-off, SIGTERM, errors as one line. The ``vm`` group boots one qemu
-guest (tests/vm/harness.py) and runs several checks in it: DHCP, ping of
-the gateway (the host's loopback) and of a far host, and a 50 MiB HTTP
-download from the host's loopback with its sha256 compared.
+guest (tests/vm/harness.py) and runs several checks in it: the DHCP lease
+(address, route, DNS, MTU), ping of the gateway (the host's loopback) and of
+a far host, a 50 MiB HTTP download from the host's loopback and an upload
+to it, UDP echo both ways (the guest's tool is tests/vm/udpecho.c), -t and
+-u forwards into the guest, and IPv6: SLAAC from our RA, ping6, TCP and UDP
+over IPv6. Every bulk transfer has its sha256 compared. DHCPv6 is not tried
+in the VM: busybox 1.35 has no udhcpc6 (tests/integration/test_dhcp_guest.py
+covers DHCPv6 with dhclient -6 through pasta).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -29,8 +36,11 @@ import pytest
 
 from tests.netenv import (
     FAR_ADDR4,
+    FAR_ADDR6,
     GW_ADDR4,
+    GW_ADDR6,
     HOST_ADDR4,
+    NETSERVE,
     PASST,
     PYTHON,
     HostNS,
@@ -259,17 +269,31 @@ def test_inherited_fd(host):
 
 
 # -- the VM ----------------------------------------------------------------------------
-BLOB_BYTES = 50 << 20
-INBOUND_PORT, INBOUND_DONE_PORT = 8080, 8081  # -t forwards: host loopback to the guest
+BLOB_BYTES, BLOB6_BYTES, UPLOAD_MIB = 50 << 20, 16 << 20, 16
+# -t forwards (host loopback to the guest): HTTP, "done", and -u: UDP echo
+INBOUND_PORT, INBOUND_DONE_PORT, INBOUND_UDP_PORT = 8080, 8081, 8082
+DNS4 = "192.0.2.53"  # -D: what the lease must carry (not the machine's resolv.conf)
 
-# Host side of the inbound check: download the guest's file through the -t
-# forward, then poke the guest's "done" port so its script carries on.
+# Host side of the inbound checks: download the guest's file through the -t
+# forward over IPv4 and IPv6, UDP echo through -u over both, then poke the
+# guest's "done" port so its script carries on. One JSON line.
 INBOUND_CLIENT = f"""
-import hashlib, socket, sys, time, urllib.request
+import hashlib, json, socket, subprocess, sys, time, urllib.request
+out = {{}}
 try:
-    with urllib.request.urlopen("http://127.0.0.1:{INBOUND_PORT}/blob", timeout=60) as r:
-        print(hashlib.sha256(r.read()).hexdigest(), flush=True)
+    for name, host in (("tcp4", "127.0.0.1"), ("tcp6", "[::1]")):
+        try:
+            with urllib.request.urlopen(f"http://{{host}}:{INBOUND_PORT}/blob", timeout=60) as r:
+                out[name] = hashlib.sha256(r.read()).hexdigest()
+        except OSError as e:
+            out[name] = repr(e)
+    for name, addr in (("udp4", "127.0.0.1"), ("udp6", "::1")):
+        r = subprocess.run([sys.executable, {NETSERVE!r},
+                            "udp-echo-check", addr, "{INBOUND_UDP_PORT}", "--count", "20",
+                            "--size", "1200"], capture_output=True, text=True, timeout=60)
+        out[name] = r.stdout.strip() or r.stderr.strip()
 finally:
+    print(json.dumps(out), flush=True)
     for _ in range(50):
         try:
             socket.create_connection(("127.0.0.1", {INBOUND_DONE_PORT}), timeout=5).close()
@@ -278,6 +302,12 @@ finally:
             time.sleep(0.2)
 """
 
+# Wait (bounded) for SLAAC: a global address in 2001:db8::/64 past DAD and a
+# default route; then show both.
+SLAAC = ("for i in $(seq 60); do ip -6 addr show dev eth0 scope global | grep -v tentative "
+         "| grep -q inet6.2001:db8: && ip -6 route | grep -q ^default && break; "
+         "sleep 0.5; done; ip -6 addr show dev eth0; ip -6 route")
+
 GUEST_SCRIPT = f"""
 step link 10 ip link set eth0 up
 step dhcp 30 udhcpc -i eth0 -n -q -t 5 -T 2 -O mtu -s /usr/share/udhcpc/default.script
@@ -285,15 +315,40 @@ step addr 5 sh -c 'ip addr show eth0; ip route; cat /sys/class/net/eth0/mtu'
 step ping_gw 20 ping -c 2 -W 5 {GW_ADDR4}
 step ping_far 20 ping -c 2 -W 5 {FAR_ADDR4}
 step wget 150 sh -c 'wget -q -O - http://{GW_ADDR4}:HTTP_PORT/blob | sha256sum'
+step upload 120 sh -c 'dd if=/dev/urandom of=/up bs=1M count={UPLOAD_MIB} 2>/dev/null && sha256sum /up && nc {GW_ADDR4} SINK_PORT < /up; rm -f /up'
+step udp_out 30 udpecho send {GW_ADDR4} UDP_PORT 50 1200
+step udp_out_large 30 udpecho send {GW_ADDR4} UDP_PORT 5 60000
+step slaac 40 sh -c '{SLAAC}'
+step ping6_gw 20 ping6 -c 2 -W 5 {GW_ADDR6}
+step ping6_far 20 ping6 -c 2 -W 5 {FAR_ADDR6}
+step wget6 120 sh -c 'wget -q -O - http://[{GW_ADDR6}]:HTTP6_PORT/blob6 | sha256sum'
+step upload6 60 sh -c 'dd if=/dev/urandom of=/up bs=1M count=4 2>/dev/null && sha256sum /up && nc {GW_ADDR6} SINK6_PORT < /up; rm -f /up'
+step udp6_out 30 udpecho send {GW_ADDR6} UDP6_PORT 20 1200
 step inbound_prep 30 sh -c 'mkdir -p /www && dd if=/dev/urandom of=/www/blob bs=1M count=8 2>/dev/null && sha256sum /www/blob && httpd -p {INBOUND_PORT} -h /www'
+udpecho serve {INBOUND_UDP_PORT} 120 &
 echo INBOUND-READY
-step inbound_wait 90 nc -l -p {INBOUND_DONE_PORT}
+step inbound_wait 150 nc -l -p {INBOUND_DONE_PORT}
+"""
+
+HTTP_SERVER = """
+import functools, http.server, socket, socketserver, sys, threading
+class V6(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    def server_bind(self):  # without getfqdn: ::1 is no name in /etc/hosts here
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "localhost", self.server_address[1]
+h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+s4 = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
+s6 = V6(("::1", 0), h)
+threading.Thread(target=s6.serve_forever, daemon=True).start()
+print("READY", s4.server_address[1], s6.server_address[1], flush=True)
+s4.serve_forever()
 """
 
 
 @pytest.fixture(scope="module")
-def vm_run() -> Iterator[tuple[harness.Boot, dict[str, harness.Step], str, str]]:
-    """One boot shared by the VM checks: (boot, steps, blob sha256, passt log)."""
+def vm_run() -> Iterator[tuple[harness.Boot, dict[str, harness.Step], dict[str, str], str]]:
+    """One boot shared by the VM checks: (boot, steps, sha256 by name, passt log)."""
     why = harness.available()
     if why:
         pytest.skip(why)
@@ -302,45 +357,52 @@ def vm_run() -> Iterator[tuple[harness.Boot, dict[str, harness.Step], str, str]]
         os.chmod(work, 0o755)
         www = work / "www"
         www.mkdir()
-        blob = os.urandom(BLOB_BYTES)
-        (www / "blob").write_bytes(blob)
-        digest = hashlib.sha256(blob).hexdigest()
-        del blob
-        srv = host.popen([PYTHON, "-u", "-c", textwrap.dedent(f"""\
-            import functools, http.server, sys
-            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory={str(www)!r})
-            s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
-            print("READY", s.server_address[1], flush=True)
-            s.serve_forever()
-            """)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        port = int(_readline(srv, 10).split()[1])
+        digests = {}
+        for name, size in (("blob", BLOB_BYTES), ("blob6", BLOB6_BYTES)):
+            data = os.urandom(size)
+            (www / name).write_bytes(data)
+            digests[name] = hashlib.sha256(data).hexdigest()
+            del data
+        srv = host.popen([PYTHON, "-u", "-c", HTTP_SERVER, str(www)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        port4, port6 = _readline(srv, 10).split()[1:3]
+        sink4, sink6 = host.serve("tcp-sink", "127.0.0.1"), host.serve("tcp-sink", "::1")
+        echo4, echo6 = host.serve("udp-echo", "127.0.0.1"), host.serve("udp-echo", "::1")
         sock, logf = work / "passt.socket", work / "passt.log"
         host.run([PASST, "--one-off", "-s", str(sock), "-l", str(logf), "-P", str(work / "pid"),
-                  "-t", f"{INBOUND_PORT},{INBOUND_DONE_PORT}"], timeout=30)
-        boot = harness.Boot(work, GUEST_SCRIPT.replace("HTTP_PORT", str(port)))
+                  "-D", DNS4, "-t", f"{INBOUND_PORT},{INBOUND_DONE_PORT}",
+                  "-u", str(INBOUND_UDP_PORT)], timeout=30)
+        script = GUEST_SCRIPT
+        for key, val in (("HTTP_PORT", port4), ("HTTP6_PORT", port6), ("SINK_PORT", sink4.port),
+                         ("SINK6_PORT", sink6.port), ("UDP_PORT", echo4.port),
+                         ("UDP6_PORT", echo6.port)):
+            script = script.replace(key, str(val))
+        boot = harness.Boot(work, script, harness.guest_tools())
         inbound: dict[str, str] = {}
 
-        def host_side() -> None:  # once the guest serves: download through -t
+        def host_side() -> None:  # once the guest serves: download through -t, echo through -u
             if wait_for(lambda: "INBOUND-READY" in boot.text(), 200, 0.2):
-                r = host.run([PYTHON, "-c", INBOUND_CLIENT], timeout=90, check=False)
-                inbound["sha256"] = r.stdout.strip()
+                r = host.run([PYTHON, "-c", INBOUND_CLIENT], timeout=150, check=False)
+                inbound.update(json.loads(r.stdout.strip() or "{}"))
                 inbound["stderr"] = r.stderr
 
         t = threading.Thread(target=host_side, daemon=True)
         t.start()
-        boot.run(host.popen, str(sock), timeout=240)
-        t.join(100)
+        boot.run(host.popen, str(sock), timeout=300)
+        t.join(160)
         stop_process(srv)
         steps = boot.steps()
         boot.inbound = inbound  # type: ignore[attr-defined]
-        yield boot, steps, digest, logf.read_text()
+        yield boot, steps, digests, logf.read_text()
 
 
-def _step(vm_run, name: str) -> harness.Step:
+def _step(vm_run, name: str, ok: bool = True) -> harness.Step:
     boot, steps, _digest, log = vm_run
     assert name in steps, (f"step {name} did not run; boot {boot.boot_seconds}s\n"
                            f"console tail:\n{boot.text()[-3000:]}\nqemu: {boot.qemu_errors()}\n"
                            f"passt log tail:\n{log[-2000:]}")
+    if ok:
+        assert steps[name].rc == 0, steps[name].output
     return steps[name]
 
 
@@ -348,15 +410,14 @@ def _step(vm_run, name: str) -> harness.Step:
 def test_vm_boots_and_links(vm_run):
     boot = vm_run[0]
     assert boot.boot_seconds is not None, boot.text()[-3000:]
-    assert _step(vm_run, "link").rc == 0
+    _step(vm_run, "link")
 
 
 @pytest.mark.vm
-def test_vm_dhcp_lease(vm_run):
+def test_vm_dhcp_lease_address_route_dns_mtu(vm_run):
     s = _step(vm_run, "dhcp")
-    assert s.rc == 0, s.output
-    assert f"LEASE ip={HOST_ADDR4} " in s.output and f"router={GW_ADDR4}" in s.output
-    assert "mtu=65520" in s.output
+    assert (f"LEASE ip={HOST_ADDR4} subnet=255.255.255.0 mask=24 router={GW_ADDR4} "
+            f"mtu=65520 dns={DNS4}") in s.output, s.output
     a = _step(vm_run, "addr").output
     assert f"inet {HOST_ADDR4}/24" in a and f"default via {GW_ADDR4}" in a
     assert a.strip().splitlines()[-1] == "65520"
@@ -365,31 +426,80 @@ def test_vm_dhcp_lease(vm_run):
 @pytest.mark.vm
 def test_vm_ping_gateway_is_host_loopback(vm_run):
     s = _step(vm_run, "ping_gw")
-    assert s.rc == 0 and f"64 bytes from {GW_ADDR4}" in s.output, s.output
+    assert f"64 bytes from {GW_ADDR4}" in s.output, s.output
 
 
 @pytest.mark.vm
 def test_vm_ping_far_host(vm_run):
     s = _step(vm_run, "ping_far")
-    assert s.rc == 0 and f"64 bytes from {FAR_ADDR4}" in s.output, s.output
+    assert f"64 bytes from {FAR_ADDR4}" in s.output, s.output
 
 
 @pytest.mark.vm
 def test_vm_wget_50mib_from_host_loopback(vm_run):
     s = _step(vm_run, "wget")
-    assert s.rc == 0, s.output
-    assert s.output.split()[0] == vm_run[2], "sha256 of the download differs"
+    assert s.output.split()[0] == vm_run[2]["blob"], "sha256 of the download differs"
 
 
 @pytest.mark.vm
-def test_vm_inbound_tcp_forward_to_guest(vm_run):
-    """-t: the host's loopback port reaches the guest's server (8 MiB, sha256)."""
-    prep = _step(vm_run, "inbound_prep")
-    assert prep.rc == 0, prep.output
-    guest_sha = prep.output.split()[0]
+@pytest.mark.parametrize("name,mib", [("upload", UPLOAD_MIB), ("upload6", 4)])
+def test_vm_upload_to_host_loopback(vm_run, name, mib):
+    """The guest sends a file to a sink on the host's loopback (v4, then v6);
+    the sink's sha256 and byte count must match the guest's."""
+    out = _step(vm_run, name).output.split()
+    guest_sha, sink_sha, count = out[0], out[2], out[3]
+    assert (sink_sha, count) == (guest_sha, str(mib << 20)), out
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("name,count", [("udp_out", 50), ("udp_out_large", 5), ("udp6_out", 20)])
+def test_vm_udp_echo_from_guest_to_host_loopback(vm_run, name, count):
+    assert f"echoed {count}/{count}" in _step(vm_run, name).output
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_vm_inbound_tcp_forward_to_guest(vm_run, family):
+    """-t: the host's loopback port (127.0.0.1 and ::1) reaches the guest's
+    server (8 MiB, sha256)."""
+    guest_sha = _step(vm_run, "inbound_prep").output.split()[0]
     got = vm_run[0].inbound
-    assert got.get("sha256") == guest_sha, got
-    assert _step(vm_run, "inbound_wait").rc == 0
+    assert got.get(f"tcp{family}") == guest_sha, got
+    _step(vm_run, "inbound_wait")
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_vm_inbound_udp_forward_to_guest_echo(vm_run, family):
+    """-u: datagrams to the host's loopback port come back from the guest's echo."""
+    _step(vm_run, "inbound_prep")
+    got = vm_run[0].inbound.get(f"udp{family}", "{}")
+    res = json.loads(got) if got.startswith("{") else {"error": got}
+    assert res.get("ok") and res.get("echoed") == 20, res
+
+
+@pytest.mark.vm
+def test_vm_slaac_address_and_default_route(vm_run):
+    """The guest kernel configures itself from our RA: an EUI-64 address in
+    2001:db8::/64 and a default route via our link-local address."""
+    out = _step(vm_run, "slaac").output
+    assert "inet6 2001:db8::5054:ff:fe12:3456/64 scope global dynamic" in out, out
+    # busybox ip shows no "proto ra": an expiry tells the route came from an RA
+    assert re.search(r"^default via fe80::\S+ dev eth0 .*expires", out, re.M), out
+
+
+@pytest.mark.vm
+def test_vm_ping6_gateway_and_far_host(vm_run):
+    for name, addr in (("ping6_gw", GW_ADDR6), ("ping6_far", FAR_ADDR6)):
+        s = _step(vm_run, name)
+        assert f"from {addr}" in s.output, s.output
+
+
+@pytest.mark.vm
+def test_vm_wget6_from_host_loopback(vm_run):
+    """TCP over IPv6: [2001:db8::1] is the host's ::1 (16 MiB, sha256)."""
+    s = _step(vm_run, "wget6")
+    assert s.output.split()[0] == vm_run[2]["blob6"], "sha256 of the download differs"
 
 
 @pytest.mark.vm

@@ -210,14 +210,55 @@ def initramfs(kver: str) -> Path:
     return path
 
 
-def with_script(base: Path, script: str, dest: Path) -> Path:
-    """base initramfs + an archive holding /test.sh, written to dest."""
+def with_script(base: Path, script: str, dest: Path,
+                extra: dict[str, bytes] | None = None) -> Path:
+    """base initramfs + an archive holding /test.sh, written to dest.
+
+    ``extra`` maps more paths (relative, their directories created) to the
+    contents of executable files, e.g. ``guest_tools()`` or ``host_binary()``.
+    """
     c = Cpio()
     c.file("test.sh", script.encode(), 0o755)
+    made: set[str] = set()
+    for name, data in sorted((extra or {}).items()):
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in made:
+                made.add(d)
+                c.dir(d)
+        c.file(name, data, 0o755)
     with open(dest, "wb") as f:
         f.write(base.read_bytes())
         f.write(c.finish())
     return dest
+
+
+UDPECHO_SRC = Path(__file__).with_name("udpecho.c")
+
+
+def guest_tools() -> dict[str, bytes]:
+    """``bin/udpecho`` (tests/vm/udpecho.c), built with ``gcc -static`` and cached."""
+    src = UDPECHO_SRC.read_bytes()
+    path = CACHE / f"udpecho-{hashlib.sha256(src).hexdigest()[:16]}"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        subprocess.run(["gcc", "-static", "-O2", "-o", str(tmp), str(UDPECHO_SRC)],
+                       check=True, timeout=120, capture_output=True)
+        tmp.rename(path)
+    return {"bin/udpecho": path.read_bytes()}
+
+
+def host_binary(path: str) -> dict[str, bytes]:
+    """A dynamically linked host binary and the libraries ``ldd`` lists, at the
+    same paths (the guest is the same distribution), for ``with_script``."""
+    out = subprocess.run(["ldd", path], check=True, timeout=30, capture_output=True,
+                         text=True).stdout
+    files = {path.lstrip("/"): Path(path).read_bytes()}
+    for lib in re.findall(r"(/\S+) \(0x", out):
+        files[lib.lstrip("/")] = Path(lib).resolve().read_bytes()
+    return files
 
 
 # -- one boot -------------------------------------------------------------------------
@@ -232,11 +273,12 @@ class Step:
 STEP_RE = re.compile(r"^STEP-BEGIN (\S+)\n(.*?)^STEP-END \1 rc=(\d+)$", re.S | re.M)
 
 
-def qemu_argv(vmlinuz: str, initrd: Path, sock: str, console: Path) -> list[str]:
+def qemu_argv(vmlinuz: str, initrd: Path, sock: str, console: Path,
+              memory_mib: int = 256) -> list[str]:
     """The qemu command line of a boot (passt socket, serial console to a file)."""
     accel = os.environ.get("PASST_SEP_VM_ACCEL", "tcg")
     cpu = ["-cpu", "host"] if accel == "kvm" else ["-cpu", "max"]
-    return ["qemu-system-x86_64", "-accel", accel, *cpu, "-m", "256", "-smp", "1",
+    return ["qemu-system-x86_64", "-accel", accel, *cpu, "-m", str(memory_mib), "-smp", "1",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
             "-kernel", vmlinuz, "-initrd", str(initrd),
@@ -248,18 +290,20 @@ def qemu_argv(vmlinuz: str, initrd: Path, sock: str, console: Path) -> list[str]
 class Boot:
     """One run of the guest with a test script; see the module doc."""
 
-    def __init__(self, workdir: Path, script: str) -> None:
+    def __init__(self, workdir: Path, script: str,
+                 extra: dict[str, bytes] | None = None, memory_mib: int = 256) -> None:
         self.workdir = workdir
         vmlinuz, kver = kernel()
         self.vmlinuz = vmlinuz
-        self.initrd = with_script(initramfs(kver), script, workdir / "initrd.img")
+        self.memory_mib = memory_mib
+        self.initrd = with_script(initramfs(kver), script, workdir / "initrd.img", extra)
         self.console = workdir / "console.log"
         self.boot_seconds: float | None = None
         self.seconds: float | None = None
 
     def argv(self, sock: str) -> list[str]:
         """qemu's command line."""
-        return qemu_argv(self.vmlinuz, self.initrd, sock, self.console)
+        return qemu_argv(self.vmlinuz, self.initrd, sock, self.console, self.memory_mib)
 
     def text(self) -> str:
         """The console so far, with carriage returns removed."""
