@@ -268,6 +268,73 @@ def test_inherited_fd(host):
     assert "reply 0002" in r.stdout and "exit 0" in r.stdout
 
 
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def echo_request(dst_mac: bytes, ident: int = 0x1234, seq: int = 1) -> bytes:
+    """A length-prefixed ICMP echo request from the guest to the gateway."""
+    icmp = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"pcap-test" * 4
+    icmp = icmp[:2] + struct.pack("!H", _csum(icmp)) + icmp[4:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0x4000, 64, 1, 0,
+                     socket.inet_aton(HOST_ADDR4), socket.inet_aton(GW_ADDR4))
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    frame = dst_mac + GUEST_MAC + b"\x08\x00" + ip + icmp
+    return struct.pack("!I", len(frame)) + frame
+
+
+def pcap_records(path: Path) -> tuple[int, list[bytes]]:
+    """(link type, frames) of a classic pcap file."""
+    data = path.read_bytes()
+    linktype = struct.unpack_from("=I", data, 20)[0]
+    out, off = [], 24
+    while off + 16 <= len(data):
+        caplen, origlen = struct.unpack_from("=II", data, off + 8)
+        assert caplen == origlen
+        out.append(data[off + 16 : off + 16 + caplen])
+        off += 16 + caplen
+    return linktype, out
+
+
+def test_pcap_records_frames_both_ways_without_the_length_prefix(host, tmp):
+    """--pcap in passt mode: what goes through the stream, as Ethernet frames,
+    without the 4-byte length; tcpdump reads it."""
+    sock, cap = tmp / "s", tmp / "cap.pcap"
+    p = host.popen([PASST, "-f", "-q", "-1", "-s", str(sock), "-p", str(cap)],
+                   stderr=subprocess.PIPE)
+    assert wait_for(lambda: sock.exists(), 10)
+    c = socket.socket(socket.AF_UNIX)
+    assert wait_for(lambda: c.connect(str(sock)) is None, 10)
+    c.sendall(arp_request())
+    arp_reply = recv_frame(c)
+    c.sendall(echo_request(arp_reply[6:12]))
+    for _ in range(10):  # an RA or other unsolicited frame may come first
+        f = recv_frame(c, 10)
+        if f[12:14] == b"\x08\x00" and f[23] == 1 and f[34] == 0:
+            echo_reply = f
+            break
+    else:
+        raise AssertionError("no echo reply")
+    c.close()
+    assert p.wait(10) == 0
+    linktype, frames = pcap_records(cap)
+    assert linktype == 1  # Ethernet
+    sent_arp, sent_echo = arp_request()[4:], echo_request(arp_reply[6:12])[4:]
+    for frame in (sent_arp, arp_reply, sent_echo, echo_reply):
+        assert frame in frames, f"frame of {len(frame)} bytes not recorded as such"
+    assert len(frames[0]) == 42  # the first frame is the ARP request, no prefix
+    r = host.run(["tcpdump", "-nn", "-r", str(cap)], timeout=30)
+    assert f"ARP, Request who-has {GW_ADDR4} tell {HOST_ADDR4}" in r.stdout, r.stdout
+    assert f"ARP, Reply {GW_ADDR4} is-at" in r.stdout, r.stdout
+    assert f"{HOST_ADDR4} > {GW_ADDR4}: ICMP echo request" in r.stdout, r.stdout
+    assert f"{GW_ADDR4} > {HOST_ADDR4}: ICMP echo reply" in r.stdout, r.stdout
+
+
 # -- the VM ----------------------------------------------------------------------------
 BLOB_BYTES, BLOB6_BYTES, UPLOAD_MIB = 50 << 20, 16 << 20, 16
 # -t forwards (host loopback to the guest): HTTP, "done", and -u: UDP echo
