@@ -33,12 +33,16 @@ announcements, each a ``LISTENER`` layout (4-byte magic, port, target):
                 server went away); ``target`` unused
     UDRP        the same for the -u sockets of ``port``
     TNDR        the same for the -T listeners of ``port``
+    UNSL + fd   a -U socket bound inside the namespace (127.0.0.1 or ::1);
+                every datagram it receives is relayed to the host's loopback
+    UNDR        close the -U sockets of ``port`` (and their flows)
 
 Announcements only ever hand the worker sockets that it may accept or
 receive on, and drops only take them away: no message makes the worker
 create, bind or connect anything, and the drop of a port the worker does
 not hold is ignored. Which port an accepted connection is spliced to is
-re-checked by the parent on the OP_*_LOOP_CONNECT request (docs/splice.md).
+re-checked by the parent on the OP_*_LOOP_CONNECT and OP_*_LOOP_UDP
+requests (docs/splice.md).
 """
 
 from __future__ import annotations
@@ -57,9 +61,16 @@ OP_UDP_SOCKET = 3  # UDP socket in the host netns, bound to port (the guest's so
 # netns (for -T); the port must be a current forwarding target
 OP_NS_LOOP_CONNECT = 4
 OP_HOST_LOOP_CONNECT = 5
+# pasta UDP splice path: a UDP socket bound to the loopback address of
+# ``family`` (port chosen by the kernel) and connected to that loopback at
+# ``port``, in the namespace (a current -u target) or in the host netns (a
+# current -U target); one per loopback sender
+OP_NS_LOOP_UDP = 6
+OP_HOST_LOOP_UDP = 7
 OP_NAMES = {OP_PING_SOCKET: "ping socket", OP_TCP_CONNECT: "tcp connect", OP_UDP_SOCKET: "udp socket",
             OP_NS_LOOP_CONNECT: "namespace loopback connect",
-            OP_HOST_LOOP_CONNECT: "host loopback connect"}
+            OP_HOST_LOOP_CONNECT: "host loopback connect",
+            OP_NS_LOOP_UDP: "namespace loopback udp", OP_HOST_LOOP_UDP: "host loopback udp"}
 
 # Parent to worker, right after the start message: one inbound TCP listener
 # (-t) per message, its fd attached: magic, listening port, target port.
@@ -70,8 +81,11 @@ NS_LISTENER_MAGIC = b"TNSL"  # a -T listener bound inside the namespace
 DROP_TCP_MAGIC = b"TDRP"  # close the -t listeners of a port (no fd)
 DROP_UDP_MAGIC = b"UDRP"  # close the -u sockets of a port (no fd)
 DROP_NS_MAGIC = b"TNDR"  # close the -T listeners of a port (no fd)
+NS_UDP_MAGIC = b"UNSL"  # a -U socket bound inside the namespace
+DROP_NS_UDP_MAGIC = b"UNDR"  # close the -U sockets of a port (no fd)
 PORT_MAGICS = frozenset({LISTENER_MAGIC, UDP_LISTENER_MAGIC, NS_LISTENER_MAGIC,
-                         DROP_TCP_MAGIC, DROP_UDP_MAGIC, DROP_NS_MAGIC})
+                         DROP_TCP_MAGIC, DROP_UDP_MAGIC, DROP_NS_MAGIC,
+                         NS_UDP_MAGIC, DROP_NS_UDP_MAGIC})
 
 START_MAX = 1 << 20  # largest start-up message (pickled Config)
 MAX_START_FDS = 16

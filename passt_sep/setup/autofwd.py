@@ -7,14 +7,16 @@ Parent only. Three jobs:
   namespace (``setns`` is per thread). Sockets that must live in the
   namespace are made there: the -T listeners (bound to 127.0.0.1 and ::1)
   and, on the worker's request, the namespace side of a spliced -t
-  connection (a non-blocking connect to the namespace's loopback). Using
+  connection (a non-blocking connect to the namespace's loopback), the -U
+  sockets (bound to 127.0.0.1 and ::1) and, on request, the namespace side
+  of a -u datagram flow from a host loopback sender. Using
   one thread instead of one per request keeps a splice set-up at a queue
   round trip (tens of microseconds).
 - ``Forwarder``: which ports are forwarded right now in each direction,
-  so the broker can check a loopback connect request against them (only
-  a current target port of -t may be reached on the namespace's loopback,
-  only one of -T on the host's).
-- ``auto`` (pasta's default for -t, -u and -T): the /proc/net/tcp, tcp6,
+  so the broker can check a loopback request against them (only a current
+  target port of -t, or of -u for UDP, may be reached on the namespace's
+  loopback; only one of -T, or of -U, on the host's).
+- ``auto`` (pasta's default for -t, -u, -T and -U): the /proc/net/tcp, tcp6,
   udp and udp6 files of both namespaces are opened once (the namespace's
   through /proc/thread-self/net from the thread inside it; an open proc
   net file stays bound to its namespace) and re-read every second with
@@ -22,11 +24,13 @@ Parent only. Three jobs:
   the namespace, -T auto a namespace listener (127.0.0.1, ::1) for every
   port listening on the host, -u auto a host UDP socket for every UDP port
   bound in the namespace (and, as passt, every TCP listening port) below
-  the namespace's ephemeral range. Ports forwarded the other way are
-  excluded (otherwise each direction would see the other's listeners and
-  loop). New sockets go to the worker as port announcements, ports that
-  went away as drops (``ipc``); the parent keeps no copy, so the worker's
-  close releases the port. -U auto is not implemented and means none.
+  the namespace's ephemeral range, -U auto namespace UDP sockets (127.0.0.1,
+  ::1) for every UDP port bound (unconnected) on the host and every TCP
+  listening port there, below the host's ephemeral range. Ports forwarded
+  the other way are excluded (otherwise each direction would see the
+  other's listeners and loop). New sockets go to the worker as port
+  announcements, ports that went away as drops (``ipc``); the parent keeps
+  no copy, so the worker's close releases the port.
 """
 
 from __future__ import annotations
@@ -123,6 +127,35 @@ def loop_connect(family: int, port: int) -> socket.socket:
     return s
 
 
+def loop_udp(family: int, port: int) -> socket.socket:
+    """A UDP socket bound to loopback (kernel's port), connected to loopback:port, in this netns.
+
+    One per loopback sender of the UDP splice path: its source port is the
+    sender's identity for the server, and being connected it receives only
+    the server's replies.
+    """
+    loop = "127.0.0.1" if family == socket.AF_INET else "::1"
+    s = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((loop, 0))
+        s.connect((loop, port))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _ephemeral_low() -> int:
+    """The first port of this netns's ephemeral range (ip_local_port_range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return EPHEMERAL_DEFAULT
+
+
 def _targets(fwd: PortFwd) -> dict[int, int]:
     """Listening port -> target port of a spec."""
     out: dict[int, int] = {}
@@ -177,16 +210,23 @@ class Forwarder:
         self.tcp_out = _targets(o.tcp_out) if not o.no_tcp else {}
         self.tin_targets = set(self.tcp_in.values())
         self.tout_targets = set(self.tcp_out.values())
+        self.udp_in = _targets(o.udp_in) if not o.no_udp else {}
+        self.udp_out = _targets(o.udp_out) if not o.no_udp else {}
+        self.uin_targets = set(self.udp_in.values())
+        self.uout_targets = set(self.udp_out.values())
         self.auto_t = o.tcp_in.mode == "auto" and not o.no_tcp
         self.auto_T = o.tcp_out.mode == "auto" and not o.no_tcp
         self.auto_u = o.udp_in.mode == "auto" and not o.no_udp
+        self.auto_U = o.udp_out.mode == "auto" and not o.no_udp
         # ports bound by auto (listening port == target)
         self.t_bound: set[int] = set()
         self.T_bound: set[int] = set()
         self.u_bound: set[int] = set()
+        self.U_bound: set[int] = set()
         self.host_files: dict[str, int] = {}
         self.ns_files: dict[str, int] = {}
         self.ephemeral = EPHEMERAL_DEFAULT
+        self.host_ephemeral = _ephemeral_low() if self.auto_U else EPHEMERAL_DEFAULT
         self.next_scan = 0.0
         self._open_files()
 
@@ -199,11 +239,21 @@ class Forwarder:
         """May the worker reach the host's loopback at port (-T)?"""
         return port in self.T_bound or port in self.tout_targets
 
+    def ns_udp_target_ok(self, port: int) -> bool:
+        """May the worker send to the namespace's loopback at port (-u)?"""
+        return port in self.u_bound or port in self.uin_targets
+
+    def host_udp_target_ok(self, port: int) -> bool:
+        """May the worker send to the host's loopback at port (-U)?"""
+        return port in self.U_bound or port in self.uout_targets
+
     # -- /proc/net files ---------------------------------------------------------
     def _open_files(self) -> None:
         flags = os.O_RDONLY | os.O_CLOEXEC
-        if self.auto_T:
-            for name in ("tcp", "tcp6"):
+        host_wanted = (["tcp", "tcp6"] if self.auto_T or self.auto_U else []) + (
+            ["udp", "udp6"] if self.auto_U else [])
+        if host_wanted:
+            for name in host_wanted:
                 try:
                     self.host_files[name] = os.open(f"/proc/net/{name}", flags)
                 except OSError as e:
@@ -218,13 +268,7 @@ class Forwarder:
                     out[name] = os.open(f"/proc/thread-self/net/{name}", flags)
                 except OSError as e:
                     log.debug(f"auto: namespace /proc/net/{name}: {e.strerror}")
-            eph = EPHEMERAL_DEFAULT
-            try:
-                with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-                    eph = int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
-            return out, eph
+            return out, _ephemeral_low()
 
         if wanted:
             self.ns_files, self.ephemeral = self.ns.call(open_ns)
@@ -253,6 +297,16 @@ class Forwarder:
             raise SetupError("TCP forwarding from the namespace (-T)", "Failed to bind any port")
         return out
 
+    def bind_ns_udp_spec(self) -> list[tuple[socket.socket, int, int]]:
+        """UDP sockets for the -U spec, bound in the namespace on 127.0.0.1 and ::1."""
+        if not self.udp_out:
+            return []
+        items = list(self.udp_out.items())
+        out = self.ns.call(lambda: _bind_loopback_udp(items))
+        if not out:
+            raise SetupError("UDP forwarding from the namespace (-U)", "Failed to bind any port")
+        return out
+
     # -- auto --------------------------------------------------------------------
     def start(self, sock: socket.socket) -> None:
         """Remember the worker's socket and do the first scan now."""
@@ -262,7 +316,7 @@ class Forwarder:
     @property
     def auto(self) -> bool:
         """Whether any direction is ``auto`` (then the parent scans every second)."""
-        return self.auto_t or self.auto_T or self.auto_u
+        return self.auto_t or self.auto_T or self.auto_u or self.auto_U
 
     def due(self, now: float) -> bool:
         """Whether a scan is due."""
@@ -271,20 +325,29 @@ class Forwarder:
     def scan(self, now: float | None = None) -> None:
         """Re-read the /proc/net files and bind or drop auto listeners."""
         self.next_scan = (time.monotonic() if now is None else now) + SCAN_INTERVAL
-        if not (self.auto_t or self.auto_T or self.auto_u):
+        if not self.auto:
             return
         excl_ns = self.T_bound | set(self.tcp_out)  # our own listeners inside the namespace
         excl_host = self.t_bound | set(self.tcp_in)  # ours on the host
+        excl_ns_udp = self.U_bound | set(self.udp_out)  # our -U sockets inside the namespace
+        excl_host_udp = self.u_bound | set(self.udp_in)  # our -u sockets on the host
         ns_tcp = self._ports(self.ns_files, ("tcp", "tcp6"), (TCP_LISTEN,)) - excl_ns
         if self.auto_t:
             self._sync_host(ns_tcp, self.t_bound, ipc.LISTENER_MAGIC, ipc.DROP_TCP_MAGIC, _listen)
         if self.auto_u:
             ns_udp = self._ports(self.ns_files, ("udp", "udp6"), (UDP_UNCONNECTED,), self.ephemeral)
-            self._sync_host((ns_udp | {p for p in ns_tcp if p < self.ephemeral}) - excl_ns,
+            self._sync_host((ns_udp | {p for p in ns_tcp if p < self.ephemeral}) - excl_ns_udp,
                             self.u_bound, ipc.UDP_LISTENER_MAGIC, ipc.DROP_UDP_MAGIC, _udp_bind)
-        if self.auto_T:
+        if self.auto_T or self.auto_U:
             host_tcp = self._ports(self.host_files, ("tcp", "tcp6"), (TCP_LISTEN,)) - excl_host
-            self._sync_ns(host_tcp)
+            if self.auto_T:
+                self._sync_ns(host_tcp, self.T_bound, ipc.NS_LISTENER_MAGIC, ipc.DROP_NS_MAGIC,
+                              _bind_loopback_listeners)
+            if self.auto_U:
+                eph = self.host_ephemeral
+                host_udp = self._ports(self.host_files, ("udp", "udp6"), (UDP_UNCONNECTED,), eph)
+                self._sync_ns((host_udp | {p for p in host_tcp if p < eph}) - excl_host_udp,
+                              self.U_bound, ipc.NS_UDP_MAGIC, ipc.DROP_NS_UDP_MAGIC, _bind_loopback_udp)
 
     def _binds(self) -> list[tuple[int, str, bool]]:
         if self.cfg.v6 is not None:
@@ -312,25 +375,25 @@ class Forwarder:
                 s.close()
             log.debug(f"auto: forwarding port {port} ({magic.decode()})")
 
-    def _sync_ns(self, want: set[int]) -> None:
-        bound = self.T_bound
+    def _sync_ns(self, want: set[int], bound: set[int], magic: bytes, drop: bytes,
+                 bind: Callable[[list[tuple[int, int]]], list[tuple[socket.socket, int, int]]]) -> None:
         for port in sorted(bound - want):
             bound.discard(port)
-            self._send(ipc.pack_port_msg(ipc.DROP_NS_MAGIC, port), [])
-            log.debug(f"auto: namespace port {port} released")
+            self._send(ipc.pack_port_msg(drop, port), [])
+            log.debug(f"auto: namespace port {port} released ({drop.decode()})")
         new = sorted(want - bound)
         if not new:
             return
         try:
-            got = self.ns.call(lambda: _bind_loopback_listeners([(p, p) for p in new]))
+            got = self.ns.call(lambda: bind([(p, p) for p in new]))
         except OSError as e:
-            log.debug(f"auto: namespace listeners: {e.strerror}")
+            log.debug(f"auto: namespace sockets: {e.strerror}")
             return
         for s, port, target in got:
             bound.add(port)
-            self._send(ipc.pack_port_msg(ipc.NS_LISTENER_MAGIC, port, target), [s.fileno()])
+            self._send(ipc.pack_port_msg(magic, port, target), [s.fileno()])
             s.close()
-            log.debug(f"auto: forwarding namespace port {port} to the host")
+            log.debug(f"auto: forwarding namespace port {port} to the host ({magic.decode()})")
 
     def _send(self, msg: bytes, fds: list[int]) -> None:
         if self.sock is None:
@@ -356,5 +419,20 @@ def _bind_loopback_listeners(items: list[tuple[int, int]]) -> list[tuple[socket.
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE):
                     log.warn(f"Can't open enough sockets for TCP port forwarding, stopping at port {port}")
+                    return out
+    return out
+
+
+def _bind_loopback_udp(items: list[tuple[int, int]]) -> list[tuple[socket.socket, int, int]]:
+    """In the calling thread's netns: UDP sockets on 127.0.0.1 and ::1 per (port, target) (-U)."""
+    out: list[tuple[socket.socket, int, int]] = []
+    fams = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+    for port, target in items:
+        for fam, addr in fams:
+            try:
+                out.append((_udp_bind(fam, addr, port, None, True), port, target))
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    log.warn(f"Can't open enough sockets for UDP port forwarding, stopping at port {port}")
                     return out
     return out

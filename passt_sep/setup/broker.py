@@ -168,6 +168,35 @@ class Broker:
 
         return loop_connect(req.family, req.port)
 
+    def ns_loop_udp(self, req: ipc.Request) -> socket.socket | int:
+        """UDP splice path of -u: a socket in the namespace, loopback to loopback:port.
+
+        For one host loopback sender on a -u socket. Only a current -u target
+        (spec, or bound by auto) may be named; the socket is bound to the
+        namespace's loopback and connected to the target there.
+        """
+        fwd = self.fwd
+        if (fwd is None or self.cfg.opts.no_udp or req.port == 0
+                or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.ns_udp_target_ok(req.port)):
+            return errno.EPERM
+        from .autofwd import loop_udp
+
+        return fwd.ns.call(lambda: loop_udp(req.family, req.port))  # type: ignore[no-any-return]
+
+    def host_loop_udp(self, req: ipc.Request) -> socket.socket | int:
+        """UDP splice path of -U: a socket in the host netns, loopback to loopback:port.
+
+        For one namespace loopback sender on a -U socket. Only a current -U
+        target (spec, or bound by auto) may be named.
+        """
+        fwd = self.fwd
+        if (fwd is None or self.cfg.opts.no_udp or req.port == 0
+                or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.host_udp_target_ok(req.port)):
+            return errno.EPERM
+        from .autofwd import loop_udp
+
+        return loop_udp(req.family, req.port)
+
     def handle(self, data: bytes) -> None:
         """Answer one request message."""
         req = ipc.unpack_request(data)
@@ -177,7 +206,8 @@ class Broker:
             return
         handler = {ipc.OP_PING_SOCKET: self.ping_socket, ipc.OP_TCP_CONNECT: self.tcp_connect,
                    ipc.OP_UDP_SOCKET: self.udp_socket, ipc.OP_NS_LOOP_CONNECT: self.ns_loop_connect,
-                   ipc.OP_HOST_LOOP_CONNECT: self.host_loop_connect}.get(req.op)
+                   ipc.OP_HOST_LOOP_CONNECT: self.host_loop_connect,
+                   ipc.OP_NS_LOOP_UDP: self.ns_loop_udp, ipc.OP_HOST_LOOP_UDP: self.host_loop_udp}.get(req.op)
         if handler is None:
             result: socket.socket | int = errno.EPERM
         else:

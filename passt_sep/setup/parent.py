@@ -203,6 +203,7 @@ class Parent:
         listeners = bind_tcp_listeners(cfg)
         udp_listeners = bind_udp_listeners(cfg)
         ns_listeners = self.fwd.bind_ns_spec()  # -T, inside the namespace
+        ns_udp = self.fwd.bind_ns_udp_spec()  # -U, inside the namespace
 
         fds = [self.tap_fd] + ([log_fd] if log_fd is not None else []) + (
             [pcap_fd] if pcap_fd is not None else [])
@@ -223,6 +224,10 @@ class Parent:
                 usock.close()
             for nsock, port, target in ns_listeners:
                 send_fds(self.sock, ipc.pack_port_msg(ipc.NS_LISTENER_MAGIC, port, target),
+                         [nsock.fileno()])
+                nsock.close()
+            for nsock, port, target in ns_udp:
+                send_fds(self.sock, ipc.pack_port_msg(ipc.NS_UDP_MAGIC, port, target),
                          [nsock.fileno()])
                 nsock.close()
         except OSError as e:

@@ -45,6 +45,7 @@ from .splice import Splicer
 from .tap import Tap
 from .tcp import TcpFlows
 from .udp import UdpFlows
+from .udpsplice import UdpSplicer
 
 TIMER_INTERVAL = 1.0  # seconds between housekeeping passes, as passt
 RA_INTERVAL = 60.0  # unsolicited router advertisements (RFC 4861 allows 4-1800 s)
@@ -158,6 +159,7 @@ class Worker:
         self.pings = PingFlows(self)
         self.tcp = TcpFlows(self)
         self.broker.on_listener = self.tcp.add_listener
+        self.udpsplice = UdpSplicer(self)  # pasta: UDP between the loopbacks (-U, -u)
         self.udp = UdpFlows(self)
         self.broker.on_udp_listener = self.udp.add_listener
         self.splice = Splicer(self)  # owns the forwarded ports; splices in pasta
@@ -281,6 +283,7 @@ class Worker:
         self.tcp.timer(now)
         self.udp.timer(now)
         self.splice.timer(now)
+        self.udpsplice.timer(now)
         total = sum(self.drops.values())
         if total != self.drops_logged:
             self.drops_logged = total
@@ -324,7 +327,7 @@ class Worker:
     def stats(self) -> str:
         """One line of counters."""
         return (f"frames from guest: {self.frames_in}, {self.drop_summary()}, {self.udp.summary()}, "
-                f"{self.tcp.summary()}, {self.splice.summary()}")
+                f"{self.tcp.summary()}, {self.splice.summary()}, {self.udpsplice.summary()}")
 
 
 def host_addr(version: int, raw: bytes) -> str:

@@ -3,7 +3,8 @@
 
 Sandboxed only. Every listening socket the parent hands over arrives here
 (``ipc`` port messages): -t listeners of the host netns, -T listeners bound
-inside the namespace, -u sockets. What a listener accepts goes one of two
+inside the namespace, -u sockets (worker/udp.py), -U sockets bound inside
+the namespace (worker/udpsplice.py). What a listener accepts goes one of two
 ways:
 
 - a -t connection from a loopback peer (127.0.0.0/8, ::1, or v4-mapped
@@ -159,6 +160,10 @@ class Splicer:
             self._drop(port, KIND_OUT)
         elif magic == ipc.DROP_UDP_MAGIC:
             self.stats["dropped_ports"] += self.w.udp.remove_listener(port)
+        elif magic == ipc.NS_UDP_MAGIC and fd is not None:
+            self.w.udpsplice.add_ns_socket(fd, port, target)
+        elif magic == ipc.DROP_NS_UDP_MAGIC:
+            self.stats["dropped_ports"] += self.w.udpsplice.remove_ns_port(port)
         elif fd is not None:
             os.close(fd)
 

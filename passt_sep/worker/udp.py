@@ -17,7 +17,9 @@ Sandboxed only. Two kinds of state, both bounded and both expiring after
   address, which the guest shares) appear as the gateway, everyone else as
   themselves. Only guest traffic keeps a flow alive (as passt).
 - **Inbound peers** of the -u sockets the parent bound before the worker
-  started. A datagram from a peer becomes a frame to the guest's target
+  started. In pasta, a datagram from a host loopback sender does not go to
+  the guest over the tap: worker/udpsplice.py relays it to the namespace's
+  loopback (and its replies back). A datagram from a peer becomes a frame to the guest's target
   port (port + delta) from the peer's real address (loopback and the host's
   own address appear as the gateway); the peer is remembered, and what the
   guest sends back from the target port to that address goes out through
@@ -48,6 +50,7 @@ from .. import ipc
 from ..log import DEBUG, log
 from ..proto import udp as pudp
 from ..proto.packet import Packet
+from .udpsplice import KIND_HOST, loopback_family
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -164,6 +167,8 @@ class UdpFlows:
         self.vnet_csum = not getattr(w.tap, "needs_csum", False)  # tap completes NEEDS_CSUM itself
         self.buf = bytearray(pudp.header_len(6) + 65536)
         self.view = memoryview(self.buf)
+        # pasta: -u datagrams from host loopback senders take the splice path
+        self.splice_loop = cfg.opts.mode == "pasta"
         self.stats = {"flows": 0, "to_host": 0, "to_guest": 0, "refused": 0, "send_errors": 0,
                       "too_big": 0, "queue_full": 0, "evicted": 0, "inbound": 0}
 
@@ -347,6 +352,8 @@ class UdpFlows:
         gone = [ib for ib in self.inbound.values() if ib.port == port]
         for ib in gone:
             del self.inbound[ib.fd]
+            if self.splice_loop:
+                self.w.udpsplice.forget_socket(ib.fd)
             self.w.remove(ib.fd)
             ib.sock.close()
         if gone:
@@ -367,6 +374,15 @@ class UdpFlows:
                 continue
             if self.disabled:
                 continue
+            if self.splice_loop:
+                fam = loopback_family(addr[0])
+                if fam is not None:  # host loopback sender: to the namespace's loopback
+                    if n > pudp.MAX_PAYLOAD4:  # cut by the receive area: not relayed
+                        self.stats["too_big"] += 1
+                        continue
+                    w.udpsplice.relay(KIND_HOST, ib.sock, ib.fd, fam, addr, ib.target,
+                                      self.view[h6 : h6 + n])
+                    continue
             if ib.family == socket.AF_INET6:
                 raw = socket.inet_pton(socket.AF_INET6, addr[0].split("%")[0])
                 if raw[:12] == _V4MAPPED:

@@ -1,0 +1,292 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""pasta's UDP splice path: datagrams between the two loopbacks, never on the tap.
+
+Sandboxed only. Two entries, one mechanism:
+
+- **-U**: sockets the parent bound inside the namespace on 127.0.0.1 and
+  ::1 (``ipc.NS_UDP_MAGIC`` announcements). A datagram from a namespace
+  process goes to the host's loopback at the target port (port + delta).
+- **-u from a host loopback sender**: a datagram arriving on a -u socket
+  (worker/udp.py) from 127.0.0.0/8, ::1 or v4-mapped 127/8 goes to the
+  namespace's loopback at the target port instead of over the tap.
+
+One **flow** per (receiving socket, sender address and port). The first
+datagram asks the broker for a socket of the other side bound to its
+loopback and connected to loopback:target (``OP_HOST_LOOP_UDP`` for -U,
+``OP_NS_LOOP_UDP`` for -u; the parent refuses any port that is not a
+current target of that option). Datagrams wait in a short queue until it
+arrives. What that socket receives (the server's replies: it is connected,
+so only the target's) goes back to the sender from the receiving socket,
+so the sender sees its replies come from the address and port it wrote to.
+
+Flows end after ``FLOW_TIMEOUT`` (180 s, passt's UDP_CONN_TIMEOUT) without
+a datagram either way, and the table is bounded (``MAX_FLOWS``; the flow
+idle the longest makes room). Dropping a port (``auto``) closes its
+sockets and their flows. Payloads are copied once, from the receive buffer
+into the other socket's send (no per-datagram allocation on the way out).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from .. import ipc
+from ..log import DEBUG, log
+
+if TYPE_CHECKING:
+    from .loop import Worker
+
+FLOW_TIMEOUT = 180.0  # seconds without a datagram either way
+RETRY_AFTER = 1.0  # seconds before asking the broker again after a refusal
+QUEUE_MAX = 64  # datagrams held per flow while the broker makes its socket
+RECV_BUDGET = 64  # datagrams read from one socket per wake-up
+SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
+MAX_DGRAM = 65535
+
+KIND_NS, KIND_HOST = 0, 1  # -U (namespace sender), -u (host sender)
+
+
+def _nofile() -> int:
+    try:
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1024
+
+
+NOFILE = _nofile()  # evaluated before the sandbox (no getrlimit afterwards)
+MAX_FLOWS = max(16, min(4096, NOFILE // 8))  # each flow holds one fd
+
+
+def loopback_family(host: str) -> int | None:
+    """The family to relay a sender with, or None if it is not a loopback address."""
+    host = host.split("%")[0]
+    if host.startswith("127."):
+        return socket.AF_INET
+    if host == "::1":
+        return socket.AF_INET6
+    if host.startswith("::ffff:127."):
+        return socket.AF_INET
+    return None
+
+
+class NsSocket:
+    """A -U socket bound inside the namespace by the parent."""
+
+    __slots__ = ("sock", "fd", "port", "target")
+
+    def __init__(self, sock: socket.socket, port: int, target: int) -> None:
+        self.sock, self.fd, self.port, self.target = sock, sock.fileno(), port, target
+
+
+class Flow:
+    """One loopback sender on one receiving socket, and its socket on the other side."""
+
+    __slots__ = ("key", "kind", "lsock", "lfd", "sender", "family", "target", "sock", "fd",
+                 "queue", "last", "failed")
+
+    def __init__(self, key: tuple[int, tuple], kind: int, lsock: socket.socket, sender: tuple,
+                 family: int, target: int, now: float) -> None:
+        self.key, self.kind, self.lsock, self.lfd = key, kind, lsock, key[0]
+        self.sender, self.family, self.target = sender, family, target
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.queue: list[bytes] = []
+        self.last = now
+        self.failed = 0.0
+
+    def __repr__(self) -> str:
+        side = "-U" if self.kind == KIND_NS else "-u"
+        return f"<udp splice {side} {self.sender[0]}:{self.sender[1]} -> {self.target}>"
+
+
+class UdpSplicer:
+    """-U sockets and the loopback-to-loopback UDP flows of -U and -u."""
+
+    def __init__(self, w: Worker, max_flows: int | None = None) -> None:
+        self.w = w
+        self.enabled = w.cfg.opts.mode == "pasta" and not w.cfg.opts.no_udp
+        self.max_flows = max_flows or MAX_FLOWS
+        self.ns_socks: dict[int, NsSocket] = {}
+        self.flows: dict[tuple[int, tuple], Flow] = {}
+        self.buf = bytearray(MAX_DGRAM + 1)
+        self.view = memoryview(self.buf)
+        self.stats = {"flows": 0, "to_host": 0, "to_ns": 0, "refused": 0, "send_errors": 0,
+                      "queue_full": 0, "evicted": 0, "expired": 0}
+
+    # -- -U sockets (port messages) ----------------------------------------------
+    def add_ns_socket(self, fd: int, port: int, target: int) -> None:
+        """A -U socket bound by the parent inside the namespace."""
+        if not self.enabled:
+            os.close(fd)
+            return
+        try:
+            s = socket.socket(fileno=fd)
+            s.setblocking(False)
+        except OSError as e:
+            log.warn(f"UDP forward of namespace port {port}: {e.strerror}")
+            os.close(fd)
+            return
+        ns = NsSocket(s, port, target)
+        self.ns_socks[ns.fd] = ns
+        self.w.add(ns.fd, lambda ev, ns=ns: self._ns_readable(ns))
+
+    def remove_ns_port(self, port: int) -> int:
+        """Close the -U sockets of port and their flows; how many sockets."""
+        gone = [x for x in self.ns_socks.values() if x.port == port]
+        for ns in gone:
+            del self.ns_socks[ns.fd]
+            self.forget_socket(ns.fd)
+            self.w.remove(ns.fd)
+            ns.sock.close()
+        return len(gone)
+
+    def forget_socket(self, lfd: int) -> None:
+        """A receiving socket goes away (-U or -u drop): close its flows."""
+        for flow in [f for f in self.flows.values() if f.lfd == lfd]:
+            self._close(flow)
+
+    def _ns_readable(self, ns: NsSocket) -> None:
+        area = self.view
+        for _ in range(RECV_BUDGET):
+            try:
+                n, addr = ns.sock.recvfrom_into(area)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            if n > MAX_DGRAM:
+                continue
+            self.relay(KIND_NS, ns.sock, ns.fd, ns.sock.family, addr, ns.target, area[:n])
+
+    # -- both directions -----------------------------------------------------------
+    def relay(self, kind: int, lsock: socket.socket, lfd: int, family: int, sender: tuple,
+              target: int, payload: memoryview) -> None:
+        """One datagram from a loopback sender on lsock: to the other loopback at target."""
+        key = (lfd, sender)
+        flow = self.flows.get(key)
+        now = self.w.now()
+        if flow is None:
+            flow = self._new_flow(key, kind, lsock, sender, family, target, now)
+        flow.last = now
+        sock = flow.sock
+        if sock is not None:
+            try:
+                sock.send(payload)
+            except OSError as e:  # EAGAIN included: lost, as on any full queue
+                self._send_error(flow, e)
+                return
+            self.stats["to_host" if kind == KIND_NS else "to_ns"] += 1
+            return
+        if flow.failed:
+            if now - flow.failed < RETRY_AFTER:
+                self.w.drop("udp splice refused")
+                return
+            self._request(flow)
+        if len(flow.queue) >= QUEUE_MAX:
+            self.stats["queue_full"] += 1
+            self.w.drop("udp splice queue full")
+            return
+        flow.queue.append(bytes(payload))
+
+    def _send_error(self, flow: Flow, e: OSError) -> None:
+        n = self.stats["send_errors"] = self.stats["send_errors"] + 1
+        if n <= SEND_ERR_LOG:
+            log.debug(f"{flow}: send: {e.strerror}")
+        self.w.drop("udp splice send failed")
+
+    def _new_flow(self, key: tuple[int, tuple], kind: int, lsock: socket.socket, sender: tuple,
+                  family: int, target: int, now: float) -> Flow:
+        if len(self.flows) >= self.max_flows:
+            oldest = min(self.flows.values(), key=lambda f: f.last)
+            self.stats["evicted"] += 1
+            self._close(oldest)
+        flow = self.flows[key] = Flow(key, kind, lsock, sender, family, target, now)
+        self.stats["flows"] += 1
+        self._request(flow)
+        return flow
+
+    def _request(self, flow: Flow) -> None:
+        flow.failed = 0.0
+        op = ipc.OP_HOST_LOOP_UDP if flow.kind == KIND_NS else ipc.OP_NS_LOOP_UDP
+        self.w.broker.request(op, flow.family, lambda fd, err, f=flow: self._got_socket(f, fd, err),
+                              port=flow.target)
+
+    def _got_socket(self, flow: Flow, fd: int | None, err: int) -> None:
+        if self.flows.get(flow.key) is not flow:  # expired, evicted or dropped meanwhile
+            if fd is not None:
+                os.close(fd)
+            return
+        if fd is None:
+            self.stats["refused"] += 1
+            log.debug(f"{flow}: no socket ({os.strerror(err) if err else 'refused'})")
+            flow.failed = self.w.now() or 1e-9
+            flow.queue.clear()
+            return
+        try:
+            s = socket.socket(fileno=fd)
+            s.setblocking(False)
+        except OSError as e:
+            log.debug(f"{flow}: {e.strerror}")
+            os.close(fd)
+            flow.failed = self.w.now() or 1e-9
+            return
+        flow.sock, flow.fd = s, fd
+        self.w.add(fd, lambda ev, f=flow: self._flow_readable(f))
+        key = "to_host" if flow.kind == KIND_NS else "to_ns"
+        for payload in flow.queue:
+            try:
+                s.send(payload)
+                self.stats[key] += 1
+            except OSError as e:
+                self._send_error(flow, e)
+        flow.queue.clear()
+
+    def _flow_readable(self, flow: Flow) -> None:
+        """Replies of the server: back to the sender, from the socket it wrote to."""
+        sock = flow.sock
+        if sock is None:
+            return
+        area = self.view
+        key = "to_ns" if flow.kind == KIND_NS else "to_host"
+        for _ in range(RECV_BUDGET):
+            try:
+                n = sock.recv_into(area)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # ECONNREFUSED: nobody on the target port (an ICMP error)
+                if log.enabled(DEBUG):
+                    log.trace(f"{flow}: {e.strerror}")
+                continue
+            flow.last = self.w.now()
+            try:
+                flow.lsock.sendto(area[:n], flow.sender)
+            except OSError as e:
+                self._send_error(flow, e)
+                continue
+            self.stats[key] += 1
+
+    # -- life cycle ------------------------------------------------------------------
+    def _close(self, flow: Flow) -> None:
+        if self.flows.get(flow.key) is flow:
+            del self.flows[flow.key]
+        if flow.sock is not None:
+            self.w.remove(flow.fd)
+            flow.sock.close()
+            flow.sock = None
+            flow.fd = -1
+        flow.queue.clear()
+
+    def timer(self, now: float) -> None:
+        """Close flows idle for longer than FLOW_TIMEOUT."""
+        for flow in [f for f in self.flows.values() if now - f.last > FLOW_TIMEOUT]:
+            self.stats["expired"] += 1
+            self._close(flow)
+
+    def summary(self) -> str:
+        """Counters, one line."""
+        return (f"udp splice: {len(self.flows)} flows, {len(self.ns_socks)} -U sockets, "
+                + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
