@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""pasta's ``auto`` port forwarding (its default for -t, -u and -T).
+"""pasta's ``auto`` port forwarding (its default for -t, -u, -T and -U).
 
 pasta runs with no port option at all, attached to a GuestNS inside a
 HostNS. A server started in the namespace after pasta becomes reachable
@@ -110,3 +110,38 @@ def test_u_auto_follows_namespace_servers(env: tuple[HostNS, GuestNS, subprocess
     srv.stop()
     assert pasta.poll() is None
 
+
+
+UDP_BIND_CHECK = ("import socket, sys\n"
+                  "s = socket.socket(socket.AF_INET)\n"
+                  "try:\n"
+                  "    s.bind(('127.0.0.1', int(sys.argv[1]))); print('free')\n"
+                  "except OSError as e:\n"
+                  "    print('busy', e.errno)\n")
+
+
+def udp_port_free(ns: HostNS | GuestNS, port: int) -> bool:
+    """Whether a UDP socket could be bound to 127.0.0.1:port in ns right now."""
+    return ns.run([PYTHON, "-c", UDP_BIND_CHECK, str(port)], timeout=10).stdout.strip() == "free"
+
+
+@pytest.mark.parametrize("loop", ["127.0.0.1", "::1"], ids=["v4", "v6"])
+def test_U_auto_follows_host_servers(env: tuple[HostNS, GuestNS, subprocess.Popen], loop: str) -> None:
+    """-U auto: a UDP server on the host's loopback is reachable from the namespace's,
+    is not forwarded back by -u auto, and its namespace port is released after it stops."""
+    host, guest, pasta = env
+    port = 10340 if loop == "127.0.0.1" else 10341
+    srv = host.serve("udp-echo", loop, port)
+
+    def echo() -> bool:
+        res = guest.client("udp-echo-check", loop, port, "--count", "3", "--timeout", "1", timeout=10)
+        return bool(res.get("ok"))
+
+    assert wait_for(echo, DETECT + 3), "UDP port not forwarded from the namespace"
+    res = guest.client("udp-echo-check", loop, port, "--count", "500", "--timeout", "2", timeout=60)
+    assert res["ok"], res
+    host_out = host.run(["ss", "-Huln"], timeout=10).stdout
+    assert host_out.count(f":{port} ") == 1, host_out  # the server itself, no -u auto socket of ours
+    srv.stop()
+    assert wait_for(lambda: udp_port_free(guest, port), DETECT + 1), "namespace port not released"
+    assert pasta.poll() is None
