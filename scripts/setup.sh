@@ -27,7 +27,7 @@ die() { say "error: $*"; exit 1; }
 packages=(
 	iproute2 iputils-ping util-linux procps kmod
 	libcap-dev gcc
-	iperf3 busybox-static passt slirp4netns strace dnsmasq-base tcpdump cpio
+	iperf3 busybox-static passt slirp4netns strace dnsmasq-base tcpdump cpio nftables iptables
 	# dhclient -6 is the real DHCPv6 client of the tests (busybox 1.35 has no udhcpc6)
 	isc-dhcp-client
 	# The VM tests (tests/vm/) boot Debian's kernel under qemu (passt mode):

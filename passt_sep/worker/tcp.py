@@ -64,6 +64,8 @@ ACCEPT_BUDGET = 128
 SIOCOUTQ = 0x5411
 SO_PEEK_OFF = 42
 DISCARD_CHUNK = 1 << 20
+OOO_MAX_SEGS = 1024  # out-of-order segments kept per connection
+OOO_MAX_TOTAL = 32 << 20  # bytes of out-of-order guest data kept in all
 
 # Connection states
 CONNECTING = 1  # outbound: guest SYN seen, connect in progress
@@ -104,7 +106,8 @@ class Conn:
         "isn", "wnd_from_tap", "ws_from_tap", "ws_to_tap", "mss", "wnd_to_tap",
         "dup_acks", "retrans", "last_progress", "last_activity", "created",
         "sock_eof", "fin_sent", "fin_ever", "fin_acked", "tap_fin", "out_blocked",
-        "partial", "peek_off", "epoll_out", "closed", "ack_due",
+        "partial", "peek_off", "epoll_out", "closed", "ack_due", "ooo", "ooo_bytes",
+        "recover",
     )
 
     def __init__(self, key: tuple[bytes, int, bytes, int], version: int, tmpl: ptcp.Template,
@@ -125,6 +128,7 @@ class Conn:
         self.mss = ptcp.MSS_DEFAULT
         self.wnd_to_tap = WND_MIN_HANDSHAKE
         self.dup_acks = self.retrans = 0
+        self.recover = 0  # seq_max at the last rewind (RFC 6582's "recover")
         self.last_progress = self.last_activity = self.created = now
         self.sock_eof = self.fin_sent = self.fin_ever = self.fin_acked = self.tap_fin = False
         self.out_blocked = self.partial = False
@@ -132,6 +136,9 @@ class Conn:
         self.epoll_out = False
         self.closed = False
         self.ack_due = False
+        # out-of-order guest data, by sequence number: (payload, FIN)
+        self.ooo: dict[int, tuple[bytes, bool]] = {}
+        self.ooo_bytes = 0
 
     def __repr__(self) -> str:
         g, gp, r, rp = self.key
@@ -171,7 +178,8 @@ class TcpFlows:
         self.scratch = bytearray(DISCARD_CHUNK)
         self.sview = memoryview(self.scratch)
         self.stats = {"accepted": 0, "connected": 0, "refused": 0, "rst_out": 0, "full": 0,
-                      "retrans": 0, "partial": 0}
+                      "retrans": 0, "partial": 0, "ooo_kept": 0, "ooo_dropped": 0, "dup_segs": 0}
+        self.ooo_total = 0
         self.disabled = cfg.opts.no_tcp
         # pasta's tap takes NEEDS_CSUM and GSO frames; passt's stream socket
         # (needs_csum) gets complete checksums and MSS-sized segments
@@ -313,6 +321,8 @@ class TcpFlows:
     def _establish(self, c: Conn) -> None:
         c.state = ESTABLISHED
         c.seq_to_tap = c.seq_max = c.seq_ack_from_tap = (c.isn + 1) & SEQ_MASK
+        c.recover = c.isn
+        c.retrans = 0  # SYN or SYN-ACK retransmissions counted here
         c.last_progress = self.w.now()
         if c.sock is not None:
             try:
@@ -326,6 +336,7 @@ class TcpFlows:
     def _send_synack(self, c: Conn) -> None:
         mss = self.mss4 if c.version == 4 else self.mss6
         c.wnd_to_tap = 0xFFFF
+        c.last_progress = self.w.now()
         self._ctl(c, SYN | ACK, seq=c.isn,
                   opts=ptcp.syn_options(mss, c.ws_to_tap if c.ws_from_tap or c.ws_to_tap else None))
 
@@ -352,11 +363,14 @@ class TcpFlows:
             return None
         if dlen or flags & FIN:
             d = ptcp.seq_diff(seg.seq, c.seq_from_tap)
-            if d > 0:  # a hole before this segment: drop, ask again
+            if d > 0:  # a hole before this segment: keep it, ask again
+                if dlen and not c.tap_fin:
+                    self._ooo_keep(c, seg.seq, d, p.frame[seg.off : seg.off + dlen], bool(flags & FIN))
                 self._ctl(c, ACK)
                 return None
             skip = -d
             if c.tap_fin or skip > dlen or (skip == dlen and not flags & FIN):
+                self.stats["dup_segs"] += 1
                 self._queue_ack(c)  # all of it seen before: acknowledge again
                 return None
             taken = 0
@@ -377,19 +391,99 @@ class TcpFlows:
                     self._update_wnd(c)
                     self._ctl(c, ACK)
                     return None
-            if flags & FIN and c.sock is not None:
-                try:
-                    c.sock.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                c.tap_fin = True
-                c.seq_from_tap = (c.seq_from_tap + 1) & SEQ_MASK
-                c.last_progress = self.w.now()
+            if flags & FIN:
+                self._tap_fin(c)
+            elif c.ooo and not self._ooo_drain(c):
+                if c.closed:
+                    return None
+                self._want_out(c, True)
+                self._update_wnd(c)
+                self._ctl(c, ACK)
+                return None
             self._queue_ack(c)
             if c.tap_fin and c.fin_acked:
                 self._ctl(c, ACK)
                 self._close(c)
         return None
+
+    def _tap_fin(self, c: Conn) -> None:
+        """The guest's FIN is next in sequence: half-close the socket."""
+        if c.sock is None:
+            return
+        try:
+            c.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        c.tap_fin = True
+        c.seq_from_tap = (c.seq_from_tap + 1) & SEQ_MASK
+        c.last_progress = self.w.now()
+        self._ooo_clear(c)
+
+    def _ooo_keep(self, c: Conn, seq: int, ahead: int, data: memoryview | bytes, fin: bool) -> None:
+        """Keep a segment that came after a hole (as a receiving stack would).
+
+        Only inside the window we advertised, at most OOO_MAX_SEGS per
+        connection and OOO_MAX_TOTAL bytes in all; otherwise it is dropped
+        and the guest sends it again.
+        """
+        n = len(data)
+        old = c.ooo.get(seq)
+        if old is not None and len(old[0]) >= n:
+            return
+        if (ahead + n > max(c.wnd_to_tap, c.mss) or len(c.ooo) >= OOO_MAX_SEGS
+                or self.ooo_total + n > OOO_MAX_TOTAL):
+            self.stats["ooo_dropped"] += 1
+            return
+        if old is not None:
+            self.ooo_total -= len(old[0])
+            c.ooo_bytes -= len(old[0])
+        c.ooo[seq] = (bytes(data), fin)
+        c.ooo_bytes += n
+        self.ooo_total += n
+        self.stats["ooo_kept"] += 1
+
+    def _ooo_clear(self, c: Conn) -> None:
+        self.ooo_total -= c.ooo_bytes
+        c.ooo_bytes = 0
+        c.ooo.clear()
+
+    def _ooo_drain(self, c: Conn) -> bool:
+        """Send kept segments that the stream has reached; False if the socket is full."""
+        sock = c.sock
+        if sock is None:
+            return True
+        base = c.seq_from_tap
+        for seq in sorted(c.ooo, key=lambda s: ptcp.seq_diff(s, base)):
+            d = ptcp.seq_diff(seq, c.seq_from_tap)
+            if d > 0:
+                break  # another hole
+            data, fin = c.ooo.pop(seq)
+            c.ooo_bytes -= len(data)
+            self.ooo_total -= len(data)
+            skip = -d
+            if skip > len(data) or (skip == len(data) and not fin):
+                continue  # all of it arrived again meanwhile
+            if skip < len(data):
+                want = len(data) - skip
+                try:
+                    taken = sock.send(data[skip:])
+                except BlockingIOError:
+                    taken = 0
+                except OSError as e:
+                    log.debug(f"{c}: send: {e.strerror}")
+                    self._reset(c)
+                    return False
+                c.seq_from_tap = (c.seq_from_tap + taken) & SEQ_MASK
+                if taken < want:  # keep the rest for EPOLLOUT
+                    rest = data[skip + taken :]
+                    c.ooo[c.seq_from_tap] = (rest, fin)
+                    c.ooo_bytes += len(rest)
+                    self.ooo_total += len(rest)
+                    return False
+            if fin:
+                self._tap_fin(c)
+                break
+        return True
 
     def _queue_ack(self, c: Conn) -> None:
         if not c.ack_due:
@@ -416,7 +510,9 @@ class TcpFlows:
         elif acked == 0 and not seg.dlen and not seg.flags & FIN and wnd == c.wnd_from_tap \
                 and ptcp.seq_diff(c.seq_to_tap, una) > 0:
             c.dup_acks += 1
-            if c.dup_acks == DUP_ACK_THRESHOLD:
+            # not again while the guest only acknowledges up to what the last
+            # rewind sent twice (its duplicates bring duplicate ACKs, RFC 6582)
+            if c.dup_acks == DUP_ACK_THRESHOLD and ptcp.seq_diff(una, c.recover) > 0:
                 self._rewind(c)
         elif acked == 0 and c.fin_acked:
             c.last_progress = self.w.now()
@@ -445,6 +541,7 @@ class TcpFlows:
         """Send again from the guest's last acknowledgement."""
         self.stats["retrans"] += 1
         c.seq_to_tap = c.seq_ack_from_tap
+        c.recover = c.seq_max
         c.fin_sent = False
         if c.peek_off and c.sock is not None:
             try:
@@ -531,6 +628,10 @@ class TcpFlows:
             return self._reset(c)
         if ev & select.EPOLLOUT and c.out_blocked:
             self._want_out(c, False)
+            if c.ooo and c.state == ESTABLISHED and not self._ooo_drain(c):
+                if c.closed:
+                    return None
+                self._want_out(c, True)
             self._update_wnd(c)
             self._ctl(c, ACK)
             if c.partial:  # the guest has data in flight we did not take
@@ -656,8 +757,10 @@ class TcpFlows:
     # -- ends -----------------------------------------------------------------
     def _reset(self, c: Conn) -> None:
         """RST to the guest and to the peer; forget the connection."""
-        if c.state in (ESTABLISHED, SYNACK_SENT):
+        if c.state == ESTABLISHED:
             self._ctl(c, RST | ACK)
+        elif c.state == SYNACK_SENT:  # the guest expects the sequence after our SYN
+            self._ctl(c, RST | ACK, seq=(c.isn + 1) & SEQ_MASK)
         elif c.state == SYN_SENT:
             self._ctl(c, RST, seq=(c.isn + 1) & SEQ_MASK)
         self.stats["rst_out"] += 1
@@ -668,6 +771,8 @@ class TcpFlows:
             return
         c.closed = True
         self.conns.pop(c.key, None)
+        if c.ooo:
+            self._ooo_clear(c)
         sock = c.sock
         if sock is not None:
             self.by_fd.pop(c.fd, None)
@@ -694,6 +799,11 @@ class TcpFlows:
                     c.retrans += 1
                     mss = self.mss4 if c.version == 4 else self.mss6
                     self._ctl(c, SYN, seq=c.isn, opts=ptcp.syn_options(mss, WS_TO_GUEST))
+                elif c.state == SYNACK_SENT and now - c.last_progress >= 1 << min(c.retrans, 2):
+                    # the guest's ACK may be lost, and a client that waits for
+                    # the server to speak first sends nothing else
+                    c.retrans += 1
+                    self._send_synack(c)
                 continue
             unacked = ptcp.seq_diff(c.seq_to_tap, c.seq_ack_from_tap) > 0 or (c.fin_sent and not c.fin_acked)
             if unacked and now - c.last_progress > ACK_TIMEOUT * (1 << min(c.retrans, 3)):
