@@ -14,6 +14,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -27,7 +28,11 @@ from .loop import Worker
 from .stream import StreamTap
 from .tap import Pcap, Tap
 
-POLICY_DIR = Path(__file__).resolve().parent.parent.parent / "policies"
+# The policies/ folder of a source tree (editable install), else the copy a
+# regular install puts under <prefix>/share/passt-sep/policies.
+_SOURCE_POLICIES = Path(__file__).resolve().parent.parent.parent / "policies"
+POLICY_DIR = (_SOURCE_POLICIES if _SOURCE_POLICIES.is_dir()
+              else Path(sys.prefix) / "share" / "passt-sep" / "policies")
 
 
 def policy_path(mode: str) -> Path:
