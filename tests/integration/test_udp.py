@@ -252,14 +252,44 @@ def dnsmasq(host) -> Iterator[HostNS]:
 
 def test_dns_forward_address_reaches_the_loopback_resolver(dnsmasq):
     host = dnsmasq
-    script = _echo_lines([[PYTHON, "-c", DNS_QUERY, "10.0.2.3", "example.test"],
-                          [PYTHON, "-c", DNS_QUERY, "fd00::3", "example.test"],
-                          ["busybox", "nslookup", "example.test", "10.0.2.3"]])
+    script = _echo_lines([[PYTHON, "-c", DNS_QUERY, "198.51.100.53", "example.test"],
+                          [PYTHON, "-c", DNS_QUERY, "2001:db8:53::3", "example.test"],
+                          ["busybox", "nslookup", "example.test", "198.51.100.53"]])
     r = _in_pasta(host, script, "-D", "127.0.0.1", "-D", "::1",
-                  "--dns-forward", "10.0.2.3", "--dns-forward", "fd00::3")
+                  "--dns-forward", "198.51.100.53", "--dns-forward", "2001:db8:53::3")
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("A 192.0.2.99") == 2, r.stdout
     assert "192.0.2.99" in r.stdout.split("Server:")[-1], r.stdout
+
+
+DNS_QUERY_TCP = r"""
+import socket, struct, sys
+server, name = sys.argv[1], sys.argv[2]
+q = struct.pack("!HHHHHH", 0x4321, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+s = socket.create_connection((server, 53), timeout=3)
+s.sendall(struct.pack("!H", len(q)) + q)
+n = struct.unpack("!H", s.recv(2))[0]
+r = b""
+while len(r) < n:
+    chunk = s.recv(n - len(r))
+    if not chunk:
+        break
+    r += chunk
+assert r[:2] == b"\x43\x21" and struct.unpack_from("!H", r, 6)[0] >= 1, r
+print("TCP A", socket.inet_ntoa(r[-4:]))
+"""
+
+
+def test_dns_forward_over_tcp_reaches_the_loopback_resolver(dnsmasq):
+    """DNS over TCP to the --dns-forward address is the host's resolver too."""
+    host = dnsmasq
+    script = _echo_lines([[PYTHON, "-c", DNS_QUERY_TCP, "198.51.100.53", "example.test"],
+                          [PYTHON, "-c", DNS_QUERY_TCP, "2001:db8:53::3", "example.test"]])
+    r = _in_pasta(host, script, "-D", "127.0.0.1", "-D", "::1",
+                  "--dns-forward", "198.51.100.53", "--dns-forward", "2001:db8:53::3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("TCP A 192.0.2.99") == 2, r.stdout
 
 
 def test_loopback_resolver_is_reached_through_the_gateway(dnsmasq):
@@ -440,7 +470,7 @@ VM_SCRIPT = f"""
 step link 10 ip link set eth0 up
 step dhcp 30 udhcpc -i eth0 -n -q -t 5 -T 2 -s /usr/share/udhcpc/default.script
 step dns_gw 20 nslookup example.test {GW_ADDR4}
-step dns_fwd 20 nslookup example.test 10.0.2.3
+step dns_fwd 20 nslookup example.test 198.51.100.53
 step tftp_small 120 sh -c 'tftp -g -r small -l /small {GW_ADDR4} && sha256sum /small'
 step tftp_large 120 sh -c 'tftp -g -b 60000 -r large -l /large {GW_ADDR4} && sha256sum /large'
 """
@@ -478,7 +508,7 @@ def vm_udp() -> Iterator[dict]:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sock, logf = work / "passt.socket", work / "passt.log"
         host.run([PASST, "--one-off", "-s", str(sock), "-l", str(logf), "-P", str(work / "pid"),
-                  "-D", "127.0.0.1", "--dns-forward", "10.0.2.3", "-p", str(work / "cap.pcap")],
+                  "-D", "127.0.0.1", "--dns-forward", "198.51.100.53", "-p", str(work / "cap.pcap")],
                  timeout=30)
         boot = harness.Boot(work, VM_SCRIPT)
         boot.run(host.popen, str(sock), timeout=300)

@@ -29,7 +29,7 @@ OUR_MAC = bytes.fromhex("9a5500aa0001")
 GUEST_MAC = bytes.fromhex("5254000012ab")
 GW4, ADDR4 = IPv4Address("192.0.2.1"), IPv4Address("192.0.2.10")
 GW6, ADDR6 = IPv6Address("2001:db8::1"), IPv6Address("2001:db8::10")
-DNS_MATCH = IPv4Address("10.0.2.3")
+DNS_MATCH = IPv4Address("198.51.100.53")
 
 
 def config(**opts: object) -> Config:
@@ -185,7 +185,7 @@ def test_dns_match_goes_to_dns_host_and_is_remembered() -> None:
     flow = wudp.Flow(4, 40000, 0.0)
     assert flows._target(flow, DNS_MATCH.packed, 53) == ("127.0.0.1", 53)
     assert flow.rev == {(socket.inet_aton("127.0.0.1"), 53): DNS_MATCH.packed}
-    assert flows._target(flow, DNS_MATCH.packed, 54) == ("10.0.2.3", 54)  # only port 53
+    assert flows._target(flow, DNS_MATCH.packed, 54) == ("198.51.100.53", 54)  # only port 53
     assert flows._target(flow, GW4.packed, 53) == ("127.0.0.1", 53)
     assert flow.rev[(socket.inet_aton("127.0.0.1"), 53)] == GW4.packed  # the latest wins
     assert flows._target(flow, socket.inet_aton("192.0.2.2"), 7) == ("192.0.2.2", 7)
