@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 
 from ..config import Config
 from ..errors import SetupError
 from ..log import log
+from ..ports import PortFwd
 
 BACKLOG = 128
 
@@ -38,11 +40,16 @@ def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool)
     return s
 
 
-def bind_tcp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
-    """Listening sockets for the -t forwards: (socket, port, target port)."""
-    fwd = cfg.opts.tcp_in
-    if cfg.opts.no_tcp or fwd.mode not in ("spec", "all"):
-        return []
+def _bind_forwards(cfg: Config, fwd: PortFwd, proto: str,
+                   bind: Callable[[int, str, int, str | None, bool], socket.socket],
+                   ) -> list[tuple[socket.socket, int, int]]:
+    """Sockets for every port of a -t or -u spec: (socket, port, target port).
+
+    One dual-stack IPv6 socket per port when both families are enabled and
+    no address is given, the spec's address and interface otherwise. A
+    spec of which no port could be bound is an error; ``all`` skips what it
+    cannot have; running out of fds stops with what was bound.
+    """
     out: list[tuple[socket.socket, int, int]] = []
     quiet = fwd.mode == "all"
     for r in fwd.ranges:
@@ -59,18 +66,26 @@ def bind_tcp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
             target = r.target + (port - r.first)
             for fam, addr, v6only in binds:
                 try:
-                    out.append((_listen(fam, addr, port, r.ifname, v6only), port, target))
+                    out.append((bind(fam, addr, port, r.ifname, v6only), port, target))
                 except OSError as e:
                     if e.errno in (errno.EMFILE, errno.ENFILE):
-                        log.warn(f"Can't open enough sockets for TCP port forwarding, "
+                        log.warn(f"Can't open enough sockets for {proto} port forwarding, "
                                  f"stopping at port {port}")
                         return out
                     if not quiet:
-                        log.warn(f"TCP port {port}: {e.strerror}")
+                        log.warn(f"{proto} port {port}: {e.strerror}")
     if not out and fwd.ranges and not quiet:
         spec = ",".join(f"{r.first}-{r.last}" for r in fwd.ranges)
-        raise SetupError(f"TCP forwarding of ports {spec}", "Failed to bind any port")
+        raise SetupError(f"{proto} forwarding of ports {spec}", "Failed to bind any port")
     return out
+
+
+def bind_tcp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
+    """Listening sockets for the -t forwards: (socket, port, target port)."""
+    fwd = cfg.opts.tcp_in
+    if cfg.opts.no_tcp or fwd.mode not in ("spec", "all"):
+        return []
+    return _bind_forwards(cfg, fwd, "TCP", _listen)
 
 
 def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: bool) -> socket.socket:
@@ -91,39 +106,10 @@ def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: boo
 def bind_udp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
     """Bound UDP sockets for the -u forwards: (socket, port, target port).
 
-    As for TCP: one dual-stack IPv6 socket per port when both families are
-    enabled and no address is given, the spec's address and interface
-    otherwise; a spec of which no port could be bound is an error, ``all``
-    skips what it cannot have; ``auto`` (pasta's default) is setup/autofwd.py's.
+    As for TCP (``_bind_forwards``); ``auto`` (pasta's default) is
+    setup/autofwd.py's.
     """
     fwd = cfg.opts.udp_in
     if cfg.opts.no_udp or fwd.mode not in ("spec", "all"):
         return []
-    out: list[tuple[socket.socket, int, int]] = []
-    quiet = fwd.mode == "all"
-    for r in fwd.ranges:
-        if r.addr is not None:
-            fam = socket.AF_INET6 if ":" in r.addr else socket.AF_INET
-            binds = [(fam, r.addr, True)]
-        elif cfg.v6 is not None:
-            binds = [(socket.AF_INET6, "::", cfg.v4 is None)]
-        else:
-            binds = [(socket.AF_INET, "0.0.0.0", True)]
-        for port in r.ports():
-            if port in fwd.exclude:
-                continue
-            target = r.target + (port - r.first)
-            for fam, addr, v6only in binds:
-                try:
-                    out.append((_udp_bind(fam, addr, port, r.ifname, v6only), port, target))
-                except OSError as e:
-                    if e.errno in (errno.EMFILE, errno.ENFILE):
-                        log.warn(f"Can't open enough sockets for UDP port forwarding, "
-                                 f"stopping at port {port}")
-                        return out
-                    if not quiet:
-                        log.warn(f"UDP port {port}: {e.strerror}")
-    if not out and fwd.ranges and not quiet:
-        spec = ",".join(f"{r.first}-{r.last}" for r in fwd.ranges)
-        raise SetupError(f"UDP forwarding of ports {spec}", "Failed to bind any port")
-    return out
+    return _bind_forwards(cfg, fwd, "UDP", _udp_bind)
