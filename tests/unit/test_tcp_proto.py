@@ -401,10 +401,26 @@ def test_retransmission_after_ack_timeout() -> None:
     again = _segs(w)
     assert [(s.seq, s.dlen) for s in again] == [(s.seq, s.dlen) for s in first]
     w.frames.clear()
-    flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1006, ack=isn + 1)))  # duplicate ACKs:
+    for _ in range(3):  # duplicate ACKs caused by that resend itself:
+        flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1006, ack=isn + 1)))
+    assert not _segs(w)  # no second rewind below RFC 6582's "recover" point
+    peer.close()
+
+
+def test_three_duplicate_acks_rewind() -> None:
+    import select
+
+    w, flows, fd, peer, isn = _established()
+    peer.sendall(b"x" * 3000)
+    w.handlers[fd](select.EPOLLIN)  # type: ignore[operator]
+    assert sum(s.dlen for s in _segs(w)) == 3000
+    w.frames.clear()
+    for _ in range(2):
+        flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1006, ack=isn + 1)))
+    assert not _segs(w)
     flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1006, ack=isn + 1)))
-    flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1006, ack=isn + 1)))
-    assert sum(s.dlen for s in _segs(w)) == 3000  # the third one rewinds
+    again = _segs(w)
+    assert sum(s.dlen for s in again) == 3000 and again[0].seq == isn + 1  # fast retransmit
     peer.close()
 
 
