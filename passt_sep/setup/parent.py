@@ -301,6 +301,19 @@ class Parent:
         self.worker_pid = 0
 
     # -- supervision --------------------------------------------------------
+    def _serve_broker(self, sel: selectors.BaseSelector) -> None:
+        """Answer one request; stop watching the socket once the worker closed it."""
+        try:
+            data = self.sock.recv(256)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.broker.handle(data)
+        else:
+            sel.unregister(self.sock)
+
     def supervise(self, watch_path: str | None) -> int:
         """Serve the broker until something ends the run."""
         sel = selectors.DefaultSelector()
@@ -333,16 +346,7 @@ class Parent:
             for key, _ in events:
                 what = key.data
                 if what == "broker":
-                    try:
-                        data = self.sock.recv(256)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        data = b""
-                    if data:
-                        self.broker.handle(data)
-                    else:
-                        sel.unregister(self.sock)
+                    self._serve_broker(sel)
                 elif what == "signal":
                     try:
                         os.read(wake_r, 64)

@@ -255,16 +255,7 @@ class PasstParent(Parent):
             for key, _ in sel.select(1.0):
                 what = key.data
                 if what == "broker":
-                    try:
-                        data = self.sock.recv(256)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        data = b""
-                    if data:
-                        self.broker.handle(data)
-                    else:
-                        sel.unregister(self.sock)
+                    self._serve_broker(sel)
                 elif what == "accept":
                     self._accept()
                 elif what == "ctl":
