@@ -284,20 +284,10 @@ class Parent:
         if not self.worker_pid:
             return
         try:
-            self.sock.close()
+            self.sock.close()  # the worker leaves its loop when the socket closes
         except OSError:
             pass
-        for _ in range(100):
-            pid, _status = os.waitpid(self.worker_pid, os.WNOHANG)
-            if pid:
-                self.worker_pid = 0
-                return
-            time.sleep(0.01)
-        try:
-            os.kill(self.worker_pid, signal.SIGKILL)
-            os.waitpid(self.worker_pid, 0)
-        except OSError:
-            pass
+        _reap_or_kill(self.worker_pid)
         self.worker_pid = 0
 
     # -- supervision --------------------------------------------------------
@@ -383,18 +373,21 @@ def _terminate(sp: netns.Spawned) -> None:
         os.kill(sp.pid, signal.SIGTERM)
     except OSError:
         return
-    for _ in range(100):
-        pid, _status = os.waitpid(sp.pid, os.WNOHANG)
-        if pid:
-            sp.pid = 0
+    _reap_or_kill(sp.pid)
+    sp.pid = 0
+
+
+def _reap_or_kill(pid: int, grace: float = 1.0) -> None:
+    """Reap a child that was asked to end; SIGKILL it if it takes longer than grace."""
+    for _ in range(int(grace / 0.01)):
+        if os.waitpid(pid, os.WNOHANG)[0]:
             return
         time.sleep(0.01)
     try:
-        os.kill(sp.pid, signal.SIGKILL)
-        os.waitpid(sp.pid, 0)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
     except OSError:
         pass
-    sp.pid = 0
 
 
 class _NetnsWatch:
