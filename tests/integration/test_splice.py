@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import struct
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.netenv import HOST_ADDR4, PASTA, PYTHON, GuestNS, HostNS, wait_for
+from tests.pcap import ports_in_pcap
 
 pytestmark = pytest.mark.integration
 
@@ -98,25 +98,7 @@ def expected_sha(n: int, seed: int) -> str:
 
 def tcp_ports_in_pcap(path: Path) -> set[int]:
     """Every TCP port (source or destination) of the frames in a pcap file."""
-    data = path.read_bytes()
-    ports: set[int] = set()
-    off = 24
-    while off + 16 <= len(data):
-        incl = struct.unpack_from("<I", data, off + 8)[0]
-        frame = data[off + 16 : off + 16 + incl]
-        off += 16 + incl
-        if len(frame) < 14:
-            continue
-        etype = struct.unpack_from("!H", frame, 12)[0]
-        if etype == 0x0800 and len(frame) >= 34 and frame[23] == 6:
-            l4 = 14 + (frame[14] & 15) * 4
-        elif etype == 0x86DD and len(frame) >= 54 and frame[20] == 6:
-            l4 = 54
-        else:
-            continue
-        if len(frame) >= l4 + 4:
-            ports.update(struct.unpack_from("!HH", frame, l4))
-    return ports
+    return ports_in_pcap(path, 6)
 
 
 class Env:

@@ -13,7 +13,6 @@ UDP frame of these ports.
 
 from __future__ import annotations
 
-import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from tests.integration.test_udp import window_run
 from tests.netenv import HOST_ADDR4, PASTA, PYTHON, GuestNS, HostNS, stop_process, wait_for
+from tests.pcap import ports_in_pcap
 
 pytestmark = pytest.mark.integration
 
@@ -35,25 +35,7 @@ COUNT = 10_000
 
 def udp_ports_in_pcap(path: Path) -> set[int]:
     """Every UDP port (source or destination) of the frames in a pcap file."""
-    data = path.read_bytes()
-    ports: set[int] = set()
-    off = 24
-    while off + 16 <= len(data):
-        incl = struct.unpack_from("<I", data, off + 8)[0]
-        frame = data[off + 16 : off + 16 + incl]
-        off += 16 + incl
-        if len(frame) < 14:
-            continue
-        etype = struct.unpack_from("!H", frame, 12)[0]
-        if etype == 0x0800 and len(frame) >= 34 and frame[23] == 17:
-            l4 = 14 + (frame[14] & 15) * 4
-        elif etype == 0x86DD and len(frame) >= 54 and frame[20] == 17:
-            l4 = 54
-        else:
-            continue
-        if len(frame) >= l4 + 4:
-            ports.update(struct.unpack_from("!HH", frame, l4))
-    return ports
+    return ports_in_pcap(path, 17)
 
 
 class Env:
