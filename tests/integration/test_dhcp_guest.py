@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.netenv import GW_ADDR4, HOST_ADDR4, HOST_ADDR6, PASTA, HostNS
+from tests.guestcfg import LINK_UP, pasta_sh, script_values, write_script
+from tests.netenv import GW_ADDR4, HOST_ADDR4, HOST_ADDR6, HostNS
 
 pytestmark = pytest.mark.integration
 
@@ -59,32 +60,10 @@ case "$reason" in BOUND6|REBOOT6)
 esac
 """
 
-# Bring eth0 up and wait (bounded) until its link-local address is usable.
-LINK_UP = ("ip link set eth0 up; i=0; "
-           "while ip -6 addr show dev eth0 | grep -q tentative && [ $i -lt 50 ]; "
-           "do sleep 0.1; i=$((i+1)); done; ")
-
-
-def _script(path: Path, text: str) -> str:
-    path.write_text(text)
-    path.chmod(0o755)
-    return str(path)
-
-
-def _values(out: str, prefix: str) -> dict[str, str]:
-    """NAME=value lines printed by a client script, prefix stripped."""
-    vals: dict[str, str] = {}
-    for line in out.splitlines():
-        if line.startswith(prefix):
-            key, _, value = line[len(prefix):].partition("=")
-            vals[key] = value.strip()
-    return vals
-
-
 def _pasta(host: HostNS, args: list[str], script: str, timeout: float = 30,
            ) -> subprocess.CompletedProcess[str]:
     """pasta (no --config-net) around ``sh -c script``, inside the host."""
-    return host.run([PASTA, "-q", *args, "--", "sh", "-c", script], timeout=timeout, check=False)
+    return pasta_sh(host, args, script, timeout)
 
 
 def _udhcpc(script: str, *extra: str, tries: int = 5) -> str:
@@ -141,12 +120,12 @@ def _udhcpc_present() -> None:
 
 def test_udhcpc_gets_host_addressing_dns_search_mtu(host: HostNS, tmp_path: Path) -> None:
     _udhcpc_present()
-    script = _script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
+    script = write_script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
     pcap = tmp_path / "dhcp.pcap"
     r = _pasta(host, ["--dhcp-dns", "--dhcp-search", "-D", DNS4, "-S", SEARCH, "-p", str(pcap)],
                _udhcpc(script) + "; ip -o link show dev eth0")
     assert r.returncode == 0, r.stdout + r.stderr
-    v = _values(r.stdout, "DHCP_")
+    v = script_values(r.stdout, "DHCP_")
     assert v["ip"] == HOST_ADDR4
     assert v["subnet"] == "255.255.255.0" and v["mask"] == "24"
     assert v["router"] == GW_ADDR4 and v["serverid"] == GW_ADDR4
@@ -167,11 +146,11 @@ def test_udhcpc_gets_host_addressing_dns_search_mtu(host: HostNS, tmp_path: Path
 def test_udhcpc_broadcast_flag_and_pasta_defaults(host: HostNS, tmp_path: Path) -> None:
     """-B asks for broadcast replies; pasta passes no DNS or search list by default."""
     _udhcpc_present()
-    script = _script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
+    script = write_script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
     pcap = tmp_path / "dhcp.pcap"
     r = _pasta(host, ["-D", DNS4, "-S", SEARCH, "-p", str(pcap)], _udhcpc(script, "-B"))
     assert r.returncode == 0, r.stdout + r.stderr
-    v = _values(r.stdout, "DHCP_")
+    v = script_values(r.stdout, "DHCP_")
     assert v["ip"] == HOST_ADDR4 and v["router"] == GW_ADDR4
     assert v["dns"] == "" and v["search"] == ""
     replies = _dhcp_replies(pcap)
@@ -184,12 +163,12 @@ def test_udhcpc_broadcast_flag_and_pasta_defaults(host: HostNS, tmp_path: Path) 
 def test_slash32_off_link_gateway_gets_option_121_and_works(host: HostNS,
                                                             tmp_path: Path) -> None:
     _udhcpc_present()
-    script = _script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
+    script = write_script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
     cmd = (f"export APPLY=1; {_udhcpc(script)} && ip -4 addr show dev eth0 && ip -4 route && "
            f"ping -c1 -W3 {GW_ADDR4}")
     r = _pasta(host, ["-a", HOST_ADDR4, "-n", "32", "-g", GW_ADDR4], cmd)
     assert r.returncode == 0, r.stdout + r.stderr
-    v = _values(r.stdout, "DHCP_")
+    v = script_values(r.stdout, "DHCP_")
     assert v["ip"] == HOST_ADDR4 and v["mask"] == "32" and v["subnet"] == "255.255.255.255"
     assert v["staticroutes"] == f"{GW_ADDR4}/32 0.0.0.0 0.0.0.0/0 {GW_ADDR4}"
     assert v["router"] == GW_ADDR4  # for clients without RFC 3442
@@ -202,7 +181,7 @@ def test_slash32_off_link_gateway_gets_option_121_and_works(host: HostNS,
 @pytest.mark.skipif(shutil.which("dhclient") is None,
                     reason="ISC dhclient (Debian isc-dhcp-client) is not installed")
 def test_dhclient6_gets_address_and_dns(host: HostNS, tmp_path: Path) -> None:
-    script = _script(tmp_path / "dhclient.sh", DHCLIENT_SCRIPT)
+    script = write_script(tmp_path / "dhclient.sh", DHCLIENT_SCRIPT)
     files = f"-sf {script} -lf {tmp_path / 'leases6'} -pf {tmp_path / 'dhclient6.pid'}"
     # -1: one try, then exit 2; after a lease it goes to the background, so -x
     # stops it (without a RELEASE) before pasta and its namespace go away.
@@ -210,7 +189,7 @@ def test_dhclient6_gets_address_and_dns(host: HostNS, tmp_path: Path) -> None:
            f"dhclient -6 -x {files} eth0 >/dev/null 2>&1; exit $rc")
     r = _pasta(host, ["--dhcp-dns", "--dhcp-search", "-D", DNS6, "-S", SEARCH], cmd)
     assert r.returncode == 0, r.stdout + r.stderr
-    v = _values(r.stdout, "DHCP6_")
+    v = script_values(r.stdout, "DHCP6_")
     assert v["reason"] == "BOUND6"
     assert v["addr"] == HOST_ADDR6 and v["prefixlen"] == "128"
     assert v["dns"] == DNS6
@@ -283,17 +262,17 @@ def test_kernel_slaac_from_router_advert(host: HostNS, tmp_path: Path) -> None:
 
 def test_no_dhcp_and_no_dhcpv6_get_no_answer(host: HostNS, tmp_path: Path) -> None:
     _udhcpc_present()
-    script = _script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
+    script = write_script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
     v6 = ""
     if shutil.which("dhclient") is not None:
-        files = (f"-sf {_script(tmp_path / 'dhclient.sh', DHCLIENT_SCRIPT)} "
+        files = (f"-sf {write_script(tmp_path / 'dhclient.sh', DHCLIENT_SCRIPT)} "
                  f"-lf {tmp_path / 'leases6'} -pf {tmp_path / 'dhclient6.pid'}")
         v6 = f"; timeout 3 dhclient -6 -1 {files} eth0; echo dhclient=$?"
     cmd = _udhcpc(script, tries=2) + "; echo udhcpc=$?" + v6
     r = _pasta(host, ["--no-dhcp", "--no-dhcpv6"], cmd)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "udhcpc=1" in r.stdout
-    assert _values(r.stdout, "DHCP_") == {}
+    assert script_values(r.stdout, "DHCP_") == {}
     if v6:
         assert "dhclient=124" in r.stdout  # killed by timeout: never bound
-        assert _values(r.stdout, "DHCP6_") == {}
+        assert script_values(r.stdout, "DHCP6_") == {}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.guestcfg import LINK_UP, pasta_sh, script_values, write_script
 from tests.netenv import (
     FAR_ADDR4,
     FAR_ADDR6,
@@ -62,11 +63,6 @@ case "$reason" in BOUND6|REBOOT6)
 esac
 """
 
-# Bring eth0 up and wait (bounded) until its link-local address is usable.
-LINK_UP = ("ip link set eth0 up; i=0; "
-           "while ip -6 addr show dev eth0 | grep -q tentative && [ $i -lt 50 ]; "
-           "do sleep 0.1; i=$((i+1)); done; ")
-
 # Wait (bounded, 10 s) for a default route learnt from a router advertisement.
 WAIT_RA = ("i=0; while [ $i -lt 100 ]; do ip -6 route show default | grep -q 'proto ra' "
            "&& ip -6 addr show dev eth0 scope global | grep -q 2001:db8: && break; "
@@ -76,31 +72,15 @@ WAIT_RA = ("i=0; while [ $i -lt 100 ]; do ip -6 route show default | grep -q 'pr
 def _pasta(host: HostNS, args: list[str], script: str, timeout: float = 60,
            ) -> subprocess.CompletedProcess[str]:
     """pasta around ``sh -c script``, inside the host."""
-    return host.run([PASTA, "-q", *args, "--", "sh", "-c", script], timeout=timeout, check=False)
-
-
-def _script(path: Path, text: str) -> str:
-    path.write_text(text)
-    path.chmod(0o755)
-    return str(path)
-
-
-def _values(out: str, prefix: str) -> dict[str, str]:
-    """NAME=value lines printed by a client script, prefix stripped."""
-    vals: dict[str, str] = {}
-    for line in out.splitlines():
-        if line.startswith(prefix):
-            key, _, value = line[len(prefix):].partition("=")
-            vals[key] = value.strip()
-    return vals
+    return pasta_sh(host, args, script, timeout)
 
 
 def _clients(tmp_path: Path) -> str:
     """Shell: udhcpc (configures the address), then dhclient -6 (prints only)."""
     if shutil.which("busybox") is None or shutil.which("dhclient") is None:
         pytest.skip("busybox and ISC dhclient are needed")
-    udhcpc = _script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
-    files = (f"-sf {_script(tmp_path / 'dhclient.sh', DHCLIENT_SCRIPT)} "
+    udhcpc = write_script(tmp_path / "udhcpc.sh", UDHCPC_SCRIPT)
+    files = (f"-sf {write_script(tmp_path / 'dhclient.sh', DHCLIENT_SCRIPT)} "
              f"-lf {tmp_path / 'leases6'} -pf {tmp_path / 'dhclient6.pid'}")
     return (f"{LINK_UP} busybox udhcpc -i eth0 -n -q -f -t 5 -T 1 -s {udhcpc}; "
             f"timeout 15 dhclient -6 -1 {files} eth0; "
@@ -209,11 +189,11 @@ def test_dhcp_dhcpv6_ra_carry_addressing_options(host: HostNS, tmp_path: Path) -
                       "--dhcp-search", "-D", DNS4, "-D", DNS6, "-S", SEARCH, "-p", str(pcap)],
                script)
     assert r.returncode == 0, r.stdout + r.stderr
-    v = _values(r.stdout, "DHCP_")
+    v = script_values(r.stdout, "DHCP_")
     assert v["ip"] == "192.0.2.99" and v["mask"] == "26"
     assert v["router"] == "192.0.2.126" and v["serverid"] == "192.0.2.126"
     assert v["dns"] == DNS4 and v["search"] == SEARCH and v["mtu"] == "1400"
-    v6 = _values(r.stdout, "DHCP6_")
+    v6 = script_values(r.stdout, "DHCP6_")
     assert v6["addr"] == "2001:db8::99" and v6["dns"] == DNS6
     assert v6["search"] == "a.example. b.example."
     # the router is -g's link-local address; RA's MTU option applied
@@ -236,10 +216,10 @@ def test_dns_none_search_none_mtu_zero(host: HostNS, tmp_path: Path) -> None:
     r = _pasta(host, ["--dhcp-dns", "--dhcp-search", "-D", "none", "-S", "none", "-m", "0",
                       "-p", str(pcap)], script)
     assert r.returncode == 0, r.stdout + r.stderr
-    v = _values(r.stdout, "DHCP_")
+    v = script_values(r.stdout, "DHCP_")
     assert v["ip"] == HOST_ADDR4
     assert v["dns"] == "" and v["search"] == "" and v["mtu"] == ""
-    v6 = _values(r.stdout, "DHCP6_")
+    v6 = script_values(r.stdout, "DHCP6_")
     assert v6["addr"] == HOST_ADDR6 and v6["dns"] == "" and v6["search"] == ""
     assert "MTU6=1500" in r.stdout  # the tap's own MTU: nothing advertised
     ras = _router_adverts(pcap)
@@ -254,7 +234,7 @@ def test_dns_and_search_off_by_default_in_pasta(host: HostNS, tmp_path: Path) ->
     script = _clients(tmp_path) + WAIT_RA
     r = _pasta(host, ["-D", DNS4, "-D", DNS6, "-S", SEARCH, "-p", str(pcap)], script)
     assert r.returncode == 0, r.stdout + r.stderr
-    v, v6 = _values(r.stdout, "DHCP_"), _values(r.stdout, "DHCP6_")
+    v, v6 = script_values(r.stdout, "DHCP_"), script_values(r.stdout, "DHCP6_")
     assert v["ip"] == HOST_ADDR4 and v["dns"] == "" and v["search"] == ""
     assert v6["addr"] == HOST_ADDR6 and v6["dns"] == "" and v6["search"] == ""
     for _src, opts in _router_adverts(pcap):
@@ -328,12 +308,12 @@ def test_no_dhcp_and_no_dhcpv6_each_alone(host: HostNS, tmp_path: Path) -> None:
     clients = _clients(tmp_path).replace("-t 5", "-t 2").replace("timeout 15", "timeout 4")
     r = _pasta(host, ["--no-dhcp"], clients)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert _values(r.stdout, "DHCP_") == {}
-    assert _values(r.stdout, "DHCP6_")["addr"] == HOST_ADDR6
+    assert script_values(r.stdout, "DHCP_") == {}
+    assert script_values(r.stdout, "DHCP6_")["addr"] == HOST_ADDR6
     r = _pasta(host, ["--no-dhcpv6"], clients)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert _values(r.stdout, "DHCP_")["ip"] == HOST_ADDR4
-    assert _values(r.stdout, "DHCP6_") == {}
+    assert script_values(r.stdout, "DHCP_")["ip"] == HOST_ADDR4
+    assert script_values(r.stdout, "DHCP6_") == {}
 
 
 # -- services switched off -------------------------------------------------------
