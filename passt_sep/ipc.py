@@ -18,7 +18,10 @@ Request (worker to parent), 40 bytes::
     u32 pad
 
 Reply (parent to worker), 8 bytes: ``u32 seq, i32 status`` (0, or a
-positive errno), with the fd attached when status is 0.
+positive errno), with the fd attached when status is 0, or when it is
+STATUS_CONNECTED: a TCP connect that completed before the reply went out
+(on loopback the kernel finishes the handshake within connect()), so the
+worker need not wait for EPOLLOUT.
 
 Worker to parent also: OP_LOG-free; the worker logs to an fd it was given.
 
@@ -52,6 +55,7 @@ from dataclasses import dataclass
 
 REQ = struct.Struct("=IHHHH16sII")
 REPLY = struct.Struct("=Ii")
+STATUS_CONNECTED = -1  # fd attached, and its connect has already completed
 
 OP_PING_SOCKET = 1  # ICMP/ICMPv6 echo ("ping") socket in the host netns
 OP_TCP_CONNECT = 2  # TCP socket connecting (non-blocking) to addr:port in the host netns

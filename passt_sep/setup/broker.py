@@ -11,8 +11,8 @@ worker carries on. The whole attack surface of the privileged side is the
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sandbox.fdpass import send_fds
@@ -24,7 +24,50 @@ from ..log import log
 if TYPE_CHECKING:
     from .autofwd import Forwarder
 
+_CONNECT_OPS = frozenset({ipc.OP_TCP_CONNECT, ipc.OP_NS_LOOP_CONNECT, ipc.OP_HOST_LOOP_CONNECT})
 UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (ephemeral instead)
+
+
+@dataclass(frozen=True)
+class _TcpRules:
+    """What OP_TCP_CONNECT needs of the Config for one family, as bytes and strings."""
+
+    gw_mapped: bytes | None  # the gateway address, when --map-gw sends it to loopback
+    loopback: str
+    dns_match: bytes | None  # --dns-forward: this address's port 53 ...
+    dns_host: str  # ... goes here
+    dns_host_loopback: bool
+    ifname: bytes  # --outbound-if4/6 ("" for none)
+    src: str | None  # --outbound
+
+    @classmethod
+    def of(cls, cfg: Config, version: int) -> _TcpRules | None:
+        """The rules of one family; None when the family is off or TCP is."""
+        fam = cfg.v4 if version == 4 else cfg.v6
+        if fam is None or cfg.opts.no_tcp:
+            return None
+        o = cfg.opts
+        ifname = o.outbound_if4 if version == 4 else o.outbound_if6
+        src = o.outbound4 if version == 4 else o.outbound6
+        dns = fam.dns_match is not None and fam.dns_host is not None
+        return cls(gw_mapped=fam.gw.packed if cfg.map_gw else None,
+                   loopback="127.0.0.1" if version == 4 else "::1",
+                   dns_match=fam.dns_match.packed if dns and fam.dns_match is not None else None,
+                   dns_host=str(fam.dns_host) if dns else "",
+                   dns_host_loopback=bool(dns and fam.dns_host is not None and fam.dns_host.is_loopback),
+                   ifname=ifname.encode() if ifname else b"",
+                   src=str(src) if src is not None else None)
+
+
+def _forbidden(raw: bytes, v4: bool) -> bool:
+    """An address no guest connection may go to: unspecified, loopback,
+    multicast, link-local, limited broadcast, IPv4-mapped or -compatible
+    IPv6 (which would reach IPv4 loopback around the checks)."""
+    if v4:
+        a = raw[0]
+        return (a == 0 or a == 127 or a >= 224 or (a == 169 and raw[1] == 254))
+    return (raw[0] == 0xFF or (raw[0] == 0xFE and raw[1] & 0xC0 == 0x80)
+            or raw[:10] == bytes(10))  # ::, ::1, ::ffff:a.b.c.d, ::a.b.c.d
 
 
 class Broker:
@@ -35,6 +78,12 @@ class Broker:
         self.sock = sock
         self.refused = 0
         self.fwd: Forwarder | None = None  # pasta: forwarded ports, for the splice ops
+        self.handlers = {ipc.OP_PING_SOCKET: self.ping_socket, ipc.OP_TCP_CONNECT: self.tcp_connect,
+                         ipc.OP_UDP_SOCKET: self.udp_socket, ipc.OP_NS_LOOP_CONNECT: self.ns_loop_connect,
+                         ipc.OP_HOST_LOOP_CONNECT: self.host_loop_connect,
+                         ipc.OP_NS_LOOP_UDP: self.ns_loop_udp, ipc.OP_HOST_LOOP_UDP: self.host_loop_udp}
+        # TCP connect, once per guest SYN: its rules precomputed per family
+        self.tcp_rules = {socket.AF_INET: _TcpRules.of(cfg, 4), socket.AF_INET6: _TcpRules.of(cfg, 6)}
 
     def _family_ok(self, family: int) -> bool:
         return (family == socket.AF_INET and self.cfg.v4 is not None) or (
@@ -64,35 +113,35 @@ class Broker:
 
         The destination must be a unicast address of an enabled family; the
         gateway address means the host's loopback when --map-gw is on (other
-        loopback destinations are refused); the --dns-forward address on port
-        53 means the resolver UDP uses. --outbound and --outbound-if*
-        apply to everything but loopback.
+        loopback destinations are refused, IPv4-mapped IPv6 ones too); the
+        --dns-forward address on port 53 means the resolver UDP uses.
+        --outbound and --outbound-if* apply to everything but loopback.
+        Bytes are compared, not ipaddress objects: this runs once per guest
+        SYN, on the path of every new connection.
         """
-        cfg = self.cfg
-        if cfg.opts.no_tcp or not self._family_ok(req.family) or req.port == 0:
+        rules = self.tcp_rules.get(req.family)
+        if rules is None or req.port == 0:
             return errno.EPERM
         v4 = req.family == socket.AF_INET
-        ip = ipaddress.ip_address(req.addr[:4] if v4 else req.addr)
-        fam_cfg = cfg.v4 if v4 else cfg.v6
-        gw = fam_cfg.gw if fam_cfg else None
-        if (req.port == 53 and fam_cfg is not None and fam_cfg.dns_match is not None
-                and ip == fam_cfg.dns_match and fam_cfg.dns_host is not None):
-            ip = fam_cfg.dns_host  # --dns-forward: DNS over TCP goes where UDP goes
-        elif cfg.map_gw and ip == gw:
-            ip = ipaddress.ip_address("127.0.0.1" if v4 else "::1")
-        elif (ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local
-              or (v4 and ip == ipaddress.IPv4Address("255.255.255.255"))):
+        raw = req.addr[:4] if v4 else req.addr
+        loopback = False
+        if req.port == 53 and raw == rules.dns_match:
+            dest = rules.dns_host  # --dns-forward: DNS over TCP goes where UDP goes
+            loopback = rules.dns_host_loopback
+        elif raw == rules.gw_mapped:
+            dest, loopback = rules.loopback, True
+        elif _forbidden(raw, v4):
             return errno.EACCES  # not a destination the guest may reach: a RST
+        else:
+            dest = socket.inet_ntop(req.family, raw)
         s = socket.socket(req.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
-            if not ip.is_loopback:
-                ifname = cfg.opts.outbound_if4 if v4 else cfg.opts.outbound_if6
-                if ifname:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-                src = cfg.opts.outbound4 if v4 else cfg.opts.outbound6
-                if src is not None:
-                    s.bind((str(src), 0))
-            rc = s.connect_ex((str(ip), req.port))
+            if not loopback:
+                if rules.ifname:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, rules.ifname)
+                if rules.src is not None:
+                    s.bind((rules.src, 0))
+            rc = s.connect_ex((dest, req.port))
             if rc not in (0, errno.EINPROGRESS):
                 s.close()
                 return rc
@@ -204,10 +253,7 @@ class Broker:
             self.refused += 1
             log.warn(f"broker: refused malformed request ({len(data)} bytes)")
             return
-        handler = {ipc.OP_PING_SOCKET: self.ping_socket, ipc.OP_TCP_CONNECT: self.tcp_connect,
-                   ipc.OP_UDP_SOCKET: self.udp_socket, ipc.OP_NS_LOOP_CONNECT: self.ns_loop_connect,
-                   ipc.OP_HOST_LOOP_CONNECT: self.host_loop_connect,
-                   ipc.OP_NS_LOOP_UDP: self.ns_loop_udp, ipc.OP_HOST_LOOP_UDP: self.host_loop_udp}.get(req.op)
+        handler = self.handlers.get(req.op)
         if handler is None:
             result: socket.socket | int = errno.EPERM
         else:
@@ -224,8 +270,15 @@ class Broker:
                 log.debug(f"broker: {ipc.OP_NAMES.get(req.op, req.op)}: errno {result}")
             self._send(ipc.pack_reply(req.seq, result), [])
             return
+        status = 0
+        if req.op in _CONNECT_OPS:
+            try:
+                result.getpeername()  # ENOTCONN until the handshake is over
+                status = ipc.STATUS_CONNECTED
+            except OSError:
+                pass
         try:
-            self._send(ipc.pack_reply(req.seq, 0), [result.fileno()])
+            self._send(ipc.pack_reply(req.seq, status), [result.fileno()])
         finally:
             result.close()
 

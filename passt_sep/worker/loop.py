@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import ipaddress
 import os
 import select
@@ -69,7 +70,10 @@ class Broker:
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
                 port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
-        """Ask for an fd; cb(fd or None, errno) runs when the reply comes.
+        """Ask for an fd; cb(fd or None, status) runs when the reply comes.
+
+        status: 0, a positive errno (no fd), or ipc.STATUS_CONNECTED (a
+        TCP connect that has already completed).
 
         At most MAX_INFLIGHT requests are outstanding, the rest wait here:
         otherwise a burst (1,000 guest SYNs) fills both directions of the
@@ -130,7 +134,7 @@ class Broker:
                 continue
             seq, status = reply
             cb = self.pending.pop(seq, None)
-            fd = fds[0] if fds and status == 0 else None
+            fd = fds[0] if fds and status <= 0 else None  # 0 or ipc.STATUS_CONNECTED
             for extra in fds[1:] if fd is not None else fds:
                 os.close(extra)
             if cb is None:
@@ -294,14 +298,18 @@ class Worker:
 
     def run(self) -> int:
         """Serve until the parent goes away; return the exit status."""
-        self.add(self.tap.fd, lambda ev: self.tap.readable(self.on_frame, ev))
+        self.add(self.tap.fd, functools.partial(self.tap.readable, self.on_frame))
         self.add(self.broker.sock.fileno(), self._broker_event)
         next_timer = time.monotonic() + TIMER_INTERVAL
         poll = self.ep.poll
         handlers = self.handlers
         tcp = self.tcp
+        delayed = tcp.delayed
         while self.running:
-            timeout = max(0.0, next_timer - time.monotonic())
+            due = next_timer
+            if delayed:
+                due = min(due, tcp.delayed_due())
+            timeout = max(0.0, due - time.monotonic())
             for fd, ev in poll(timeout, EPOLL_EVENTS):
                 h = handlers.get(fd)
                 if h is not None:
@@ -309,6 +317,8 @@ class Worker:
             if tcp.pending:
                 tcp.flush()
             now = time.monotonic()
+            if delayed:
+                tcp.flush_delayed(now)
             if now >= next_timer:
                 next_timer = now + TIMER_INTERVAL
                 self.timer(now)

@@ -238,6 +238,8 @@ class Splicer:
         # wait for the connect to complete before touching the accepted side
         self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV_OUT)
         c.out_armed.add(c.bfd)
+        if err == ipc.STATUS_CONNECTED:  # the usual case on loopback
+            self._b_event(c, select.EPOLLOUT)
 
     def _pipe(self) -> tuple[int, int, int] | None:
         if self.pipes:

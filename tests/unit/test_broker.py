@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The parent's OP_TCP_CONNECT rules: where a guest connection may go.
+
+Real sockets, loopback only: an allowed destination gets a socket whose
+connect was started (the gateway maps to a listener on 127.0.0.1 / ::1);
+a forbidden one gets an errno and no socket at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+import pytest
+
+from passt_sep import ipc
+from passt_sep.cli import Options
+from passt_sep.config import V4, V6, Config
+from passt_sep.setup.broker import Broker
+
+GW4, GW6 = IPv4Address("192.0.2.1"), IPv6Address("2001:db8::1")
+
+
+def _config(map_gw: bool = True, **opts: object) -> Config:
+    o = Options(mode="pasta", **opts)  # type: ignore[arg-type]
+    v4 = V4(addr=IPv4Address("192.0.2.10"), prefix=24, gw=GW4, dns=(), dns_match=IPv4Address("192.0.2.53"),
+            dns_host=IPv4Address("127.0.0.1"), ifname="eth0")
+    v6 = V6(addr=IPv6Address("2001:db8::10"), prefix=64, gw=GW6, our_ll=IPv6Address("fe80::1"), dns=(),
+            dns_match=None, dns_host=None, ifname="eth0")
+    return Config(opts=o, mode="pasta", v4=v4, v6=v6, our_mac=b"\x02" * 6, mtu=65520, ns_ifname="eth0",
+                  search=(), map_gw=map_gw)
+
+
+def _connect(broker: Broker, addr: str, port: int) -> socket.socket | int:
+    ip = ip_address(addr)
+    fam = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    return broker.tcp_connect(ipc.Request(1, ipc.OP_TCP_CONNECT, fam, port, ip.packed, 0))
+
+
+@pytest.fixture
+def listeners():  # noqa: ANN201 - two loopback listeners on one port number
+    s4 = socket.socket(socket.AF_INET)
+    s4.bind(("127.0.0.1", 0))
+    s4.listen(8)
+    port = s4.getsockname()[1]
+    s6 = socket.socket(socket.AF_INET6)
+    try:
+        s6.bind(("::1", port))
+    except OSError:
+        s6.bind(("::1", 0))
+    s6.listen(8)
+    yield s4, s6
+    s4.close()
+    s6.close()
+
+
+def test_gateway_maps_to_loopback(listeners) -> None:  # noqa: ANN001
+    s4, s6 = listeners
+    b = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    for gw, lst, loop in ((GW4, s4, "127.0.0.1"), (GW6, s6, "::1")):
+        s = _connect(b, str(gw), lst.getsockname()[1])
+        assert isinstance(s, socket.socket) and not s.getblocking()
+        conn, peer = lst.accept()
+        assert s.getpeername()[0] == loop and peer[0] == loop  # connected at once on loopback
+        conn.close()
+        s.close()
+
+
+def test_dns_forward_rules() -> None:
+    """Port 53 of the --dns-forward address goes to the resolver UDP uses.
+
+    (Connecting is covered end to end by tests/integration/test_options.py,
+    DNS over TCP to a dnsmasq; port 53 is not bound here.)
+    """
+    b = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    r4, r6 = b.tcp_rules[socket.AF_INET], b.tcp_rules[socket.AF_INET6]
+    assert r4 is not None and r4.dns_match == IPv4Address("192.0.2.53").packed
+    assert r4.dns_host == "127.0.0.1" and r4.dns_host_loopback
+    assert r6 is not None and r6.dns_match is None
+
+
+@pytest.mark.parametrize("addr", [
+    "127.0.0.1", "127.1.2.3", "0.0.0.0", "224.0.0.1", "239.1.1.1", "255.255.255.255", "240.0.0.1",
+    "169.254.1.1", "::1", "::", "ff02::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:192.0.2.1",
+    "::127.0.0.1",
+])
+def test_forbidden_destinations_get_no_socket(addr: str) -> None:
+    b = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    assert _connect(b, addr, 80) == errno.EACCES
+
+
+def test_without_map_gw_the_gateway_is_not_mapped() -> None:
+    # (no connect here: without the mapping it would leave for 192.0.2.1)
+    b = Broker(_config(map_gw=False), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    assert all(r is not None and r.gw_mapped is None for r in b.tcp_rules.values())
+    b = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    assert [r.gw_mapped for r in b.tcp_rules.values() if r] == [GW4.packed, GW6.packed]
+
+
+def test_no_tcp_and_port_zero_are_refused() -> None:
+    b = Broker(_config(no_tcp=True), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    assert _connect(b, str(GW4), 80) == errno.EPERM
+    b = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    assert _connect(b, str(GW4), 0) == errno.EPERM
+
+
+def test_reply_says_connected_when_the_handshake_is_over(listeners) -> None:  # noqa: ANN001
+    from sandbox.fdpass import recv_fds
+
+    s4, _ = listeners
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b = Broker(_config(), ours)
+    b.handle(ipc.pack_request(7, ipc.OP_TCP_CONNECT, socket.AF_INET, s4.getsockname()[1], GW4.packed))
+    data, fds = recv_fds(theirs, 64, 1)
+    assert ipc.unpack_reply(data) == (7, ipc.STATUS_CONNECTED) and len(fds) == 1
+    socket.socket(fileno=fds[0]).close()
+    s4.accept()[0].close()
+    ours.close()
+    theirs.close()
