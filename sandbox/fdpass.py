@@ -18,6 +18,11 @@ import socket
 __all__ = ["FdPassError", "recv_fds", "send_fds"]
 
 _INT_SIZE = array.array("i").itemsize
+# plain ints: OR-ing socket's enum flags costs more than the recvmsg itself
+_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
+_CTRUNC = int(socket.MSG_CTRUNC)
+_TRUNC = int(socket.MSG_TRUNC)
+_CSPACE = {n: socket.CMSG_SPACE(n * _INT_SIZE) for n in range(1, 17)}
 
 
 class FdPassError(OSError):
@@ -62,10 +67,8 @@ def recv_fds(
     """
     if maxfds < 0:
         raise ValueError("recv_fds: maxfds must be >= 0")
-    ancbufsize = socket.CMSG_SPACE(maxfds * _INT_SIZE) if maxfds else 0
-    data, ancdata, rflags, _addr = sock.recvmsg(
-        bufsize, ancbufsize, socket.MSG_CMSG_CLOEXEC | flags
-    )
+    ancbufsize = (_CSPACE.get(maxfds) or socket.CMSG_SPACE(maxfds * _INT_SIZE)) if maxfds else 0
+    data, ancdata, rflags, _addr = sock.recvmsg(bufsize, ancbufsize, _CLOEXEC | int(flags))
 
     fds: list[int] = []
     for level, ctype, cdata in ancdata:
@@ -75,14 +78,14 @@ def recv_fds(
             arr.frombytes(cdata[:usable])
             fds.extend(arr)
 
-    if rflags & socket.MSG_CTRUNC:
+    if rflags & _CTRUNC:
         _close_all(fds)
         raise FdPassError(
             errno.EMSGSIZE,
             f"recv_fds: control data truncated (more than {maxfds} fds sent); "
             f"closed {len(fds)} received fds",
         )
-    if rflags & socket.MSG_TRUNC:
+    if rflags & _TRUNC:
         _close_all(fds)
         raise FdPassError(
             errno.EMSGSIZE,

@@ -15,7 +15,9 @@ numbers between two kernels:
   from the socket only when the guest acknowledges it; the kernel's
   receive queue is the retransmission buffer. ``SO_PEEK_OFF`` keeps the
   peek position (older kernels: peek the in-flight part into a scratch
-  buffer). Three duplicate ACKs or an ACK timeout rewind and read again.
+  buffer). Acknowledged bytes are discarded in batches of DISCARD_LAZY
+  (one receive call saved per small exchange). Three duplicate ACKs or an
+  ACK timeout rewind and read again.
 - outbound: a guest SYN becomes an ``OP_TCP_CONNECT`` request; the parent
   validates the destination, starts a non-blocking connect and hands the
   socket over. SYN-ACK goes to the guest only when the connect completed;
@@ -32,6 +34,7 @@ Sockets are watched edge-triggered and drained on every wake-up.
 from __future__ import annotations
 
 import fcntl
+import functools
 import ipaddress
 import os
 import select
@@ -64,8 +67,16 @@ ACCEPT_BUDGET = 128
 SIOCOUTQ = 0x5411
 SO_PEEK_OFF = 42
 DISCARD_CHUNK = 1 << 20
+DISCARD_LAZY = 16384  # acknowledged bytes left in the socket before one discard
 OOO_MAX_SEGS = 1024  # out-of-order segments kept per connection
 OOO_MAX_TOTAL = 32 << 20  # bytes of out-of-order guest data kept in all
+# Delayed ACK (docs/tcp.md): a small segment from the guest on an
+# interactive connection is acknowledged with the answer, if the answer
+# comes within ACK_DELAY, else alone; then the connection stops counting as
+# interactive until data goes to the guest within ACK_DELAY of a segment
+# from it (as Linux's delayed-ACK "pingpong" mode).
+ACK_DELAY = float(os.environ.get("PASST_SEP_ACK_DELAY", "0.002"))
+ACK_DELAY_MAX_OWED = 16384  # owe at most this much before acknowledging at once
 
 # Connection states
 CONNECTING = 1  # outbound: guest SYN seen, connect in progress
@@ -79,6 +90,21 @@ EV_DATA = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 _I32 = struct.Struct("i")
 _LINGER0 = struct.pack("ii", 1, 0)
 _ZERO4 = bytes(4)
+
+
+_LOOP6 = bytes(15) + b"\x01"
+_V4MAPPED = bytes(10) + b"\xff\xff"
+
+
+def _peer_raw(family: int, text: str) -> bytes | None:
+    """A peer address from accept() as 4 or 16 bytes (IPv4-mapped as 4)."""
+    try:
+        if family == socket.AF_INET:
+            return socket.inet_pton(socket.AF_INET, text)
+        raw = socket.inet_pton(socket.AF_INET6, text.split("%")[0])
+    except OSError:
+        return None
+    return raw[12:] if raw[:12] == _V4MAPPED else raw
 
 
 def _nofile() -> int:
@@ -107,7 +133,7 @@ class Conn:
         "dup_acks", "retrans", "last_progress", "last_activity", "created",
         "sock_eof", "fin_sent", "fin_ever", "fin_acked", "tap_fin", "out_blocked",
         "partial", "peek_off", "epoll_out", "closed", "ack_due", "ooo", "ooo_bytes",
-        "recover",
+        "recover", "interactive", "more", "ev_data", "sndbuf", "acked", "rdhup",
     )
 
     def __init__(self, key: tuple[bytes, int, bytes, int], version: int, tmpl: ptcp.Template,
@@ -136,6 +162,14 @@ class Conn:
         self.epoll_out = False
         self.closed = False
         self.ack_due = False
+        self.interactive = True  # small segments get a delayed ACK (ACK_DELAY)
+        # the socket may hold data not yet sent to the guest: set by EPOLLIN
+        # (edge-triggered) and by a rewind, cleared when a peek comes up short
+        self.more = True
+        self.rdhup = False  # the peer has shut down its side: the data ends with EOF
+        self.ev_data = False  # registered for EV_DATA already
+        self.sndbuf = 0  # SO_SNDBUF as last read (see _update_wnd)
+        self.acked = 0  # bytes the guest acknowledged still in the socket (DISCARD_LAZY)
         # out-of-order guest data, by sequence number: (payload, FIN)
         self.ooo: dict[int, tuple[bytes, bool]] = {}
         self.ooo_bytes = 0
@@ -164,6 +198,10 @@ class TcpFlows:
         self.max_conns = max_conns or max(16, min(MAX_CONNS_CAP, NOFILE - FD_RESERVE))
         self.listeners: dict[int, tuple[socket.socket, int, int]] = {}
         self.pending: list[Conn] = []
+        # connections owing the guest an ACK, by deadline (insertion order
+        # is deadline order: the delay is constant)
+        self.delayed: dict[Conn, float] = {}
+        self.sndbuf0 = 0  # SO_SNDBUF of a new socket, read once
         self.isn = ptcp.IsnGenerator(_ISN_SECRET)
         self.gw4 = cfg.v4.gw.packed if cfg.v4 else None
         self.gw6 = cfg.v6.gw.packed if cfg.v6 else None
@@ -178,7 +216,8 @@ class TcpFlows:
         self.scratch = bytearray(DISCARD_CHUNK)
         self.sview = memoryview(self.scratch)
         self.stats = {"accepted": 0, "connected": 0, "refused": 0, "rst_out": 0, "full": 0,
-                      "retrans": 0, "partial": 0, "ooo_kept": 0, "ooo_dropped": 0, "dup_segs": 0}
+                      "retrans": 0, "partial": 0, "ooo_kept": 0, "ooo_dropped": 0, "dup_segs": 0,
+                      "acks_delayed": 0, "acks_piggybacked": 0}
         self.ooo_total = 0
         self.disabled = cfg.opts.no_tcp
         # pasta's tap takes NEEDS_CSUM and GSO frames; passt's stream socket
@@ -200,6 +239,8 @@ class TcpFlows:
                         min(win, 0xFFFF), 0, opts)
         if flags & ACK:
             c.seq_ack_to_tap = c.seq_from_tap
+            if c in self.delayed:
+                del self.delayed[c]
         self._write(n)
 
     def _rst_reply(self, p: Packet, seg: ptcp.Segment) -> None:
@@ -262,7 +303,7 @@ class TcpFlows:
             c.ws_from_tap, c.ws_to_tap = ws, WS_TO_GUEST
         c.wnd_from_tap = seg.win  # never scaled in a SYN
         fam = socket.AF_INET if p.version == 4 else socket.AF_INET6
-        self.w.broker.request(ipc.OP_TCP_CONNECT, fam, lambda fd, err, c=c: self._connected_fd(c, fd, err),
+        self.w.broker.request(ipc.OP_TCP_CONNECT, fam, functools.partial(self._connected_fd, c),
                               port=seg.dport, addr=p.dst)
 
     def _connected_fd(self, c: Conn, fd: int | None, err: int) -> None:
@@ -280,7 +321,13 @@ class TcpFlows:
         c.sock = socket.socket(fam, socket.SOCK_STREAM, 0, fileno=fd)
         c.fd = fd
         self.by_fd[fd] = c
-        self.w.add(fd, lambda ev, c=c: self._sock_event(c, ev), select.EPOLLOUT | select.EPOLLET)
+        if err == ipc.STATUS_CONNECTED:  # loopback: no need to wait for EPOLLOUT
+            self.w.add(fd, functools.partial(self._sock_event, c), EV_DATA)
+            c.ev_data = True
+            c.state = SYNACK_SENT
+            self._send_synack(c)
+        else:
+            self.w.add(fd, functools.partial(self._sock_event, c), select.EPOLLOUT | select.EPOLLET)
 
     def _handshake(self, c: Conn, p: Packet, seg: ptcp.Segment) -> None:
         flags = seg.flags
@@ -329,8 +376,18 @@ class TcpFlows:
                 c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
             except OSError:
                 c.peek_off = False
-            self.w.ep.modify(c.fd, EV_DATA)
-            self._update_wnd(c)
+            if not c.ev_data:
+                self.w.ep.modify(c.fd, EV_DATA)
+                c.ev_data = True
+            # nothing is queued on a new socket: its window is 3/4 of the
+            # send buffer every new socket starts with (read once)
+            if not self.sndbuf0:
+                try:
+                    self.sndbuf0 = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+                except OSError:
+                    self.sndbuf0 = 16384
+            c.sndbuf = self.sndbuf0
+            c.wnd_to_tap = min(self.sndbuf0 * 3 >> 2, WND_MAX if c.ws_to_tap else 0xFFFF)
         self.stats["accepted" if c.inbound else "connected"] += 1
 
     def _send_synack(self, c: Conn) -> None:
@@ -400,10 +457,14 @@ class TcpFlows:
                 self._update_wnd(c)
                 self._ctl(c, ACK)
                 return None
-            self._queue_ack(c)
             if c.tap_fin and c.fin_acked:
                 self._ctl(c, ACK)
                 self._close(c)
+            elif (ACK_DELAY and c.interactive and dlen < c.mss and not c.ooo
+                  and (c.seq_from_tap - c.seq_ack_to_tap) & SEQ_MASK < ACK_DELAY_MAX_OWED):
+                self._delay_ack(c)
+            else:
+                self._queue_ack(c)
         return None
 
     def _tap_fin(self, c: Conn) -> None:
@@ -490,6 +551,31 @@ class TcpFlows:
             c.ack_due = True
             self.pending.append(c)
 
+    def _delay_ack(self, c: Conn) -> None:
+        """Owe the guest an ACK for up to ACK_DELAY: an answer may carry it."""
+        if c not in self.delayed:
+            self.delayed[c] = self.w.now() + ACK_DELAY
+            self.stats["acks_delayed"] += 1
+
+    def delayed_due(self) -> float:
+        """When the first delayed ACK falls due (call only while self.delayed)."""
+        return next(iter(self.delayed.values()))
+
+    def flush_delayed(self, now: float) -> None:
+        """Send the delayed ACKs whose deadline passed and no answer carried."""
+        delayed = self.delayed
+        while delayed:
+            c, due = next(iter(delayed.items()))
+            if due > now:
+                return
+            del delayed[c]
+            if c.closed:
+                continue
+            if c.seq_ack_to_tap != c.seq_from_tap:
+                c.interactive = False  # no answer in time: acknowledge at once for now
+                self._update_wnd(c)
+                self._ctl(c, ACK)
+
     def _guest_ack(self, c: Conn, seg: ptcp.Segment) -> None:
         ack = seg.ack
         una = c.seq_ack_from_tap
@@ -500,7 +586,10 @@ class TcpFlows:
             c.fin_acked = True
             acked -= 1
         if 0 < acked <= sent:
-            self._discard(c, acked)
+            c.acked += acked
+            if c.acked >= DISCARD_LAZY or not c.peek_off:
+                self._discard(c, c.acked)
+                c.acked = 0
             c.seq_ack_from_tap = una = ack if not c.fin_acked else c.seq_max
             if ptcp.seq_diff(c.seq_to_tap, una) < 0:
                 c.seq_to_tap = una
@@ -519,7 +608,7 @@ class TcpFlows:
         c.wnd_from_tap = wnd
         if c.fin_acked and c.tap_fin:
             return self._close(c)
-        if not c.fin_sent:
+        if c.more and not c.fin_sent:
             self._send_data(c)
 
     def _discard(self, c: Conn, n: int) -> None:
@@ -543,9 +632,10 @@ class TcpFlows:
         c.seq_to_tap = c.seq_ack_from_tap
         c.recover = c.seq_max
         c.fin_sent = False
+        c.more = True
         if c.peek_off and c.sock is not None:
             try:
-                c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+                c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, c.acked)
             except OSError:
                 pass
         self._send_data(c)
@@ -564,6 +654,8 @@ class TcpFlows:
         limit = ptcp.GSO_MAX[c.version] if tmpl.offload else mss
         peek = socket.MSG_PEEK
         write = self.w.tap.write_raw
+        if not c.interactive and self.w.now() - c.last_activity < ACK_DELAY:
+            c.interactive = True  # answering what the guest just sent: delay ACKs again
         for _ in range(4096):
             inflight = (c.seq_to_tap - c.seq_ack_from_tap) & SEQ_MASK
             room = c.wnd_from_tap - inflight
@@ -576,6 +668,7 @@ class TcpFlows:
                 else:
                     n = self._peek_skip(c, inflight, oview[hlen : hlen + size], size)
             except BlockingIOError:
+                c.more = False
                 return
             except OSError as e:
                 log.debug(f"{c}: receive: {e.strerror}")
@@ -594,13 +687,20 @@ class TcpFlows:
             win = c.wnd_to_tap >> c.ws_to_tap
             total = tmpl.fill(obuf, c.seq_to_tap, c.seq_from_tap, ACK | PSH if n < size else ACK,
                               win if win < 0xFFFF else 0xFFFF, n, gso_size=mss if n > mss else 0)
-            c.seq_ack_to_tap = c.seq_from_tap
+            if c.seq_ack_to_tap != c.seq_from_tap:
+                self.stats["acks_piggybacked"] += 1  # this answer carries an ACK we owed
+                c.seq_ack_to_tap = c.seq_from_tap
+                if c in self.delayed:
+                    del self.delayed[c]
             if not write(oview[:total]):
                 return
             c.seq_to_tap = seq = (c.seq_to_tap + n) & SEQ_MASK
             if ptcp.seq_diff(seq, c.seq_max) > 0:
                 c.seq_max = seq
             if n < size:
+                if c.rdhup:
+                    continue  # all there is has come: the next peek finds the EOF
+                c.more = False  # drained: the next EPOLLIN edge says when there is more
                 return
 
     def _peek_skip(self, c: Conn, skip: int, view: memoryview, size: int) -> int:
@@ -638,8 +738,12 @@ class TcpFlows:
                 c.partial = False
                 for _ in range(DUP_ACK_THRESHOLD):
                     self._ctl(c, ACK)
-        if c.state == ESTABLISHED and ev & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP):
-            self._send_data(c)
+        if ev & (select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP):
+            c.more = True
+            if ev & (select.EPOLLRDHUP | select.EPOLLHUP):
+                c.rdhup = True
+            if c.state == ESTABLISHED:
+                self._send_data(c)
 
     def _connect_done(self, c: Conn, ev: int) -> None:
         assert c.sock is not None
@@ -668,11 +772,14 @@ class TcpFlows:
             c.wnd_to_tap = WND_MIN_HANDSHAKE if c.state != ESTABLISHED else c.wnd_to_tap
             return
         try:
-            sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             outq = _I32.unpack(fcntl.ioctl(c.fd, SIOCOUTQ, _ZERO4))[0]
+            # the kernel grows the buffer as the connection speeds up; that
+            # matters once it is half full, and only then is it read again
+            if outq * 2 > c.sndbuf:
+                c.sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         except OSError:
             return
-        wnd = (sndbuf * 3 >> 2) - outq
+        wnd = (c.sndbuf * 3 >> 2) - outq
         if wnd < c.mss:
             self._want_out(c, True)
             wnd = max(wnd, 0)
@@ -719,16 +826,15 @@ class TcpFlows:
         if self.disabled or len(self.conns) >= self.max_conns:
             self.stats["full"] += 1
             return self._abort_sock(cs)
-        ip = ipaddress.ip_address(peer[0].split("%")[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        version = ip.version
+        raw = _peer_raw(cs.family, peer[0])
+        if raw is None:
+            return self._abort_sock(cs)
+        version = 4 if len(raw) == 4 else 6
         guest = self.guest4 if version == 4 else self.guest6
         gw = self.gw4 if version == 4 else self.gw6
         if guest is None or gw is None:
             return self._abort_sock(cs)
-        raw = ip.packed
-        if ip.is_loopback or raw == guest:
+        if raw == guest or (raw[0] == 127 if version == 4 else raw == _LOOP6):
             raw = gw
         key = (guest, target, raw, peer[1])
         if key in self.conns:
@@ -740,7 +846,8 @@ class TcpFlows:
         c.sock = cs
         c.fd = cs.fileno()
         self.by_fd[c.fd] = c
-        self.w.add(c.fd, lambda ev, c=c: self._sock_event(c, ev), EV_DATA)
+        self.w.add(c.fd, functools.partial(self._sock_event, c), EV_DATA)
+        c.ev_data = True
         mss = self.mss4 if version == 4 else self.mss6
         c.wnd_to_tap = 0xFFFF
         c.ws_to_tap = WS_TO_GUEST
@@ -782,6 +889,9 @@ class TcpFlows:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
                 except OSError:
                     pass
+            elif c.acked:  # unread data would make close() send a RST
+                self._discard(c, c.acked)
+                c.acked = 0
             sock.close()
             c.sock = None
             c.fd = -1

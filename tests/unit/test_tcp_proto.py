@@ -359,10 +359,83 @@ def _established() -> tuple:
     flows.from_guest(parsed(tcp_frame(tcp.ACK, b"hello", seq=1001, ack=isn + 1)))
     assert peer.recv(100) == b"hello"
     flows.flush()
-    (ack,) = _segs(w)
+    assert not w.frames  # a small segment: its ACK waits for an answer ...
+    flows.flush_delayed(w.t + 1)
+    (ack,) = _segs(w)  # ... which did not come: the ACK goes alone
     assert ack.flags == tcp.ACK and ack.ack == 1006 and ack.win > 0
     w.frames.clear()
     return w, flows, fd, peer, isn
+
+
+def _connected_at_once() -> tuple:
+    """A connection whose broker reply said the connect had completed."""
+    import socket
+
+    from passt_sep import ipc
+    from passt_sep.worker.tcp import TcpFlows
+
+    w = _LoopWorker()
+    flows = TcpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(parsed(tcp_frame(tcp.SYN, options=tcp.syn_options(1460, 7), seq=1000)))
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.settimeout(2)
+    fd = ours.detach()
+    w.requests[0][0][2](fd, ipc.STATUS_CONNECTED)
+    (synack,) = _segs(w)  # no EPOLLOUT needed
+    assert synack.flags == tcp.SYN | tcp.ACK and synack.ack == 1001
+    w.frames.clear()
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1001, ack=synack.seq + 1)))
+    assert not w.frames
+    return w, flows, fd, peer, synack.seq
+
+
+def test_delayed_ack_rides_on_the_answer() -> None:
+    import select
+
+    w, flows, fd, peer, isn = _connected_at_once()
+    flows.from_guest(parsed(tcp_frame(tcp.ACK | tcp.PSH, b"ping", seq=1001, ack=isn + 1)))
+    flows.flush()
+    assert peer.recv(10) == b"ping" and not w.frames
+    peer.sendall(b"pong")
+    w.handlers[fd](select.EPOLLIN)  # type: ignore[operator]
+    (data,) = _segs(w)  # the answer acknowledges the request
+    assert data.ack == 1005 and w.frames[0][-4:] == b"pong"
+    w.frames.clear()
+    flows.flush_delayed(w.t + 1)
+    assert not w.frames and flows.stats["acks_piggybacked"] == 1
+    peer.close()
+
+
+def test_unanswered_segments_are_acknowledged_at_once_afterwards() -> None:
+    from passt_sep.worker.tcp import ACK_DELAY
+
+    w, flows, fd, peer, isn = _connected_at_once()
+    flows.from_guest(parsed(tcp_frame(tcp.ACK | tcp.PSH, b"a", seq=1001, ack=isn + 1)))
+    flows.flush()
+    flows.flush_delayed(w.t + ACK_DELAY / 2)
+    assert not w.frames  # not yet due
+    flows.flush_delayed(w.t + ACK_DELAY)
+    (ack,) = _segs(w)
+    assert ack.ack == 1002
+    w.frames.clear()
+    # no answer came: the connection no longer counts as interactive
+    flows.from_guest(parsed(tcp_frame(tcp.ACK | tcp.PSH, b"b", seq=1002, ack=isn + 1)))
+    flows.flush()
+    (ack,) = _segs(w)
+    assert ack.ack == 1003
+    assert peer.recv(10) == b"ab"
+    peer.close()
+
+
+def test_full_segments_are_acknowledged_at_once() -> None:
+    w, flows, fd, peer, isn = _connected_at_once()
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, b"x" * 1460, seq=1001, ack=isn + 1)))
+    flows.flush()
+    (ack,) = _segs(w)  # a full segment (MSS 1460): bulk data, no delay
+    assert ack.ack == 1001 + 1460
+    assert len(peer.recv(2000)) == 1460
+    peer.close()
 
 
 def test_data_both_ways_and_close() -> None:
