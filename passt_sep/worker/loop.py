@@ -305,10 +305,14 @@ class Worker:
         handlers = self.handlers
         tcp = self.tcp
         delayed = tcp.delayed
+        splice = self.splice
+        lowat = splice.lowat
         while self.running:
             due = next_timer
             if delayed:
                 due = min(due, tcp.delayed_due())
+            if lowat:
+                due = min(due, splice.lowat_due)
             timeout = max(0.0, due - time.monotonic())
             for fd, ev in poll(timeout, EPOLL_EVENTS):
                 h = handlers.get(fd)
@@ -319,6 +323,8 @@ class Worker:
             now = time.monotonic()
             if delayed:
                 tcp.flush_delayed(now)
+            if lowat and now >= splice.lowat_due:
+                splice.check_lowat(now)
             if now >= next_timer:
                 next_timer = now + TIMER_INTERVAL
                 self.timer(now)

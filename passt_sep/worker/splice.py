@@ -49,6 +49,12 @@ FDS_PER_CONN = 6
 FD_RESERVE = 128
 MAX_CONNS_CAP = 16384
 CONNECT_TIMEOUT = 10.0  # the broker's socket did not connect: reset the accepted one
+# Bulk transfers: once one wake-up moved a tenth of the pipe, the source
+# socket gets SO_RCVLOWAT of a quarter pipe, so the kernel wakes us for
+# large batches only (as passt does). A direction that moved nothing for
+# LOWAT_CHECK gets its low-water mark back to 1 byte: the kernel then
+# signals whatever waits, so a tail below the mark waits at most twice that.
+LOWAT_CHECK = 0.005
 
 EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 EV_OUT = EV_IN | select.EPOLLOUT  # only while a write to that socket is blocked
@@ -85,7 +91,7 @@ def loopback_family(host: str) -> int | None:
 class Half:
     """One direction: bytes read from src wait in a pipe until dst takes them."""
 
-    __slots__ = ("rd", "wr", "size", "pending", "eof", "shut", "bytes")
+    __slots__ = ("rd", "wr", "size", "pending", "eof", "shut", "bytes", "lowat", "act")
 
     def __init__(self, pipe: tuple[int, int, int]) -> None:
         self.rd, self.wr, self.size = pipe
@@ -93,6 +99,8 @@ class Half:
         self.eof = False  # src said EOF
         self.shut = False  # dst was shut down for writing
         self.bytes = 0
+        self.lowat = False  # SO_RCVLOWAT raised on the source socket
+        self.act = False  # bytes moved since the last LOWAT_CHECK
 
 
 class SpliceConn:
@@ -136,7 +144,11 @@ class Splicer:
         self.max_conns = max_conns or max(8, min(MAX_CONNS_CAP, (NOFILE - FD_RESERVE) // FDS_PER_CONN))
         self.pipes: list[tuple[int, int, int]] = []
         self.stats = {"spliced": 0, "refused": 0, "full": 0, "resets": 0, "to_ns": 0, "to_host": 0,
-                      "dropped_ports": 0}
+                      "dropped_ports": 0, "lowat_set": 0}
+        # directions whose source socket has a raised SO_RCVLOWAT, and when
+        # to look at them next (the loop's poll timeout honours it)
+        self.lowat: dict[Half, socket.socket] = {}
+        self.lowat_due = 0.0
 
     # -- port messages from the parent -----------------------------------------
     def port_msg(self, msg: tuple[bytes, int, int], fds: list[int]) -> None:
@@ -329,6 +341,7 @@ class Splicer:
         """Move what src has to dst through h's pipe; False if c ended."""
         splice = os.splice
         sfd, dfd, rd, wr, size = src.fileno(), dst.fileno(), h.rd, h.wr, h.size
+        moved = 0
         for _ in range(MOVE_BUDGET):
             got = 0
             if not h.eof and h.pending < size:
@@ -337,6 +350,7 @@ class Splicer:
                     if got == 0:
                         h.eof = True
                     h.pending += got
+                    moved += got
                 except BlockingIOError:
                     pass
                 except OSError:
@@ -361,6 +375,11 @@ class Splicer:
                 self.w.ep.modify(sfd, EV_OUT if sfd in c.out_armed else EV_IN)
             except OSError:
                 pass
+        if moved:
+            if h.lowat:
+                h.act = True
+            elif moved >= size // 10 and not h.eof:
+                self._raise_lowat(h, src, size // 4)
         if not h.pending and dfd in c.out_armed:
             self._watch_out(c, dfd, False)
         if h.eof and not h.pending and not h.shut:
@@ -370,6 +389,31 @@ class Splicer:
             except OSError:
                 pass
         return True
+
+    def _raise_lowat(self, h: Half, src: socket.socket, lowat: int) -> None:
+        try:
+            src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+        except OSError:
+            return
+        h.lowat, h.act = True, True
+        self.stats["lowat_set"] += 1
+        if not self.lowat:
+            self.lowat_due = self.w.now() + LOWAT_CHECK
+        self.lowat[h] = src
+
+    def check_lowat(self, now: float) -> None:
+        """Every LOWAT_CHECK while some direction has a raised low-water mark."""
+        for h, src in list(self.lowat.items()):
+            if h.act:
+                h.act = False
+                continue
+            del self.lowat[h]
+            h.lowat = False
+            try:  # the kernel signals EPOLLIN at once if anything waits
+                src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+            except OSError:
+                pass
+        self.lowat_due = now + LOWAT_CHECK
 
     # -- ends ----------------------------------------------------------------------
     def _reset(self, c: SpliceConn) -> None:
@@ -390,6 +434,7 @@ class Splicer:
         self.conns.discard(c)
         for h in (c.ab, c.ba):
             if h is not None:
+                self.lowat.pop(h, None)
                 self._release_pipe((h.rd, h.wr, h.size), h.pending)
         if c.ab is not None and c.ba is not None:
             key = "to_ns" if c.kind == KIND_IN else "to_host"

@@ -82,8 +82,43 @@ HELPER = textwrap.dedent('''
             return {"error": type(e).__name__, "bytes": n}
         return {"sha": h.hexdigest(), "bytes": n}
 
+    def serve_tail(addr, port, n, seed):
+        """Per connection: n seeded bytes, the last 100 after a pause; close when told."""
+        payload = random.Random(seed).randbytes(n)
+        s = listen(addr, port)
+        def conn(c):
+            c.sendall(payload[:-100])
+            time.sleep(0.3)
+            c.sendall(payload[-100:])
+            c.settimeout(20)
+            c.recv(1)  # the client has it all: only now EOF
+            c.close()
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=conn, args=(c,), daemon=True).start()
+
+    def fetch_n(addr, port, n):
+        """Read exactly n bytes (no EOF expected before): sha256, then say so."""
+        h, got = hashlib.sha256(), 0
+        try:
+            with socket.create_connection((addr, port), timeout=10) as c:
+                while got < n:
+                    d = c.recv(min(1 << 20, n - got))
+                    if not d:
+                        return {"error": "EOF", "bytes": got}
+                    h.update(d)
+                    got += len(d)
+                c.sendall(b"k")
+        except OSError as e:
+            return {"error": type(e).__name__, "bytes": got}
+        return {"sha": h.hexdigest(), "bytes": got}
+
     mode = sys.argv[1]
-    if mode == "serve":
+    if mode == "serve-tail":
+        serve_tail(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif mode == "fetch-n":
+        print(json.dumps(fetch_n(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    elif mode == "serve":
         serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
               sys.argv[6] == "1", sys.argv[7] == "1")
     elif mode == "fetch":
@@ -110,8 +145,12 @@ class Env:
 
     def serve(self, ns: HostNS | GuestNS, addr: str, port: int, n: int, seed: int,
               wait_eof: bool = False, rst: bool = False) -> subprocess.Popen:
-        p = ns.popen([PYTHON, str(self.helper), "serve", addr, str(port), str(n), str(seed),
-                      "1" if wait_eof else "0", "1" if rst else "0"], stdout=subprocess.PIPE)
+        return self.serve_mode("serve", ns, addr, port, n, seed, "1" if wait_eof else "0",
+                               "1" if rst else "0")
+
+    def serve_mode(self, mode: str, ns: HostNS | GuestNS, addr: str, port: int, *args: object) -> subprocess.Popen:
+        p = ns.popen([PYTHON, str(self.helper), mode, addr, str(port), *map(str, args)],
+                     stdout=subprocess.PIPE)
         assert p.stdout is not None
         line = p.stdout.readline().decode()  # bounded: the helper prints it or dies
         assert line.startswith("READY"), line
@@ -187,6 +226,26 @@ def test_reset_propagated(env: Env) -> None:
     srv = env.serve(env.guest, "127.0.0.1", T_PORTS[3], 10 * MIB, 4, wait_eof=False, rst=True)
     res = env.fetch(env.host, "127.0.0.1", T_PORTS[3])
     assert res.get("error") == "ConnectionResetError" or res.get("bytes", 0) < 10 * MIB, res
+    srv.terminate()
+    env.alive()
+
+
+@pytest.mark.parametrize("direction", ["to-host", "to-ns"])
+def test_tail_after_bulk_is_not_held_back(env: Env, direction: str) -> None:
+    """A bulk burst raises SO_RCVLOWAT on the source socket; the 100 bytes
+    sent 0.3 s later (and whatever was left below the mark) must still come
+    without waiting for EOF: the server closes only after the client has it all."""
+    n = 8 * MIB
+    if direction == "to-host":  # namespace server, host client through -t
+        srv = env.serve_mode("serve-tail", env.guest, "127.0.0.1", T_PORTS[2], n, 11)
+        ns: HostNS | GuestNS = env.host
+        port = T_PORTS[2]
+    else:  # host server, namespace client through -T
+        srv = env.serve_mode("serve-tail", env.host, "127.0.0.1", NS_PORTS[0], n, 12)
+        ns, port = env.guest, NS_PORTS[0]
+    r = ns.run([PYTHON, str(env.helper), "fetch-n", "127.0.0.1", str(port), str(n)], timeout=30, check=False)
+    res = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {"error": r.stderr}
+    assert res.get("sha") == expected_sha(n, 11 if direction == "to-host" else 12), res
     srv.terminate()
     env.alive()
 
