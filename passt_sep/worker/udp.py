@@ -50,30 +50,16 @@ from .. import ipc
 from ..log import DEBUG, log
 from ..proto import udp as pudp
 from ..proto.packet import Packet
+from .flowsock import FLOW_TIMEOUT, NOFILE, RECV_BUDGET, RETRY_AFTER, SockFlow, SockFlows
+from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .udpsplice import KIND_HOST, loopback_family
 
 if TYPE_CHECKING:
     from .loop import Worker
 
-FLOW_TIMEOUT = 180.0  # seconds without guest activity, as passt's UDP_CONN_TIMEOUT
-RETRY_AFTER = 1.0  # seconds before asking the broker again after a refusal
-QUEUE_MAX = 64  # datagrams held per flow while the broker makes its socket
-RECV_BUDGET = 64  # datagrams read from one socket per wake-up
+# FLOW_TIMEOUT (here only guest activity counts), RETRY_AFTER, QUEUE_MAX, RECV_BUDGET and
+# NOFILE: worker/flowsock.py
 REV_MAX = 64  # translated destinations remembered per flow
-SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
-
-
-def _nofile() -> int:
-    try:
-        import resource
-
-        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        return 1024
-
-
-# Evaluated at import, before the sandbox (the worker may not call getrlimit).
-NOFILE = _nofile()
 MAX_FLOWS = max(16, min(8192, NOFILE // 4))  # outbound flows, both families together
 MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
 
@@ -102,21 +88,17 @@ def _bad_destination(version: int, raw: bytes) -> str | None:
     return None
 
 
-class Flow:
-    """One source port of the guest and its host socket."""
+class Flow(SockFlow):
+    """One source port of the guest and its host socket (queue: (payload, target) pairs)."""
 
-    __slots__ = ("version", "gport", "sock", "fd", "queue", "last", "guest", "rev", "failed")
+    __slots__ = ("version", "gport", "guest", "rev")
 
     def __init__(self, version: int, gport: int, now: float) -> None:
+        super().__init__((version, gport), now)
         self.version, self.gport = version, gport
-        self.sock: socket.socket | None = None
-        self.fd = -1
-        self.queue: list[tuple[bytes, tuple]] = []
-        self.last = now
         self.guest = b""  # the guest's source address, replies go there
         # (host address, port) the flow sent to -> address the guest wrote
         self.rev: dict[tuple[bytes, int], bytes] = {}
-        self.failed = 0.0  # when the broker refused; retried after RETRY_AFTER
 
     def __repr__(self) -> str:
         return f"<udp{self.version} guest port {self.gport}>"
@@ -141,16 +123,19 @@ class Peer:
         self.inbound, self.sockaddr, self.last = inbound, sockaddr, now
 
 
-class UdpFlows:
+class UdpFlows(SockFlows[Flow]):
     """Outbound flows and inbound peers of both families."""
 
+    DROP_QUEUE_FULL = "udp queue full"
+    DROP_SEND = "udp send failed"
+
     def __init__(self, w: Worker, max_flows: int | None = None, max_peers: int | None = None) -> None:
-        self.w = w
+        super().__init__(w, max_flows or MAX_FLOWS, {
+            "flows": 0, "to_host": 0, "to_guest": 0, "refused": 0, "send_errors": 0,
+            "too_big": 0, "queue_full": 0, "evicted": 0, "inbound": 0})
         cfg = w.cfg
         self.disabled = cfg.opts.no_udp
-        self.max_flows = max_flows or MAX_FLOWS
         self.max_peers = max_peers or MAX_PEERS
-        self.flows: dict[tuple[int, int], Flow] = {}
         self.inbound: dict[int, Inbound] = {}
         # (version, guest port, address as the guest sees it, peer port) -> Peer
         self.peers: dict[tuple[int, int, bytes, int], Peer] = {}
@@ -169,8 +154,6 @@ class UdpFlows:
         self.view = memoryview(self.buf)
         # pasta: -u datagrams from host loopback senders take the splice path
         self.splice_loop = cfg.opts.mode == "pasta"
-        self.stats = {"flows": 0, "to_host": 0, "to_guest": 0, "refused": 0, "send_errors": 0,
-                      "too_big": 0, "queue_full": 0, "evicted": 0, "inbound": 0}
 
     # -- guest to host --------------------------------------------------------
     def from_guest(self, p: Packet) -> None:
@@ -197,7 +180,7 @@ class UdpFlows:
         key = (version, d.sport)
         flow = self.flows.get(key)
         if flow is None:
-            flow = self._new_flow(version, d.sport, now)
+            flow = self._add_flow(Flow(version, d.sport, now))
         flow.last = now
         flow.guest = p.src
         target = self._target(flow, dst, d.dport)
@@ -206,9 +189,8 @@ class UdpFlows:
                 self._request(flow)
             if flow.failed:
                 return self.w.drop("udp socket refused")
-            if len(flow.queue) >= QUEUE_MAX:
-                self.stats["queue_full"] += 1
-                return self.w.drop("udp queue full")
+            if self._queue_full(flow):
+                return None
             flow.queue.append((bytes(payload), target))
             return None
         return self._sendto(flow.sock, payload, target)
@@ -242,53 +224,19 @@ class UdpFlows:
             sock.sendto(payload, target)
             self.stats["to_host"] += 1
         except OSError as e:  # EAGAIN included: a datagram lost, as on any full queue
-            n = self.stats["send_errors"] = self.stats["send_errors"] + 1
-            if n <= SEND_ERR_LOG:
-                log.debug(f"udp: send to {target[0]}:{target[1]}: {e.strerror}")
-            self.w.drop("udp send failed")
+            self._send_error(e, "udp", target)
 
-    def _new_flow(self, version: int, gport: int, now: float) -> Flow:
-        if len(self.flows) >= self.max_flows:
-            oldest = min(self.flows.values(), key=lambda f: f.last)
-            self.stats["evicted"] += 1
-            self._close(oldest)
-        flow = self.flows[(version, gport)] = Flow(version, gport, now)
-        self.stats["flows"] += 1
-        self._request(flow)
-        return flow
-
-    def _request(self, flow: Flow) -> None:
-        flow.failed = 0.0
+    # -- the flow's socket (worker/flowsock.py does the rest) -------------------------
+    def _ask(self, flow: Flow) -> tuple[int, int, int]:
         fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
-        self.w.broker.request(ipc.OP_UDP_SOCKET, fam,
-                              lambda fd, err, f=flow: self._got_socket(f, fd, err), port=flow.gport)
+        return ipc.OP_UDP_SOCKET, fam, flow.gport
 
-    def _got_socket(self, flow: Flow, fd: int | None, err: int) -> None:
-        """The broker's answer to OP_UDP_SOCKET."""
-        if self.flows.get((flow.version, flow.gport)) is not flow:  # expired or evicted meanwhile
-            if fd is not None:
-                os.close(fd)
-            return
-        if fd is None:
-            self.stats["refused"] += 1
-            log.debug(f"{flow}: no socket ({os.strerror(err) if err else 'refused'})")
-            flow.failed = self.w.now() or 1e-9
-            flow.queue.clear()
-            return
+    def _wrap(self, flow: Flow, fd: int) -> socket.socket:
         fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
-        try:
-            flow.sock = socket.socket(fam, socket.SOCK_DGRAM, 0, fileno=fd)
-            flow.sock.setblocking(False)
-        except OSError as e:
-            log.debug(f"{flow}: {e.strerror}")
-            os.close(fd)
-            flow.failed = self.w.now() or 1e-9
-            return
-        flow.fd = fd
-        self.w.add(fd, lambda ev, f=flow: self._flow_readable(f, ev))
-        for payload, target in flow.queue:
-            self._sendto(flow.sock, payload, target)
-        flow.queue.clear()
+        return socket.socket(fam, socket.SOCK_DGRAM, 0, fileno=fd)
+
+    def _send_queued(self, sock: socket.socket, flow: Flow, item: tuple[bytes, tuple]) -> None:
+        self._sendto(sock, item[0], item[1])
 
     # -- host to guest --------------------------------------------------------
     def _visible(self, version: int, raw: bytes) -> bytes | None:
@@ -414,15 +362,6 @@ class UdpFlows:
             self._to_guest(version, src, addr[1], guest, ib.target, n)
 
     # -- life cycle -----------------------------------------------------------
-    def _close(self, flow: Flow) -> None:
-        self.flows.pop((flow.version, flow.gport), None)
-        if flow.sock is not None:
-            self.w.remove(flow.fd)
-            flow.sock.close()
-            flow.sock = None
-            flow.fd = -1
-        flow.queue.clear()
-
     def _expire_peers(self, now: float, force: bool = False) -> None:
         for key, peer in list(self.peers.items()):
             if now - peer.last > FLOW_TIMEOUT:
@@ -433,9 +372,7 @@ class UdpFlows:
 
     def timer(self, now: float) -> None:
         """Close flows and forget peers idle for longer than FLOW_TIMEOUT."""
-        for flow in list(self.flows.values()):
-            if now - flow.last > FLOW_TIMEOUT:
-                self._close(flow)
+        self._expire_flows(now)
         self._expire_peers(now)
 
     def summary(self) -> str:

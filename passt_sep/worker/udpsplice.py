@@ -34,30 +34,18 @@ from typing import TYPE_CHECKING
 
 from .. import ipc
 from ..log import DEBUG, log
+from .flowsock import FLOW_TIMEOUT as FLOW_TIMEOUT  # re-exported (only flowsock checks it)
+from .flowsock import NOFILE, RECV_BUDGET, RETRY_AFTER, SockFlow, SockFlows
 
 if TYPE_CHECKING:
     from .loop import Worker
 
-FLOW_TIMEOUT = 180.0  # seconds without a datagram either way
-RETRY_AFTER = 1.0  # seconds before asking the broker again after a refusal
-QUEUE_MAX = 64  # datagrams held per flow while the broker makes its socket
-RECV_BUDGET = 64  # datagrams read from one socket per wake-up
-SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
+# FLOW_TIMEOUT (here a datagram either way counts), RETRY_AFTER, QUEUE_MAX, RECV_BUDGET and
+# NOFILE: worker/flowsock.py
 MAX_DGRAM = 65535
 
 KIND_NS, KIND_HOST = 0, 1  # -U (namespace sender), -u (host sender)
 
-
-def _nofile() -> int:
-    try:
-        import resource
-
-        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        return 1024
-
-
-NOFILE = _nofile()  # evaluated before the sandbox (no getrlimit afterwards)
 MAX_FLOWS = max(16, min(4096, NOFILE // 8))  # each flow holds one fd
 
 
@@ -82,40 +70,39 @@ class NsSocket:
         self.sock, self.fd, self.port, self.target = sock, sock.fileno(), port, target
 
 
-class Flow:
-    """One loopback sender on one receiving socket, and its socket on the other side."""
+class Flow(SockFlow):
+    """One loopback sender on one receiving socket, and its socket on the other side.
 
-    __slots__ = ("key", "kind", "lsock", "lfd", "sender", "family", "target", "sock", "fd",
-                 "queue", "last", "failed")
+    key: (receiving fd, sender); queue: payloads.
+    """
+
+    __slots__ = ("kind", "lsock", "lfd", "sender", "family", "target")
 
     def __init__(self, key: tuple[int, tuple], kind: int, lsock: socket.socket, sender: tuple,
                  family: int, target: int, now: float) -> None:
-        self.key, self.kind, self.lsock, self.lfd = key, kind, lsock, key[0]
+        super().__init__(key, now)
+        self.kind, self.lsock, self.lfd = kind, lsock, key[0]
         self.sender, self.family, self.target = sender, family, target
-        self.sock: socket.socket | None = None
-        self.fd = -1
-        self.queue: list[bytes] = []
-        self.last = now
-        self.failed = 0.0
 
     def __repr__(self) -> str:
         side = "-U" if self.kind == KIND_NS else "-u"
         return f"<udp splice {side} {self.sender[0]}:{self.sender[1]} -> {self.target}>"
 
 
-class UdpSplicer:
+class UdpSplicer(SockFlows[Flow]):
     """-U sockets and the loopback-to-loopback UDP flows of -U and -u."""
 
+    DROP_QUEUE_FULL = "udp splice queue full"
+    DROP_SEND = "udp splice send failed"
+
     def __init__(self, w: Worker, max_flows: int | None = None) -> None:
-        self.w = w
+        super().__init__(w, max_flows or MAX_FLOWS, {
+            "flows": 0, "to_host": 0, "to_ns": 0, "refused": 0, "send_errors": 0,
+            "queue_full": 0, "evicted": 0, "expired": 0})
         self.enabled = w.cfg.opts.mode == "pasta" and not w.cfg.opts.no_udp
-        self.max_flows = max_flows or MAX_FLOWS
         self.ns_socks: dict[int, NsSocket] = {}
-        self.flows: dict[tuple[int, tuple], Flow] = {}
         self.buf = bytearray(MAX_DGRAM + 1)
         self.view = memoryview(self.buf)
-        self.stats = {"flows": 0, "to_host": 0, "to_ns": 0, "refused": 0, "send_errors": 0,
-                      "queue_full": 0, "evicted": 0, "expired": 0}
 
     # -- -U sockets (port messages) ----------------------------------------------
     def add_ns_socket(self, fd: int, port: int, target: int) -> None:
@@ -170,14 +157,14 @@ class UdpSplicer:
         flow = self.flows.get(key)
         now = self.w.now()
         if flow is None:
-            flow = self._new_flow(key, kind, lsock, sender, family, target, now)
+            flow = self._add_flow(Flow(key, kind, lsock, sender, family, target, now))
         flow.last = now
         sock = flow.sock
         if sock is not None:
             try:
                 sock.send(payload)
             except OSError as e:  # EAGAIN included: lost, as on any full queue
-                self._send_error(flow, e)
+                self._send_error(e, flow)
                 return
             self.stats["to_host" if kind == KIND_NS else "to_ns"] += 1
             return
@@ -186,66 +173,23 @@ class UdpSplicer:
                 self.w.drop("udp splice refused")
                 return
             self._request(flow)
-        if len(flow.queue) >= QUEUE_MAX:
-            self.stats["queue_full"] += 1
-            self.w.drop("udp splice queue full")
+        if self._queue_full(flow):
             return
         flow.queue.append(bytes(payload))
 
-    def _send_error(self, flow: Flow, e: OSError) -> None:
-        n = self.stats["send_errors"] = self.stats["send_errors"] + 1
-        if n <= SEND_ERR_LOG:
-            log.debug(f"{flow}: send: {e.strerror}")
-        self.w.drop("udp splice send failed")
-
-    def _new_flow(self, key: tuple[int, tuple], kind: int, lsock: socket.socket, sender: tuple,
-                  family: int, target: int, now: float) -> Flow:
-        if len(self.flows) >= self.max_flows:
-            oldest = min(self.flows.values(), key=lambda f: f.last)
-            self.stats["evicted"] += 1
-            self._close(oldest)
-        flow = self.flows[key] = Flow(key, kind, lsock, sender, family, target, now)
-        self.stats["flows"] += 1
-        self._request(flow)
-        return flow
-
-    def _request(self, flow: Flow) -> None:
-        flow.failed = 0.0
+    # -- the flow's socket (worker/flowsock.py does the rest) -------------------------
+    def _ask(self, flow: Flow) -> tuple[int, int, int]:
         op = ipc.OP_HOST_LOOP_UDP if flow.kind == KIND_NS else ipc.OP_NS_LOOP_UDP
-        self.w.broker.request(op, flow.family, lambda fd, err, f=flow: self._got_socket(f, fd, err),
-                              port=flow.target)
+        return op, flow.family, flow.target
 
-    def _got_socket(self, flow: Flow, fd: int | None, err: int) -> None:
-        if self.flows.get(flow.key) is not flow:  # expired, evicted or dropped meanwhile
-            if fd is not None:
-                os.close(fd)
-            return
-        if fd is None:
-            self.stats["refused"] += 1
-            log.debug(f"{flow}: no socket ({os.strerror(err) if err else 'refused'})")
-            flow.failed = self.w.now() or 1e-9
-            flow.queue.clear()
-            return
+    def _send_queued(self, sock: socket.socket, flow: Flow, payload: bytes) -> None:
         try:
-            s = socket.socket(fileno=fd)
-            s.setblocking(False)
+            sock.send(payload)
+            self.stats["to_host" if flow.kind == KIND_NS else "to_ns"] += 1
         except OSError as e:
-            log.debug(f"{flow}: {e.strerror}")
-            os.close(fd)
-            flow.failed = self.w.now() or 1e-9
-            return
-        flow.sock, flow.fd = s, fd
-        self.w.add(fd, lambda ev, f=flow: self._flow_readable(f))
-        key = "to_host" if flow.kind == KIND_NS else "to_ns"
-        for payload in flow.queue:
-            try:
-                s.send(payload)
-                self.stats[key] += 1
-            except OSError as e:
-                self._send_error(flow, e)
-        flow.queue.clear()
+            self._send_error(e, flow)
 
-    def _flow_readable(self, flow: Flow) -> None:
+    def _flow_readable(self, flow: Flow, ev: int) -> None:
         """Replies of the server: back to the sender, from the socket it wrote to."""
         sock = flow.sock
         if sock is None:
@@ -265,26 +209,14 @@ class UdpSplicer:
             try:
                 flow.lsock.sendto(area[:n], flow.sender)
             except OSError as e:
-                self._send_error(flow, e)
+                self._send_error(e, flow)
                 continue
             self.stats[key] += 1
 
     # -- life cycle ------------------------------------------------------------------
-    def _close(self, flow: Flow) -> None:
-        if self.flows.get(flow.key) is flow:
-            del self.flows[flow.key]
-        if flow.sock is not None:
-            self.w.remove(flow.fd)
-            flow.sock.close()
-            flow.sock = None
-            flow.fd = -1
-        flow.queue.clear()
-
     def timer(self, now: float) -> None:
         """Close flows idle for longer than FLOW_TIMEOUT."""
-        for flow in [f for f in self.flows.values() if now - f.last > FLOW_TIMEOUT]:
-            self.stats["expired"] += 1
-            self._close(flow)
+        self.stats["expired"] += self._expire_flows(now)
 
     def summary(self) -> str:
         """Counters, one line."""

@@ -1,0 +1,192 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Flows that wait for a socket from the broker: what UDP and the UDP splice share.
+
+Sandboxed only. worker/udp.py (guest datagrams onto host sockets) and
+worker/udpsplice.py (pasta's datagrams between the two loopbacks) keep the
+same kind of table: one flow per sender, each asking the parent's broker for
+a socket of its own and holding its first datagrams until the reply comes.
+This module owns that part:
+
+- the flow's socket state (``SockFlow``: socket and fd, the datagrams
+  waiting for it, last activity, when the broker refused);
+- the table (``SockFlows``): a bounded dict in which the flow idle the
+  longest makes room (``evicted``), the request to the broker and its reply
+  (``_got_socket``: a late socket for a flow that is gone is closed, a
+  refusal is counted as ``refused`` and logged, a socket is registered with
+  the worker's loop and the queue sent), the queue bound (``QUEUE_MAX``,
+  ``queue_full``), send errors (``send_errors``, logged up to
+  ``SEND_ERR_LOG`` times), closing flows and expiring idle ones
+  (``FLOW_TIMEOUT``).
+
+What differs stays with the tables: the flow's key and other state, which
+request goes to the broker (``_ask``), how a socket is wrapped (``_wrap``),
+what its readiness means (``_flow_readable``), how a queued datagram goes
+out (``_send_queued``), when to ask again after a refusal, the stats dict
+(its keys and their order are the tables' summaries) and the drop reasons.
+
+Imported at module level by both (which the worker's loop imports before
+the sandbox goes up: nothing here may be imported late).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ..log import log
+
+if TYPE_CHECKING:
+    from .loop import Worker
+
+FLOW_TIMEOUT = 180.0  # seconds without activity, as passt's UDP_CONN_TIMEOUT
+RETRY_AFTER = 1.0  # seconds before asking the broker again after a refusal
+QUEUE_MAX = 64  # datagrams held per flow while the broker makes its socket
+RECV_BUDGET = 64  # datagrams read from one socket per wake-up
+SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
+
+
+def _nofile() -> int:
+    try:
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1024
+
+
+# Evaluated at import, before the sandbox (the worker may not call getrlimit).
+NOFILE = _nofile()
+
+
+class SockFlow:
+    """A flow's socket from the broker, and what waits for it."""
+
+    __slots__ = ("key", "sock", "fd", "queue", "last", "failed")
+
+    def __init__(self, key: Any, now: float) -> None:
+        self.key = key  # where the flow sits in its table
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.queue: list[Any] = []  # what to send once the socket is there
+        self.last = now
+        self.failed = 0.0  # when the broker refused; asked again after RETRY_AFTER
+
+
+F = TypeVar("F", bound=SockFlow)
+
+
+class SockFlows(Generic[F]):
+    """A bounded table of flows that get their sockets from the broker.
+
+    stats must hold the counters used here: flows, refused, send_errors,
+    queue_full and evicted.
+    """
+
+    DROP_QUEUE_FULL = "queue full"  # the tables' drop reasons
+    DROP_SEND = "send failed"
+
+    def __init__(self, w: Worker, max_flows: int, stats: dict[str, int]) -> None:
+        self.w = w
+        self.max_flows = max_flows
+        self.flows: dict[Any, F] = {}
+        self.stats = stats
+
+    # -- what the tables fill in ----------------------------------------------------
+    def _ask(self, flow: F) -> tuple[int, int, int]:
+        """The broker request for flow's socket: (op, family, port)."""
+        raise NotImplementedError
+
+    def _wrap(self, flow: F, fd: int) -> socket.socket:
+        """A socket object around the fd the broker sent."""
+        return socket.socket(fileno=fd)
+
+    def _flow_readable(self, flow: F, ev: int) -> None:
+        """flow's socket is readable."""
+        raise NotImplementedError
+
+    def _send_queued(self, sock: socket.socket, flow: F, item: Any) -> None:
+        """Send one datagram that waited in flow's queue."""
+        raise NotImplementedError
+
+    # -- shared -----------------------------------------------------------------------
+    def _add_flow(self, flow: F) -> F:
+        """Enter a new flow (the one idle the longest makes room) and ask for its socket."""
+        if len(self.flows) >= self.max_flows:
+            oldest = min(self.flows.values(), key=lambda f: f.last)
+            self.stats["evicted"] += 1
+            self._close(oldest)
+        self.flows[flow.key] = flow
+        self.stats["flows"] += 1
+        self._request(flow)
+        return flow
+
+    def _request(self, flow: F) -> None:
+        flow.failed = 0.0
+        op, family, port = self._ask(flow)
+        self.w.broker.request(op, family,
+                              lambda fd, status, f=flow: self._got_socket(f, fd, status), port=port)
+
+    def _got_socket(self, flow: F, fd: int | None, status: int) -> None:
+        """The broker's answer: an fd, or None (status: an errno, or 0) when refused."""
+        if self.flows.get(flow.key) is not flow:  # expired, evicted or dropped meanwhile
+            if fd is not None:
+                os.close(fd)
+            return
+        if fd is None:
+            self.stats["refused"] += 1
+            log.debug(f"{flow}: no socket ({os.strerror(status) if status else 'refused'})")
+            flow.failed = self.w.now() or 1e-9
+            flow.queue.clear()
+            return
+        try:
+            sock = self._wrap(flow, fd)
+            sock.setblocking(False)
+        except OSError as e:
+            log.debug(f"{flow}: {e.strerror}")
+            os.close(fd)
+            flow.failed = self.w.now() or 1e-9
+            return
+        flow.sock, flow.fd = sock, fd
+        self.w.add(fd, lambda ev, f=flow: self._flow_readable(f, ev))
+        for item in flow.queue:
+            self._send_queued(sock, flow, item)
+        flow.queue.clear()
+
+    def _queue_full(self, flow: F) -> bool:
+        """True (counted and dropped) when flow's queue has no room for one more datagram."""
+        if len(flow.queue) < QUEUE_MAX:
+            return False
+        self.stats["queue_full"] += 1
+        self.w.drop(self.DROP_QUEUE_FULL)
+        return True
+
+    def _send_error(self, e: OSError, subject: object, target: tuple | None = None) -> None:
+        """A datagram lost on send (EAGAIN included, as on any full queue): count and drop.
+
+        Logged as "subject: send: error", or with target "subject: send to host:port: error".
+        """
+        n = self.stats["send_errors"] = self.stats["send_errors"] + 1
+        if n <= SEND_ERR_LOG:
+            if target is None:
+                log.debug(f"{subject}: send: {e.strerror}")
+            else:
+                log.debug(f"{subject}: send to {target[0]}:{target[1]}: {e.strerror}")
+        self.w.drop(self.DROP_SEND)
+
+    def _close(self, flow: F) -> None:
+        if self.flows.get(flow.key) is flow:
+            del self.flows[flow.key]
+        if flow.sock is not None:
+            self.w.remove(flow.fd)
+            flow.sock.close()
+            flow.sock = None
+            flow.fd = -1
+        flow.queue.clear()
+
+    def _expire_flows(self, now: float) -> int:
+        """Close the flows idle for longer than FLOW_TIMEOUT; how many."""
+        idle = [f for f in self.flows.values() if now - f.last > FLOW_TIMEOUT]
+        for flow in idle:
+            self._close(flow)
+        return len(idle)
