@@ -57,7 +57,9 @@ REQ = struct.Struct("=IHHHH16sII")
 REPLY = struct.Struct("=Ii")
 STATUS_CONNECTED = -1  # fd attached, and its connect has already completed
 
-OP_PING_SOCKET = 1  # ICMP/ICMPv6 echo ("ping") socket in the host netns
+# ICMP/ICMPv6 echo ("ping") socket in the host netns; ``addr``: the mapped
+# gateway for a socket to the host's loopback only (no --outbound-if*), or zeroes
+OP_PING_SOCKET = 1
 OP_TCP_CONNECT = 2  # TCP socket connecting (non-blocking) to addr:port in the host netns
 OP_UDP_SOCKET = 3  # UDP socket in the host netns, bound to port (the guest's source port) if possible
 # pasta splice path: a TCP socket connecting (non-blocking) to the loopback

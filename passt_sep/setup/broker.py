@@ -90,15 +90,36 @@ class Broker:
             family == socket.AF_INET6 and self.cfg.v6 is not None)
 
     def ping_socket(self, req: ipc.Request) -> socket.socket | int:
-        """An unprivileged ICMP echo socket of the requested family."""
+        """An unprivileged ICMP echo socket of the requested family.
+
+        ``addr`` is the destination the worker means to ping with it, as the
+        guest wrote it (all zeroes: unknown). The parent decides from it
+        alone: when --map-gw is on and it is the gateway address (which the
+        worker sends to the host's loopback), the socket is for the host's
+        loopback: --outbound-if* and --outbound do not apply (as in
+        tcp_connect: a socket bound to eth1 cannot reach 127.0.0.1), and it
+        is instead bound to the loopback device and to 127.0.0.1 / ::1, so
+        that nothing sent on it can leave the host whatever the worker asks
+        (the kernel refuses or keeps on lo any other destination). Every
+        other address gets the socket it always got: bound to
+        --outbound-if* and --outbound when given; the address is only a
+        hint there, as a ping socket reaches any destination.
+        """
         if self.cfg.opts.no_icmp or not self._family_ok(req.family):
             return errno.EPERM
-        proto = socket.IPPROTO_ICMP if req.family == socket.AF_INET else socket.IPPROTO_ICMPV6
-        s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, proto)
         v4 = req.family == socket.AF_INET
-        ifname = self.cfg.opts.outbound_if4 if v4 else self.cfg.opts.outbound_if6
-        src = self.cfg.opts.outbound4 if v4 else self.cfg.opts.outbound6
+        proto = socket.IPPROTO_ICMP if v4 else socket.IPPROTO_ICMPV6
+        fam = self.cfg.v4 if v4 else self.cfg.v6
+        raw = req.addr[:4] if v4 else req.addr
+        loopback = self.cfg.map_gw and fam is not None and raw == fam.gw.packed
+        s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, proto)
         try:
+            if loopback:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
+                s.bind(("127.0.0.1" if v4 else "::1", 0))
+                return s
+            ifname = self.cfg.opts.outbound_if4 if v4 else self.cfg.opts.outbound_if6
+            src = self.cfg.opts.outbound4 if v4 else self.cfg.opts.outbound6
             if ifname:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
             if src is not None:  # --outbound: the source of echo requests

@@ -1,12 +1,16 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """ICMP/ICMPv6 echo flows through ping sockets from the broker.
 
-Sandboxed only. One ping socket per (family, guest identifier), asked of
-the broker the first time the identifier is seen; echo requests that
-arrive before the socket are queued (a few per flow). The kernel picks the
-socket's identifier, so replies get the guest's back. Requests to the
-gateway go to the host's loopback unless --no-map-gw; replies from
-loopback come back from the gateway. Idle flows close after 60 s.
+Sandboxed only. One ping socket per (family, guest identifier, to the
+gateway or not), asked of the broker the first time the three are seen;
+echo requests that arrive before the socket are queued (a few per flow).
+The kernel picks the socket's identifier, so replies get the guest's back.
+Requests to the gateway go to the host's loopback unless --no-map-gw,
+through a flow of their own: the worker names the gateway in the request,
+and the broker makes that socket for loopback only, without the
+--outbound-if*/--outbound binding the others get (which would make
+loopback unreachable). Replies from loopback come back from the gateway.
+Idle flows close after 60 s.
 """
 
 from __future__ import annotations
@@ -30,12 +34,12 @@ QUEUE_MAX = 8  # requests held while the broker makes the socket
 
 
 class Flow:
-    """One echo identifier of the guest."""
+    """One echo identifier of the guest, to the mapped gateway or elsewhere."""
 
-    __slots__ = ("version", "ident", "sock", "queue", "last", "guest_src")
+    __slots__ = ("version", "ident", "to_gw", "sock", "queue", "last", "guest_src")
 
-    def __init__(self, version: int, ident: int) -> None:
-        self.version, self.ident = version, ident
+    def __init__(self, version: int, ident: int, to_gw: bool) -> None:
+        self.version, self.ident, self.to_gw = version, ident, to_gw
         self.sock: socket.socket | None = None
         self.queue: list[tuple[bytes, icmp.Echo]] = []
         self.last = 0.0
@@ -47,18 +51,20 @@ class PingFlows:
 
     def __init__(self, w: Worker) -> None:
         self.w = w
-        self.flows: dict[tuple[int, int], Flow] = {}
+        self.flows: dict[tuple[int, int, bool], Flow] = {}
         self.warned = False
         cfg = w.cfg
         self.gw4 = cfg.v4.gw.packed if cfg.v4 else None
         self.gw6 = cfg.v6.gw.packed if cfg.v6 else None
 
-    def _target(self, version: int, dst: bytes) -> str:
-        if self.w.cfg.map_gw:
-            if version == 4 and dst == self.gw4:
-                return "127.0.0.1"
-            if version == 6 and dst == self.gw6:
-                return "::1"
+    def _to_gw(self, version: int, dst: bytes) -> bool:
+        """Whether dst is the gateway mapped to the host's loopback."""
+        return self.w.cfg.map_gw and dst == (self.gw4 if version == 4 else self.gw6)
+
+    @staticmethod
+    def _target(flow: Flow, dst: bytes) -> str:
+        if flow.to_gw:
+            return "127.0.0.1" if flow.version == 4 else "::1"
         return str(ipaddress.ip_address(dst))
 
     def from_guest(self, p: Packet) -> None:
@@ -70,16 +76,19 @@ class PingFlows:
             return self.w.drop(e)
         if e is None:
             return self.w.drop("icmp type not handled")
-        key = (p.version, e.ident)
+        to_gw = self._to_gw(p.version, p.dst)
+        key = (p.version, e.ident, to_gw)
         flow = self.flows.get(key)
         now = self.w.now()
         if flow is None:
             if len(self.flows) >= 2 * MAX_FLOWS:
                 return self.w.drop("icmp flow table full")
-            flow = self.flows[key] = Flow(p.version, e.ident)
+            flow = self.flows[key] = Flow(p.version, e.ident, to_gw)
             fam = socket.AF_INET if p.version == 4 else socket.AF_INET6
+            # the gateway is named, so that the broker makes a loopback socket
             self.w.broker.request(ipc.OP_PING_SOCKET, fam,
-                                  lambda fd, err, f=flow: self._got_socket(f, fd, err))
+                                  lambda fd, err, f=flow: self._got_socket(f, fd, err),
+                                  addr=p.dst if to_gw else b"")
         flow.last = now
         flow.guest_src = p.src
         if flow.sock is None:
@@ -95,7 +104,7 @@ class PingFlows:
                 self.warned = True
                 log.warn(f"ICMP echo: no ping socket ({os.strerror(err) if err else 'refused'}); "
                          "check net.ipv4.ping_group_range")
-            self.flows.pop((flow.version, flow.ident), None)
+            self.flows.pop((flow.version, flow.ident, flow.to_gw), None)
             return
         fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
         proto = socket.IPPROTO_ICMP if flow.version == 4 else socket.IPPROTO_ICMPV6
@@ -110,7 +119,7 @@ class PingFlows:
         assert flow.sock is not None
         try:
             flow.sock.sendto(icmp.echo_request_payload(flow.version, e),
-                             (self._target(flow.version, dst), 0))
+                             (self._target(flow, dst), 0))
         except OSError as ex:
             log.debug(f"ICMP echo to {ipaddress.ip_address(dst)}: {ex.strerror}")
 

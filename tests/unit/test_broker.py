@@ -9,8 +9,13 @@ a forbidden one gets an errno and no socket at all.
 from __future__ import annotations
 
 import errno
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +123,69 @@ def test_reply_says_connected_when_the_handshake_is_over(listeners) -> None:  # 
     s4.accept()[0].close()
     ours.close()
     theirs.close()
+
+
+# OP_PING_SOCKET: the mapped gateway gets a loopback-only socket. Ping
+# sockets need net.ipv4.ping_group_range, so the broker runs in a network
+# namespace of its own (unshare --net, root), where it may be set and where
+# the echo requests below go to that namespace's loopback only; eth1 is one
+# end of a veth pair there, to bind to (nothing is sent on it).
+
+_PING_CHILD = """
+import sys
+sys.path.insert(0, {repo!r})
+from tests.unit.test_broker import _ping_child
+_ping_child()
+"""
+
+
+def _bound_to(s: socket.socket) -> bytes:
+    return s.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0")
+
+
+def _ping_child() -> None:
+    """In the fresh namespace: the broker's ping sockets, checked; an AssertionError fails the test."""
+    subprocess.run("ip link set lo up && ip link add eth1 type veth peer name peer1 && ip link set eth1 up",
+                   shell=True, check=True)
+    with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
+        f.write("0 2147483647")
+    opts = {"outbound_if4": "eth1", "outbound_if6": "eth1"}
+    b = Broker(_config(**opts), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    unmapped = Broker(_config(map_gw=False, **opts), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    for fam, gw, far, loop, echo in (
+            (socket.AF_INET, GW4, "192.0.2.2", "127.0.0.1", b"\x08\0\0\0\0\0\0\1ping"),
+            (socket.AF_INET6, GW6, "2001:db8::2", "::1", b"\x80\0\0\0\0\0\0\1ping")):
+        def ping(broker: Broker, addr: bytes, fam: int = fam) -> socket.socket:
+            s = broker.ping_socket(ipc.Request(1, ipc.OP_PING_SOCKET, fam, 0, addr, 0))
+            assert isinstance(s, socket.socket), s
+            return s
+
+        s = ping(b, gw.packed)  # the gateway: loopback, not eth1, not --outbound
+        assert _bound_to(s) == b"lo" and s.getsockname()[0] == loop, (_bound_to(s), s.getsockname())
+        s.sendto(echo, (loop, 0))
+        s.setblocking(True)
+        s.settimeout(5)
+        assert s.recvfrom(100)[1][0] == loop  # the echo reply, from loopback
+        s.close()
+        for addr in (b"", ip_address(far).packed, ip_address(loop).packed):  # anything else: eth1
+            s = ping(b, addr)
+            assert _bound_to(s) == b"eth1", (addr, _bound_to(s))
+            s.close()
+        s = ping(unmapped, gw.packed)  # --no-map-gw: the gateway is just another host
+        assert _bound_to(s) == b"eth1"
+        s.close()
+    assert b.ping_socket(ipc.Request(1, ipc.OP_PING_SOCKET, socket.AF_INET, 0, GW4.packed, 0)) != errno.EPERM
+    b = Broker(_config(no_icmp=True), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    assert b.ping_socket(ipc.Request(1, ipc.OP_PING_SOCKET, socket.AF_INET, 0, GW4.packed, 0)) == errno.EPERM
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
+                    reason="needs root, unshare and ip (a network namespace of its own)")
+def test_ping_socket_for_the_gateway_is_loopback_only() -> None:
+    """With --outbound-if4/6, the gateway's ping socket is bound to lo and
+    127.0.0.1 / ::1 (so it reaches the host's loopback and nothing off the
+    host); every other destination's socket to the outbound interface."""
+    repo = str(Path(__file__).resolve().parents[2])
+    r = subprocess.run(["unshare", "--net", "--", sys.executable, "-c", _PING_CHILD.format(repo=repo)],
+                       capture_output=True, text=True, timeout=60, cwd=repo)
+    assert r.returncode == 0, r.stdout + r.stderr
