@@ -483,20 +483,72 @@ def test_outbound_address_is_the_source(host: HostNS, tmp_path: Path) -> None:
     assert _sources(seen, dests) == {"192.0.2.11", "2001:db8::11"}, seen
 
 
+# Echo requests with one identifier to each address given, in turn, through
+# a raw socket (the guest's own identifier, so that the worker sees the same
+# one for the gateway and for a far host); prints echo=ADDR,SEQ per reply.
+SAME_ID_PING = """\
+import socket, struct, sys, time
+IDENT = 0x5e5e
+
+def csum(b):
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s = (s >> 16) + (s & 0xFFFF)
+    return ~(s + (s >> 16)) & 0xFFFF
+
+for seq, addr in enumerate(sys.argv[1:], 1):
+    v6 = ":" in addr
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW,
+                      socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+    msg = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, IDENT, seq) + b"same-id!"
+    if not v6:  # the kernel sums ICMPv6 itself
+        msg = msg[:2] + struct.pack("!H", csum(msg)) + msg[4:]
+    s.sendto(msg, (addr, 0))
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        s.settimeout(max(end - time.monotonic(), 0.01))
+        try:
+            data, peer = s.recvfrom(2048)
+        except OSError:
+            break
+        if not v6:
+            data = data[(data[0] & 15) * 4:]
+        typ, _, _, ident, got = struct.unpack_from("!BBHHH", data)
+        if typ == (129 if v6 else 0) and ident == IDENT and got == seq and peer[0] == addr:
+            print(f"echo={addr},{seq}", flush=True)
+            break
+    s.close()
+"""
+
+
+def _echo_requests_to(seen: str, addrs: tuple[str, ...]) -> list[str]:
+    """tcpdump lines of echo requests to any of addrs."""
+    return [line for line in seen.splitlines()
+            if "echo request" in line and any(f"> {a}:" in line for a in addrs)]
+
+
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
 def test_outbound_interface_carries_the_traffic(host: HostNS, tmp_path: Path) -> None:
     """--outbound-if4/6 eth1: echo requests, TCP and UDP leave through eth1, not eth0.
 
     The far addresses exist behind both links (on the far namespace's
-    loopback too), so everything is answered whichever way it goes.
+    loopback too), so everything is answered whichever way it goes. Pings
+    of the gateway still work: it is the host's loopback (--map-gw), which
+    the broker reaches with a ping socket not bound to eth1; one echo
+    identifier used for the gateway and for a far host gets two sockets.
     """
     assert host.gw is not None
     far = _second_link(host)
     far.configure([f"ip addr add {FAR_ADDR4}/32 dev lo",
                    f"ip -6 addr add {FAR_ADDR6}/128 dev lo"])
     script, dests = _traffic(far, FAR_ADDR4, FAR_ADDR6)
+    same_id = write_script(tmp_path / "same_id_ping.py", SAME_ID_PING)
+    order = [GW_ADDR4, FAR_ADDR4, GW_ADDR4, GW_ADDR6, FAR_ADDR6, GW_ADDR6]
+    script += (f"; ping -c1 -W3 {GW_ADDR4} >/dev/null && echo ping={GW_ADDR4}"
+               f"; ping -6 -c1 -W3 {GW_ADDR6} >/dev/null && echo ping={GW_ADDR6}"
+               f"; {PYTHON} {same_id} {' '.join(order)}")
+    gws = (GW_ADDR4, GW_ADDR6)
     cap1 = Capture(far, "peer1", "ip or ip6", tmp_path)
-    cap0 = Capture(host.gw, "gw0", f"host {FAR_ADDR4} or host {FAR_ADDR6}", tmp_path)
+    cap0 = Capture(host.gw, "gw0", f"host {FAR_ADDR4} or host {FAR_ADDR6} or icmp or icmp6", tmp_path)
     # -i eth0 keeps eth0's addressing for the namespace
     r = _pasta(host, ["--config-net", "-i", "eth0", "--outbound-if4", "eth1",
                       "--outbound-if6", "eth1"], script)
@@ -504,6 +556,11 @@ def test_outbound_interface_carries_the_traffic(host: HostNS, tmp_path: Path) ->
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count('"ok": true') == 4, r.stdout
     assert f"ping={FAR_ADDR4}" in r.stdout and f"ping={FAR_ADDR6}" in r.stdout
+    assert f"ping={GW_ADDR4}" in r.stdout and f"ping={GW_ADDR6}" in r.stdout, r.stdout + r.stderr
+    echoed = [line for line in r.stdout.splitlines() if line.startswith("echo=")]
+    assert echoed == [f"echo={a},{i}" for i, a in enumerate(order, 1)], r.stdout + r.stderr
     assert "echo request" in seen1 and "UDP" in seen1 and "Flags [S]" in seen1, seen1
     assert _sources(seen1, dests) == {"198.51.100.10", "2001:db8:1::10"}, seen1
     assert _sources(seen0, dests) == set(), seen0
+    # answered by the host's loopback: no echo request to the real gateway on either link
+    assert _echo_requests_to(seen0, gws) == [] and _echo_requests_to(seen1, gws) == [], seen0 + seen1
