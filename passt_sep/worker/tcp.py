@@ -15,9 +15,7 @@ numbers between two kernels:
   from the socket only when the guest acknowledges it; the kernel's
   receive queue is the retransmission buffer. ``SO_PEEK_OFF`` keeps the
   peek position (older kernels: peek the in-flight part into a scratch
-  buffer). Acknowledged bytes are discarded in batches of DISCARD_LAZY
-  (one receive call saved per small exchange). Three duplicate ACKs or an
-  ACK timeout rewind and read again.
+  buffer). Three duplicate ACKs or an ACK timeout rewind and read again.
 - outbound: a guest SYN becomes an ``OP_TCP_CONNECT`` request; the parent
   validates the destination, starts a non-blocking connect and hands the
   socket over. SYN-ACK goes to the guest only when the connect completed;
@@ -67,7 +65,6 @@ ACCEPT_BUDGET = 128
 SIOCOUTQ = 0x5411
 SO_PEEK_OFF = 42
 DISCARD_CHUNK = 1 << 20
-DISCARD_LAZY = 16384  # acknowledged bytes left in the socket before one discard
 OOO_MAX_SEGS = 1024  # out-of-order segments kept per connection
 OOO_MAX_TOTAL = 32 << 20  # bytes of out-of-order guest data kept in all
 # Delayed ACK (docs/tcp.md): a small segment from the guest on an
@@ -133,7 +130,7 @@ class Conn:
         "dup_acks", "retrans", "last_progress", "last_activity", "created",
         "sock_eof", "fin_sent", "fin_ever", "fin_acked", "tap_fin", "out_blocked",
         "partial", "peek_off", "epoll_out", "closed", "ack_due", "ooo", "ooo_bytes",
-        "recover", "interactive", "more", "ev_data", "sndbuf", "acked", "rdhup",
+        "recover", "interactive", "more", "ev_data", "sndbuf", "rdhup",
     )
 
     def __init__(self, key: tuple[bytes, int, bytes, int], version: int, tmpl: ptcp.Template,
@@ -169,7 +166,6 @@ class Conn:
         self.rdhup = False  # the peer has shut down its side: the data ends with EOF
         self.ev_data = False  # registered for EV_DATA already
         self.sndbuf = 0  # SO_SNDBUF as last read (see _update_wnd)
-        self.acked = 0  # bytes the guest acknowledged still in the socket (DISCARD_LAZY)
         # out-of-order guest data, by sequence number: (payload, FIN)
         self.ooo: dict[int, tuple[bytes, bool]] = {}
         self.ooo_bytes = 0
@@ -359,9 +355,10 @@ class TcpFlows:
                 c.wnd_from_tap = seg.win
                 c.seq_from_tap = (seg.seq + 1) & SEQ_MASK
                 self._establish(c)
-                self._update_wnd(c)
-                self._ctl(c, ACK)
-                return self._send_data(c)
+                self._send_data(c)  # what the peer already sent carries the ACK
+                if not c.closed and c.seq_ack_to_tap != c.seq_from_tap:
+                    self._ctl(c, ACK)
+                return None
             return self._reset(c)
         return None
 
@@ -586,10 +583,7 @@ class TcpFlows:
             c.fin_acked = True
             acked -= 1
         if 0 < acked <= sent:
-            c.acked += acked
-            if c.acked >= DISCARD_LAZY or not c.peek_off:
-                self._discard(c, c.acked)
-                c.acked = 0
+            self._discard(c, acked)
             c.seq_ack_from_tap = una = ack if not c.fin_acked else c.seq_max
             if ptcp.seq_diff(c.seq_to_tap, una) < 0:
                 c.seq_to_tap = una
@@ -635,7 +629,7 @@ class TcpFlows:
         c.more = True
         if c.peek_off and c.sock is not None:
             try:
-                c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, c.acked)
+                c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
             except OSError:
                 pass
         self._send_data(c)
@@ -889,9 +883,6 @@ class TcpFlows:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
                 except OSError:
                     pass
-            elif c.acked:  # unread data would make close() send a RST
-                self._discard(c, c.acked)
-                c.acked = 0
             sock.close()
             c.sock = None
             c.fd = -1
