@@ -518,3 +518,37 @@ def test_guest_rst_closes_socket() -> None:
     flows.from_guest(parsed(tcp_frame(tcp.RST, seq=1006)))
     assert not flows.conns and fd not in w.handlers and not w.frames
     peer.close()
+
+
+@pytest.mark.parametrize("early_data", [False, True], ids=["quiet-peer", "peer-spoke-first"])
+def test_inbound_handshake_ack_rides_on_waiting_data(early_data: bool) -> None:
+    """-t: the guest's SYN-ACK is acknowledged by the data frame when the peer
+    already sent something, else by a pure ACK."""
+    import socket
+
+    from passt_sep.worker.tcp import TcpFlows
+
+    w = _LoopWorker()
+    flows = TcpFlows(w)  # type: ignore[arg-type]
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    client = socket.create_connection(lst.getsockname(), timeout=2)
+    cs, peer = lst.accept()
+    if early_data:
+        client.sendall(b"hi")
+    flows._inbound(cs, ("192.0.2.1", 40000), 8080)  # a peer seen as DST4 of tcp_frame
+    (syn,) = _segs(w)
+    assert syn.flags == tcp.SYN and syn.dport == 8080 and syn.sport == 40000
+    w.frames.clear()
+    f = bytearray(tcp_frame(tcp.SYN | tcp.ACK, seq=5000, ack=syn.seq + 1, options=tcp.syn_options(1460, 7)))
+    struct.pack_into("!HH", f, ETH_HLEN + 20, 8080, 40000)
+    flows.from_guest(parsed(bytes(f)))
+    segs = _segs(w)
+    assert len(segs) == 1 and segs[0].ack == 5001
+    if early_data:
+        assert segs[0].dlen == 2 and w.frames[0][-2:] == b"hi"
+    else:
+        assert segs[0].dlen == 0 and segs[0].flags == tcp.ACK
+    client.close()
+    lst.close()
