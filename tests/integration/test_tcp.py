@@ -256,6 +256,8 @@ HELPER = textwrap.dedent('''
             if len(pkt) < 54 or pkt[23] != 6 or pkt[6:12] == ours:
                 continue
             ihl = (pkt[14] & 15) * 4
+            if struct.unpack("!H", pkt[14 + ihl : 16 + ihl])[0] != dport:
+                continue  # another test's connection still closing: not an answer to ours
             flags = pkt[14 + ihl + 13]
             seen["rst" if flags & 0x04 else "other"] += 1
             seen["flags"].append(flags)
