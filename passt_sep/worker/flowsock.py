@@ -46,18 +46,6 @@ RECV_BUDGET = 64  # datagrams read from one socket per wake-up
 SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
 
 
-def _nofile() -> int:
-    try:
-        import resource
-
-        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        return 1024
-
-
-# Evaluated at import, before the sandbox (the worker may not call getrlimit).
-NOFILE = _nofile()
-
 
 class SockFlow:
     """A flow's socket from the broker, and what waits for it."""

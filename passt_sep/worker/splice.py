@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from .. import ipc
 from ..log import DEBUG, log
+from .limits import NOFILE
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -64,16 +65,6 @@ _V4MAPPED_LOOP = "::ffff:127."
 KIND_IN, KIND_OUT = 0, 1  # -t (host → namespace), -T (namespace → host)
 
 
-def _nofile() -> int:
-    try:
-        import resource
-
-        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        return 1024
-
-
-NOFILE = _nofile()  # evaluated before the sandbox (no getrlimit afterwards)
 
 
 def loopback_family(host: str) -> int | None:

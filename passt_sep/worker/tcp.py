@@ -45,6 +45,7 @@ from ..log import DEBUG, log
 from ..proto import tcp as ptcp
 from ..proto.packet import Packet
 from ..proto.tcp import ACK, FIN, PSH, RST, SEQ_MASK, SYN
+from .limits import NOFILE
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -104,18 +105,6 @@ def _peer_raw(family: int, text: str) -> bytes | None:
     return raw[12:] if raw[:12] == _V4MAPPED else raw
 
 
-def _nofile() -> int:
-    try:
-        import resource
-
-        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        return 1024
-
-
-# Evaluated when the parent imports the worker, before the fork and the
-# sandbox (the worker may not call getrlimit itself).
-NOFILE = _nofile()
 # RFC 6528 secret, drawn before the sandbox (no getrandom afterwards).
 _ISN_SECRET = os.urandom(32)
 

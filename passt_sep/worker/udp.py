@@ -50,15 +50,16 @@ from .. import ipc
 from ..log import DEBUG, log
 from ..proto import udp as pudp
 from ..proto.packet import Packet
-from .flowsock import FLOW_TIMEOUT, NOFILE, RECV_BUDGET, RETRY_AFTER, SockFlow, SockFlows
+from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, RETRY_AFTER, SockFlow, SockFlows
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
+from .limits import NOFILE
 from .udpsplice import KIND_HOST, loopback_family
 
 if TYPE_CHECKING:
     from .loop import Worker
 
 # FLOW_TIMEOUT (here only guest activity counts), RETRY_AFTER, QUEUE_MAX, RECV_BUDGET and
-# NOFILE: worker/flowsock.py
+# NOFILE: worker/limits.py
 REV_MAX = 64  # translated destinations remembered per flow
 MAX_FLOWS = max(16, min(8192, NOFILE // 4))  # outbound flows, both families together
 MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)

@@ -35,13 +35,14 @@ from typing import TYPE_CHECKING
 from .. import ipc
 from ..log import DEBUG, log
 from .flowsock import FLOW_TIMEOUT as FLOW_TIMEOUT  # re-exported (only flowsock checks it)
-from .flowsock import NOFILE, RECV_BUDGET, RETRY_AFTER, SockFlow, SockFlows
+from .flowsock import RECV_BUDGET, RETRY_AFTER, SockFlow, SockFlows
+from .limits import NOFILE
 
 if TYPE_CHECKING:
     from .loop import Worker
 
 # FLOW_TIMEOUT (here a datagram either way counts), RETRY_AFTER, QUEUE_MAX, RECV_BUDGET and
-# NOFILE: worker/flowsock.py
+# NOFILE: worker/limits.py
 MAX_DGRAM = 65535
 
 KIND_NS, KIND_HOST = 0, 1  # -U (namespace sender), -u (host sender)

@@ -337,8 +337,8 @@ class _LoopWorker(_FakeWorker):
         self.handlers.pop(fd, None)
 
 
-def _established() -> tuple:
-    import select
+def _syn_and_socket(status: int) -> tuple:
+    """A guest SYN, then the broker's answer: one end of a socket pair, with status."""
     import socket
 
     from passt_sep.worker.tcp import TcpFlows
@@ -350,7 +350,14 @@ def _established() -> tuple:
     ours.setblocking(False)
     peer.settimeout(2)
     fd = ours.detach()
-    w.requests[0][0][2](fd, 0)  # the broker hands over the "connected" socket
+    w.requests[0][0][2](fd, status)
+    return w, flows, fd, peer
+
+
+def _established() -> tuple:
+    import select
+
+    w, flows, fd, peer = _syn_and_socket(0)  # the broker hands over a connecting socket
     w.handlers[fd](select.EPOLLOUT)  # type: ignore[operator]
     (synack,) = _segs(w)
     assert synack.flags == tcp.SYN | tcp.ACK and synack.ack == 1001
@@ -369,19 +376,9 @@ def _established() -> tuple:
 
 def _connected_at_once() -> tuple:
     """A connection whose broker reply said the connect had completed."""
-    import socket
-
     from passt_sep import ipc
-    from passt_sep.worker.tcp import TcpFlows
 
-    w = _LoopWorker()
-    flows = TcpFlows(w)  # type: ignore[arg-type]
-    flows.from_guest(parsed(tcp_frame(tcp.SYN, options=tcp.syn_options(1460, 7), seq=1000)))
-    ours, peer = socket.socketpair()
-    ours.setblocking(False)
-    peer.settimeout(2)
-    fd = ours.detach()
-    w.requests[0][0][2](fd, ipc.STATUS_CONNECTED)
+    w, flows, fd, peer = _syn_and_socket(ipc.STATUS_CONNECTED)
     (synack,) = _segs(w)  # no EPOLLOUT needed
     assert synack.flags == tcp.SYN | tcp.ACK and synack.ack == 1001
     w.frames.clear()
