@@ -73,7 +73,16 @@ OOO_MAX_TOTAL = 32 << 20  # bytes of out-of-order guest data kept in all
 # comes within ACK_DELAY, else alone; then the connection stops counting as
 # interactive until data goes to the guest within ACK_DELAY of a segment
 # from it (as Linux's delayed-ACK "pingpong" mode).
-ACK_DELAY = float(os.environ.get("PASST_SEP_ACK_DELAY", "0.002"))
+def _ack_delay(default: float = 0.002) -> float:
+    """PASST_SEP_ACK_DELAY (seconds, 0 = off): a developer's knob for A/B runs."""
+    try:
+        v = float(os.environ.get("PASST_SEP_ACK_DELAY", default))
+    except ValueError:
+        return default
+    return v if 0.0 <= v <= 0.1 else default
+
+
+ACK_DELAY = _ack_delay()
 ACK_DELAY_MAX_OWED = 16384  # owe at most this much before acknowledging at once
 
 # Connection states
