@@ -43,6 +43,7 @@ from tests.netenv import (
     NETSERVE,
     PASST,
     PYTHON,
+    REPO,
     HostNS,
     _readline,
     stop_process,
@@ -235,9 +236,16 @@ def test_socket_in_use_is_refused_and_stale_socket_replaced(host, tmp):
 
 def test_default_path_skips_a_busy_one(host):
     """In a private /tmp: /tmp/passt_1.socket is taken, so passt takes _2."""
-    script = textwrap.dedent(f"""\
-        set -e
+    # a tree checked out under /tmp stays visible through the private tmpfs
+    keep = textwrap.dedent(f"""\
+        keep=$(mktemp -d /dev/shm/passt-sep-tree.XXXXXX)
+        mount --bind {REPO} "$keep"
         mount -t tmpfs none /tmp
+        mkdir -p {REPO}
+        mount --bind "$keep" {REPO}
+        umount "$keep" && rmdir "$keep"
+        """) if str(REPO).startswith("/tmp/") else "mount -t tmpfs none /tmp\n"
+    script = "set -e\n" + keep + textwrap.dedent(f"""\
         {PYTHON} -c 'import socket,time; s=socket.socket(socket.AF_UNIX); s.bind("/tmp/passt_1.socket"); s.listen(); time.sleep(30)' &
         busy=$!
         for i in $(seq 50); do [ -S /tmp/passt_1.socket ] && break; sleep 0.1; done
