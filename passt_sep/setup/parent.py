@@ -328,14 +328,18 @@ class Parent:
         if watch is not None and watch.fd >= 0:
             sel.register(watch.fd, selectors.EVENT_READ, "netns")
         fwd = self.fwd
+        next_watch = 0.0
         while True:
             timeout = 1.0
             if fwd is not None and fwd.auto:
                 timeout = max(0.0, min(1.0, fwd.next_scan - time.monotonic()))
             events = sel.select(timeout)
+            netns_event = not events
             for key, _ in events:
                 what = key.data
-                if what == "broker":
+                if what == "netns":
+                    netns_event = True
+                elif what == "broker":
                     self._serve_broker(sel)
                 elif what == "signal":
                     try:
@@ -358,11 +362,16 @@ class Parent:
                 if self.spawned is not None:
                     _terminate(self.spawned)
                 return 0
-            if fwd is not None and fwd.due(time.monotonic()):
-                fwd.scan(time.monotonic())
-            if watch is not None and watch.gone():
-                log.info(f"Namespace {watch.path} is gone, exiting")
-                return 0
+            now = time.monotonic()
+            if fwd is not None and fwd.due(now):
+                fwd.scan(now)
+            # the netns file: on an inotify event or a quiet second, and at
+            # least once a second (not on every broker request: two calls each)
+            if watch is not None and (netns_event or now >= next_watch):
+                next_watch = now + 1.0
+                if watch.gone():
+                    log.info(f"Namespace {watch.path} is gone, exiting")
+                    return 0
 
 
 def _terminate(sp: netns.Spawned) -> None:
