@@ -63,9 +63,8 @@ class Broker:
         self.seq = 0
         self.pending: dict[int, Callable[[int | None, int], None]] = {}
         self.backlog: collections.deque[tuple] = collections.deque()
-        self.on_listener: Callable[[int, int, int], None] | None = None  # (fd, port, target)
-        self.on_udp_listener: Callable[[int, int, int], None] | None = None  # the same for -u
-        # every port message (ipc.PORT_MAGICS: announcements and drops) when set
+        # every port message (ipc.PORT_MAGICS: listener announcements and
+        # drops, -t and -u included) when set
         self.on_port_msg: Callable[[tuple[bytes, int, int], list[int]], None] | None = None
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
@@ -119,14 +118,6 @@ class Broker:
             if pmsg is not None and self.on_port_msg is not None:
                 self.on_port_msg(pmsg, fds)
                 continue
-            listener = ipc.unpack_listener(data)
-            if listener is not None and fds and self.on_listener is not None:
-                self.on_listener(fds[0], *listener)
-                continue
-            ulistener = ipc.unpack_udp_listener(data)
-            if ulistener is not None and fds and self.on_udp_listener is not None:
-                self.on_udp_listener(fds[0], *ulistener)
-                continue
             reply = ipc.unpack_reply(data)
             if reply is None:
                 for fd in fds:
@@ -162,10 +153,8 @@ class Worker:
         self.guest6 = cfg.v6.addr.packed if cfg.v6 else None
         self.pings = PingFlows(self)
         self.tcp = TcpFlows(self)
-        self.broker.on_listener = self.tcp.add_listener
         self.udpsplice = UdpSplicer(self)  # pasta: UDP between the loopbacks (-U, -u)
         self.udp = UdpFlows(self)
-        self.broker.on_udp_listener = self.udp.add_listener
         self.splice = Splicer(self)  # owns the forwarded ports; splices in pasta
         self.broker.on_port_msg = self.splice.port_msg
         o = cfg.opts

@@ -20,7 +20,8 @@ numbers between two kernels:
   validates the destination, starts a non-blocking connect and hands the
   socket over. SYN-ACK goes to the guest only when the connect completed;
   failure is a RST+ACK (the guest reports "connection refused").
-- inbound: listeners bound by the parent are accepted here; the guest gets
+- inbound: worker/splice.py accepts on the parent's -t listeners and hands
+  a peer that is not spliced to ``_inbound``; the guest gets
   a SYN from the real peer address (loopback and the host's own address
   appear as the gateway).
 
@@ -62,7 +63,6 @@ WS_TO_GUEST = 8  # our window scale (passt uses at most 8: 16 MiB window)
 WND_MAX = 0xFFFF << WS_TO_GUEST
 WND_MIN_HANDSHAKE = 14600
 DUP_ACK_THRESHOLD = 3
-ACCEPT_BUDGET = 128
 SIOCOUTQ = 0x5411
 SO_PEEK_OFF = 42
 DISCARD_CHUNK = 1 << 20
@@ -190,7 +190,6 @@ class TcpFlows:
         self.conns: dict[tuple[bytes, int, bytes, int], Conn] = {}
         self.by_fd: dict[int, Conn] = {}
         self.max_conns = max_conns or max(16, min(MAX_CONNS_CAP, NOFILE - FD_RESERVE))
-        self.listeners: dict[int, tuple[socket.socket, int, int]] = {}
         self.pending: list[Conn] = []
         # connections owing the guest an ACK, by deadline (insertion order
         # is deadline order: the delay is constant)
@@ -790,30 +789,6 @@ class TcpFlows:
             self._ctl(c, ACK)
 
     # -- inbound ----------------------------------------------------------------
-    def add_listener(self, fd: int, port: int, target: int) -> None:
-        """A listening socket bound by the parent (-t)."""
-        try:
-            s = socket.socket(fileno=fd)
-            s.setblocking(False)
-        except OSError as e:
-            log.warn(f"TCP listener for port {port}: {e.strerror}")
-            os.close(fd)
-            return
-        self.listeners[fd] = (s, port, target)
-        self.w.add(fd, lambda ev, fd=fd: self._accept(fd))
-
-    def _accept(self, lfd: int) -> None:
-        s, _port, target = self.listeners[lfd]
-        for _ in range(ACCEPT_BUDGET):
-            try:
-                cs, peer = s.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.debug(f"accept on port {_port}: {e.strerror}")
-                return
-            self._inbound(cs, peer, target)
-
     def _inbound(self, cs: socket.socket, peer: tuple, target: int) -> None:
         if self.disabled or len(self.conns) >= self.max_conns:
             self.stats["full"] += 1
