@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from .. import ipc
 from ..log import DEBUG, log
 from .limits import NOFILE
+from .udpsplice import loopback_family
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -60,23 +61,8 @@ LOWAT_CHECK = 0.005
 EV_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 EV_OUT = EV_IN | select.EPOLLOUT  # only while a write to that socket is blocked
 _LINGER0 = struct.pack("ii", 1, 0)
-_V4MAPPED_LOOP = "::ffff:127."
 
 KIND_IN, KIND_OUT = 0, 1  # -t (host → namespace), -T (namespace → host)
-
-
-
-
-def loopback_family(host: str) -> int | None:
-    """The family to splice a peer with, or None if the peer is not loopback."""
-    host = host.split("%")[0]
-    if host.startswith("127."):
-        return socket.AF_INET
-    if host == "::1":
-        return socket.AF_INET6
-    if host.startswith(_V4MAPPED_LOOP):
-        return socket.AF_INET
-    return None
 
 
 class Half:

@@ -51,7 +51,8 @@ MAX_FLOWS = max(16, min(4096, NOFILE // 8))  # each flow holds one fd
 
 
 def loopback_family(host: str) -> int | None:
-    """The family to relay a sender with, or None if it is not a loopback address."""
+    """The family to splice a peer with (TCP, worker/splice.py) or relay a
+    sender with (UDP), or None if it is not a loopback address."""
     host = host.split("%")[0]
     if host.startswith("127."):
         return socket.AF_INET
