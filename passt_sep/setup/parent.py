@@ -136,9 +136,13 @@ class Parent:
             self.sock.close()
             if self.ready_fd is not None:  # daemon: let go of the launcher's stdio
                 _detach_stdio()
+            self.in_worker_child()
             worker_main(wsock, self.opts.mode, policy)
         wsock.close()
         self.worker_pid = pid
+
+    def in_worker_child(self) -> None:
+        """In the forked worker, before it isolates itself (passt drops its user here)."""
 
     def run(self) -> int:
         """Do the whole run; return the exit status."""

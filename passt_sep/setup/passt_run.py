@@ -110,30 +110,13 @@ class PasstParent(Parent):
         self.ctl: socket.socket | None = None
         self.client_on = False
 
-    def fork_worker(self) -> None:
-        """The worker, dropped to the target user, then isolated."""
-        from sandbox.seccomp import load_policy
-
-        from ..worker.main import policy_path, worker_main
-
+    def in_worker_child(self) -> None:
+        """The worker runs as the target user (--runas, else nobody when root)."""
         try:
-            policy = load_policy(policy_path(self.opts.mode))
-        except (OSError, ValueError) as e:
-            raise SetupError("seccomp policy", e) from None
-        self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
-            self.sock.close()
-            if self.ready_fd is not None:
-                _detach_stdio()
-            try:
-                drop_to(self.ids)
-            except SetupError as e:
-                os.write(2, f"{self.prog}: worker: {e}\n".encode())
-                os._exit(1)
-            worker_main(wsock, self.opts.mode, policy)
-        wsock.close()
-        self.worker_pid = pid
+            drop_to(self.ids)
+        except SetupError as e:
+            os.write(2, f"{self.prog}: worker: {e}\n".encode())
+            os._exit(1)
 
     def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
         o = self.opts
