@@ -36,6 +36,7 @@ Parent only. Three jobs:
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import queue
 import socket
@@ -399,40 +400,28 @@ class Forwarder:
         if self.sock is None:
             return
         try:
-            if fds:
-                send_fds(self.sock, msg, fds)
-            else:
-                self.sock.send(msg)
+            send_fds(self.sock, msg, fds)  # a plain send when fds is empty
         except OSError as e:
             log.debug(f"auto: message to worker failed: {e.strerror}")
 
 
-def _bind_loopback_listeners(items: list[tuple[int, int]]) -> list[tuple[socket.socket, int, int]]:
-    """In the calling thread's netns: listeners on 127.0.0.1 and ::1 per (port, target)."""
+def _bind_loopback(bind: Callable[..., socket.socket], proto: str,
+                   items: list[tuple[int, int]]) -> list[tuple[socket.socket, int, int]]:
+    """In the calling thread's netns: bind(family, loopback, port, ...) on
+    127.0.0.1 and ::1 per (port, target): -T listeners or -U sockets."""
     out: list[tuple[socket.socket, int, int]] = []
     # both loopbacks, whatever the tap carries: the splice path needs no tap
     fams = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
     for port, target in items:
         for fam, addr in fams:
             try:
-                out.append((_listen(fam, addr, port, None, True), port, target))
+                out.append((bind(fam, addr, port, None, True), port, target))
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE):
-                    log.warn(f"Can't open enough sockets for TCP port forwarding, stopping at port {port}")
+                    log.warn(f"Can't open enough sockets for {proto} port forwarding, stopping at port {port}")
                     return out
     return out
 
 
-def _bind_loopback_udp(items: list[tuple[int, int]]) -> list[tuple[socket.socket, int, int]]:
-    """In the calling thread's netns: UDP sockets on 127.0.0.1 and ::1 per (port, target) (-U)."""
-    out: list[tuple[socket.socket, int, int]] = []
-    fams = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
-    for port, target in items:
-        for fam, addr in fams:
-            try:
-                out.append((_udp_bind(fam, addr, port, None, True), port, target))
-            except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE):
-                    log.warn(f"Can't open enough sockets for UDP port forwarding, stopping at port {port}")
-                    return out
-    return out
+_bind_loopback_listeners = functools.partial(_bind_loopback, _listen, "TCP")
+_bind_loopback_udp = functools.partial(_bind_loopback, _udp_bind, "UDP")

@@ -305,9 +305,6 @@ class Broker:
 
     def _send(self, msg: bytes, fds: list[int]) -> None:
         try:
-            if fds:
-                send_fds(self.sock, msg, fds)
-            else:
-                self.sock.send(msg)
+            send_fds(self.sock, msg, fds)  # a plain send when fds is empty
         except OSError as e:
             log.debug(f"broker: reply to worker failed: {e.strerror}")
