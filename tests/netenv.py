@@ -546,6 +546,21 @@ class HostNS(Namespace):
         """A started GuestNS, closed with this HostNS."""
         return GuestNS(self, name).start()
 
+    def pasta(self, guest: GuestNS, *args: str, v6: bool = False) -> subprocess.Popen:
+        """``pasta -f -q --config-net ARGS --netns`` attached to guest, once eth0
+        there has the host's IPv4 address (and its IPv6 one with ``v6``)."""
+        p = self.popen([PASTA, "-f", "-q", "--config-net", *args, "--netns", guest.netns_path],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        def configured() -> bool:
+            if v6 and HOST_ADDR6 not in guest.run("ip -6 addr show eth0", check=False).stdout:
+                return False
+            return HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout
+
+        if not wait_for(configured, 15):
+            raise NetenvError("guest not configured")
+        return p
+
     def __enter__(self) -> Self:
         try:
             return self.start()

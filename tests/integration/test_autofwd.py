@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.netenv import HOST_ADDR4, PASTA, PYTHON, GuestNS, HostNS, wait_for
+from tests.netenv import HOST_ADDR4, PYTHON, GuestNS, HostNS, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,10 +47,7 @@ def send_ok(ns: HostNS | GuestNS, addr: str, port: int, n: int = MIB) -> bool:
 def env() -> Iterator[tuple[HostNS, GuestNS, subprocess.Popen]]:
     with HostNS() as host:
         guest = host.guest()
-        pasta = host.popen([PASTA, "-f", "-q", "--config-net", "--netns", guest.netns_path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        ok = wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
-        assert ok, "guest not configured"
+        pasta = host.pasta(guest)
         yield host, guest, pasta
 
 

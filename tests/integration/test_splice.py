@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.netenv import HOST_ADDR4, PASTA, PYTHON, GuestNS, HostNS, wait_for
+from tests.netenv import HOST_ADDR4, PYTHON, GuestNS, HostNS
 from tests.pcap import ports_in_pcap
 
 pytestmark = pytest.mark.integration
@@ -177,13 +177,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     pcap = d / "tap.pcap"
     with HostNS() as host:
         guest = host.guest()
-        pasta = host.popen([PASTA, "-f", "-q", "--config-net", "--pcap", str(pcap),
-                            "-t", f"{T_PORTS[0]}-{T_PORTS[-1]}", "-t", f"{T_MAPPED}:{T_TARGET}",
-                            "-T", f"{NS_PORTS[0]}-{NS_PORTS[-1]}", "-T", str(NS_CLOSED),
-                            "-u", "none", "-U", "none", "--netns", guest.netns_path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        ok = wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
-        assert ok, "guest not configured"
+        pasta = host.pasta(guest, "--pcap", str(pcap),
+                           "-t", f"{T_PORTS[0]}-{T_PORTS[-1]}", "-t", f"{T_MAPPED}:{T_TARGET}",
+                           "-T", f"{NS_PORTS[0]}-{NS_PORTS[-1]}", "-T", str(NS_CLOSED),
+                           "-u", "none", "-U", "none")
         yield Env(host, guest, helper, pasta, pcap)
 
 

@@ -32,7 +32,6 @@ from tests.netenv import (
     PYTHON,
     GuestNS,
     HostNS,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -325,12 +324,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     helper.write_text(HELPER)
     with HostNS() as host:
         guest = host.guest()
-        pasta = host.popen([PASTA, "-f", "-q", "--config-net", "-t", f"{FWD4}-{FWD_HALF}",
-                            "-t", f"{FWD_MAPPED}:{FWD_TARGET}", "--netns", guest.netns_path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        ok = wait_for(lambda: "2001:db8::10" in guest.run("ip -6 addr show eth0", check=False).stdout
-                      and HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
-        assert ok, "guest not configured"
+        pasta = host.pasta(guest, "-t", f"{FWD4}-{FWD_HALF}", "-t", f"{FWD_MAPPED}:{FWD_TARGET}", v6=True)
         yield Env(host, guest, helper, pasta)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netenv import GW_ADDR4, HOST_ADDR4, HOST_ADDR6, PASTA, PYTHON, HostNS, wait_for
+from tests.netenv import GW_ADDR4, HOST_ADDR4, PYTHON, HostNS
 
 pytestmark = pytest.mark.integration
 
@@ -145,11 +145,7 @@ def test_syn_flood_bounded(tmp_path: Path) -> None:
     flood.write_text(FLOOD)
     with HostNS() as host:
         guest = host.guest()
-        pasta = host.popen([PASTA, "-f", "-q", "--config-net", "--netns", guest.netns_path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        ok = wait_for(lambda: HOST_ADDR6 in guest.run("ip -6 addr show eth0", check=False).stdout
-                      and HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
-        assert ok, "guest not configured"
+        pasta = host.pasta(guest, v6=True)
         srv = host.serve("tcp-sink", "127.0.0.1")
         assert host.client("tcp-send", "127.0.0.1", srv.port)["ok"]
         res = guest.client("tcp-send", GW_ADDR4, srv.port, "--bytes", str(MIB))

@@ -45,13 +45,11 @@ from tests.netenv import (
     GW_ADDR6,
     HOST_ADDR4,
     HOST_ADDR6,
-    PASTA,
     PYTHON,
     TOOLS,
     GuestNS,
     HostNS,
     stop_process,
-    wait_for,
 )
 
 pytestmark = [
@@ -193,11 +191,7 @@ def imp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Impaired]:
     helper.write_text(HELPER)
     with HostNS() as host:
         guest = host.guest()
-        pasta = host.popen([PASTA, "-f", "-q", "--config-net", "--netns", guest.netns_path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        ok = wait_for(lambda: HOST_ADDR6 in guest.run("ip -6 addr show eth0", check=False).stdout
-                      and HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
-        assert ok, "guest not configured"
+        pasta = host.pasta(guest, v6=True)
         for fam, me, gw, _loop, queues, cmd in FAMILIES.values():
             guest.run(["nft", "-f", "-"], input=nft_rules(fam, me, gw))
             for argv in ipt_rules(cmd, queues):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_udp import window_run
-from tests.netenv import HOST_ADDR4, PASTA, PYTHON, GuestNS, HostNS, stop_process, wait_for
+from tests.netenv import HOST_ADDR4, PYTHON, GuestNS, HostNS, stop_process
 from tests.pcap import ports_in_pcap
 
 pytestmark = pytest.mark.integration
@@ -54,14 +54,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     pcap = d / "tap.pcap"
     with HostNS() as host:
         guest = host.guest()
-        pasta = host.popen([PASTA, "-f", "-q", "--config-net", "--pcap", str(pcap),
-                            "-t", "none", "-T", "none",
-                            "-U", str(U_OUT), "-U", f"{U_OUT_MAPPED}:{U_OUT_TARGET}",
-                            "-u", str(U_IN), "-u", f"{U_IN_MAPPED}:{U_IN_TARGET}", "-u", str(U_IN_TAP),
-                            "--netns", guest.netns_path],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        ok = wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
-        assert ok, "guest not configured"
+        pasta = host.pasta(guest, "--pcap", str(pcap), "-t", "none", "-T", "none",
+                           "-U", str(U_OUT), "-U", f"{U_OUT_MAPPED}:{U_OUT_TARGET}",
+                           "-u", str(U_IN), "-u", f"{U_IN_MAPPED}:{U_IN_TARGET}", "-u", str(U_IN_TAP))
         yield Env(host, guest, pasta, pcap)
         stop_process(pasta)
 
