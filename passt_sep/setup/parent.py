@@ -251,13 +251,17 @@ class Parent:
             _write_pid(o.pid_file, os.getpid())
         else:
             _write_pid(o.pid_file, os.getpid())
-            if self.ready_fd is not None:
-                os.write(self.ready_fd, b"0")
-                os.close(self.ready_fd)
-                self.ready_fd = None
-                _detach_stdio()
-                log.stderr_fd = None
+            self.release_launcher()
         return self.supervise(netns_path if attach else None)
+
+    def release_launcher(self) -> None:
+        """Daemon: tell the launcher set-up is done, and let go of its stdio."""
+        if self.ready_fd is not None:
+            os.write(self.ready_fd, b"0")
+            os.close(self.ready_fd)
+            self.ready_fd = None
+            _detach_stdio()
+            log.stderr_fd = None
 
     def _wait_ready(self) -> None:
         self.sock.settimeout(WORKER_READY_TIMEOUT)

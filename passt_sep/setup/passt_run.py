@@ -49,7 +49,7 @@ from .. import ipc
 from ..errors import SetupError
 from ..log import log
 from . import passt_socket
-from .parent import Parent, _detach_stdio, _open_pcap, _write_pid, describe_status
+from .parent import Parent, _open_pcap, _write_pid, describe_status
 
 INIT_UID_MAP = "0 0 4294967295"
 
@@ -175,12 +175,7 @@ class PasstParent(Parent):
         else:
             for line in passt_socket.qemu_hint(self.path).split("\n"):
                 log.info(line)
-        if self.ready_fd is not None:
-            os.write(self.ready_fd, b"0")
-            os.close(self.ready_fd)
-            self.ready_fd = None
-            _detach_stdio()
-            log.stderr_fd = None
+        self.release_launcher()
         return self.supervise_passt(one_off=o.one_off or first is not None)
 
     def _hand_over(self, conn: socket.socket) -> None:
