@@ -41,6 +41,7 @@ from ..proto.packet import (
     parse_frame,
 )
 from . import dhcp as dhcp_glue
+from .busypoll import BusyPoll
 from .icmp import PingFlows
 from .splice import Splicer
 from .tap import Tap
@@ -143,6 +144,7 @@ class Worker:
         self.tap = tap
         self.broker = Broker(broker_sock)
         self.ep = select.epoll()
+        self.waiter = BusyPoll(self.ep.poll)
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.drops: dict[str, int] = {}
         self.drops_logged = 0
@@ -290,7 +292,7 @@ class Worker:
         self.add(self.tap.fd, functools.partial(self.tap.readable, self.on_frame))
         self.add(self.broker.sock.fileno(), self._broker_event)
         next_timer = time.monotonic() + TIMER_INTERVAL
-        poll = self.ep.poll
+        wait = self.waiter.wait
         handlers = self.handlers
         tcp = self.tcp
         delayed = tcp.delayed
@@ -303,7 +305,7 @@ class Worker:
             if lowat:
                 due = min(due, splice.lowat_due)
             timeout = max(0.0, due - time.monotonic())
-            for fd, ev in poll(timeout, EPOLL_EVENTS):
+            for fd, ev in wait(timeout, EPOLL_EVENTS):
                 h = handlers.get(fd)
                 if h is not None:
                     h(ev)
@@ -332,7 +334,8 @@ class Worker:
     def stats(self) -> str:
         """One line of counters."""
         return (f"frames from guest: {self.frames_in}, {self.drop_summary()}, {self.udp.summary()}, "
-                f"{self.tcp.summary()}, {self.splice.summary()}, {self.udpsplice.summary()}")
+                f"{self.tcp.summary()}, {self.splice.summary()}, {self.udpsplice.summary()}, "
+                f"{self.waiter.summary()}")
 
 
 def host_addr(version: int, raw: bytes) -> str:

@@ -13,6 +13,7 @@ Clients (print one JSON line, exit 0 on success, 1 on mismatch or error):
     netserve.py tcp-send ADDR PORT --bytes N      against tcp-sink
     netserve.py tcp-echo-check ADDR PORT --bytes N
     netserve.py udp-echo-check ADDR PORT --count N [--size S]
+    netserve.py tcp-pingpong ADDR PORT --count N  1-byte round trips with tcp-echo
 
 PORT 0 lets the kernel choose; the READY line tells which. Every client
 operation is bounded by ``--timeout`` seconds (default 10).
@@ -119,6 +120,20 @@ def tcp_echo_check(addr: str, port: int, nbytes: int, timeout: float) -> dict:
             "seconds": round(time.monotonic() - t0, 6)}
 
 
+def tcp_pingpong(addr: str, port: int, count: int, timeout: float) -> dict:
+    """COUNT round trips of one byte each with a tcp-echo; every byte must come back."""
+    good = 0
+    data = _payload(count)
+    with _connect(addr, port, timeout) as c:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(count):
+            c.sendall(data[i : i + 1])
+            if c.recv(1) != data[i : i + 1]:
+                break
+            good += 1
+    return {"ok": good == count, "round_trips": good}
+
+
 def udp_echo_check(addr: str, port: int, count: int, size: int, timeout: float) -> dict:
     """Send COUNT datagrams one at a time, each must come back unchanged."""
     good = 0
@@ -141,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["tcp-echo", "tcp-sink", "udp-echo", "tcp-send",
-                                    "tcp-echo-check", "udp-echo-check"])
+                                    "tcp-echo-check", "udp-echo-check", "tcp-pingpong"])
     p.add_argument("addr")
     p.add_argument("port", type=int)
     p.add_argument("--bytes", type=int, default=1 << 20)
@@ -160,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             r = tcp_send(a.addr, a.port, a.bytes, a.timeout)
         elif a.mode == "tcp-echo-check":
             r = tcp_echo_check(a.addr, a.port, a.bytes, a.timeout)
+        elif a.mode == "tcp-pingpong":
+            r = tcp_pingpong(a.addr, a.port, a.count, a.timeout)
         else:
             r = udp_echo_check(a.addr, a.port, a.count, a.size, a.timeout)
     except OSError as e:

@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The worker's adaptive polling end to end (passt_sep/worker/busypoll.py).
+
+pasta attached to a GuestNS in a HostNS; the guest makes 1-byte round
+trips with an echo server on the host's loopback through the gateway
+address. What is checked, from the worker's own counters (logged at exit
+with -d) and its CPU time in /proc: during the exchange some waits end
+by polling, once traffic stops the worker sleeps (it does not keep
+polling), and PASST_SEP_BUSY_POLL_US=0 turns polling off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.netenv import GW_ADDR4, HOST_ADDR4, PASTA, HostNS, wait_for
+
+pytestmark = pytest.mark.integration
+
+ROUND_TRIPS = 3000
+IDLE = 2.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _worker(pid: int) -> int:
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            for kid in f.read().split():
+                with open(f"/proc/{kid}/status") as s:
+                    if "Seccomp:\t2" in s.read():
+                        return int(kid)
+    raise AssertionError("no sandboxed worker")
+
+
+def _run(host: HostNS, tmp_path: Path, env_value: str | None) -> tuple[dict, float]:
+    """Round trips, then an idle spell; (worker counters, worker CPU while idle)."""
+    guest = host.guest()
+    srv = host.serve("tcp-echo", "127.0.0.1")
+    env = dict(os.environ)
+    env.pop("PASST_SEP_BUSY_POLL_US", None)
+    if env_value is not None:
+        env["PASST_SEP_BUSY_POLL_US"] = env_value
+    log = tmp_path / "pasta.log"
+    with log.open("w") as out:
+        p = host.popen([PASTA, "-f", "-d", "--config-net", "--netns", guest.netns_path],
+                       stdout=out, stderr=subprocess.STDOUT, env=env)
+    assert wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
+    r = guest.client("tcp-pingpong", GW_ADDR4, srv.port, "--count", str(ROUND_TRIPS), timeout=120)
+    assert r["ok"], r
+    w = _worker(p.pid)
+    time.sleep(0.5)  # the connection's last ACKs and the close
+    c0 = _cpu_seconds(w)
+    time.sleep(IDLE)
+    idle_cpu = _cpu_seconds(w) - c0
+    p.send_signal(signal.SIGTERM)
+    p.wait(10)
+    m = re.search(r"busy poll: max (\d+) µs, (\d+) waits ended polling, (\d+) slept", log.read_text())
+    assert m, log.read_text()[-2000:]
+    return {"max_us": int(m[1]), "hits": int(m[2]), "sleeps": int(m[3])}, idle_cpu
+
+
+def test_polls_during_round_trips_and_sleeps_when_idle(host: HostNS, tmp_path: Path) -> None:
+    counters, idle_cpu = _run(host, tmp_path, None)
+    assert counters["max_us"] == 50
+    # each round trip is two waits (for the server, for the guest): a good
+    # share of them end by polling when the peers answer within 50 µs
+    assert counters["hits"] > ROUND_TRIPS // 10, counters
+    # idle: the 1 s housekeeping timer and nothing else (a worker that kept
+    # polling would use the whole IDLE spell)
+    assert idle_cpu < 0.2 * IDLE, idle_cpu
+
+
+def test_zero_turns_polling_off(host: HostNS, tmp_path: Path) -> None:
+    counters, _ = _run(host, tmp_path, "0")
+    assert counters["max_us"] == 0
+    assert counters["hits"] == 0
+    assert counters["sleeps"] >= ROUND_TRIPS  # at least one sleep per round trip
