@@ -62,11 +62,20 @@ class BusyPoll:
         self.window = 0.0
         self.hits = 0  # waits a poll ended
         self.sleeps = 0  # waits that slept
+        self.bulk = 0  # waits after bulk wake-ups (no polling)
 
-    def wait(self, timeout: float, maxevents: int) -> Events:
-        """Events within timeout seconds, polling first if the window is open."""
+    def wait(self, timeout: float, maxevents: int, bulk: bool = False) -> Events:
+        """Events within timeout seconds, polling first if the window is open.
+
+        ``bulk``: the last wake-up moved bulk data; sleep at once and leave
+        the window as it is (the processes at both ends of a transfer need
+        the CPU more than we need a quick wake-up).
+        """
         if timeout <= 0:
             return self.poll(0, maxevents)
+        if bulk:
+            self.bulk += 1
+            return self.poll(timeout, maxevents)
         clock = self.clock
         window = self.window
         start = clock()
@@ -99,4 +108,5 @@ class BusyPoll:
 
     def summary(self) -> str:
         """Counters for the worker's final statistics."""
-        return f"busy poll: max {self.max * 1e6:.0f} µs, {self.hits} waits ended polling, {self.sleeps} slept"
+        return (f"busy poll: max {self.max * 1e6:.0f} µs, {self.hits} waits ended polling, "
+                f"{self.sleeps} slept, {self.bulk} after bulk")

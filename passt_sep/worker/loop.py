@@ -52,6 +52,7 @@ from .udpsplice import UdpSplicer
 TIMER_INTERVAL = 1.0  # seconds between housekeeping passes, as passt
 RA_INTERVAL = 60.0  # unsolicited router advertisements (RFC 4861 allows 4-1800 s)
 EPOLL_EVENTS = 64
+BULK_BYTES = 8192  # bytes per wake-up (tap frames, splice) above which the loop does not poll
 MAX_INFLIGHT = 32  # broker requests outstanding at once
 MAX_BACKLOG = 65536  # requests waiting for their turn
 
@@ -293,6 +294,7 @@ class Worker:
         self.add(self.broker.sock.fileno(), self._broker_event)
         next_timer = time.monotonic() + TIMER_INTERVAL
         wait = self.waiter.wait
+        tap = self.tap
         handlers = self.handlers
         tcp = self.tcp
         delayed = tcp.delayed
@@ -305,7 +307,11 @@ class Worker:
             if lowat:
                 due = min(due, splice.lowat_due)
             timeout = max(0.0, due - time.monotonic())
-            for fd, ev in wait(timeout, EPOLL_EVENTS):
+            # a wake-up that moved bulk data sleeps at once: polling would
+            # take the CPU from the processes at both ends of the transfer
+            bulk = tap.moved + splice.moved > BULK_BYTES
+            tap.moved = splice.moved = 0
+            for fd, ev in wait(timeout, EPOLL_EVENTS, bulk):
                 h = handlers.get(fd)
                 if h is not None:
                     h(ev)

@@ -125,6 +125,7 @@ class Splicer:
         # directions whose source socket has a raised SO_RCVLOWAT, and when
         # to look at them next (the loop's poll timeout honours it)
         self.lowat: dict[Half, socket.socket] = {}
+        self.moved = 0  # bytes spliced; the loop reads and clears it (busy polling)
         self.lowat_due = 0.0
 
     # -- port messages from the parent -----------------------------------------
@@ -353,6 +354,7 @@ class Splicer:
             except OSError:
                 pass
         if moved:
+            self.moved += moved
             if h.lowat:
                 h.act = True
             elif moved >= size // 10 and not h.eof:

@@ -84,6 +84,7 @@ class StreamTap:
         self.skip = 0  # bytes of a dropped frame still to be consumed
         self.out = bytearray()  # bytes waiting for the client to accept them
         self.errors = 0
+        self.moved = 0  # frame bytes read and written; the loop reads and clears it
         self.stats = {"sessions": 0, "frames_in": 0, "frames_out": 0, "short": 0,
                       "oversized": 0, "corrupt": 0, "out_dropped": 0, "gso_dropped": 0}
 
@@ -164,6 +165,7 @@ class StreamTap:
             if n == 0:
                 return self._close(why="closed by the client")
             self.have += n
+            self.moved += n
             if not self._parse(on_frame) or self.client != fd:
                 return
 
@@ -214,6 +216,7 @@ class StreamTap:
     def write(self, frame: bytes | bytearray | memoryview) -> None:
         """Send one complete frame (checksums already complete) to the client."""
         n = len(frame)
+        self.moved += n
         if self.client < 0 or not ETH_HLEN <= n <= MAX_FRAME:
             self.stats["out_dropped"] += 1
             return
@@ -254,6 +257,7 @@ class StreamTap:
         """
         if len(buf) < VNET_HDR_LEN + ETH_HLEN:
             return False
+        self.moved += len(buf)
         flags, gso, _hl, _gs, cstart, coff = _VNET.unpack_from(buf, 0)
         if gso:
             self.stats["gso_dropped"] += 1

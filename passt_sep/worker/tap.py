@@ -52,6 +52,7 @@ class Tap:
         self.buf = bytearray(VNET_HDR_LEN + 65536 + 256)
         self.view = memoryview(self.buf)
         self.errors = 0
+        self.moved = 0  # frame bytes read and written; the loop reads and clears it
 
     def readable(self, on_frame: Callable[[memoryview], None], events: int) -> None:
         """Read and dispatch frames until the tap is empty or the budget is spent."""
@@ -68,6 +69,7 @@ class Tap:
                 return
             if n <= VNET_HDR_LEN:
                 continue
+            self.moved += n
             frame = view[VNET_HDR_LEN:n]
             if self.pcap is not None and self.pcap.fd >= 0:
                 self.pcap.write(frame)
@@ -77,6 +79,7 @@ class Tap:
         """Write a frame that starts with its own virtio-net header (offloads)."""
         if self.pcap is not None and self.pcap.fd >= 0:
             self.pcap.write(buf[VNET_HDR_LEN:])
+        self.moved += len(buf)
         try:
             os.write(self.fd, buf)
             return True
@@ -87,6 +90,7 @@ class Tap:
 
     def write(self, frame: bytes) -> None:
         """Write one complete frame."""
+        self.moved += len(frame)
         if self.pcap is not None and self.pcap.fd >= 0:
             self.pcap.write(frame)
         try:

@@ -3,10 +3,12 @@
 
 pasta attached to a GuestNS in a HostNS; the guest makes 1-byte round
 trips with an echo server on the host's loopback through the gateway
-address. What is checked, from the worker's own counters (logged at exit
-with -d) and its CPU time in /proc: during the exchange some waits end
-by polling, once traffic stops the worker sleeps (it does not keep
-polling), and PASST_SEP_BUSY_POLL_US=0 turns polling off.
+address, then uploads 20 MiB (sha256 checked by the sink). What is
+checked, from the worker's own counters (logged at exit with -d) and its
+CPU time in /proc: during the exchange most waits end by polling,
+wake-ups that moved bulk data sleep without polling, once traffic stops
+the worker sleeps (it does not keep polling), and
+PASST_SEP_BUSY_POLL_US=0 turns polling off.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 ROUND_TRIPS = 3000
 IDLE = 2.0
+BULK = 20 << 20
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -59,6 +62,9 @@ def _run(host: HostNS, tmp_path: Path, env_value: str | None) -> tuple[dict, flo
     assert wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
     r = guest.client("tcp-pingpong", GW_ADDR4, srv.port, "--count", str(ROUND_TRIPS), timeout=120)
     assert r["ok"], r
+    sink = host.serve("tcp-sink", "127.0.0.1")
+    r = guest.client("tcp-send", GW_ADDR4, sink.port, "--bytes", str(BULK), timeout=120)
+    assert r["ok"], r  # the sink's sha256 and length match
     w = _worker(p.pid)
     time.sleep(0.5)  # the connection's last ACKs and the close
     c0 = _cpu_seconds(w)
@@ -66,9 +72,9 @@ def _run(host: HostNS, tmp_path: Path, env_value: str | None) -> tuple[dict, flo
     idle_cpu = _cpu_seconds(w) - c0
     p.send_signal(signal.SIGTERM)
     p.wait(10)
-    m = re.search(r"busy poll: max (\d+) µs, (\d+) waits ended polling, (\d+) slept", log.read_text())
+    m = re.search(r"busy poll: max (\d+) µs, (\d+) waits ended polling, (\d+) slept, (\d+) after bulk", log.read_text())
     assert m, log.read_text()[-2000:]
-    return {"max_us": int(m[1]), "hits": int(m[2]), "sleeps": int(m[3])}, idle_cpu
+    return {"max_us": int(m[1]), "hits": int(m[2]), "sleeps": int(m[3]), "bulk": int(m[4])}, idle_cpu
 
 
 def test_polls_during_round_trips_and_sleeps_when_idle(host: HostNS, tmp_path: Path) -> None:
@@ -77,6 +83,8 @@ def test_polls_during_round_trips_and_sleeps_when_idle(host: HostNS, tmp_path: P
     # each round trip is two waits (for the server, for the guest): a good
     # share of them end by polling when the peers answer within 50 µs
     assert counters["hits"] > ROUND_TRIPS // 10, counters
+    # the 20 MiB upload: wake-ups that moved bulk data sleep without polling
+    assert counters["bulk"] > 0, counters
     # idle: the 1 s housekeeping timer and nothing else (a worker that kept
     # polling would use the whole IDLE spell)
     assert idle_cpu < 0.2 * IDLE, idle_cpu

@@ -126,6 +126,15 @@ def test_polls_are_bounded_even_if_the_clock_stands_still() -> None:
     assert len(polls) == bp.MAX_POLLS
 
 
+def test_after_bulk_it_sleeps_at_once_and_keeps_the_window() -> None:
+    ep, b = make()
+    b.window = 40 * US
+    ep.answer_in(10 * US)
+    assert b.wait(1.0, 64, bulk=True) == EV
+    assert ep.calls == [1.0]
+    assert b.window == 40 * US and b.bulk == 1 and b.hits == 0
+
+
 def test_off_never_polls() -> None:
     ep, b = make(window_max=0.0)
     for _ in range(5):
