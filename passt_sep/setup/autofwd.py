@@ -16,11 +16,12 @@ Parent only. Three jobs:
   so the broker can check a loopback request against them (only a current
   target port of -t, or of -u for UDP, may be reached on the namespace's
   loopback; only one of -T, or of -U, on the host's).
-- ``auto`` (pasta's default for -t, -u, -T and -U): the /proc/net/tcp, tcp6,
-  udp and udp6 files of both namespaces are opened once (the namespace's
-  through /proc/thread-self/net from the thread inside it; an open proc
-  net file stays bound to its namespace) and re-read every second with
-  lseek + read. -t auto binds a host listener for every port listening in
+- ``auto`` (pasta's default for -t, -u, -T and -U): every second the
+  listening TCP and unconnected UDP ports of both namespaces are dumped
+  through sock_diag (setup/sockdiag.py; the namespace's socket is made by
+  the thread inside it and stays bound to its namespace). Where a dump
+  fails (no diag module) the /proc/net/tcp, tcp6, udp or udp6 file, opened
+  once the same way, is re-read with lseek + read. -t auto binds a host listener for every port listening in
   the namespace, -T auto a namespace listener (127.0.0.1, ::1) for every
   port listening on the host, -u auto a host UDP socket for every UDP port
   bound in the namespace (and, as passt, every TCP listening port) below
@@ -53,6 +54,7 @@ from ..config import Config
 from ..errors import SetupError
 from ..log import log
 from ..ports import PortFwd
+from . import sockdiag
 from .listeners import _listen, _udp_bind
 
 SCAN_INTERVAL = 1.0
@@ -186,6 +188,15 @@ def parse_proc_net(data: bytes, states: tuple[bytes, ...], below: int = 65536) -
     return ports
 
 
+def _diag_socket() -> socket.socket | None:
+    """A sock_diag socket of the calling thread's namespace; None: /proc only."""
+    try:
+        return sockdiag.open_socket()
+    except OSError as e:
+        log.debug(f"auto: sock_diag: {e.strerror}, reading /proc/net instead")
+        return None
+
+
 def _read_all(fd: int) -> bytes:
     os.lseek(fd, 0, os.SEEK_SET)
     parts: list[bytes] = []
@@ -226,6 +237,8 @@ class Forwarder:
         self.U_bound: set[int] = set()
         self.host_files: dict[str, int] = {}
         self.ns_files: dict[str, int] = {}
+        self.host_diag: socket.socket | None = None
+        self.ns_diag: socket.socket | None = None
         self.ephemeral = EPHEMERAL_DEFAULT
         self.host_ephemeral = _ephemeral_low() if self.auto_U else EPHEMERAL_DEFAULT
         self.next_scan = 0.0
@@ -254,6 +267,7 @@ class Forwarder:
         host_wanted = (["tcp", "tcp6"] if self.auto_T or self.auto_U else []) + (
             ["udp", "udp6"] if self.auto_U else [])
         if host_wanted:
+            self.host_diag = _diag_socket()
             for name in host_wanted:
                 try:
                     self.host_files[name] = os.open(f"/proc/net/{name}", flags)
@@ -273,18 +287,37 @@ class Forwarder:
 
         if wanted:
             self.ns_files, self.ephemeral = self.ns.call(open_ns)
+            self.ns_diag = self.ns.call(_diag_socket)
 
-    def _ports(self, files: dict[str, int], names: tuple[str, ...], states: tuple[bytes, ...],
-               below: int = 65536) -> set[int]:
+    def _ports(self, host: bool, proto: int, below: int = 65536) -> set[int]:
+        """Ports listening (TCP) or bound unconnected (UDP) on one side.
+
+        sock_diag first (the kernel filters by state); the /proc/net file
+        of a family whose diag dump failed.
+        """
+        diag = self.host_diag if host else self.ns_diag
+        files = self.host_files if host else self.ns_files
+        tcp = proto == socket.IPPROTO_TCP
+        state = sockdiag.TCP_LISTEN if tcp else sockdiag.TCP_CLOSE
         out: set[int] = set()
-        for name in names:
-            fd = files.get(name)
-            if fd is None:
-                continue
-            try:
-                out |= parse_proc_net(_read_all(fd), states, below)
-            except OSError as e:
-                log.debug(f"auto: read {name}: {e.strerror}")
+        for family, name in ((socket.AF_INET, "tcp" if tcp else "udp"),
+                             (socket.AF_INET6, "tcp6" if tcp else "udp6")):
+            got = None
+            if diag is not None:
+                try:
+                    got = sockdiag.ports(diag, family, proto, state, below)
+                except OSError as e:
+                    log.debug(f"auto: sock_diag {name}: {e.strerror}")
+            if got is None:
+                fd = files.get(name)
+                if fd is None:
+                    continue
+                try:
+                    got = parse_proc_net(_read_all(fd), (TCP_LISTEN if tcp else UDP_UNCONNECTED,), below)
+                except OSError as e:
+                    log.debug(f"auto: read {name}: {e.strerror}")
+                    continue
+            out |= got
         return out
 
     # -- start-up: -T spec listeners --------------------------------------------
@@ -332,21 +365,21 @@ class Forwarder:
         excl_host = self.t_bound | set(self.tcp_in)  # ours on the host
         excl_ns_udp = self.U_bound | set(self.udp_out)  # our -U sockets inside the namespace
         excl_host_udp = self.u_bound | set(self.udp_in)  # our -u sockets on the host
-        ns_tcp = self._ports(self.ns_files, ("tcp", "tcp6"), (TCP_LISTEN,)) - excl_ns
+        ns_tcp = self._ports(False, socket.IPPROTO_TCP) - excl_ns
         if self.auto_t:
             self._sync_host(ns_tcp, self.t_bound, ipc.LISTENER_MAGIC, ipc.DROP_TCP_MAGIC, _listen)
         if self.auto_u:
-            ns_udp = self._ports(self.ns_files, ("udp", "udp6"), (UDP_UNCONNECTED,), self.ephemeral)
+            ns_udp = self._ports(False, socket.IPPROTO_UDP, self.ephemeral)
             self._sync_host((ns_udp | {p for p in ns_tcp if p < self.ephemeral}) - excl_ns_udp,
                             self.u_bound, ipc.UDP_LISTENER_MAGIC, ipc.DROP_UDP_MAGIC, _udp_bind)
         if self.auto_T or self.auto_U:
-            host_tcp = self._ports(self.host_files, ("tcp", "tcp6"), (TCP_LISTEN,)) - excl_host
+            host_tcp = self._ports(True, socket.IPPROTO_TCP) - excl_host
             if self.auto_T:
                 self._sync_ns(host_tcp, self.T_bound, ipc.NS_LISTENER_MAGIC, ipc.DROP_NS_MAGIC,
                               _bind_loopback_listeners)
             if self.auto_U:
                 eph = self.host_ephemeral
-                host_udp = self._ports(self.host_files, ("udp", "udp6"), (UDP_UNCONNECTED,), eph)
+                host_udp = self._ports(True, socket.IPPROTO_UDP, eph)
                 self._sync_ns((host_udp | {p for p in host_tcp if p < eph}) - excl_host_udp,
                               self.U_bound, ipc.NS_UDP_MAGIC, ipc.DROP_NS_UDP_MAGIC, _bind_loopback_udp)
 
