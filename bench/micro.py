@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""In-process cost of the worker's TCP paths (a developer's tool).
+
+No namespaces and no pasta: a real ``Worker`` whose tap writes to
+/dev/null (frames toward the guest are kept for the checks) and a real
+TCP connection on this process's 127.0.0.1, so what is timed is the
+worker's Python plus its real socket calls, without wake-ups. Only
+loopback is used.
+
+- ``rr``: the two legs of a 1-byte round trip: a guest data frame until
+  the byte is in the socket, and the echoed byte until its frame is built
+  and written;
+- ``crr``: one whole outbound connection (SYN, handshake, 1 byte each way,
+  FIN both ways), including a stand-in for the parent's connect and the
+  server's accept, recv, send and close in this process.
+
+    .venv/bin/python bench/micro.py rr crr --count 3000 [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import os
+import pstats
+import select
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from passt_sep import ipc  # noqa: E402
+from passt_sep.proto import tcp as ptcp  # noqa: E402
+from passt_sep.proto.packet import eth_header, ipv4_header  # noqa: E402
+from passt_sep.worker import tcp as wtcp  # noqa: E402
+from passt_sep.worker.loop import Worker  # noqa: E402
+from passt_sep.worker.tap import Tap  # noqa: E402
+from tests.unit.test_udp_flows import ADDR4, GUEST_MAC, GW4, OUR_MAC, config  # noqa: E402
+
+
+class KeepTap(Tap):
+    """A tap on /dev/null that keeps the last frame written."""
+
+    def __init__(self) -> None:
+        super().__init__(os.open(os.devnull, os.O_WRONLY), None)
+        self.last = b""
+
+    def write_raw(self, buf: bytes | bytearray | memoryview) -> bool:
+        self.last = bytes(buf)
+        return super().write_raw(buf)
+
+
+class ConnectBroker:
+    """The parent's part of OP_TCP_CONNECT, done at once in this process."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def request(self, op: int, family: int, cb, port: int = 0, addr: bytes = b"", arg: int = 0) -> None:  # type: ignore[no-untyped-def]
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", self.port))
+        except BlockingIOError:
+            pass
+        cb(s.detach(), ipc.STATUS_CONNECTED)
+
+
+def _frame(sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes = b"",
+           opts: bytes = b"") -> memoryview:
+    hl = 20 + len(opts)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, (hl // 4) << 4, flags, 512, 0, 0) + opts + payload
+    return memoryview(bytearray(eth_header(OUR_MAC, GUEST_MAC, 0x0800)
+                                + ipv4_header(ADDR4.packed, GW4.packed, 6, len(tcp)) + tcp))
+
+
+def _seg(frame: bytes) -> tuple[int, int, int]:
+    seq, ack, _off, flags = struct.unpack_from("!IIBB", frame, 10 + 14 + 20 + 4)
+    return seq, ack, flags
+
+
+SYN_OPTS = struct.pack("!BBHBBBB", 2, 4, 65495, 1, 3, 3, 7) + b"\x01"
+
+
+def setup() -> tuple[Worker, KeepTap, socket.socket]:
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4096)
+    tap = KeepTap()
+    a, _b = socket.socketpair()
+    w = Worker(config(), tap, a, GUEST_MAC)
+    w.broker = ConnectBroker(ls.getsockname()[1])  # type: ignore[assignment]
+    return w, tap, ls
+
+
+def crr_once(w: Worker, tap: KeepTap, ls: socket.socket, sport: int) -> None:
+    """One outbound connection from SYN to the last ACK."""
+    port = ls.getsockname()[1]
+    w.on_frame(_frame(sport, port, 1000, 0, ptcp.SYN, opts=SYN_OPTS))
+    seq, _, flags = _seg(tap.last)
+    assert flags == ptcp.SYN | ptcp.ACK, flags
+    srv, _ = ls.accept()
+    w.on_frame(_frame(sport, port, 1001, seq + 1, ptcp.ACK))
+    w.on_frame(_frame(sport, port, 1001, seq + 1, ptcp.ACK | ptcp.PSH, b"x"))
+    assert srv.recv(1) == b"x"
+    srv.send(b"y")
+    c = w.tcp.conns[(ADDR4.packed, sport, GW4.packed, port)]
+    w.tcp._sock_event(c, select.EPOLLIN)
+    assert _seg(tap.last)[2] & ptcp.PSH
+    w.on_frame(_frame(sport, port, 1002, seq + 2, ptcp.ACK | ptcp.FIN))
+    assert srv.recv(1) == b""
+    srv.close()
+    w.tcp._sock_event(c, select.EPOLLIN | select.EPOLLRDHUP)
+    fin_seq, _, flags = _seg(tap.last)
+    assert flags & ptcp.FIN, flags
+    w.on_frame(_frame(sport, port, 1003, fin_seq + 1, ptcp.ACK))
+    assert c.closed
+    if w.tcp.delayed:
+        w.tcp.flush_delayed(float("inf"))
+
+
+def crr(n: int, profile: bool) -> None:
+    w, tap, ls = setup()
+    for i in range(200):
+        crr_once(w, tap, ls, 20000 + i)
+    pr = cProfile.Profile() if profile else None
+    t0 = time.perf_counter()
+    if pr:
+        pr.enable()
+    for i in range(n):
+        crr_once(w, tap, ls, 30000 + i % 30000)
+    if pr:
+        pr.disable()
+    dt = time.perf_counter() - t0
+    print(f"crr: {dt / n * 1e6:.1f} µs per connection (worker path + server side, no wake-ups)")
+    if pr:
+        pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+
+
+def rr(n: int, profile: bool) -> None:
+    w, tap, ls = setup()
+    cli = socket.create_connection(ls.getsockname())
+    srv, _ = ls.accept()
+    cli.setblocking(False)
+    t = w.tcp
+    c = t._new_conn(4, ADDR4.packed, 40000, GW4.packed, 80)
+    c.sock, c.fd = cli, cli.fileno()
+    t.by_fd[c.fd] = c
+    w.add(c.fd, functools.partial(t._sock_event, c), wtcp.EV_DATA)
+    c.ev_data = True
+    c.seq_from_tap, c.ws_from_tap, c.ws_to_tap, c.wnd_from_tap, c.isn = 1000, 7, 8, 65535 << 7, 5000
+    t._establish(c)
+    frame = bytearray(_frame(40000, 80, 0, 0, ptcp.ACK | ptcp.PSH, b"x"))
+    pr = cProfile.Profile() if profile else None
+    legs = [0, 0]
+    pc = time.perf_counter_ns
+    for i in range(n + 100):
+        struct.pack_into("!II", frame, 14 + 20 + 4, c.seq_from_tap, c.seq_to_tap)
+        if pr and i == 100:
+            pr.enable()
+        t0 = pc()
+        w.on_frame(memoryview(frame))
+        t1 = pc()
+        assert srv.recv(1) == b"x"
+        srv.send(b"y")
+        t2 = pc()
+        t._sock_event(c, select.EPOLLIN)
+        t3 = pc()
+        if i >= 100:
+            legs[0] += t1 - t0
+            legs[1] += t3 - t2
+    if pr:
+        pr.disable()
+    print(f"rr: guest frame to socket {legs[0] / n / 1000:.2f} µs, "
+          f"socket to guest frame {legs[1] / n / 1000:.2f} µs")
+    if pr:
+        pstats.Stats(pr).sort_stats("tottime").print_stats(20)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("cases", nargs="+", choices=["rr", "crr"])
+    ap.add_argument("--count", type=int, default=3000)
+    ap.add_argument("--profile", action="store_true", help="cProfile the timed part")
+    a = ap.parse_args()
+    for case in a.cases:
+        {"rr": rr, "crr": crr}[case](a.count, a.profile)
+
+
+if __name__ == "__main__":
+    main()
