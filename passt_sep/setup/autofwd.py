@@ -21,9 +21,9 @@ Parent only. Three jobs:
   through sock_diag (setup/sockdiag.py; the namespace's socket is made by
   the thread inside it and stays bound to its namespace). Where a dump
   fails (no diag module) the /proc/net/tcp, tcp6, udp or udp6 file, opened
-  once the same way, is re-read with lseek + read. -t auto binds a host listener for every port listening in
-  the namespace, -T auto a namespace listener (127.0.0.1, ::1) for every
-  port listening on the host, -u auto a host UDP socket for every UDP port
+  once the same way, is re-read with lseek + read. -t auto binds a host
+  listener for every port listening in the namespace, -T auto a namespace
+  listener (127.0.0.1, ::1) for every port listening on the host, -u auto a host UDP socket for every UDP port
   bound in the namespace (and, as passt, every TCP listening port) below
   the namespace's ephemeral range, -U auto namespace UDP sockets (127.0.0.1,
   ::1) for every UDP port bound (unconnected) on the host and every TCP
