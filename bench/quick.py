@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -32,23 +31,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.netenv import GW_ADDR4, HOST_ADDR4, PASTA, PYTHON, HostNS, stop_process, wait_for  # noqa: E402
+from tests.netenv import (  # noqa: E402
+    GW_ADDR4,
+    HOST_ADDR4,
+    PASTA,
+    PYTHON,
+    HostNS,
+    cpu_seconds,
+    stop_process,
+    wait_for,
+)
 
 RR = str(REPO.parent / "shared" / "bench" / "rr.py")
 RR_PORT_HOST, RR_PORT_NS, IPERF_HOST, IPERF_NS = 5301, 5302, 5203, 5202
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of these processes, in seconds."""
-    t = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            t += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return t / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

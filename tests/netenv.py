@@ -91,6 +91,45 @@ class CommandError(subprocess.CalledProcessError):
                 f"--- stderr:\n{self.stderr or ''}")
 
 
+def proc_children(pid: int) -> list[int]:
+    """The children of every thread of pid (/proc/PID/task/*/children)."""
+    kids: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            kids += [int(x) for x in f.read().split()]
+    return kids
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict of its fields."""
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def worker_of(pasta_pid: int) -> int:
+    """The sandboxed worker (seccomp filter mode) among pasta's or passt's children."""
+    for kid in proc_children(pasta_pid):
+        try:
+            if proc_status(kid).get("Seccomp") == "2":
+                return kid
+        except OSError:
+            continue
+    raise AssertionError("no sandboxed worker among pasta's children")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes, in seconds (gone ones count 0)."""
+    t = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            t += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return t / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for(pred: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
     """Call ``pred`` until it returns something true or ``timeout`` seconds pass.
 

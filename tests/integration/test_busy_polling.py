@@ -22,29 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.netenv import GW_ADDR4, HOST_ADDR4, PASTA, HostNS, wait_for
+from tests.netenv import GW_ADDR4, HOST_ADDR4, PASTA, HostNS, cpu_seconds, wait_for, worker_of
 
 pytestmark = pytest.mark.integration
 
 ROUND_TRIPS = 3000
 IDLE = 2.0
 BULK = 20 << 20
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _worker(pid: int) -> int:
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/children") as f:
-            for kid in f.read().split():
-                with open(f"/proc/{kid}/status") as s:
-                    if "Seccomp:\t2" in s.read():
-                        return int(kid)
-    raise AssertionError("no sandboxed worker")
 
 
 def _run(host: HostNS, tmp_path: Path, env_value: str | None) -> tuple[dict, float]:
@@ -65,11 +49,11 @@ def _run(host: HostNS, tmp_path: Path, env_value: str | None) -> tuple[dict, flo
     sink = host.serve("tcp-sink", "127.0.0.1")
     r = guest.client("tcp-send", GW_ADDR4, sink.port, "--bytes", str(BULK), timeout=120)
     assert r["ok"], r  # the sink's sha256 and length match
-    w = _worker(p.pid)
+    w = worker_of(p.pid)
     time.sleep(0.5)  # the connection's last ACKs and the close
-    c0 = _cpu_seconds(w)
+    c0 = cpu_seconds([w])
     time.sleep(IDLE)
-    idle_cpu = _cpu_seconds(w) - c0
+    idle_cpu = cpu_seconds([w]) - c0
     p.send_signal(signal.SIGTERM)
     p.wait(10)
     m = re.search(r"busy poll: max (\d+) µs, (\d+) waits ended polling, (\d+) slept, (\d+) after bulk", log.read_text())

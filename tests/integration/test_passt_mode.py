@@ -46,6 +46,8 @@ from tests.netenv import (
     REPO,
     HostNS,
     _readline,
+    proc_children,
+    proc_status,
     stop_process,
     wait_for,
 )
@@ -91,19 +93,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/children") as f:
-            kids += [int(x) for x in f.read().split()]
-    return kids
-
-
-def status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-
-
 @pytest.fixture
 def tmp() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="passt-") as d:
@@ -127,10 +116,10 @@ def test_libvirt_command_line(host, tmp):
     try:
         assert alive(pid), "the PID file names no running process"
         assert "passt" in open(f"/proc/{pid}/cmdline").read()
-        assert status(pid)["Uid"].split()[0] == "65534"  # root in the init map: nobody
-        workers = [k for k in children(pid) if status(k).get("Seccomp") == "2"]
+        assert proc_status(pid)["Uid"].split()[0] == "65534"  # root in the init map: nobody
+        workers = [k for k in proc_children(pid) if proc_status(k).get("Seccomp") == "2"]
         assert len(workers) == 1
-        assert status(workers[0])["Uid"].split()[0] == "65534"
+        assert proc_status(workers[0])["Uid"].split()[0] == "65534"
         # port 80 of the host is forwarded (bound before the launcher exited)
         assert ":0050 " in host.run(["cat", "/proc/net/tcp6"]).stdout
         first = socket.socket(socket.AF_UNIX)
@@ -201,7 +190,7 @@ def test_daemon_sigterm_exits_0_and_the_worker_goes_too(host, tmp):
     sock, pidf = tmp / "s", tmp / "pid"
     host.run([PASST, "-q", "-s", str(sock), "-P", str(pidf)], timeout=30)
     pid = int(pidf.read_text())
-    worker = children(pid)[0]
+    worker = proc_children(pid)[0]
     os.kill(pid, signal.SIGTERM)
     assert wait_for(lambda: not alive(pid) and not alive(worker), 10)
 

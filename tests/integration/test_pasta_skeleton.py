@@ -26,44 +26,24 @@ from tests.netenv import (
     PYTHON,
     REPO,
     HostNS,
+    proc_children,
+    proc_status,
     stop_process,
     wait_for,
+    worker_of,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/children") as f:
-            kids += [int(x) for x in f.read().split()]
-    return kids
-
-
-def _worker_of(pasta_pid: int) -> int:
-    for kid in _children(pasta_pid):
-        try:
-            if _status(kid).get("Seccomp") == "2":
-                return kid
-        except OSError:
-            continue
-    raise AssertionError("no sandboxed worker among pasta's children")
 
 
 def _start_sleeping(host: HostNS, *extra: str) -> subprocess.Popen:
     """pasta around a long sleep; returns once its worker is sandboxed."""
     p = host.popen([PASTA, "--config-net", "-q", *extra, "--", "sleep", "60"],
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_for(lambda: _worker_of(p.pid), 15), "worker did not start"
+    assert wait_for(lambda: worker_of(p.pid), 15), "worker did not start"
 
     def command_runs() -> bool:  # the command is let go only once set-up is done
-        kids = [k for k in _children(p.pid) if k != _worker_of(p.pid)]
+        kids = [k for k in proc_children(p.pid) if k != worker_of(p.pid)]
         return bool(kids) and open(f"/proc/{kids[0]}/comm").read().strip() == "sleep"
 
     assert wait_for(command_runs, 15), "command did not start"
@@ -103,14 +83,14 @@ def test_exit_status_of_command_is_passed_through(host):
 def test_worker_is_sandboxed(host):
     p = _start_sleeping(host)
     try:
-        w = _worker_of(p.pid)
-        st = _status(w)
+        w = worker_of(p.pid)
+        st = proc_status(w)
         assert st["Seccomp"] == "2"
         assert st["NoNewPrivs"] == "1"
         for field in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
             assert int(st[field], 16) == 0, (field, st[field])
         assert os.listdir(f"/proc/{w}/root") == []
-        cmd = [k for k in _children(p.pid) if k != w][0]
+        cmd = [k for k in proc_children(p.pid) if k != w][0]
         wnet = os.stat(f"/proc/{w}/ns/net").st_ino
         assert wnet != os.stat(host.netns_path).st_ino
         assert wnet != os.stat(f"/proc/{cmd}/ns/net").st_ino
@@ -152,8 +132,8 @@ def test_pasta_policy_allows_the_workers_own_calls():
 
 def test_killed_worker_ends_the_run_and_the_command(host):
     p = _start_sleeping(host)
-    w = _worker_of(p.pid)
-    cmd = [k for k in _children(p.pid) if k != w][0]
+    w = worker_of(p.pid)
+    cmd = [k for k in proc_children(p.pid) if k != w][0]
     os.kill(w, signal.SIGKILL)
     try:
         _out, err = p.communicate(timeout=15)

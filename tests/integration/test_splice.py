@@ -51,6 +51,12 @@ HELPER = textwrap.dedent('''
         print("READY", s.getsockname()[1], flush=True)
         return s
 
+    def serve_each(s, conn):
+        """conn(c) in a thread of its own for every connection accepted on s."""
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=conn, args=(c,), daemon=True).start()
+
     def serve(addr, port, n, seed, wait_eof, rst):
         """Per connection: (read to EOF first,) send n seeded bytes, close (with a RST)."""
         payload = random.Random(seed).randbytes(n)
@@ -63,9 +69,7 @@ HELPER = textwrap.dedent('''
             if rst:
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
-        while True:
-            c, _ = s.accept()
-            threading.Thread(target=conn, args=(c,), daemon=True).start()
+        serve_each(s, conn)
 
     def fetch(addr, port, send_first):
         """Connect, optionally send bytes and half-close, read to EOF: sha256."""
@@ -93,9 +97,7 @@ HELPER = textwrap.dedent('''
             c.settimeout(20)
             c.recv(1)  # the client has it all: only now EOF
             c.close()
-        while True:
-            c, _ = s.accept()
-            threading.Thread(target=conn, args=(c,), daemon=True).start()
+        serve_each(s, conn)
 
     def fetch_n(addr, port, n):
         """Read exactly n bytes (no EOF expected before): sha256, then say so."""
