@@ -5,7 +5,7 @@ Parent only (``auto`` port forwarding, setup/autofwd.py). The kernel
 filters by socket state, so a dump of listening TCP sockets costs the
 same however many connections sit in TIME_WAIT; /proc/net/tcp lists them
 all, and under connection churn reading and parsing it every second took
-a third of a CPU. A netlink socket answers for the namespace it was made
+up to half a CPU. A netlink socket answers for the namespace it was made
 in: the namespace's is made by the thread inside it.
 
 ``ports`` returns None when the kernel has no diag module for the
