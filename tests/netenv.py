@@ -363,7 +363,7 @@ class Namespace:
               timeout: float = 10) -> Server:
         """Start a tests/tools/netserve.py server here and wait until it listens.
 
-        ``kind``: "tcp-echo", "tcp-sink" (answers "<sha256> <bytes>" at EOF) or
+        ``kind``: "tcp-echo", "tcp-sink" (answers "<sha256> <bytes> <peer>" at EOF) or
         "udp-echo". Port 0 lets the kernel choose; the result has the port.
         """
         p = self.popen([PYTHON, NETSERVE, kind, addr, str(port)], stdout=subprocess.PIPE)

@@ -5,18 +5,20 @@
 Servers (print ``READY <port>`` once listening, then serve until killed):
 
     netserve.py tcp-echo ADDR PORT     echo every byte back, per connection
-    netserve.py tcp-sink ADDR PORT     read to EOF, answer "<sha256> <bytes>\\n"
+    netserve.py tcp-sink ADDR PORT     read to EOF, answer "<sha256> <bytes> <peer address>\\n"
     netserve.py udp-echo ADDR PORT     send every datagram back
 
 Clients (print one JSON line, exit 0 on success, 1 on mismatch or error):
 
-    netserve.py tcp-send ADDR PORT --bytes N      against tcp-sink
+    netserve.py tcp-send ADDR PORT --bytes N [--bind A]   against tcp-sink
     netserve.py tcp-echo-check ADDR PORT --bytes N
-    netserve.py udp-echo-check ADDR PORT --count N [--size S]
+    netserve.py udp-echo-check ADDR PORT --count N [--size S] [--bind A]
     netserve.py tcp-pingpong ADDR PORT --count N  1-byte round trips with tcp-echo
 
 PORT 0 lets the kernel choose; the READY line tells which. Every client
-operation is bounded by ``--timeout`` seconds (default 10).
+operation is bounded by ``--timeout`` seconds (default 10). ``--bind``
+picks the client's source address; tcp-send reports the address the sink
+saw as ``peer``.
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ def _echo_conn(c: socket.socket) -> None:
 def _sink_conn(c: socket.socket) -> None:
     h, n = hashlib.sha256(), 0
     with c:
+        peer = c.getpeername()[0]
         while data := c.recv(65536):
             h.update(data)
             n += len(data)
-        c.sendall(f"{h.hexdigest()} {n}\n".encode())
+        c.sendall(f"{h.hexdigest()} {n} {peer}\n".encode())
 
 
 def serve_tcp(addr: str, port: int, handler: object) -> None:
@@ -82,23 +85,25 @@ def _payload(n: int) -> bytes:
     return os.urandom(n)
 
 
-def _connect(addr: str, port: int, timeout: float) -> socket.socket:
-    return socket.create_connection((addr, port), timeout=timeout)
+def _connect(addr: str, port: int, timeout: float, bind: str | None = None) -> socket.socket:
+    return socket.create_connection((addr, port), timeout=timeout,
+                                    source_address=(bind, 0) if bind else None)
 
 
-def tcp_send(addr: str, port: int, nbytes: int, timeout: float) -> dict:
+def tcp_send(addr: str, port: int, nbytes: int, timeout: float, bind: str | None = None) -> dict:
     """Send N bytes to a tcp-sink and compare its digest with ours."""
     data = _payload(nbytes)
     t0 = time.monotonic()
-    with _connect(addr, port, timeout) as c:
+    with _connect(addr, port, timeout, bind) as c:
         c.sendall(data)
         c.shutdown(socket.SHUT_WR)
         reply = b""
         while chunk := c.recv(4096):
             reply += chunk
-    digest, _, count = reply.decode().strip().partition(" ")
-    ok = digest == hashlib.sha256(data).hexdigest() and count == str(nbytes)
+    fields = reply.decode().split()
+    ok = fields[:2] == [hashlib.sha256(data).hexdigest(), str(nbytes)]
     return {"ok": ok, "bytes": nbytes, "reply": reply.decode().strip(),
+            "peer": fields[2] if len(fields) > 2 else None,
             "seconds": round(time.monotonic() - t0, 6)}
 
 
@@ -134,11 +139,15 @@ def tcp_pingpong(addr: str, port: int, count: int, timeout: float) -> dict:
     return {"ok": good == count, "round_trips": good}
 
 
-def udp_echo_check(addr: str, port: int, count: int, size: int, timeout: float) -> dict:
-    """Send COUNT datagrams one at a time, each must come back unchanged."""
+def udp_echo_check(addr: str, port: int, count: int, size: int, timeout: float,
+                   bind: str | None = None) -> dict:
+    """Send COUNT datagrams one at a time, each must come back unchanged
+    (and from addr:port: the socket is connected)."""
     good = 0
     with socket.socket(_family(addr), socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
+        if bind:
+            s.bind((bind, 0))
         s.connect((addr, port))
         for _ in range(count):
             data = _payload(size)
@@ -163,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--size", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--bind", default=None, help="client source address")
     a = p.parse_args(argv)
     if a.mode == "tcp-echo":
         serve_tcp(a.addr, a.port, _echo_conn)
@@ -172,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         serve_udp_echo(a.addr, a.port)
     try:
         if a.mode == "tcp-send":
-            r = tcp_send(a.addr, a.port, a.bytes, a.timeout)
+            r = tcp_send(a.addr, a.port, a.bytes, a.timeout, a.bind)
         elif a.mode == "tcp-echo-check":
             r = tcp_echo_check(a.addr, a.port, a.bytes, a.timeout)
         elif a.mode == "tcp-pingpong":
             r = tcp_pingpong(a.addr, a.port, a.count, a.timeout)
         else:
-            r = udp_echo_check(a.addr, a.port, a.count, a.size, a.timeout)
+            r = udp_echo_check(a.addr, a.port, a.count, a.size, a.timeout, a.bind)
     except OSError as e:
         r = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     print(json.dumps(r), flush=True)
