@@ -79,8 +79,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("no-dhcpv6"),
     Opt("no-ra"),
     Opt("no-map-gw"),
-    Opt("map-host-loopback", None, True),
-    Opt("map-guest-addr", None, True),
+    Opt("map-host-loopback", None, True, repeat=True),
+    Opt("map-guest-addr", None, True, repeat=True),
     Opt("socket", "s", True, (PASST,)),
     Opt("fd", "F", True),
     Opt("one-off", "1", False, (PASST,)),
@@ -101,9 +101,7 @@ _BY_SHORT = {o.short: o for o in OPTIONS if o.short}
 
 # Accepted for compatibility, but their feature is not built yet: refusing
 # them is safer than silently doing something else.
-NOT_YET: dict[str, str] = {
-    "map-guest-addr": "--map-guest-addr is not supported yet",
-}
+NOT_YET: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -148,7 +146,11 @@ class Options:
     no_ndp: bool = False
     no_dhcpv6: bool = False
     no_ra: bool = False
-    map_gw: bool = True
+    map_gw: bool = True  # the gateway address leads to the host's loopback, unless given below
+    map_host_lo4: ipaddress.IPv4Address | None = None  # --map-host-loopback, per family
+    map_host_lo6: ipaddress.IPv6Address | None = None
+    map_guest4: ipaddress.IPv4Address | None = None  # --map-guest-addr, per family
+    map_guest6: ipaddress.IPv6Address | None = None
     socket_path: str | None = None
     fd: int | None = None
     one_off: bool = False
@@ -389,12 +391,17 @@ def parse_args(mode: str, argv: list[str]) -> Options:
             kw["ipv4"] = False
         elif name == "no-map-gw":
             kw["map_gw"] = False
-        elif name == "map-host-loopback":
+        elif name in ("map-host-loopback", "map-guest-addr"):
+            # as in passt: one address per family, the last one given wins;
+            # "none" clears both (and, for the loopback, the gateway default)
+            prefix = "map_host_lo" if name == "map-host-loopback" else "map_guest"
             if v == "none":
-                kw["map_gw"] = False
+                kw[f"{prefix}4"] = kw[f"{prefix}6"] = None
+                if name == "map-host-loopback":
+                    kw["map_gw"] = False
             else:
-                ip = _ip(name, v)
-                kw[f"gw{ip.version}"] = ip
+                ip = _assignable(name, v)
+                kw[f"{prefix}{ip.version}"] = ip
         elif name == "socket":
             if not v or len(v.encode()) >= 108:
                 raise UsageError(f"Invalid socket path for --socket: '{v}'")
@@ -498,6 +505,8 @@ def usage(mode: str) -> str:
   --no-tcp, --no-udp, --no-icmp        Disable that protocol
   --no-dhcp, --no-ndp, --no-dhcpv6, --no-ra   Disable that service
   --no-map-gw           Don't map gateway address to host
+  --map-host-loopback ADDR  Translate ADDR to refer to host (default: gateway)
+  --map-guest-addr ADDR     Translate ADDR to guest's address (default: none)
 """
     if mode == PASST:
         return common + """  -s, --socket PATH     UNIX domain socket path (default: probe free path /tmp/passt_N.socket)

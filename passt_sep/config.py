@@ -36,6 +36,8 @@ class V4:
     dns_match: IPv4 | None  # address whose port 53 goes to dns_host
     dns_host: IPv4 | None
     ifname: str  # host template interface
+    host_lo: IPv4 | None = None  # leads to the host's loopback (the gateway unless --no-map-gw)
+    guest_map: IPv4 | None = None  # --map-guest-addr: leads to the guest's address on the host
 
     @property
     def gw_onlink(self) -> bool:
@@ -56,6 +58,8 @@ class V6:
     dns_match: IPv6 | None
     dns_host: IPv6 | None
     ifname: str
+    host_lo: IPv6 | None = None
+    guest_map: IPv6 | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,6 @@ class Config:
     mtu: int  # 0: not advertised
     ns_ifname: str
     search: tuple[str, ...]  # advertised search list (empty: none)
-    map_gw: bool
 
     def summary(self) -> list[str]:
         """The start-up summary, as passt/pasta print it."""
@@ -111,12 +114,13 @@ def _mac_ll(mac: bytes) -> IPv6:
     return IPv6(b"\xfe\x80" + bytes(6) + eui)
 
 
-def _resolvers(dns_all: tuple, cls: type, gw, map_gw: bool, forward, explicit: bool):
+def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool):
     """Resolvers of one family: (advertised, dns_match, dns_host).
 
     dns_host is the first resolver (where forwarded queries go, even on
-    loopback); a loopback resolver is advertised as the gateway, whose
-    port 53 then leads to it (only with the gateway mapping); with
+    loopback); a loopback resolver is advertised as the address mapped to
+    the host's loopback (the gateway by default), whose port 53 then leads
+    to it (only while such an address is mapped); with
     --dns-forward, that address is what port 53 matches, and it is what is
     advertised unless resolvers were given with -D.
     """
@@ -128,15 +132,25 @@ def _resolvers(dns_all: tuple, cls: type, gw, map_gw: bool, forward, explicit: b
         if host is None:
             host = d
         if d.is_loopback:
-            if map_gw and match is None:
-                match = gw
-                adv.append(gw)
+            if host_lo is not None and match is None:
+                match = host_lo
+                adv.append(host_lo)
         else:
             adv.append(d)
     if forward:
         match = forward
         adv = [forward] if not adv or not explicit else adv
     return adv, match, host
+
+
+def _check_maps(version: int, host_lo, explicit_lo, guest_map, addr) -> None:
+    """One address cannot lead to two places, and a mapped one is not the guest's own."""
+    if guest_map is not None and guest_map == host_lo:
+        raise SetupError("address mapping", f"IPv{version}: {guest_map} would lead both to the host's "
+                         "loopback (--map-host-loopback, or the gateway) and to --map-guest-addr")
+    for a, opt in ((explicit_lo, "--map-host-loopback"), (guest_map, "--map-guest-addr")):
+        if a is not None and a == addr:
+            raise SetupError("address mapping", f"IPv{version}: {opt} {a} is the guest's own address")
 
 
 def build_config(o: Options, host: HostInfo) -> Config:
@@ -155,11 +169,13 @@ def build_config(o: Options, host: HostInfo) -> Config:
             if prefix == 0:  # classful fallback, as passt does
                 first = addr.packed[0]
                 prefix = 8 if first < 128 else 16 if first < 192 else 24 if first < 224 else 32
-            adv, match, host_ns = _resolvers(dns_all, IPv4, gw, o.map_gw, o.dns_forward4,
-                                             o.dns is not None)
+            host_lo = o.map_host_lo4 or (gw if o.map_gw else None)
+            _check_maps(4, host_lo, o.map_host_lo4, o.map_guest4, addr)
+            adv, match, host_ns = _resolvers(dns_all, IPv4, host_lo, o.dns_forward4, o.dns is not None)
             v4 = V4(addr=addr, prefix=prefix, gw=gw, dns=tuple(adv[:3]),
                     dns_match=match, dns_host=host_ns,
-                    ifname=f.ifname if f else (o.ifname or "eth0"))
+                    ifname=f.ifname if f else (o.ifname or "eth0"),
+                    host_lo=host_lo, guest_map=o.map_guest4)
     if o.ipv6:
         f = host.v6
         addr = o.addr6 or (f.addr if f else None)
@@ -170,11 +186,13 @@ def build_config(o: Options, host: HostInfo) -> Config:
         else:
             mac = o.our_mac or host.mac or b"\x02\x00\x00\x00\x00\x01"
             our_ll = gw if gw.is_link_local else ((f.addr_ll if f else None) or _mac_ll(mac))
-            adv6, match6, host6 = _resolvers(dns_all, IPv6, gw, o.map_gw, o.dns_forward6,
-                                             o.dns is not None)
+            host_lo6 = o.map_host_lo6 or (gw if o.map_gw else None)
+            _check_maps(6, host_lo6, o.map_host_lo6, o.map_guest6, addr)
+            adv6, match6, host6 = _resolvers(dns_all, IPv6, host_lo6, o.dns_forward6, o.dns is not None)
             v6 = V6(addr=addr, prefix=64, gw=gw, our_ll=our_ll, dns=tuple(adv6[:3]),
                     dns_match=match6, dns_host=host6,
-                    ifname=f.ifname if f else (o.ifname or "eth0"))
+                    ifname=f.ifname if f else (o.ifname or "eth0"),
+                    host_lo=host_lo6, guest_map=o.map_guest6)
     if v4 is None and v6 is None:
         raise SetupError("host addressing", "External interface not usable")
     our_mac = o.our_mac or host.mac or b"\x9a\x55\x9a\x55\x9a\x55"
@@ -189,5 +207,4 @@ def build_config(o: Options, host: HostInfo) -> Config:
         mtu=o.mtu,
         ns_ifname=o.ns_ifname or tmpl,
         search=tuple(search) if o.dhcp_search else (),
-        map_gw=o.map_gw,
     )

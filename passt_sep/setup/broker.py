@@ -32,7 +32,9 @@ UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (
 class _TcpRules:
     """What OP_TCP_CONNECT needs of the Config for one family, as bytes and strings."""
 
-    gw_mapped: bytes | None  # the gateway address, when --map-gw sends it to loopback
+    gw_mapped: bytes | None  # the address leading to the host's loopback (the gateway by default)
+    guest_mapped: bytes | None  # --map-guest-addr ...
+    guest_addr: str  # ... leads to the guest's own address on the host
     loopback: str
     dns_match: bytes | None  # --dns-forward: this address's port 53 ...
     dns_host: str  # ... goes here
@@ -50,7 +52,9 @@ class _TcpRules:
         ifname = o.outbound_if4 if version == 4 else o.outbound_if6
         src = o.outbound4 if version == 4 else o.outbound6
         dns = fam.dns_match is not None and fam.dns_host is not None
-        return cls(gw_mapped=fam.gw.packed if cfg.map_gw else None,
+        return cls(gw_mapped=fam.host_lo.packed if fam.host_lo is not None else None,
+                   guest_mapped=fam.guest_map.packed if fam.guest_map is not None else None,
+                   guest_addr=str(fam.addr),
                    loopback="127.0.0.1" if version == 4 else "::1",
                    dns_match=fam.dns_match.packed if dns and fam.dns_match is not None else None,
                    dns_host=str(fam.dns_host) if dns else "",
@@ -94,8 +98,8 @@ class Broker:
 
         ``addr`` is the destination the worker means to ping with it, as the
         guest wrote it (all zeroes: unknown). The parent decides from it
-        alone: when --map-gw is on and it is the gateway address (which the
-        worker sends to the host's loopback), the socket is for the host's
+        alone: when it is the address mapped to the host's loopback (the
+        gateway unless --no-map-gw, or --map-host-loopback), the socket is for the host's
         loopback: --outbound-if* and --outbound do not apply (as in
         tcp_connect: a socket bound to eth1 cannot reach 127.0.0.1), and it
         is instead bound to the loopback device and to 127.0.0.1 / ::1, so
@@ -111,7 +115,7 @@ class Broker:
         proto = socket.IPPROTO_ICMP if v4 else socket.IPPROTO_ICMPV6
         fam = self.cfg.v4 if v4 else self.cfg.v6
         raw = req.addr[:4] if v4 else req.addr
-        loopback = self.cfg.map_gw and fam is not None and raw == fam.gw.packed
+        loopback = fam is not None and fam.host_lo is not None and raw == fam.host_lo.packed
         s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, proto)
         try:
             if loopback:
@@ -133,9 +137,11 @@ class Broker:
         """A TCP socket of the host netns, non-blocking connect to addr:port started.
 
         The destination must be a unicast address of an enabled family; the
-        gateway address means the host's loopback when --map-gw is on (other
-        loopback destinations are refused, IPv4-mapped IPv6 ones too); the
-        --dns-forward address on port 53 means the resolver UDP uses.
+        address mapped to the host's loopback (the gateway unless
+        --no-map-gw, or --map-host-loopback) means the host's loopback
+        (other loopback destinations are refused, IPv4-mapped IPv6 ones
+        too); --map-guest-addr means the guest's own address on the host;
+        the --dns-forward address on port 53 means the resolver UDP uses.
         --outbound and --outbound-if* apply to everything but loopback.
         Bytes are compared, not ipaddress objects: this runs once per guest
         SYN, on the path of every new connection.
@@ -151,6 +157,8 @@ class Broker:
             loopback = rules.dns_host_loopback
         elif raw == rules.gw_mapped:
             dest, loopback = rules.loopback, True
+        elif raw == rules.guest_mapped:
+            dest = rules.guest_addr
         elif _forbidden(raw, v4):
             return errno.EACCES  # not a destination the guest may reach: a RST
         else:

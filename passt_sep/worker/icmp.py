@@ -5,11 +5,14 @@ Sandboxed only. One ping socket per (family, guest identifier, to the
 gateway or not), asked of the broker the first time the three are seen;
 echo requests that arrive before the socket are queued (a few per flow).
 The kernel picks the socket's identifier, so replies get the guest's back.
-Requests to the gateway go to the host's loopback unless --no-map-gw,
-through a flow of their own: the worker names the gateway in the request,
-and the broker makes that socket for loopback only, without the
+Requests to the address mapped to the host's loopback (the gateway unless
+--no-map-gw, or --map-host-loopback) go to the host's loopback, through a
+flow of their own: the worker names that address in the request, and the
+broker makes that socket for loopback only, without the
 --outbound-if*/--outbound binding the others get (which would make
-loopback unreachable). Replies from loopback come back from the gateway.
+loopback unreachable). Replies from loopback come back from the mapped
+address. Requests to --map-guest-addr go to the guest's own address on
+the host, and replies from there come back from the mapped address.
 Idle flows close after 60 s.
 """
 
@@ -54,17 +57,26 @@ class PingFlows:
         self.flows: dict[tuple[int, int, bool], Flow] = {}
         self.warned = False
         cfg = w.cfg
-        self.gw4 = cfg.v4.gw.packed if cfg.v4 else None
-        self.gw6 = cfg.v6.gw.packed if cfg.v6 else None
+        # per family: the address leading to the host's loopback, the
+        # --map-guest-addr address, and the guest's own address on the host
+        self.host_lo: dict[int, bytes | None] = {4: None, 6: None}
+        self.guest_map: dict[int, bytes | None] = {4: None, 6: None}
+        self.guest_addr: dict[int, bytes | None] = {4: None, 6: None}
+        for version, fam in ((4, cfg.v4), (6, cfg.v6)):
+            if fam is not None:
+                self.host_lo[version] = fam.host_lo.packed if fam.host_lo else None
+                self.guest_map[version] = fam.guest_map.packed if fam.guest_map else None
+                self.guest_addr[version] = fam.addr.packed
 
     def _to_gw(self, version: int, dst: bytes) -> bool:
-        """Whether dst is the gateway mapped to the host's loopback."""
-        return self.w.cfg.map_gw and dst == (self.gw4 if version == 4 else self.gw6)
+        """Whether dst is the address mapped to the host's loopback."""
+        return dst == self.host_lo[version]
 
-    @staticmethod
-    def _target(flow: Flow, dst: bytes) -> str:
+    def _target(self, flow: Flow, dst: bytes) -> str:
         if flow.to_gw:
             return "127.0.0.1" if flow.version == 4 else "::1"
+        if dst == self.guest_map[flow.version]:
+            dst = self.guest_addr[flow.version] or dst
         return str(ipaddress.ip_address(dst))
 
     def from_guest(self, p: Packet) -> None:
@@ -139,8 +151,10 @@ class PingFlows:
             if r is None:
                 continue
             src = ipaddress.ip_address(addr[0].split("%")[0])
-            if src.is_loopback and w.cfg.map_gw:
-                raw = self.gw4 if flow.version == 4 else self.gw6
+            if src.is_loopback:
+                raw = self.host_lo[flow.version]
+            elif src.packed == self.guest_addr[flow.version] and self.guest_map[flow.version]:
+                raw = self.guest_map[flow.version]
             else:
                 raw = src.packed
             if raw is None:

@@ -22,8 +22,9 @@ numbers between two kernels:
   failure is a RST+ACK (the guest reports "connection refused").
 - inbound: worker/splice.py accepts on the parent's -t listeners and hands
   a peer that is not spliced to ``_inbound``; the guest gets
-  a SYN from the real peer address (loopback and the host's own address
-  appear as the gateway).
+  a SYN from the real peer address (loopback appears as the address mapped
+  to the host's loopback, the host's own address as --map-guest-addr when
+  given; either falls back to the gateway).
 
 Frames toward the guest carry a virtio-net header with NEEDS_CSUM: only
 the pseudo-header sum goes into the TCP checksum (proto.tcp.Template).
@@ -196,8 +197,13 @@ class TcpFlows:
         self.delayed: dict[Conn, float] = {}
         self.sndbuf0 = 0  # SO_SNDBUF of a new socket, read once
         self.isn = ptcp.IsnGenerator(_ISN_SECRET)
-        self.gw4 = cfg.v4.gw.packed if cfg.v4 else None
-        self.gw6 = cfg.v6.gw.packed if cfg.v6 else None
+        # how loopback peers and the host's own address appear to the guest
+        # (version -> (loopback's address, own address's)), gateway as fallback
+        self.seen_as: dict[int, tuple[bytes, bytes]] = {}
+        for version, fa in ((4, cfg.v4), (6, cfg.v6)):
+            if fa is not None:
+                lo = (fa.host_lo or fa.gw).packed
+                self.seen_as[version] = (lo, fa.guest_map.packed if fa.guest_map else lo)
         self.guest4 = cfg.v4.addr.packed if cfg.v4 else None
         self.guest6 = cfg.v6.addr.packed if cfg.v6 else None
         mtu = cfg.mtu or 65520
@@ -798,11 +804,13 @@ class TcpFlows:
             return self._abort_sock(cs)
         version = 4 if len(raw) == 4 else 6
         guest = self.guest4 if version == 4 else self.guest6
-        gw = self.gw4 if version == 4 else self.gw6
-        if guest is None or gw is None:
+        seen = self.seen_as.get(version)
+        if guest is None or seen is None:
             return self._abort_sock(cs)
-        if raw == guest or (raw[0] == 127 if version == 4 else raw == _LOOP6):
-            raw = gw
+        if raw == guest:
+            raw = seen[1]
+        elif raw[0] == 127 if version == 4 else raw == _LOOP6:
+            raw = seen[0]
         key = (guest, target, raw, peer[1])
         if key in self.conns:
             return self._abort_sock(cs)

@@ -10,18 +10,21 @@ Sandboxed only. Two kinds of state, both bounded and both expiring after
   ``setup.broker.Broker.udp_socket``); datagrams that arrive before the
   socket wait in a short queue. Destinations are translated on the way out:
   ``dns_match``:53 goes to ``dns_host``:53 (--dns-forward, or a loopback
-  resolver advertised as the gateway), the gateway address goes to the
-  host's loopback (unless --no-map-gw), anything else as addressed. Each
-  flow remembers the translations it made, so replies come back from the
-  address the guest wrote to; other loopback senders (and the host's own
-  address, which the guest shares) appear as the gateway, everyone else as
-  themselves. Only guest traffic keeps a flow alive (as passt).
+  resolver advertised as the gateway), the address mapped to the host's
+  loopback (the gateway unless --no-map-gw, or --map-host-loopback) goes
+  to the host's loopback, --map-guest-addr to the guest's own address on
+  the host, anything else as addressed. Each flow remembers the
+  translations it made, so replies come back from the address the guest
+  wrote to; other loopback senders appear as the loopback-mapped address,
+  the host's own address (which the guest shares) as --map-guest-addr if
+  given (else as the loopback-mapped one), everyone else as themselves.
+  Only guest traffic keeps a flow alive (as passt).
 - **Inbound peers** of the -u sockets the parent bound before the worker
   started. In pasta, a datagram from a host loopback sender does not go to
   the guest over the tap: worker/udpsplice.py relays it to the namespace's
   loopback (and its replies back). A datagram from a peer becomes a frame to the guest's target
   port (port + delta) from the peer's real address (loopback and the host's
-  own address appear as the gateway); the peer is remembered, and what the
+  own address appear as above); the peer is remembered, and what the
   guest sends back from the target port to that address goes out through
   the same -u socket to the real peer.
 
@@ -141,6 +144,13 @@ class UdpFlows(SockFlows[Flow]):
         # (version, guest port, address as the guest sees it, peer port) -> Peer
         self.peers: dict[tuple[int, int, bytes, int], Peer] = {}
         self.gw = {4: cfg.v4.gw.packed if cfg.v4 else None, 6: cfg.v6.gw.packed if cfg.v6 else None}
+        # the addresses leading to the host's loopback and (--map-guest-addr) to its own address
+        self.host_lo: dict[int, bytes | None] = {4: None, 6: None}
+        self.guest_map: dict[int, bytes | None] = {4: None, 6: None}
+        for version, fa in ((4, cfg.v4), (6, cfg.v6)):
+            if fa is not None:
+                self.host_lo[version] = fa.host_lo.packed if fa.host_lo is not None else None
+                self.guest_map[version] = fa.guest_map.packed if fa.guest_map is not None else None
         # the guest's address (also the host's own): last one seen in use
         self.guest = {4: cfg.v4.addr.packed if cfg.v4 else None,
                       6: cfg.v6.addr.packed if cfg.v6 else None}
@@ -149,7 +159,6 @@ class UdpFlows(SockFlows[Flow]):
         for v, fam in ((cfg.v4, socket.AF_INET), (cfg.v6, socket.AF_INET6)):
             if v is not None and v.dns_match is not None and v.dns_host is not None:
                 self.dns[4 if fam == socket.AF_INET else 6] = (v.dns_match.packed, (str(v.dns_host), 53))
-        self.map_gw = cfg.map_gw
         self.vnet_csum = not getattr(w.tap, "needs_csum", False)  # tap completes NEEDS_CSUM itself
         self.buf = bytearray(pudp.header_len(6) + 65536)
         self.view = memoryview(self.buf)
@@ -206,9 +215,13 @@ class UdpFlows(SockFlows[Flow]):
             fam = socket.AF_INET if version == 4 else socket.AF_INET6
             host = socket.inet_pton(fam, sa[0])
             port = 53
-        elif self.map_gw and dst == self.gw[version]:
+        elif dst == self.host_lo[version]:
             host = _LOOP4 if version == 4 else _LOOP6
             sa = ("127.0.0.1" if version == 4 else "::1", dport)
+            port = dport
+        elif dst == self.guest_map[version] and self.own[version] is not None:
+            host = self.own[version]
+            sa = (socket.inet_ntop(socket.AF_INET if version == 4 else socket.AF_INET6, host), dport)
             port = dport
         else:
             fam = socket.AF_INET if version == 4 else socket.AF_INET6
@@ -242,9 +255,10 @@ class UdpFlows(SockFlows[Flow]):
     # -- host to guest --------------------------------------------------------
     def _visible(self, version: int, raw: bytes) -> bytes | None:
         """The address a sender appears as to the guest (None: drop)."""
-        if _is_loopback(version, raw) or raw == self.own[version] or raw == self.guest[version] \
-                or raw == (_ANY6 if version == 6 else bytes(4)):
-            return self.gw[version] if self.map_gw else None
+        if raw == self.own[version] or raw == self.guest[version]:
+            return self.guest_map[version] or self.host_lo[version]
+        if _is_loopback(version, raw) or raw == (_ANY6 if version == 6 else bytes(4)):
+            return self.host_lo[version]
         return raw
 
     def _flow_readable(self, flow: Flow, ev: int) -> None:

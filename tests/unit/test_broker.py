@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
@@ -30,11 +31,11 @@ GW4, GW6 = IPv4Address("192.0.2.1"), IPv6Address("2001:db8::1")
 def _config(map_gw: bool = True, **opts: object) -> Config:
     o = Options(mode="pasta", **opts)  # type: ignore[arg-type]
     v4 = V4(addr=IPv4Address("192.0.2.10"), prefix=24, gw=GW4, dns=(), dns_match=IPv4Address("192.0.2.53"),
-            dns_host=IPv4Address("127.0.0.1"), ifname="eth0")
+            dns_host=IPv4Address("127.0.0.1"), ifname="eth0", host_lo=GW4 if map_gw else None)
     v6 = V6(addr=IPv6Address("2001:db8::10"), prefix=64, gw=GW6, our_ll=IPv6Address("fe80::1"), dns=(),
-            dns_match=None, dns_host=None, ifname="eth0")
+            dns_match=None, dns_host=None, ifname="eth0", host_lo=GW6 if map_gw else None)
     return Config(opts=o, mode="pasta", v4=v4, v6=v6, our_mac=b"\x02" * 6, mtu=65520, ns_ifname="eth0",
-                  search=(), map_gw=map_gw)
+                  search=())
 
 
 def _connect(broker: Broker, addr: str, port: int) -> socket.socket | int:
@@ -70,6 +71,29 @@ def test_gateway_maps_to_loopback(listeners) -> None:  # noqa: ANN001
         assert s.getpeername()[0] == loop and peer[0] == loop  # connected at once on loopback
         conn.close()
         s.close()
+
+
+def test_map_guest_addr_leads_to_the_guests_address(listeners) -> None:  # noqa: ANN001
+    """--map-guest-addr: connect to the guest's assigned address on the host.
+
+    The guest's address here is loopback, so that the connection stays on
+    this machine; the mapped address itself (link-local) is otherwise refused.
+    """
+    s4, _s6 = listeners
+    cfg = _config(map_gw=False)
+    assert cfg.v4 is not None
+    v4 = replace(cfg.v4, addr=IPv4Address("127.0.0.1"), guest_map=IPv4Address("169.254.1.2"))
+    b = Broker(replace(cfg, v4=v4), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    port = s4.getsockname()[1]
+    s = _connect(b, "169.254.1.2", port)
+    assert isinstance(s, socket.socket)
+    conn, _peer = s4.accept()
+    assert s.getpeername() == ("127.0.0.1", port)
+    conn.close()
+    s.close()
+    assert _connect(b, "169.254.1.3", port) == errno.EACCES  # other link-local: refused
+    rules = b.tcp_rules[socket.AF_INET]
+    assert rules is not None and rules.gw_mapped is None  # --no-map-gw: the gateway is not loopback
 
 
 def test_dns_forward_rules() -> None:

@@ -10,8 +10,10 @@ import sys
 import pytest
 
 from passt_sep.cli import parse_args
-from passt_sep.errors import UsageError
+from passt_sep.config import Config, build_config
+from passt_sep.errors import SetupError, UsageError
 from passt_sep.ports import PortFwd
+from passt_sep.setup.hostaddr import FamilyInfo, HostInfo
 
 
 def test_pasta_defaults_forward_auto_and_keep_dns_private():
@@ -128,3 +130,74 @@ def test_help_and_version():
         r = subprocess.run([sys.executable, "-m", "passt_sep.main", "pasta", *args],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and r.stdout.startswith(want)
+
+
+# -- address mappings (--map-host-loopback, --map-guest-addr: podman 5) ------------
+
+def _host(nameservers: tuple = ()) -> HostInfo:
+    return HostInfo(
+        v4=FamilyInfo(2, "eth0", ipaddress.IPv4Address("192.0.2.10"), 24, ipaddress.IPv4Address("192.0.2.1")),
+        v6=FamilyInfo(2, "eth0", ipaddress.IPv6Address("2001:db8::10"), 64,
+                      ipaddress.IPv6Address("2001:db8::1")),
+        mac=b"\x02\x00\x00\x00\x00\x01", mtu=1500, ifname="eth0", nameservers=nameservers, search=())
+
+
+def _cfg(args: list[str], nameservers: tuple = ()) -> Config:
+    return build_config(parse_args("pasta", args), _host(nameservers))
+
+
+def test_gateway_leads_to_host_loopback_by_default():
+    cfg = _cfg([])
+    assert cfg.v4 is not None and cfg.v6 is not None
+    assert cfg.v4.host_lo == cfg.v4.gw and cfg.v6.host_lo == cfg.v6.gw
+    assert cfg.v4.guest_map is None and cfg.v6.guest_map is None
+
+
+def test_podman5_map_guest_addr_and_no_map_gw():
+    cfg = _cfg(["--config-net", "--dns-forward", "169.254.1.1", "-t", "none", "-u", "none", "-T", "none",
+                "-U", "none", "--no-map-gw", "--quiet", "--map-guest-addr", "169.254.1.2"])
+    assert cfg.v4 is not None and cfg.v6 is not None
+    assert cfg.v4.guest_map == ipaddress.IPv4Address("169.254.1.2") and cfg.v6.guest_map is None
+    assert cfg.v4.host_lo is None and cfg.v6.host_lo is None
+    assert cfg.v4.dns_match == ipaddress.IPv4Address("169.254.1.1")
+
+
+def test_map_host_loopback_moves_the_mapping_not_the_gateway():
+    cfg = _cfg(["--map-host-loopback", "169.254.1.3", "--map-host-loopback", "fd00::3", "--no-map-gw"],
+               nameservers=(ipaddress.IPv4Address("127.0.0.53"),))
+    assert cfg.v4 is not None and cfg.v6 is not None
+    assert cfg.v4.gw == ipaddress.IPv4Address("192.0.2.1")  # routes and DHCP keep the gateway
+    assert cfg.v4.host_lo == ipaddress.IPv4Address("169.254.1.3")
+    assert cfg.v6.host_lo == ipaddress.IPv6Address("fd00::3")
+    # a loopback resolver is advertised as the address that leads to loopback
+    assert cfg.v4.dns == (ipaddress.IPv4Address("169.254.1.3"),)
+    assert cfg.v4.dns_match == ipaddress.IPv4Address("169.254.1.3")
+
+
+def test_map_options_last_one_wins_and_none_clears():
+    o = parse_args("pasta", ["--map-guest-addr", "169.254.1.2", "--map-guest-addr", "169.254.1.4"])
+    assert o.map_guest4 == ipaddress.IPv4Address("169.254.1.4")
+    o = parse_args("pasta", ["--map-guest-addr", "169.254.1.2", "--map-guest-addr", "none"])
+    assert o.map_guest4 is None and o.map_guest6 is None
+    o = parse_args("pasta", ["--map-host-loopback", "none"])
+    assert not o.map_gw and o.map_host_lo4 is None
+    cfg = build_config(o, _host())
+    assert cfg.v4 is not None and cfg.v4.host_lo is None
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1", "0.0.0.0", "224.0.0.1", "::1", "::", "bogus"])
+@pytest.mark.parametrize("opt", ["--map-guest-addr", "--map-host-loopback"])
+def test_map_options_refuse_unusable_addresses(opt: str, value: str):
+    with pytest.raises(UsageError, match=opt):
+        parse_args("pasta", [opt, value])
+
+
+@pytest.mark.parametrize("args, word", [
+    (["--map-guest-addr", "192.0.2.1"], "gateway"),  # the gateway already leads to loopback
+    (["--map-guest-addr", "169.254.1.2", "--map-host-loopback", "169.254.1.2"], "both"),
+    (["--map-guest-addr", "192.0.2.10"], "guest's own address"),
+    (["--map-host-loopback", "2001:db8::10"], "guest's own address"),
+])
+def test_map_conflicts_name_the_step(args: list[str], word: str):
+    with pytest.raises(SetupError, match=f"address mapping: .*{word}"):
+        _cfg(args)

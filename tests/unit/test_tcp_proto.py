@@ -217,7 +217,8 @@ class _FakeWorker:
         import ipaddress
         from types import SimpleNamespace
 
-        v4 = SimpleNamespace(gw=ipaddress.ip_address("192.0.2.1"), addr=ipaddress.ip_address("192.0.2.10"))
+        gw = ipaddress.ip_address("192.0.2.1")
+        v4 = SimpleNamespace(gw=gw, addr=ipaddress.ip_address("192.0.2.10"), host_lo=gw, guest_map=None)
         self.cfg = SimpleNamespace(v4=v4, v6=None, mtu=65520, our_mac=MAC_B,
                                    opts=SimpleNamespace(no_tcp=False))
         self.guest_mac = MAC_A

@@ -15,6 +15,7 @@ import select
 import socket
 import struct
 from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
@@ -35,11 +36,11 @@ DNS_MATCH = IPv4Address("198.51.100.53")
 def config(**opts: object) -> Config:
     o = Options(mode="pasta", **opts)  # type: ignore[arg-type]
     v4 = V4(addr=ADDR4, prefix=24, gw=GW4, dns=(DNS_MATCH,), dns_match=DNS_MATCH,
-            dns_host=IPv4Address("127.0.0.1"), ifname="eth0")
+            dns_host=IPv4Address("127.0.0.1"), ifname="eth0", host_lo=GW4 if o.map_gw else None)
     v6 = V6(addr=ADDR6, prefix=64, gw=GW6, our_ll=IPv6Address("fe80::1"), dns=(), dns_match=None,
-            dns_host=None, ifname="eth0")
+            dns_host=None, ifname="eth0", host_lo=GW6 if o.map_gw else None)
     return Config(opts=o, mode="pasta", v4=v4, v6=v6, our_mac=OUR_MAC, mtu=65520, ns_ifname="eth0",
-                  search=(), map_gw=True)
+                  search=())
 
 
 class FakeTap:
@@ -193,7 +194,6 @@ def test_dns_match_goes_to_dns_host_and_is_remembered() -> None:
 
 def test_no_map_gw_sends_to_the_gateway_itself() -> None:
     w = FakeWorker(map_gw=False)
-    w.cfg = Config(**{**w.cfg.__dict__, "map_gw": False})
     flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
     flow = wudp.Flow(4, 40000, 0.0)
     assert flows._target(flow, GW4.packed, 99) == (str(GW4), 99)
@@ -385,3 +385,20 @@ def test_broker_refuses_no_udp_and_bad_families() -> None:
 
     assert _broker(no_udp=True).udp_socket(_req(socket.AF_INET, 40000)) == errno.EPERM
     assert _broker().udp_socket(_req(socket.AF_UNIX, 40000)) == errno.EPERM
+
+
+def test_map_guest_addr_targets_and_sources() -> None:
+    """--map-guest-addr: datagrams to it go to the guest's (the host's) own
+    address, and the host's own address appears as it; loopback senders
+    still appear as the loopback-mapped address (here the gateway)."""
+    w = FakeWorker()
+    assert w.cfg.v4 is not None
+    mapped = IPv4Address("169.254.1.2")
+    w.cfg = replace(w.cfg, v4=replace(w.cfg.v4, guest_map=mapped))
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flow = wudp.Flow(4, 40000, 0.0)
+    assert flows._target(flow, mapped.packed, 7) == (str(ADDR4), 7)
+    assert flow.rev == {(ADDR4.packed, 7): mapped.packed}  # replies come back from it
+    assert flows._visible(4, ADDR4.packed) == mapped.packed
+    assert flows._visible(4, socket.inet_aton("127.0.0.1")) == GW4.packed
+    assert flows._visible(6, ADDR6.packed) == GW6.packed  # no IPv6 mapping: the gateway
