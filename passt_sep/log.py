@@ -7,6 +7,12 @@ through an fd the parent opened: it makes no system call beyond write(2)
 and the vDSO clock. With ``--debug`` each line carries the seconds since
 start; the log file always does, with a ``PREFIX:`` of the level, and
 starts with a header line naming program, version and PID.
+
+``--log-size``: the parent trims the file (``trim_file``, a few times a
+second) when it has grown past the limit, keeping the header line and the
+newest lines, about 70 % of the limit, as passt cuts about 30 % at the
+start. The worker only appends (its filter has no pread/pwrite/ftruncate),
+so between two checks the file can overshoot by what was written since.
 """
 
 from __future__ import annotations
@@ -78,6 +84,35 @@ def _write(fd: int, text: str) -> None:
             data = data[n:]
     except OSError:
         pass
+
+
+def trim_file(fd: int, limit: int, keep: float = 0.7) -> bool:
+    """Cut the oldest lines of the log file behind fd if it is over limit.
+
+    Parent only. Keeps the first line (the header naming program and PID)
+    and the newest whole lines, about ``keep * limit`` bytes in all, moves
+    them to the start and truncates. The fd's offset, which the worker
+    shares (same open file), goes to the new end before the truncation, so
+    a line the worker writes during the cut is lost at worst, never left
+    behind a hole. Returns whether it cut; errors leave the file as it is.
+    """
+    try:
+        size = os.fstat(fd).st_size
+        if size <= limit:
+            return False
+        head = os.pread(fd, 4096, 0)
+        nl = head.find(b"\n")
+        header = head[: nl + 1] if 0 <= nl < 1024 else b""
+        start = max(len(header), size - int(limit * keep) + len(header))
+        tail = os.pread(fd, size - start, start)
+        nl = tail.find(b"\n")
+        data = header + (tail[nl + 1 :] if nl >= 0 else b"")
+        os.pwrite(fd, data, 0)
+        os.lseek(fd, len(data), os.SEEK_SET)
+        os.ftruncate(fd, len(data))
+        return True
+    except OSError:
+        return False
 
 
 log = Log()

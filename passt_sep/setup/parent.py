@@ -35,13 +35,14 @@ from .. import ipc
 from .. import log as logmod
 from ..cli import Options
 from ..errors import SetupError
-from ..log import log
+from ..log import log, trim_file
 from . import netns
 
 if TYPE_CHECKING:
     from .autofwd import Forwarder
 
 WORKER_READY_TIMEOUT = 10.0  # seconds the worker may take to isolate itself
+LOG_TRIM_INTERVAL = 0.25  # seconds between --log-size checks (an fstat) while busy
 SIG_NAMES = {signal.SIGSYS: "SIGSYS (seccomp policy violation)", signal.SIGKILL: "SIGKILL",
              signal.SIGSEGV: "SIGSEGV", signal.SIGTERM: "SIGTERM", signal.SIGABRT: "SIGABRT"}
 
@@ -50,7 +51,8 @@ def _open_log(opts: Options, prog: str) -> int | None:
     if not opts.log_file:
         return None
     try:
-        fd = os.open(opts.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # read-write: the parent trims it (log.trim_file) when --log-size is reached
+        fd = os.open(opts.log_file, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     except OSError as e:
         raise SetupError(f"log file {opts.log_file}", e) from None
     os.write(fd, f"{prog} passt-sep: {os.path.realpath('/proc/self/exe')} ({os.getpid()})\n".encode())
@@ -120,6 +122,7 @@ class Parent:
         self.netns_fd = -1
         self.tap_fd = -1
         self.fwd: Forwarder | None = None
+        self.next_trim = 0.0  # --log-size: when the log file is checked next
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
@@ -299,6 +302,12 @@ class Parent:
         self.worker_pid = 0
 
     # -- supervision --------------------------------------------------------
+    def trim_log(self, now: float) -> None:
+        """--log-size: cut the log file back if it grew past the limit (a few times a second)."""
+        if log.file_fd is not None and now >= self.next_trim:
+            self.next_trim = now + LOG_TRIM_INTERVAL
+            trim_file(log.file_fd, self.opts.log_size)
+
     def _serve_broker(self, sel: selectors.BaseSelector) -> None:
         """Answer one request; stop watching the socket once the worker closed it."""
         try:
@@ -373,6 +382,7 @@ class Parent:
             now = time.monotonic()
             if fwd is not None and fwd.due(now):
                 fwd.scan(now)
+            self.trim_log(now)
             # the netns file: on an inotify event or a quiet second, and at
             # least once a second (not on every broker request: two calls each)
             if watch is not None and (netns_event or now >= next_watch):

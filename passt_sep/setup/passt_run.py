@@ -42,6 +42,7 @@ import selectors
 import signal
 import socket
 import struct
+import time
 
 from sandbox.fdpass import send_fds
 
@@ -263,3 +264,4 @@ class PasstParent(Parent):
                     return 1
             if got:
                 return 0
+            self.trim_log(time.monotonic())
