@@ -96,6 +96,44 @@ def test_map_guest_addr_leads_to_the_guests_address(listeners) -> None:  # noqa:
     assert rules is not None and rules.gw_mapped is None  # --no-map-gw: the gateway is not loopback
 
 
+MSG_FASTOPEN = 0x20000000
+
+
+def test_fastopen_cannot_redirect_a_handed_over_socket(listeners) -> None:  # noqa: ANN001
+    """The worker may sendto() (UDP needs it): on a socket the broker hands
+    over, MSG_FASTOPEN with another address must not reach that address.
+    The control shows why the broker never hands over unconnected TCP
+    sockets: on one of those, the same call connects wherever it says."""
+    s4, _s6 = listeners
+    other = socket.socket(socket.AF_INET)
+    other.bind(("127.0.0.1", 0))
+    other.listen(8)
+    other.settimeout(0.3)
+    b = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    s = _connect(b, str(GW4), s4.getsockname()[1])
+    assert isinstance(s, socket.socket)
+    try:
+        s.sendto(b"x", MSG_FASTOPEN, other.getsockname())
+    except OSError:
+        pass
+    with pytest.raises(TimeoutError):
+        other.accept()
+    conn, _ = s4.accept()
+    assert s.getpeername() == s4.getsockname()
+    for x in (conn, s):
+        x.close()
+    if not int(Path("/proc/sys/net/ipv4/tcp_fastopen").read_text()) & 1:
+        return  # client Fast Open off on this kernel: no control possible
+    control = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    try:
+        control.sendto(b"x", MSG_FASTOPEN, other.getsockname())
+    except BlockingIOError:
+        pass
+    got, _ = other.accept()
+    for x in (got, control, other):
+        x.close()
+
+
 def test_dns_forward_rules() -> None:
     """Port 53 of the --dns-forward address goes to the resolver UDP uses.
 
