@@ -132,25 +132,9 @@ def pack_listener(port: int, target: int) -> bytes:
     return LISTENER.pack(LISTENER_MAGIC, port, target)
 
 
-def unpack_listener(data: bytes) -> tuple[int, int] | None:
-    """Decode a listener announcement: (port, target), or None."""
-    if len(data) != LISTENER.size:
-        return None
-    magic, port, target = LISTENER.unpack(data)
-    return (port, target) if magic == LISTENER_MAGIC else None
-
-
 def pack_udp_listener(port: int, target: int) -> bytes:
     """Encode an inbound UDP socket announcement (its fd travels with it)."""
     return LISTENER.pack(UDP_LISTENER_MAGIC, port, target)
-
-
-def unpack_udp_listener(data: bytes) -> tuple[int, int] | None:
-    """Decode an inbound UDP socket announcement: (port, target), or None."""
-    if len(data) != LISTENER.size:
-        return None
-    magic, port, target = LISTENER.unpack(data)
-    return (port, target) if magic == UDP_LISTENER_MAGIC else None
 
 
 def pack_port_msg(magic: bytes, port: int, target: int = 0) -> bytes:

@@ -50,9 +50,9 @@ def test_port_messages_reject_unknown() -> None:
         ipc.pack_port_msg(b"XXXX", 1)
     assert ipc.unpack_port_msg(b"XXXX\0\0\0\0") is None
     assert ipc.unpack_port_msg(b"TLSN") is None
-    # the old decoders still see their own announcements
-    assert ipc.unpack_listener(ipc.pack_port_msg(ipc.LISTENER_MAGIC, 1, 2)) == (1, 2)
-    assert ipc.unpack_listener(ipc.pack_port_msg(ipc.NS_LISTENER_MAGIC, 1, 2)) is None
+    # the parent's announcements are port messages the worker decodes as such
+    assert ipc.unpack_port_msg(ipc.pack_listener(1, 2)) == (ipc.LISTENER_MAGIC, 1, 2)
+    assert ipc.unpack_port_msg(ipc.pack_udp_listener(1, 2)) == (ipc.UDP_LISTENER_MAGIC, 1, 2)
 
 
 @pytest.mark.parametrize("peer,fam", [
