@@ -109,6 +109,21 @@ class SockFlows(Generic[F]):
         self._request(flow)
         return flow
 
+    def _refused(self, flow: F, now: float, reason: str) -> bool:
+        """Whether a datagram for flow, which has no socket yet, is dropped.
+
+        Only while the broker's last refusal is younger than RETRY_AFTER;
+        after that the socket is asked for again and the datagram waits
+        in the queue like the first ones did.
+        """
+        if not flow.failed:
+            return False
+        if now - flow.failed < RETRY_AFTER:
+            self.w.drop(reason)
+            return True
+        self._request(flow)
+        return False
+
     def _request(self, flow: F) -> None:
         flow.failed = 0.0
         op, family, port = self._ask(flow)

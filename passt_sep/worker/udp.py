@@ -53,7 +53,7 @@ from .. import ipc
 from ..log import DEBUG, log
 from ..proto import udp as pudp
 from ..proto.packet import Packet
-from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, RETRY_AFTER, SockFlow, SockFlows
+from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SockFlow, SockFlows
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .limits import NOFILE
 from .udpsplice import KIND_HOST, loopback_family
@@ -61,8 +61,8 @@ from .udpsplice import KIND_HOST, loopback_family
 if TYPE_CHECKING:
     from .loop import Worker
 
-# FLOW_TIMEOUT (here only guest activity counts), RETRY_AFTER, QUEUE_MAX, RECV_BUDGET and
-# NOFILE: worker/limits.py
+# FLOW_TIMEOUT (here only guest activity counts), RETRY_AFTER, QUEUE_MAX and RECV_BUDGET:
+# worker/flowsock.py; NOFILE: worker/limits.py
 REV_MAX = 64  # translated destinations remembered per flow
 MAX_FLOWS = max(16, min(8192, NOFILE // 4))  # outbound flows, both families together
 MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
@@ -195,10 +195,8 @@ class UdpFlows(SockFlows[Flow]):
         flow.guest = p.src
         target = self._target(flow, dst, d.dport)
         if flow.sock is None:
-            if flow.failed and now - flow.failed >= RETRY_AFTER:
-                self._request(flow)
-            if flow.failed:
-                return self.w.drop("udp socket refused")
+            if self._refused(flow, now, "udp socket refused"):
+                return None
             if self._queue_full(flow):
                 return None
             flow.queue.append((bytes(payload), target))

@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING
 from .. import ipc
 from ..log import DEBUG, log
 from .flowsock import FLOW_TIMEOUT as FLOW_TIMEOUT  # re-exported (only flowsock checks it)
-from .flowsock import RECV_BUDGET, RETRY_AFTER, SockFlow, SockFlows
+from .flowsock import RECV_BUDGET, SockFlow, SockFlows
 from .limits import NOFILE
 
 if TYPE_CHECKING:
     from .loop import Worker
 
-# FLOW_TIMEOUT (here a datagram either way counts), RETRY_AFTER, QUEUE_MAX, RECV_BUDGET and
-# NOFILE: worker/limits.py
+# FLOW_TIMEOUT (here a datagram either way counts), RETRY_AFTER, QUEUE_MAX and RECV_BUDGET:
+# worker/flowsock.py; NOFILE: worker/limits.py
 MAX_DGRAM = 65535
 
 KIND_NS, KIND_HOST = 0, 1  # -U (namespace sender), -u (host sender)
@@ -170,11 +170,8 @@ class UdpSplicer(SockFlows[Flow]):
                 return
             self.stats["to_host" if kind == KIND_NS else "to_ns"] += 1
             return
-        if flow.failed:
-            if now - flow.failed < RETRY_AFTER:
-                self.w.drop("udp splice refused")
-                return
-            self._request(flow)
+        if self._refused(flow, now, "udp splice refused"):
+            return
         if self._queue_full(flow):
             return
         flow.queue.append(bytes(payload))

@@ -24,6 +24,7 @@ from passt_sep import ipc
 from passt_sep.cli import Options
 from passt_sep.config import V4, V6, Config
 from passt_sep.proto.packet import Packet, parse_frame
+from passt_sep.worker import flowsock
 from passt_sep.worker import udp as wudp
 
 OUR_MAC = bytes.fromhex("9a5500aa0001")
@@ -282,7 +283,7 @@ def test_refused_socket_is_retried_later() -> None:
     flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
     flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
     assert w.drops == {"udp socket refused": 2} and flows.stats["refused"] == 1
-    w.clock += wudp.RETRY_AFTER
+    w.clock += flowsock.RETRY_AFTER
     w.broker.refuse = False
     flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
     assert flows.flows[(4, 40000)].sock is not None
