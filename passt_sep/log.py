@@ -11,8 +11,9 @@ starts with a header line naming program, version and PID.
 ``--log-size``: the parent trims the file (``trim_file``, a few times a
 second) when it has grown past the limit, keeping the header line and the
 newest lines, about 70 % of the limit, as passt cuts about 30 % at the
-start. The worker only appends (its filter has no pread/pwrite/ftruncate),
-so between two checks the file can overshoot by what was written since.
+start. Everyone writes through an O_APPEND fd; the worker only appends
+(its filter has no pread/pwrite/ftruncate), so between two checks the
+file can overshoot by what was written since.
 """
 
 from __future__ import annotations
@@ -86,15 +87,20 @@ def _write(fd: int, text: str) -> None:
         pass
 
 
+TRIM_CHUNK = 1 << 20  # bytes moved per read/write when trimming
+
+
 def trim_file(fd: int, limit: int, keep: float = 0.7) -> bool:
     """Cut the oldest lines of the log file behind fd if it is over limit.
 
-    Parent only. Keeps the first line (the header naming program and PID)
-    and the newest whole lines, about ``keep * limit`` bytes in all, moves
-    them to the start and truncates. The fd's offset, which the worker
-    shares (same open file), goes to the new end before the truncation, so
-    a line the worker writes during the cut is lost at worst, never left
-    behind a hole. Returns whether it cut; errors leave the file as it is.
+    Parent only, on its own read-write fd (the one every process logs
+    through is O_APPEND, so writes always land at the end, however the
+    file is cut meanwhile). Keeps the first line (the header naming
+    program and PID) and the newest whole lines, about ``keep * limit``
+    bytes in all: moves them to the start, chunk by chunk, and truncates.
+    A line appended while the cut is under way can be lost, no more.
+    Returns whether it cut; an error leaves the file as it is or, if it
+    comes after some lines moved, cut where the error came.
     """
     try:
         size = os.fstat(fd).st_size
@@ -103,15 +109,21 @@ def trim_file(fd: int, limit: int, keep: float = 0.7) -> bool:
         head = os.pread(fd, 4096, 0)
         nl = head.find(b"\n")
         header = head[: nl + 1] if 0 <= nl < 1024 else b""
-        start = max(len(header), size - int(limit * keep) + len(header))
-        tail = os.pread(fd, size - start, start)
-        nl = tail.find(b"\n")
-        data = header + (tail[nl + 1 :] if nl >= 0 else b"")
-        os.pwrite(fd, data, 0)
-        os.lseek(fd, len(data), os.SEEK_SET)
-        os.ftruncate(fd, len(data))
+        src = max(len(header), size - int(limit * keep) + len(header))
+        first = os.pread(fd, 4096, src)  # start at a whole line
+        nl = first.find(b"\n")
+        src = src + nl + 1 if nl >= 0 else size
+        dst = len(header)  # the header stays where it is
+        while src < size:
+            chunk = os.pread(fd, min(TRIM_CHUNK, size - src), src)
+            if not chunk:
+                break
+            written = os.pwrite(fd, chunk, dst)
+            src += written
+            dst += written
+        os.ftruncate(fd, dst)
         return True
-    except OSError:
+    except (OSError, MemoryError):
         return False
 
 

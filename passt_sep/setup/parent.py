@@ -51,12 +51,27 @@ def _open_log(opts: Options, prog: str) -> int | None:
     if not opts.log_file:
         return None
     try:
-        # read-write: the parent trims it (log.trim_file) when --log-size is reached
-        fd = os.open(opts.log_file, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # every write appends, the worker's too, wherever the parent's trimming is
+        fd = os.open(opts.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     0o600)
     except OSError as e:
         raise SetupError(f"log file {opts.log_file}", e) from None
     os.write(fd, f"{prog} passt-sep: {os.path.realpath('/proc/self/exe')} ({os.getpid()})\n".encode())
     return fd
+
+
+def _open_for_trim(path: str | None, fd: int) -> int | None:
+    """A second fd on the log file, for log.trim_file (pwrite ignores the
+    offset on an O_APPEND fd); None, and no trimming, if it cannot be opened."""
+    try:
+        tfd = os.open(path or "", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        log.warn(f"log file {path}: {e.strerror}, --log-size not enforced")
+        return None
+    if os.fstat(tfd).st_ino != os.fstat(fd).st_ino:  # replaced in between: not ours to cut
+        os.close(tfd)
+        return None
+    return tfd
 
 
 def _open_pcap(path: str | None) -> int | None:
@@ -123,6 +138,7 @@ class Parent:
         self.tap_fd = -1
         self.fwd: Forwarder | None = None
         self.next_trim = 0.0  # --log-size: when the log file is checked next
+        self.trim_fd: int | None = None  # the parent's read-write fd on the log file
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
@@ -154,6 +170,8 @@ class Parent:
         if o.quiet:
             level = logmod.ERROR
         log_fd = _open_log(o, self.prog)
+        if log_fd is not None:  # --log-size: the parent's own fd to move lines with (no O_APPEND)
+            self.trim_fd = _open_for_trim(o.log_file, log_fd)
         stderr_fd = 2 if (log_fd is None or o.stderr) else None
         log.configure(self.prog, level, stderr_fd, log_fd, o.debug)
         _raise_nofile()  # before the fork: the worker sizes its TCP table from it
@@ -304,9 +322,9 @@ class Parent:
     # -- supervision --------------------------------------------------------
     def trim_log(self, now: float) -> None:
         """--log-size: cut the log file back if it grew past the limit (a few times a second)."""
-        if log.file_fd is not None and now >= self.next_trim:
+        if self.trim_fd is not None and now >= self.next_trim:
             self.next_trim = now + LOG_TRIM_INTERVAL
-            trim_file(log.file_fd, self.opts.log_size)
+            trim_file(self.trim_fd, self.opts.log_size)
 
     def _serve_broker(self, sel: selectors.BaseSelector) -> None:
         """Answer one request; stop watching the socket once the worker closed it."""

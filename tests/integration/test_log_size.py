@@ -3,8 +3,9 @@
 
 As upstream's test of the option: after each of three floods of connection
 logs the file is smaller than the limit but not nearly empty. Here each
-flood is guest connections to a closed port of the gateway (the gateway
-namespace answers with RST), which pasta -d logs one line each for.
+flood is guest connections to port 9 of the gateway address, which leads
+to the host's loopback where nothing listens: each is refused, and pasta
+-d logs one line for each.
 """
 
 from __future__ import annotations
