@@ -36,8 +36,8 @@ class V4:
     dns_match: IPv4 | None  # address whose port 53 goes to dns_host
     dns_host: IPv4 | None
     ifname: str  # host template interface
-    host_lo: IPv4 | None = None  # leads to the host's loopback (the gateway unless --no-map-gw)
-    guest_map: IPv4 | None = None  # --map-guest-addr: leads to the guest's address on the host
+    host_lo: IPv4 | None  # leads to the host's loopback (the gateway unless --no-map-gw)
+    guest_map: IPv4 | None  # --map-guest-addr: leads to the guest's address on the host
 
     @property
     def gw_onlink(self) -> bool:
@@ -58,8 +58,8 @@ class V6:
     dns_match: IPv6 | None
     dns_host: IPv6 | None
     ifname: str
-    host_lo: IPv6 | None = None
-    guest_map: IPv6 | None = None
+    host_lo: IPv6 | None
+    guest_map: IPv6 | None
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,10 @@ def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool):
     dns_host is the first resolver (where forwarded queries go, even on
     loopback); a loopback resolver is advertised as the address mapped to
     the host's loopback (the gateway by default), whose port 53 then leads
-    to it (only while such an address is mapped); with
+    to it (only while such an address is mapped), and so is a resolver that
+    is that very address (a gateway that is also the resolver, as on most
+    home networks): its port 53 must lead to the resolver, not to the
+    host's loopback; with
     --dns-forward, that address is what port 53 matches, and it is what is
     advertised unless resolvers were given with -D.
     """
@@ -131,7 +134,7 @@ def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool):
             continue
         if host is None:
             host = d
-        if d.is_loopback:
+        if d.is_loopback or d == host_lo:
             if host_lo is not None and match is None:
                 match = host_lo
                 adv.append(host_lo)

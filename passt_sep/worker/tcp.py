@@ -24,7 +24,8 @@ numbers between two kernels:
   a peer that is not spliced to ``_inbound``; the guest gets
   a SYN from the real peer address (loopback appears as the address mapped
   to the host's loopback, the host's own address as --map-guest-addr when
-  given; either falls back to the gateway).
+  given, else as the loopback-mapped address; the gateway when neither is
+  mapped).
 
 Frames toward the guest carry a virtio-net header with NEEDS_CSUM: only
 the pseudo-header sum goes into the TCP checksum (proto.tcp.Template).
@@ -197,13 +198,15 @@ class TcpFlows:
         self.delayed: dict[Conn, float] = {}
         self.sndbuf0 = 0  # SO_SNDBUF of a new socket, read once
         self.isn = ptcp.IsnGenerator(_ISN_SECRET)
-        # how loopback peers and the host's own address appear to the guest
-        # (version -> (loopback's address, own address's)), gateway as fallback
-        self.seen_as: dict[int, tuple[bytes, bytes]] = {}
+        # how loopback peers and the host's own address appear to the guest:
+        # version -> (as what loopback appears, the configured address (the
+        # host's own unless -a), as what that appears); the gateway is the
+        # last fallback
+        self.seen_as: dict[int, tuple[bytes, bytes, bytes]] = {}
         for version, fa in ((4, cfg.v4), (6, cfg.v6)):
             if fa is not None:
                 lo = (fa.host_lo or fa.gw).packed
-                self.seen_as[version] = (lo, fa.guest_map.packed if fa.guest_map else lo)
+                self.seen_as[version] = (lo, fa.addr.packed, fa.guest_map.packed if fa.guest_map else lo)
         self.guest4 = cfg.v4.addr.packed if cfg.v4 else None
         self.guest6 = cfg.v6.addr.packed if cfg.v6 else None
         mtu = cfg.mtu or 65520
@@ -807,8 +810,8 @@ class TcpFlows:
         seen = self.seen_as.get(version)
         if guest is None or seen is None:
             return self._abort_sock(cs)
-        if raw == guest:
-            raw = seen[1]
+        if raw == guest or raw == seen[1]:  # the guest may use another address than ours
+            raw = seen[2]
         elif raw[0] == 127 if version == 4 else raw == _LOOP6:
             raw = seen[0]
         key = (guest, target, raw, peer[1])

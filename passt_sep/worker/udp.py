@@ -9,8 +9,9 @@ Sandboxed only. Two kinds of state, both bounded and both expiring after
   the parent binds it to the guest's port when it can, see
   ``setup.broker.Broker.udp_socket``); datagrams that arrive before the
   socket wait in a short queue. Destinations are translated on the way out:
-  ``dns_match``:53 goes to ``dns_host``:53 (--dns-forward, or a loopback
-  resolver advertised as the gateway), the address mapped to the host's
+  ``dns_match``:53 goes to ``dns_host``:53 (--dns-forward, or a resolver
+  advertised as the loopback-mapped address: a loopback one, or one that
+  is that address itself), the address mapped to the host's
   loopback (the gateway unless --no-map-gw, or --map-host-loopback) goes
   to the host's loopback, --map-guest-addr to the guest's own address on
   the host, anything else as addressed. Each flow remembers the

@@ -44,7 +44,7 @@ def test_podman5_defaults_reach_the_hosts_own_address(host: HostNS) -> None:
         res = guest.client("udp-echo-check", GUEST_MAP4, echo.port, "--count", "20")
         assert res["ok"], res  # replies come back from 169.254.1.2 (the socket is connected)
         r = guest.run(["ping", "-c1", "-W3", GUEST_MAP4], check=False)
-        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.returncode == 0 and f"from {GUEST_MAP4}:" in r.stdout, r.stdout + r.stderr
         # --no-map-gw: the gateway's port is the gateway's, not the host's loopback
         lo = host.serve("tcp-sink", "127.0.0.1")
         res = guest.client("tcp-send", GW_ADDR4, lo.port, "--bytes", "1000", "--timeout", "5", timeout=20)
@@ -94,6 +94,19 @@ def test_map_host_loopback_moves_the_mapping_not_the_route(host: HostNS) -> None
         res = _send(guest, HOST_LO4, sink.port)
         assert res["ok"] and res["peer"] == "127.0.0.1", res
         r = guest.run(["ping", "-c1", "-W3", HOST_LO4], check=False)
-        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.returncode == 0 and f"from {HOST_LO4}:" in r.stdout, r.stdout + r.stderr
+    finally:
+        stop_process(p)
+
+
+def test_gateway_resolver_is_asked_not_the_hosts_loopback(host: HostNS) -> None:
+    """-D the gateway, which maps to the host's loopback: DNS to it still reaches the gateway."""
+    assert host.gw is not None
+    echo = host.gw.serve("udp-echo", GW_ADDR4, 53)  # stands in for the resolver
+    guest = host.guest()
+    p = host.pasta(guest, "-D", GW_ADDR4)
+    try:
+        res = guest.client("udp-echo-check", GW_ADDR4, echo.port, "--count", "5")
+        assert res["ok"], res
     finally:
         stop_process(p)

@@ -31,9 +31,9 @@ GW4, GW6 = IPv4Address("192.0.2.1"), IPv6Address("2001:db8::1")
 def _config(map_gw: bool = True, **opts: object) -> Config:
     o = Options(mode="pasta", **opts)  # type: ignore[arg-type]
     v4 = V4(addr=IPv4Address("192.0.2.10"), prefix=24, gw=GW4, dns=(), dns_match=IPv4Address("192.0.2.53"),
-            dns_host=IPv4Address("127.0.0.1"), ifname="eth0", host_lo=GW4 if map_gw else None)
+            dns_host=IPv4Address("127.0.0.1"), ifname="eth0", host_lo=GW4 if map_gw else None, guest_map=None)
     v6 = V6(addr=IPv6Address("2001:db8::10"), prefix=64, gw=GW6, our_ll=IPv6Address("fe80::1"), dns=(),
-            dns_match=None, dns_host=None, ifname="eth0", host_lo=GW6 if map_gw else None)
+            dns_match=None, dns_host=None, ifname="eth0", host_lo=GW6 if map_gw else None, guest_map=None)
     return Config(opts=o, mode="pasta", v4=v4, v6=v6, our_mac=b"\x02" * 6, mtu=65520, ns_ifname="eth0",
                   search=())
 

@@ -201,3 +201,12 @@ def test_map_options_refuse_unusable_addresses(opt: str, value: str):
 def test_map_conflicts_name_the_step(args: list[str], word: str):
     with pytest.raises(SetupError, match=f"address mapping: .*{word}"):
         _cfg(args)
+
+
+def test_a_gateway_that_resolves_keeps_its_port_53():
+    """The host's resolver is its gateway (most home networks): the guest's
+    queries to the gateway go to it, not to the host's loopback."""
+    gw = ipaddress.IPv4Address("192.0.2.1")
+    cfg = _cfg([], nameservers=(gw,))
+    assert cfg.v4 is not None
+    assert cfg.v4.dns == (gw,) and cfg.v4.dns_match == gw and cfg.v4.dns_host == gw

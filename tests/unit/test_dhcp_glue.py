@@ -276,10 +276,10 @@ def config(mode: str = "pasta", mtu: int = 65520, search: tuple[str, ...] = ("ex
            **opts: object) -> Config:
     o = Options(mode=mode, mtu=mtu, **opts)  # type: ignore[arg-type]
     v4 = V4(addr=ADDR4, prefix=24, gw=GW4, dns=(IPv4Address("192.0.2.53"),), dns_match=None,
-            dns_host=None, ifname="eth0", host_lo=GW4 if o.map_gw else None)
+            dns_host=None, ifname="eth0", host_lo=GW4 if o.map_gw else None, guest_map=None)
     gw6 = IPv6Address("2001:db8::1")
     v6 = V6(addr=ADDR6, prefix=64, gw=gw6, our_ll=OUR_LL, dns=(IPv6Address("2001:db8::53"),),
-            dns_match=None, dns_host=None, ifname="eth0", host_lo=gw6 if o.map_gw else None)
+            dns_match=None, dns_host=None, ifname="eth0", host_lo=gw6 if o.map_gw else None, guest_map=None)
     return Config(opts=o, mode=mode, v4=v4, v6=v6, our_mac=OUR_MAC, mtu=mtu, ns_ifname="eth0",
                   search=search)
 

@@ -37,9 +37,9 @@ DNS_MATCH = IPv4Address("198.51.100.53")
 def config(**opts: object) -> Config:
     o = Options(mode="pasta", **opts)  # type: ignore[arg-type]
     v4 = V4(addr=ADDR4, prefix=24, gw=GW4, dns=(DNS_MATCH,), dns_match=DNS_MATCH,
-            dns_host=IPv4Address("127.0.0.1"), ifname="eth0", host_lo=GW4 if o.map_gw else None)
+            dns_host=IPv4Address("127.0.0.1"), ifname="eth0", host_lo=GW4 if o.map_gw else None, guest_map=None)
     v6 = V6(addr=ADDR6, prefix=64, gw=GW6, our_ll=IPv6Address("fe80::1"), dns=(), dns_match=None,
-            dns_host=None, ifname="eth0", host_lo=GW6 if o.map_gw else None)
+            dns_host=None, ifname="eth0", host_lo=GW6 if o.map_gw else None, guest_map=None)
     return Config(opts=o, mode="pasta", v4=v4, v6=v6, our_mac=OUR_MAC, mtu=65520, ns_ifname="eth0",
                   search=())
 
@@ -56,7 +56,7 @@ class FakeTap:
 
 
 class FakeBroker:
-    """Answers OP_UDP_SOCKET with a loopback socket, at once or when told."""
+    """Answers OP_UDP_SOCKET with a socket bound to lo, at once or when told."""
 
     def __init__(self) -> None:
         self.auto = True
@@ -77,6 +77,9 @@ class FakeBroker:
                 cb(None, 1)
                 continue
             s = socket.socket(family, socket.SOCK_DGRAM)
+            # unit tests run in the host's own network namespace: whatever
+            # address a test's frames name, nothing may leave over a real link
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
             s.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
             cb(s.detach(), 0)
 
@@ -280,12 +283,12 @@ def test_refused_socket_is_retried_later() -> None:
     w = FakeWorker()
     w.broker.refuse = True
     flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
-    flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
-    flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
+    flows.from_guest(frame(4, str(GW4), 9, b"x"))
+    flows.from_guest(frame(4, str(GW4), 9, b"x"))
     assert w.drops == {"udp socket refused": 2} and flows.stats["refused"] == 1
     w.clock += flowsock.RETRY_AFTER
     w.broker.refuse = False
-    flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
+    flows.from_guest(frame(4, str(GW4), 9, b"x"))
     assert flows.flows[(4, 40000)].sock is not None
 
 
@@ -403,3 +406,21 @@ def test_map_guest_addr_targets_and_sources() -> None:
     assert flows._visible(4, ADDR4.packed) == mapped.packed
     assert flows._visible(4, socket.inet_aton("127.0.0.1")) == GW4.packed
     assert flows._visible(6, ADDR6.packed) == GW6.packed  # no IPv6 mapping: the gateway
+
+
+def test_ping_targets_follow_the_mappings() -> None:
+    """worker/icmp.py: the loopback-mapped address gets a loopback flow, the
+    --map-guest-addr address is pinged at the guest's (the host's) own address."""
+    from passt_sep.worker import icmp as wicmp
+
+    w = FakeWorker()
+    assert w.cfg.v4 is not None
+    mapped = IPv4Address("169.254.1.2")
+    w.cfg = replace(w.cfg, v4=replace(w.cfg.v4, guest_map=mapped))
+    pings = wicmp.PingFlows(w)  # type: ignore[arg-type]
+    assert pings._to_gw(4, GW4.packed) and not pings._to_gw(4, mapped.packed)
+    assert pings._target(wicmp.Flow(4, 1, True), GW4.packed) == "127.0.0.1"
+    assert pings._target(wicmp.Flow(4, 1, False), mapped.packed) == str(ADDR4)
+    assert pings._target(wicmp.Flow(4, 1, False), socket.inet_aton("192.0.2.2")) == "192.0.2.2"
+    nomap = FakeWorker(map_gw=False)
+    assert not wicmp.PingFlows(nomap)._to_gw(4, GW4.packed)  # type: ignore[arg-type]
