@@ -119,6 +119,8 @@ def trim_file(fd: int, limit: int, keep: float = 0.7) -> bool:
             if not chunk:
                 break
             written = os.pwrite(fd, chunk, dst)
+            if written <= 0:
+                break
             src += written
             dst += written
         os.ftruncate(fd, dst)
