@@ -32,7 +32,7 @@ UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (
 class _TcpRules:
     """What OP_TCP_CONNECT needs of the Config for one family, as bytes and strings."""
 
-    gw_mapped: bytes | None  # the address leading to the host's loopback (the gateway by default)
+    lo_mapped: bytes | None  # the address leading to the host's loopback (the gateway by default)
     guest_mapped: bytes | None  # --map-guest-addr ...
     guest_addr: str  # ... leads to the guest's own address on the host
     loopback: str
@@ -52,7 +52,7 @@ class _TcpRules:
         ifname = o.outbound_if4 if version == 4 else o.outbound_if6
         src = o.outbound4 if version == 4 else o.outbound6
         dns = fam.dns_match is not None and fam.dns_host is not None
-        return cls(gw_mapped=fam.host_lo.packed if fam.host_lo is not None else None,
+        return cls(lo_mapped=fam.host_lo.packed if fam.host_lo is not None else None,
                    guest_mapped=fam.guest_map.packed if fam.guest_map is not None else None,
                    guest_addr=str(fam.addr),
                    loopback="127.0.0.1" if version == 4 else "::1",
@@ -155,7 +155,7 @@ class Broker:
         if req.port == 53 and raw == rules.dns_match:
             dest = rules.dns_host  # --dns-forward: DNS over TCP goes where UDP goes
             loopback = rules.dns_host_loopback
-        elif raw == rules.gw_mapped:
+        elif raw == rules.lo_mapped:
             dest, loopback = rules.loopback, True
         elif raw == rules.guest_mapped:
             dest = rules.guest_addr

@@ -27,6 +27,7 @@ from .. import ipc
 from ..log import log
 from ..proto import icmp
 from ..proto.packet import Packet
+from .addrmap import HostAddrs
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -56,27 +57,17 @@ class PingFlows:
         self.w = w
         self.flows: dict[tuple[int, int, bool], Flow] = {}
         self.warned = False
-        cfg = w.cfg
-        # per family: the address leading to the host's loopback, the
-        # --map-guest-addr address, and the guest's own address on the host
-        self.host_lo: dict[int, bytes | None] = {4: None, 6: None}
-        self.guest_map: dict[int, bytes | None] = {4: None, 6: None}
-        self.guest_addr: dict[int, bytes | None] = {4: None, 6: None}
-        for version, fam in ((4, cfg.v4), (6, cfg.v6)):
-            if fam is not None:
-                self.host_lo[version] = fam.host_lo.packed if fam.host_lo else None
-                self.guest_map[version] = fam.guest_map.packed if fam.guest_map else None
-                self.guest_addr[version] = fam.addr.packed
+        self.addrs = HostAddrs(w.cfg)
 
     def _to_gw(self, version: int, dst: bytes) -> bool:
         """Whether dst is the address mapped to the host's loopback."""
-        return dst == self.host_lo[version]
+        return dst == self.addrs.lo[version]
 
     def _target(self, flow: Flow, dst: bytes) -> str:
         if flow.to_gw:
             return "127.0.0.1" if flow.version == 4 else "::1"
-        if dst == self.guest_map[flow.version]:
-            dst = self.guest_addr[flow.version] or dst
+        if dst == self.addrs.guest_map[flow.version]:
+            dst = self.addrs.own[flow.version] or dst
         return str(ipaddress.ip_address(dst))
 
     def from_guest(self, p: Packet) -> None:
@@ -151,10 +142,11 @@ class PingFlows:
             if r is None:
                 continue
             src = ipaddress.ip_address(addr[0].split("%")[0])
+            addrs = self.addrs
             if src.is_loopback:
-                raw = self.host_lo[flow.version]
-            elif src.packed == self.guest_addr[flow.version] and self.guest_map[flow.version]:
-                raw = self.guest_map[flow.version]
+                raw = addrs.lo[flow.version]
+            elif src.packed == addrs.own[flow.version] and addrs.guest_map[flow.version]:
+                raw = addrs.guest_map[flow.version]
             else:
                 raw = src.packed
             if raw is None:

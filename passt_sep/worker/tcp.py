@@ -48,6 +48,7 @@ from ..log import DEBUG, log
 from ..proto import tcp as ptcp
 from ..proto.packet import Packet
 from ..proto.tcp import ACK, FIN, PSH, RST, SEQ_MASK, SYN
+from .addrmap import HostAddrs
 from .limits import NOFILE
 
 if TYPE_CHECKING:
@@ -101,7 +102,6 @@ _LINGER0 = struct.pack("ii", 1, 0)
 _ZERO4 = bytes(4)
 
 
-_LOOP6 = bytes(15) + b"\x01"
 _V4MAPPED = bytes(10) + b"\xff\xff"
 
 
@@ -198,15 +198,7 @@ class TcpFlows:
         self.delayed: dict[Conn, float] = {}
         self.sndbuf0 = 0  # SO_SNDBUF of a new socket, read once
         self.isn = ptcp.IsnGenerator(_ISN_SECRET)
-        # how loopback peers and the host's own address appear to the guest:
-        # version -> (as what loopback appears, the configured address (the
-        # host's own unless -a), as what that appears); the gateway is the
-        # last fallback
-        self.seen_as: dict[int, tuple[bytes, bytes, bytes]] = {}
-        for version, fa in ((4, cfg.v4), (6, cfg.v6)):
-            if fa is not None:
-                lo = (fa.host_lo or fa.gw).packed
-                self.seen_as[version] = (lo, fa.addr.packed, fa.guest_map.packed if fa.guest_map else lo)
+        self.addrs = HostAddrs(cfg)  # how loopback peers and the host's own address appear
         self.guest4 = cfg.v4.addr.packed if cfg.v4 else None
         self.guest6 = cfg.v6.addr.packed if cfg.v6 else None
         mtu = cfg.mtu or 65520
@@ -807,13 +799,10 @@ class TcpFlows:
             return self._abort_sock(cs)
         version = 4 if len(raw) == 4 else 6
         guest = self.guest4 if version == 4 else self.guest6
-        seen = self.seen_as.get(version)
-        if guest is None or seen is None:
+        gw = self.addrs.gw[version]
+        if guest is None or gw is None:
             return self._abort_sock(cs)
-        if raw == guest or raw == seen[1]:  # the guest may use another address than ours
-            raw = seen[2]
-        elif raw[0] == 127 if version == 4 else raw == _LOOP6:
-            raw = seen[0]
+        raw = self.addrs.seen_as(version, raw, guest) or gw  # with nothing mapped: the gateway
         key = (guest, target, raw, peer[1])
         if key in self.conns:
             return self._abort_sock(cs)

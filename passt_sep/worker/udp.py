@@ -54,6 +54,7 @@ from .. import ipc
 from ..log import DEBUG, log
 from ..proto import udp as pudp
 from ..proto.packet import Packet
+from .addrmap import ANY6, LOOP6, HostAddrs
 from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SockFlow, SockFlows
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .limits import NOFILE
@@ -69,13 +70,7 @@ MAX_FLOWS = max(16, min(8192, NOFILE // 4))  # outbound flows, both families tog
 MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
 
 _LOOP4 = socket.inet_pton(socket.AF_INET, "127.0.0.1")
-_LOOP6 = socket.inet_pton(socket.AF_INET6, "::1")
-_ANY6 = bytes(16)
 _V4MAPPED = bytes(10) + b"\xff\xff"
-
-
-def _is_loopback(version: int, raw: bytes) -> bool:
-    return raw[0] == 127 if version == 4 else raw == _LOOP6
 
 
 def _bad_destination(version: int, raw: bytes) -> str | None:
@@ -88,7 +83,7 @@ def _bad_destination(version: int, raw: bytes) -> str | None:
         return None
     if raw[0] == 0xFF:
         return "udp to multicast"
-    if raw == _LOOP6 or raw == _ANY6:
+    if raw == LOOP6 or raw == ANY6:
         return "udp to loopback or unspecified"
     return None
 
@@ -144,18 +139,10 @@ class UdpFlows(SockFlows[Flow]):
         self.inbound: dict[int, Inbound] = {}
         # (version, guest port, address as the guest sees it, peer port) -> Peer
         self.peers: dict[tuple[int, int, bytes, int], Peer] = {}
-        self.gw = {4: cfg.v4.gw.packed if cfg.v4 else None, 6: cfg.v6.gw.packed if cfg.v6 else None}
-        # the addresses leading to the host's loopback and (--map-guest-addr) to its own address
-        self.host_lo: dict[int, bytes | None] = {4: None, 6: None}
-        self.guest_map: dict[int, bytes | None] = {4: None, 6: None}
-        for version, fa in ((4, cfg.v4), (6, cfg.v6)):
-            if fa is not None:
-                self.host_lo[version] = fa.host_lo.packed if fa.host_lo is not None else None
-                self.guest_map[version] = fa.guest_map.packed if fa.guest_map is not None else None
+        self.addrs = HostAddrs(cfg)
         # the guest's address (also the host's own): last one seen in use
         self.guest = {4: cfg.v4.addr.packed if cfg.v4 else None,
                       6: cfg.v6.addr.packed if cfg.v6 else None}
-        self.own = dict(self.guest)  # the configured address (shared with the host)
         self.dns: dict[int, tuple[bytes, tuple[str, int]] | None] = {4: None, 6: None}
         for v, fam in ((cfg.v4, socket.AF_INET), (cfg.v6, socket.AF_INET6)):
             if v is not None and v.dns_match is not None and v.dns_host is not None:
@@ -214,12 +201,12 @@ class UdpFlows(SockFlows[Flow]):
             fam = socket.AF_INET if version == 4 else socket.AF_INET6
             host = socket.inet_pton(fam, sa[0])
             port = 53
-        elif dst == self.host_lo[version]:
-            host = _LOOP4 if version == 4 else _LOOP6
+        elif dst == self.addrs.lo[version]:
+            host = _LOOP4 if version == 4 else LOOP6
             sa = ("127.0.0.1" if version == 4 else "::1", dport)
             port = dport
-        elif dst == self.guest_map[version] and self.own[version] is not None:
-            host = self.own[version]
+        elif dst == self.addrs.guest_map[version] and (own := self.addrs.own[version]) is not None:
+            host = own
             sa = (socket.inet_ntop(socket.AF_INET if version == 4 else socket.AF_INET6, host), dport)
             port = dport
         else:
@@ -254,11 +241,7 @@ class UdpFlows(SockFlows[Flow]):
     # -- host to guest --------------------------------------------------------
     def _visible(self, version: int, raw: bytes) -> bytes | None:
         """The address a sender appears as to the guest (None: drop)."""
-        if raw == self.own[version] or raw == self.guest[version]:
-            return self.guest_map[version] or self.host_lo[version]
-        if _is_loopback(version, raw) or raw == (_ANY6 if version == 6 else bytes(4)):
-            return self.host_lo[version]
-        return raw
+        return self.addrs.seen_as(version, raw, self.guest[version])
 
     def _flow_readable(self, flow: Flow, ev: int) -> None:
         sock = flow.sock
@@ -355,7 +338,7 @@ class UdpFlows(SockFlows[Flow]):
                 version, raw = 4, socket.inet_pton(socket.AF_INET, addr[0])
             guest = self.guest[version]
             src = self._visible(version, raw)
-            if guest is None or src is None or self.gw[version] is None:
+            if guest is None or src is None or self.addrs.gw[version] is None:
                 continue
             if n > pudp.max_payload(version):
                 self.stats["too_big"] += 1

@@ -93,7 +93,7 @@ def test_map_guest_addr_leads_to_the_guests_address(listeners) -> None:  # noqa:
     s.close()
     assert _connect(b, "169.254.1.3", port) == errno.EACCES  # other link-local: refused
     rules = b.tcp_rules[socket.AF_INET]
-    assert rules is not None and rules.gw_mapped is None  # --no-map-gw: the gateway is not loopback
+    assert rules is not None and rules.lo_mapped is None  # --no-map-gw: the gateway is not loopback
 
 
 MSG_FASTOPEN = 0x20000000
@@ -160,9 +160,9 @@ def test_forbidden_destinations_get_no_socket(addr: str) -> None:
 def test_without_map_gw_the_gateway_is_not_mapped() -> None:
     # (no connect here: without the mapping it would leave for 192.0.2.1)
     b = Broker(_config(map_gw=False), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
-    assert all(r is not None and r.gw_mapped is None for r in b.tcp_rules.values())
+    assert all(r is not None and r.lo_mapped is None for r in b.tcp_rules.values())
     b = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
-    assert [r.gw_mapped for r in b.tcp_rules.values() if r] == [GW4.packed, GW6.packed]
+    assert [r.lo_mapped for r in b.tcp_rules.values() if r] == [GW4.packed, GW6.packed]
 
 
 def test_no_tcp_and_port_zero_are_refused() -> None:
