@@ -585,11 +585,16 @@ class HostNS(Namespace):
         """A started GuestNS, closed with this HostNS."""
         return GuestNS(self, name).start()
 
-    def pasta(self, guest: GuestNS, *args: str, v6: bool = False) -> subprocess.Popen:
+    def pasta(self, guest: GuestNS, *args: str, v6: bool = False, quiet: bool = True,
+              **popen_kw: Any) -> subprocess.Popen:
         """``pasta -f -q --config-net ARGS --netns`` attached to guest, once eth0
-        there has the host's IPv4 address (and its IPv6 one with ``v6``)."""
-        p = self.popen([PASTA, "-f", "-q", "--config-net", *args, "--netns", guest.netns_path],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        there has the host's IPv4 address (and its IPv6 one with ``v6``).
+        ``quiet=False`` leaves out -q (for -d); ``popen_kw`` (stdout, stderr,
+        env...) go to Popen."""
+        kw: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}
+        kw.update(popen_kw)
+        p = self.popen([PASTA, "-f", *(["-q"] if quiet else []), "--config-net", *args,
+                        "--netns", guest.netns_path], **kw)
 
         def configured() -> bool:
             if v6 and HOST_ADDR6 not in guest.run("ip -6 addr show eth0", check=False).stdout:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netenv import GW_ADDR4, HOST_ADDR4, PASTA, HostNS, cpu_seconds, wait_for, worker_of
+from tests.netenv import GW_ADDR4, HostNS, cpu_seconds, worker_of
 
 pytestmark = pytest.mark.integration
 
@@ -41,9 +41,7 @@ def _run(host: HostNS, tmp_path: Path, env_value: str | None) -> tuple[dict, flo
         env["PASST_SEP_BUSY_POLL_US"] = env_value
     log = tmp_path / "pasta.log"
     with log.open("w") as out:
-        p = host.popen([PASTA, "-f", "-d", "--config-net", "--netns", guest.netns_path],
-                       stdout=out, stderr=subprocess.STDOUT, env=env)
-    assert wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
+        p = host.pasta(guest, "-d", quiet=False, stdout=out, stderr=subprocess.STDOUT, env=env)
     r = guest.client("tcp-pingpong", GW_ADDR4, srv.port, "--count", str(ROUND_TRIPS), timeout=120)
     assert r["ok"], r
     sink = host.serve("tcp-sink", "127.0.0.1")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netenv import GW_ADDR4, HOST_ADDR4, PASTA, PYTHON, HostNS, stop_process, wait_for
+from tests.netenv import GW_ADDR4, PYTHON, HostNS, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,10 +42,9 @@ print(refused)
 def test_log_size_keeps_the_file_bounded(host: HostNS, tmp_path: Path) -> None:
     guest = host.guest()
     log = tmp_path / "pasta.log"
-    p = host.popen([PASTA, "-f", "-d", "-l", str(log), "--log-size", str(LIMIT), "--config-net",
-                    "--netns", guest.netns_path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = host.pasta(guest, "-d", "-l", str(log), "--log-size", str(LIMIT), quiet=False,
+                   stderr=subprocess.DEVNULL)
     try:
-        assert wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
         header = log.read_bytes().split(b"\n", 1)[0]
         assert b"pasta" in header
         for flood in range(3):
