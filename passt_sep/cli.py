@@ -99,11 +99,6 @@ OPTIONS: tuple[Opt, ...] = (
 _BY_LONG = {o.long: o for o in OPTIONS}
 _BY_SHORT = {o.short: o for o in OPTIONS if o.short}
 
-# Accepted for compatibility, but their feature is not built yet: refusing
-# them is safer than silently doing something else.
-NOT_YET: dict[str, str] = {}
-
-
 @dataclass(frozen=True)
 class Options:
     """What the command line says, values checked, nothing looked up yet."""
@@ -314,8 +309,6 @@ def parse_args(mode: str, argv: list[str]) -> Options:
         if name in seen and not opt.repeat and opt.arg:
             raise UsageError(f"Multiple --{name} options given")
         seen.add(name)
-        if name in NOT_YET:
-            raise UsageError(NOT_YET[name])
         v = value or ""
         if name in ("debug", "trace", "quiet", "foreground", "stderr", "no-tcp", "no-udp",
                     "no-icmp", "no-dhcp", "no-ndp", "no-dhcpv6", "no-ra", "one-off",
