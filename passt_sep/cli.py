@@ -99,6 +99,7 @@ OPTIONS: tuple[Opt, ...] = (
 _BY_LONG = {o.long: o for o in OPTIONS}
 _BY_SHORT = {o.short: o for o in OPTIONS if o.short}
 
+
 @dataclass(frozen=True)
 class Options:
     """What the command line says, values checked, nothing looked up yet."""
