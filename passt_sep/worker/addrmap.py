@@ -38,13 +38,19 @@ class HostAddrs:
                 self.gw[version] = fa.gw.packed
 
     def seen_as(self, version: int, raw: bytes, guest: bytes | None = None) -> bytes | None:
-        """The address a host-side peer at raw appears as to the guest, None
-        when nothing is mapped for it. The configured address, and the one
-        the guest last used (``guest``), appear as --map-guest-addr if given,
-        else as the loopback-mapped address; loopback and the unspecified
-        address as the loopback-mapped one; anyone else as themselves."""
+        """The address a host-side peer at raw appears as to the guest.
+
+        The configured address, and the one the guest last used
+        (``guest``), appear as --map-guest-addr if given, else as the
+        loopback-mapped address; loopback and the unspecified address as
+        the loopback-mapped one; anyone else as themselves. A peer that no
+        mapping covers (``--no-map-gw`` and nothing given instead) appears
+        as the gateway, the address our frames come from, as in passt
+        (``fwd_nat_from_host`` falls back to ``our_tap_addr``); None only
+        without a gateway of that family.
+        """
         if raw == self.own[version] or raw == guest:
-            return self.guest_map[version] or self.lo[version]
+            return self.guest_map[version] or self.lo[version] or self.gw[version]
         if is_loopback(version, raw) or raw == (ANY4 if version == 4 else ANY6):
-            return self.lo[version]
+            return self.lo[version] or self.gw[version]
         return raw

@@ -802,7 +802,7 @@ class TcpFlows:
         gw = self.addrs.gw[version]
         if guest is None or gw is None:
             return self._abort_sock(cs)
-        raw = self.addrs.seen_as(version, raw, guest) or gw  # with nothing mapped: the gateway
+        raw = self.addrs.seen_as(version, raw, guest) or gw
         key = (guest, target, raw, peer[1])
         if key in self.conns:
             return self._abort_sock(cs)

@@ -11,9 +11,11 @@ loopback, and every transfer is checked by sha256 (netserve's tcp-send).
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from tests.netenv import GW_ADDR4, HOST_ADDR4, HOST_ADDR6, GuestNS, HostNS, stop_process
+from tests.netenv import GW_ADDR4, HOST_ADDR4, HOST_ADDR6, PYTHON, GuestNS, HostNS, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -108,5 +110,37 @@ def test_gateway_resolver_is_asked_not_the_hosts_loopback(host: HostNS) -> None:
     try:
         res = guest.client("udp-echo-check", GW_ADDR4, echo.port, "--count", "5")
         assert res["ok"], res
+    finally:
+        stop_process(p)
+
+
+# a UDP echo in the guest that prints each sender's address
+_ECHO_SOURCES = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(20)
+print("ready", flush=True)
+for _ in range(int(sys.argv[2])):
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+    print(peer[0], flush=True)
+"""
+
+
+def test_no_map_gw_inbound_udp_from_the_host_appears_as_the_gateway(host: HostNS) -> None:
+    """-u with nothing mapped: a datagram from the host's own address reaches
+    the guest from the gateway, as passt's fwd_nat_from_host does (it was
+    dropped before), and the guest's answer gets back to the sender."""
+    guest = host.guest()
+    p = host.pasta(guest, "--no-map-gw", "-u", str(FWD_PORT))
+    try:
+        srv = guest.popen([PYTHON, "-c", _ECHO_SOURCES, str(FWD_PORT), "3"],
+                          stdout=subprocess.PIPE, text=True)
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
+        res = host.client("udp-echo-check", HOST_ADDR4, FWD_PORT, "--count", "3", "--bind", HOST_ADDR4)
+        assert res["ok"], res
+        srv.wait(timeout=10)
+        assert srv.stdout.read().split() == [GW_ADDR4] * 3
     finally:
         stop_process(p)
