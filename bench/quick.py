@@ -15,14 +15,24 @@ compare them in the same minutes:
 
 Cases: crr_out / crr_in (connect, 1 byte each way, close; from the
 namespace to the gateway address, or from the host's address to -t),
-rr_out / rr_in (1-byte round trips on one connection), splice_out /
-splice_in (iperf3 through -T / -t between the loopbacks).
+rr_out / rr_in (1-byte round trips on one connection), crr_loout /
+crr_loin and rr_loout / rr_loin (the same between the loopbacks, through
+-T and a spliced -t), splice_out / splice_in (iperf3 through -T / -t
+between the loopbacks).
+
+``--split`` adds, for the rr and crr cases, where all the CPU of an
+operation went: user and system time per operation of pasta's parent and
+worker, of the loopback server and of the client (from /proc and the
+client's rusage), and how busy the machine's CPUs were (/proc/stat). That
+is the budget docs/performance.md ("Session 5") reasons with.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import time
@@ -53,20 +63,23 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=3000, help="connections per crr run (rr: 5x this)")
     ap.add_argument("--time", type=int, default=4, help="iperf3 seconds for the splice cases")
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--split", action="store_true", help="user/system CPU of every process, per operation")
     a = ap.parse_args()
     cases = a.cases.split(",")
     with HostNS(gateway=False) as host:
         guest = host.guest()
         guest.run("ip link set lo up")
+        servers = {}
         for ns, addr, port in ((host, "127.0.0.1", RR_PORT_HOST), (guest, "0.0.0.0", RR_PORT_NS)):
             srv = ns.popen([PYTHON, RR, "server", addr, str(port)], stdout=subprocess.PIPE)
             assert srv.stdout is not None
             srv.stdout.readline()  # "ready" (the server exits with the namespace)
+            servers[port] = _python_child(srv.pid)
         if any(c.startswith("splice") for c in cases):
             host.popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(IPERF_HOST)], stdout=subprocess.DEVNULL)
             guest.popen(["iperf3", "-s", "-p", str(IPERF_NS)], stdout=subprocess.DEVNULL)
         p = host.popen([*a.pasta.split(), "-f", "-q", "--config-net", "-t", f"{RR_PORT_NS},{IPERF_NS}",
-                        "-T", str(IPERF_HOST), "--netns", guest.netns_path])
+                        "-T", f"{IPERF_HOST},{RR_PORT_HOST}", "--netns", guest.netns_path])
         if not wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr", check=False).stdout, 10):
             sys.exit("quick: the namespace was not configured")
         time.sleep(0.5)
@@ -88,18 +101,69 @@ def main() -> None:
                     continue
                 mode = "connrate" if kind == "crr" else "pingpong"
                 n = a.count if kind == "crr" else a.count * 5
-                if where == "out":
-                    r = guest.run([PYTHON, RR, mode, GW_ADDR4, str(RR_PORT_HOST), "--count", str(n)], timeout=60)
-                else:
-                    r = host.run([PYTHON, RR, mode, HOST_ADDR4, str(RR_PORT_NS), "--count", str(n)], timeout=60)
+                outbound = where in ("out", "loout")
+                watched = [*pids, servers[RR_PORT_HOST if outbound else RR_PORT_NS]]
+                before = (_times(watched), resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_busy())
+                # "lo": between the loopbacks, through -T / a spliced -t
+                ns, port = (guest, RR_PORT_HOST) if outbound else (host, RR_PORT_NS)
+                addr = "127.0.0.1" if where.startswith("lo") else GW_ADDR4 if outbound else HOST_ADDR4
+                r = ns.run([PYTHON, RR, mode, addr, str(port), "--count", str(n)], timeout=60)
                 c1, p1 = cpu_seconds(pids), cpu_seconds(pids[:1])
                 j = json.loads(r.stdout)
                 done = j.get("connections") or j.get("round_trips") or 1
                 res.setdefault(case, []).append(
                     f"{j['rate']:.0f}/s, {1e6 * (c1 - c0) / done:.0f} µs CPU per op "
                     f"(parent {1e6 * (p1 - p0) / done:.0f})")
+                if a.split:
+                    after = (_times(watched), resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_busy())
+                    res.setdefault(case + " split", []).append(_split(before, after, len(pids), done))
         stop_process(p)
     print(json.dumps(res, ensure_ascii=False))
+
+
+def _python_child(pid: int) -> int:
+    """The server itself: the process nsenter runs (its only child), else pid."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+    except OSError:
+        return pid
+    return int(kids[0]) if kids else pid
+
+
+def _times(pids: list[int]) -> list[tuple[float, float]]:
+    """(user, system) seconds of each process."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) / tck, int(fields[12]) / tck))
+        except (OSError, IndexError, ValueError):
+            out.append((0.0, 0.0))
+    return out
+
+
+def _cpu_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs; idle and iowait are not busy."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def _split(before, after, npasta: int, done: int) -> str:  # type: ignore[no-untyped-def]
+    """'name u.. s..' in µs per operation, for pasta's processes, the server and the client."""
+    names = (["pasta"] if npasta == 1 else ["parent"] + [f"worker{i or ''}" for i in range(npasta - 1)]) + ["server"]
+    parts = []
+    for name, (u0, s0), (u1, s1) in zip(names, before[0], after[0], strict=True):
+        parts.append(f"{name} u{1e6 * (u1 - u0) / done:.0f} s{1e6 * (s1 - s0) / done:.0f}")
+    r0, r1 = before[1], after[1]
+    parts.append(f"client u{1e6 * (r1.ru_utime - r0.ru_utime) / done:.0f} "
+                 f"s{1e6 * (r1.ru_stime - r0.ru_stime) / done:.0f}")
+    (b0, t0), (b1, t1) = before[2], after[2]
+    parts.append(f"CPUs {100 * (b1 - b0) / max(t1 - t0, 1):.0f}% busy")
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class NsThread:
     """A thread inside the guest's netns that runs functions for the parent."""
 
     def __init__(self, netns_fd: int) -> None:
-        self.q: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event] | None] = (
+        self.q: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event | None] | None] = (
             queue.SimpleQueue())
         ready: list[BaseException | None] = []
         started = threading.Event()
@@ -88,6 +88,12 @@ class NsThread:
                 if item is None:
                     return
                 fn, out, done = item
+                if done is None:  # post(): nobody waits for the result
+                    try:
+                        fn()
+                    except Exception as e:  # noqa: BLE001 - the thread serves on
+                        log.debug(f"namespace thread: {e}")
+                    continue
                 try:
                     out.append((True, fn()))
                 except BaseException as e:  # noqa: BLE001 - handed to the caller
@@ -112,22 +118,15 @@ class NsThread:
             raise val
         return val
 
+    def post(self, fn: Callable[[], Any]) -> None:
+        """Run fn inside the namespace later, without waiting for it (errors are logged)."""
+        if not self.t.is_alive():
+            raise OSError(errno.ESRCH, "namespace thread is gone")
+        self.q.put((fn, [], None))
+
     def close(self) -> None:
         """Let the thread end."""
         self.q.put(None)
-
-
-def loop_connect(family: int, port: int) -> socket.socket:
-    """A TCP socket connecting (non-blocking) to loopback:port in the calling thread's netns."""
-    s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-    try:
-        rc = s.connect_ex(("127.0.0.1" if family == socket.AF_INET else "::1", port))
-        if rc not in (0, errno.EINPROGRESS):
-            raise OSError(rc, os.strerror(rc))
-    except OSError:
-        s.close()
-        raise
-    return s
 
 
 def loop_udp(family: int, port: int) -> socket.socket:

@@ -20,8 +20,11 @@ from sandbox.fdpass import send_fds
 from .. import ipc
 from ..config import Config
 from ..log import log
+from .sockpool import SocketPool, loop_connect
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .autofwd import Forwarder
 
 _CONNECT_OPS = frozenset({ipc.OP_TCP_CONNECT, ipc.OP_NS_LOOP_CONNECT, ipc.OP_HOST_LOOP_CONNECT})
@@ -88,6 +91,12 @@ class Broker:
                          ipc.OP_NS_LOOP_UDP: self.ns_loop_udp, ipc.OP_HOST_LOOP_UDP: self.host_loop_udp}
         # TCP connect, once per guest SYN: its rules precomputed per family
         self.tcp_rules = {socket.AF_INET: _TcpRules.of(cfg, 4), socket.AF_INET6: _TcpRules.of(cfg, 6)}
+        # sockets made ahead of need (sockpool.py): the host's now, the
+        # namespace's once the splice path first asks
+        self.families = [f for f in (socket.AF_INET, socket.AF_INET6) if self._family_ok(f)]
+        self.host_pool = SocketPool(self.families)
+        self.ns_pool: SocketPool | None = None
+        self.after_reply: Callable[[], None] | None = None  # a pool to top up once the reply is out
 
     def _family_ok(self, family: int) -> bool:
         return (family == socket.AF_INET and self.cfg.v4 is not None) or (
@@ -163,7 +172,9 @@ class Broker:
             return errno.EACCES  # not a destination the guest may reach: a RST
         else:
             dest = socket.inet_ntop(req.family, raw)
-        s = socket.socket(req.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        pool = self.host_pool
+        self.after_reply = pool.refill
+        s = pool.take(req.family) or socket.socket(req.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
             if not loopback:
                 if rules.ifname:
@@ -228,8 +239,13 @@ class Broker:
         if (fwd is None or self.cfg.opts.no_tcp or req.port == 0
                 or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.ns_target_ok(req.port)):
             return errno.EPERM
-        from .autofwd import loop_connect
-
+        pool = self.ns_pool
+        if pool is None:
+            pool = self.ns_pool = SocketPool(self.families, post=fwd.ns.post)
+        self.after_reply = pool.refill
+        s = pool.take(req.family)
+        if s is not None:  # made in the namespace: connects there from this thread
+            return loop_connect(req.family, req.port, s)
         return fwd.ns.call(lambda: loop_connect(req.family, req.port))  # type: ignore[no-any-return]
 
     def host_loop_connect(self, req: ipc.Request) -> socket.socket | int:
@@ -242,9 +258,8 @@ class Broker:
         if (fwd is None or self.cfg.opts.no_tcp or req.port == 0
                 or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.host_target_ok(req.port)):
             return errno.EPERM
-        from .autofwd import loop_connect
-
-        return loop_connect(req.family, req.port)
+        self.after_reply = self.host_pool.refill
+        return loop_connect(req.family, req.port, self.host_pool.take(req.family))
 
     def ns_loop_udp(self, req: ipc.Request) -> socket.socket | int:
         """UDP splice path of -u: a socket in the namespace, loopback to loopback:port.
@@ -276,7 +291,13 @@ class Broker:
         return loop_udp(req.family, req.port)
 
     def handle(self, data: bytes) -> None:
-        """Answer one request message."""
+        """Answer one request message, then top up the socket pool it drew on."""
+        self._answer(data)
+        after, self.after_reply = self.after_reply, None
+        if after is not None:
+            after()
+
+    def _answer(self, data: bytes) -> None:
         req = ipc.unpack_request(data)
         if req is None:
             self.refused += 1

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from passt_sep.setup.sockpool import POOL_SIZE
 from tests.netenv import HOST_ADDR4, PYTHON, GuestNS, HostNS
 from tests.pcap import ports_in_pcap
 
@@ -115,8 +116,15 @@ HELPER = textwrap.dedent('''
             return {"error": type(e).__name__, "bytes": got}
         return {"sha": h.hexdigest(), "bytes": got}
 
+    def fetch_many(addr, port, count):
+        """count connections one after the other, each read to EOF: their sha256s."""
+        shas = [fetch(addr, port, 0).get("sha") for _ in range(count)]
+        return {"shas": sorted(set(map(str, shas))), "count": len(shas)}
+
     mode = sys.argv[1]
-    if mode == "serve-tail":
+    if mode == "fetch-many":
+        print(json.dumps(fetch_many(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    elif mode == "serve-tail":
         serve_tail(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif mode == "fetch-n":
         print(json.dumps(fetch_n(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
@@ -246,6 +254,24 @@ def test_tail_after_bulk_is_not_held_back(env: Env, direction: str) -> None:
     res = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {"error": r.stderr}
     assert res.get("sha") == expected_sha(n, 11 if direction == "to-host" else 12), res
     srv.terminate()
+    env.alive()
+
+
+@pytest.mark.parametrize("loop", ["127.0.0.1", "::1"], ids=["v4", "v6"])
+def test_more_connections_than_the_socket_pools_hold(env: Env, loop: str) -> None:
+    """The parent connects sockets it made ahead (setup/sockpool.py), the
+    namespace's ones made by its namespace thread: 3 x POOL_SIZE connections
+    in a row each way drain and refill the pools, and every one must reach
+    the server on the right side (its seeded bytes, by sha256), never the
+    other side's listener of the same port."""
+    count, n = 3 * POOL_SIZE, 64 * 1024
+    for ns_srv, ns_cli, port, seed in ((env.guest, env.host, T_PORTS[0] if loop == "127.0.0.1" else T_PORTS[1], 31),
+                                       (env.host, env.guest, NS_PORTS[0] if loop == "127.0.0.1" else NS_PORTS[1], 32)):
+        srv = env.serve(ns_srv, loop, port, n, seed)
+        r = ns_cli.run([PYTHON, str(env.helper), "fetch-many", loop, str(port), str(count)], timeout=60, check=False)
+        srv.terminate()
+        res = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {"error": r.stderr}
+        assert res == {"shas": [expected_sha(n, seed)], "count": count}, res
     env.alive()
 
 
