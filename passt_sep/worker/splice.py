@@ -204,10 +204,10 @@ class Splicer:
         c = SpliceConn(cs, kind, target, self.w.now())
         self.conns.add(c)
         op = ipc.OP_NS_LOOP_CONNECT if kind == KIND_IN else ipc.OP_HOST_LOOP_CONNECT
-        self.w.broker.request(op, family, lambda fd, err, c=c: self._got_socket(c, fd, err),
+        self.w.broker.request(op, family, lambda fd, err, c=c: self._got_socket(c, family, fd, err),
                               port=target)
 
-    def _got_socket(self, c: SpliceConn, fd: int | None, err: int) -> None:
+    def _got_socket(self, c: SpliceConn, family: int, fd: int | None, err: int) -> None:
         if c.closed:
             if fd is not None:
                 os.close(fd)
@@ -217,19 +217,22 @@ class Splicer:
             log.debug(f"splice to port {c.port}: errno {err}")
             self._close(c, reset=True)
             return
-        try:
-            b = socket.socket(fileno=fd)
-            b.setblocking(False)
+        try:  # the broker's sockets are non-blocking: saying so spares CPython's own queries
+            b = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, fileno=fd)
         except OSError:
             os.close(fd)
             self._close(c, reset=True)
             return
         c.b, c.bfd = b, b.fileno()
+        if err == ipc.STATUS_CONNECTED:  # the usual case on loopback: the parent saw it connected
+            self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV_IN)
+            if self._connected(c, checked=True):
+                # whatever either side sent meanwhile
+                self._event(c, c.ba, c.ab, select.EPOLLIN | select.EPOLLOUT)
+            return
         # wait for the connect to complete before touching the accepted side
         self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV_OUT)
         c.out_armed.add(c.bfd)
-        if err == ipc.STATUS_CONNECTED:  # the usual case on loopback
-            self._b_event(c, select.EPOLLOUT)
 
     def _pipe(self) -> tuple[int, int, int] | None:
         if self.pipes:
@@ -246,9 +249,11 @@ class Splicer:
             pass
         return rd, wr, size
 
-    def _connected(self, c: SpliceConn) -> bool:
+    def _connected(self, c: SpliceConn, checked: bool = False) -> bool:
+        """b's connect completed: pipes, and watch a; False if it failed
+        (``checked``: the parent already saw it connected, no SO_ERROR)."""
         assert c.b is not None
-        err = c.b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        err = 0 if checked else c.b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             self.stats["refused"] += 1
             log.debug(f"splice to port {c.port}: connect: {os.strerror(err)}")
