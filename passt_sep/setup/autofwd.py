@@ -129,15 +129,18 @@ class NsThread:
         self.q.put(None)
 
 
-def loop_udp(family: int, port: int) -> socket.socket:
-    """A UDP socket bound to loopback (kernel's port), connected to loopback:port, in this netns.
+def loop_udp(family: int, port: int, s: socket.socket | None = None) -> socket.socket:
+    """A UDP socket bound to loopback (kernel's port), connected to loopback:port:
+    s (unbound, from a socket pool, of the namespace it was made in) or a
+    new one of the calling thread's netns.
 
     One per loopback sender of the UDP splice path: its source port is the
     sender's identity for the server, and being connected it receives only
     the server's replies.
     """
     loop = "127.0.0.1" if family == socket.AF_INET else "::1"
-    s = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    if s is None:
+        s = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -96,6 +96,7 @@ class Broker:
         self.families = [f for f in (socket.AF_INET, socket.AF_INET6) if self._family_ok(f)]
         self.host_pool = SocketPool(self.families)
         self.ns_pool: SocketPool | None = None
+        self.ns_udp_pool: SocketPool | None = None
         self.after_reply: Callable[[], None] | None = None  # a pool to top up once the reply is out
 
     def _family_ok(self, family: int) -> bool:
@@ -274,6 +275,13 @@ class Broker:
             return errno.EPERM
         from .autofwd import loop_udp
 
+        pool = self.ns_udp_pool
+        if pool is None:
+            pool = self.ns_udp_pool = SocketPool(self.families, post=fwd.ns.post, kind=socket.SOCK_DGRAM)
+        self.after_reply = pool.refill
+        s = pool.take(req.family)
+        if s is not None:  # made in the namespace: binds and connects there from this thread
+            return loop_udp(req.family, req.port, s)
         return fwd.ns.call(lambda: loop_udp(req.family, req.port))  # type: ignore[no-any-return]
 
     def host_loop_udp(self, req: ipc.Request) -> socket.socket | int:

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""TCP sockets made ahead of need, so that a connect request skips socket().
+"""Sockets made ahead of need, so that a connect request skips socket().
 
 Parent only. Owns, per network namespace and family, a few unconnected
-non-blocking TCP sockets, as passt keeps its TCP socket pools and refills
-them outside the path of a new connection. Two kinds:
+non-blocking TCP (or UDP) sockets, as passt keeps its TCP socket pools and
+refills them outside the path of a new connection. Three uses:
 
 - the host's (``OP_TCP_CONNECT``, ``OP_HOST_LOOP_CONNECT``): made by the
   parent's main thread, one after each reply, while the worker already
@@ -13,7 +13,9 @@ them outside the path of a new connection. Two kinds:
   time, without the main thread waiting for it. A socket belongs to the
   namespace it was made in whichever thread calls ``connect()`` later, so
   taking one costs no hand-off to that thread; before the pool, every
-  spliced inbound connection waited for two thread switches.
+  spliced inbound connection waited for two thread switches;
+- the guest's UDP sockets for ``OP_NS_LOOP_UDP`` (a host loopback sender
+  on a ``-u`` port), the same way: bound and connected by the main thread.
 
 The sockets never leave the parent unconnected: the broker takes one,
 starts its connect and only then hands it over (docs/security.md: an
@@ -36,9 +38,9 @@ POOL_SIZE = 8  # per family (passt's TCP_SOCK_POOL_SIZE is 32 over more uses)
 REFILL_AT = 4  # the namespace's pool is topped up in a batch when this low
 
 
-def new_tcp(family: int) -> socket.socket:
-    """An unconnected non-blocking TCP socket of the calling thread's netns."""
-    return socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+def new_socket(family: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """An unconnected non-blocking socket (TCP unless kind says) of the calling thread's netns."""
+    return socket.socket(family, kind | socket.SOCK_NONBLOCK)
 
 
 def loop_connect(family: int, port: int, s: socket.socket | None = None) -> socket.socket:
@@ -58,7 +60,7 @@ def loop_connect(family: int, port: int, s: socket.socket | None = None) -> sock
 
 
 class SocketPool:
-    """Ready TCP sockets of one namespace, per family.
+    """Ready sockets of one namespace and type (``kind``), per family.
 
     ``post``: None if the sockets are made by the caller's thread (the
     host's pool), else a function that runs a job later in the thread that
@@ -66,8 +68,9 @@ class SocketPool:
     """
 
     def __init__(self, families: Iterable[int], post: Callable[[Callable[[], None]], None] | None = None,
-                 size: int = POOL_SIZE) -> None:
+                 size: int = POOL_SIZE, kind: int = socket.SOCK_STREAM) -> None:
         self.ready: dict[int, list[socket.socket]] = {f: [] for f in families}
+        self.kind = kind
         self.post = post
         self.size = size
         self.pending = False  # a batch job is queued or running (namespace pool)
@@ -107,7 +110,7 @@ class SocketPool:
         for family, ready in self.ready.items():
             while len(ready) < size:
                 try:
-                    ready.append(new_tcp(family))
+                    ready.append(new_socket(family, self.kind))
                 except OSError as e:
                     if not self.failed:
                         log.debug(f"socket pool: {e.strerror}; sockets are made on demand")

@@ -13,6 +13,7 @@ UDP frame of these ports.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,4 +140,40 @@ def test_U_no_server_on_host(env: Env) -> None:
     """Nothing on the host's port: datagrams are lost (counted), pasta carries on."""
     r = window_run(env.guest, "127.0.0.1", U_OUT, 3, 100, 1, 0.5)
     assert r["lost"] == 3, r
+    env.alive()
+
+
+MANY_SENDERS = r"""
+import json, os, socket, sys
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+ok = 0
+for i in range(n):
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:  # a new source port: a new flow
+        s.settimeout(5)
+        payload = os.urandom(64) + str(i).encode()
+        s.sendto(payload, (addr, port))
+        try:
+            ok += s.recv(200) == payload
+        except OSError:
+            pass
+print(json.dumps({"ok": ok, "n": n}))
+"""
+
+
+@pytest.mark.parametrize("loop", ["127.0.0.1", "::1"], ids=["v4", "v6"])
+def test_u_more_senders_than_the_socket_pool_holds(env: Env, loop: str) -> None:
+    """Each new host loopback sender gets a namespace socket from the
+    parent's pool (setup/sockpool.py, made by its namespace thread, bound
+    and connected by the main thread): 3 x POOL_SIZE senders in a row each
+    get their own datagram echoed back by the namespace's server."""
+    from passt_sep.setup.sockpool import POOL_SIZE
+
+    n = 3 * POOL_SIZE
+    srv = env.guest.serve("udp-echo", loop, U_IN)
+    try:
+        r = env.host.run([PYTHON, "-c", MANY_SENDERS, loop, str(U_IN), str(n)], timeout=60, check=False)
+    finally:
+        srv.stop()
+    assert r.stdout.strip() and json.loads(r.stdout) == {"ok": n, "n": n}, r.stdout + r.stderr
     env.alive()

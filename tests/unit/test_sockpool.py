@@ -78,10 +78,10 @@ def test_a_dead_namespace_thread_or_no_fds_leaves_the_pool_empty(monkeypatch: py
     pool.refill()  # no exception, and it may try again later
     assert not pool.pending and pool.take(socket.AF_INET) is None
 
-    def no_fds(family: int) -> socket.socket:
+    def no_fds(family: int, kind: int = 0) -> socket.socket:
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(sockpool, "new_tcp", no_fds)
+    monkeypatch.setattr(sockpool, "new_socket", no_fds)
     host = SocketPool([socket.AF_INET])
     host.refill()
     assert host.failed and host.take(socket.AF_INET) is None
@@ -118,3 +118,13 @@ def test_broker_connects_a_pooled_socket_and_tops_the_pool_up() -> None:
         lst.close()
         a.close()
         b.close()
+
+
+def test_udp_pool_hands_out_unbound_datagram_sockets() -> None:
+    pool = SocketPool([socket.AF_INET], size=2, kind=socket.SOCK_DGRAM)
+    pool.refill()
+    s = pool.take(socket.AF_INET)
+    assert s is not None and s.type == socket.SOCK_DGRAM and not s.getblocking()
+    assert s.getsockname() == ("0.0.0.0", 0) and _enotconn(s)  # loop_udp binds and connects it
+    s.close()
+    pool.close()
