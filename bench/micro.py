@@ -113,13 +113,15 @@ def crr_once(w: Worker, tap: KeepTap, ls: socket.socket, sport: int) -> None:
     w.tcp._sock_event(c, select.EPOLLIN)
     assert _seg(tap.last)[2] & ptcp.PSH
     w.on_frame(_frame(sport, port, 1002, seq + 2, ptcp.ACK | ptcp.FIN))
+    w.tcp.flush()  # the end of the loop's batch: the half-close
     assert srv.recv(1) == b""
     srv.close()
     w.tcp._sock_event(c, select.EPOLLIN | select.EPOLLRDHUP)
     fin_seq, _, flags = _seg(tap.last)
     assert flags & ptcp.FIN, flags
     w.on_frame(_frame(sport, port, 1003, fin_seq + 1, ptcp.ACK))
-    assert c.closed
+    w.tcp.flush()
+    assert c.closed and c.sock is None
     if w.tcp.delayed:
         w.tcp.flush_delayed(float("inf"))
 

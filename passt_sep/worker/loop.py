@@ -315,7 +315,7 @@ class Worker:
                 h = handlers.get(fd)
                 if h is not None:
                     h(ev)
-            if tcp.pending:
+            if tcp.pending or tcp.ending:
                 tcp.flush()
             now = time.monotonic()
             if delayed:

@@ -130,7 +130,7 @@ class Conn:
         "dup_acks", "retrans", "last_progress", "last_activity", "created",
         "sock_eof", "fin_sent", "fin_ever", "fin_acked", "tap_fin", "out_blocked",
         "partial", "peek_off", "epoll_out", "closed", "ack_due", "ooo", "ooo_bytes",
-        "recover", "interactive", "more", "ev_data", "sndbuf", "rdhup",
+        "recover", "interactive", "more", "ev_data", "sndbuf", "rdhup", "shut_due",
     )
 
     def __init__(self, key: tuple[bytes, int, bytes, int], version: int, tmpl: ptcp.Template,
@@ -159,6 +159,7 @@ class Conn:
         self.epoll_out = False
         self.closed = False
         self.ack_due = False
+        self.shut_due = False  # the guest's FIN is taken: shutdown(SHUT_WR) at the flush
         self.interactive = True  # small segments get a delayed ACK (ACK_DELAY)
         # the socket may hold data not yet sent to the guest: set by EPOLLIN
         # (edge-triggered) and by a rewind, cleared when a peek comes up short
@@ -193,6 +194,8 @@ class TcpFlows:
         self.by_fd: dict[int, Conn] = {}
         self.max_conns = max_conns or max(16, min(MAX_CONNS_CAP, NOFILE - FD_RESERVE))
         self.pending: list[Conn] = []
+        # half-closes and closes left for the end of the batch (see flush)
+        self.ending: list[Conn] = []
         # connections owing the guest an ACK, by deadline (insertion order
         # is deadline order: the delay is constant)
         self.delayed: dict[Conn, float] = {}
@@ -453,8 +456,7 @@ class TcpFlows:
                 self._ctl(c, ACK)
                 return None
             if c.tap_fin and c.fin_acked:
-                self._ctl(c, ACK)
-                self._close(c)
+                self._end(c)
             elif (ACK_DELAY and c.interactive and dlen < c.mss and not c.ooo
                   and (c.seq_from_tap - c.seq_ack_to_tap) & SEQ_MASK < ACK_DELAY_MAX_OWED):
                 self._delay_ack(c)
@@ -466,10 +468,8 @@ class TcpFlows:
         """The guest's FIN is next in sequence: half-close the socket."""
         if c.sock is None:
             return
-        try:
-            c.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        c.shut_due = True
+        self.ending.append(c)
         c.tap_fin = True
         c.seq_from_tap = (c.seq_from_tap + 1) & SEQ_MASK
         c.last_progress = self.w.now()
@@ -599,7 +599,7 @@ class TcpFlows:
             c.last_progress = self.w.now()
         c.wnd_from_tap = wnd
         if c.fin_acked and c.tap_fin:
-            return self._close(c)
+            return self._end(c)
         if c.more and not c.fin_sent:
             self._send_data(c)
 
@@ -780,7 +780,15 @@ class TcpFlows:
             c.wnd_to_tap = 0xFFFF
 
     def flush(self) -> None:
-        """Send the ACKs that data from the guest made due (once per batch)."""
+        """The end of a batch: ACKs that data from the guest made due, then
+        the half-closes and closes that waited (once per batch).
+
+        Ending a connection (the socket's shutdown or close, the ACK of the
+        guest's last FIN) waits for the end of the batch because it is
+        nobody's latency: when the guest's FIN of one connection and the
+        SYN-ACK of the next arrive together, the next one's data goes out
+        first (a connection a second, back to back, is the common case).
+        """
         pending, self.pending = self.pending, []
         for c in pending:
             c.ack_due = False
@@ -788,6 +796,32 @@ class TcpFlows:
                 continue
             self._update_wnd(c)
             self._ctl(c, ACK)
+        ending, self.ending = self.ending, []
+        for c in ending:
+            sock = c.sock
+            if sock is None:
+                continue  # reset meanwhile
+            if c.shut_due:
+                c.shut_due = False
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+            if c.closed:  # _end: the guest's FIN acknowledged if still owed, then the socket goes
+                if c.seq_ack_to_tap != c.seq_from_tap:
+                    self._ctl(c, ACK)
+                self._release(c)
+
+    def _end(self, c: Conn) -> None:
+        """Both directions are over: the 4-tuple is free at once, the socket
+        and the last ACK wait for the flush (no event or timer reaches c)."""
+        if c.closed:
+            return
+        c.closed = True
+        self.conns.pop(c.key, None)
+        if c.ooo:
+            self._ooo_clear(c)
+        self.ending.append(c)
 
     # -- inbound ----------------------------------------------------------------
     def _inbound(self, cs: socket.socket, peer: tuple, target: int) -> None:
@@ -847,15 +881,20 @@ class TcpFlows:
         self.conns.pop(c.key, None)
         if c.ooo:
             self._ooo_clear(c)
+        if c.sock is not None:
+            if reset_peer:
+                try:
+                    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+                except OSError:
+                    pass
+            self._release(c)
+
+    def _release(self, c: Conn) -> None:
+        """Stop watching c's socket and close it."""
         sock = c.sock
         if sock is not None:
             self.by_fd.pop(c.fd, None)
             self.w.remove(c.fd)
-            if reset_peer:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
-                except OSError:
-                    pass
             sock.close()
             c.sock = None
             c.fd = -1

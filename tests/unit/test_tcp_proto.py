@@ -452,9 +452,15 @@ def test_data_both_ways_and_close() -> None:
     w.handlers[fd](select.EPOLLIN | select.EPOLLRDHUP)  # type: ignore[operator]
     (fin,) = _segs(w)
     assert fin.flags == tcp.FIN | tcp.ACK and fin.seq == isn + 6
+    w.frames.clear()
     flows.from_guest(parsed(tcp_frame(tcp.FIN | tcp.ACK, seq=1006, ack=isn + 7)))
+    assert not flows.conns  # both FINs acknowledged: the 4-tuple is free at once
+    assert not w.frames and fd in w.handlers  # the rest waits for the end of the batch
+    flows.flush()
     assert peer.recv(10) == b""  # the guest's FIN became shutdown(SHUT_WR)
-    assert not flows.conns and fd not in w.handlers  # both FINs acknowledged: gone
+    (last,) = _segs(w)
+    assert last.flags == tcp.ACK and last.ack == 1007  # the guest's FIN acknowledged
+    assert fd not in w.handlers
     peer.close()
 
 
@@ -498,8 +504,8 @@ def test_three_duplicate_acks_rewind() -> None:
 def test_half_closed_timeout_resets() -> None:
     w, flows, fd, peer, isn = _established()
     flows.from_guest(parsed(tcp_frame(tcp.FIN | tcp.ACK, seq=1006, ack=isn + 1)))
+    flows.flush()  # the loop's end of the batch: the half-close goes out
     assert peer.recv(10) == b""
-    flows.flush()
     w.frames.clear()
     w.t += 30
     flows.timer(w.t)
