@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .cli import Options
 from .errors import SetupError
 from .setup.hostaddr import HostInfo
+from .setup.sockpool import tcp_peek_off_supported
 
 log = logging.getLogger("passt_sep")
 
@@ -74,6 +75,9 @@ class Config:
     mtu: int  # 0: not advertised
     ns_ifname: str
     search: tuple[str, ...]  # advertised search list (empty: none)
+    # the parent sets SO_PEEK_OFF on every TCP socket of the tap path
+    # (setup/sockpool.py); False: the worker sets it per connection
+    tcp_peek_off: bool = False
 
     def summary(self) -> list[str]:
         """The start-up summary, as passt/pasta print it."""
@@ -210,4 +214,5 @@ def build_config(o: Options, host: HostInfo) -> Config:
         mtu=o.mtu,
         ns_ifname=o.ns_ifname or tmpl,
         search=tuple(search) if o.dhcp_search else (),
+        tcp_peek_off=tcp_peek_off_supported(),
     )

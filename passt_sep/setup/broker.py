@@ -20,7 +20,7 @@ from sandbox.fdpass import send_fds
 from .. import ipc
 from ..config import Config
 from ..log import log
-from .sockpool import SocketPool, loop_connect
+from .sockpool import SocketPool, loop_connect, set_peek_off
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -94,7 +94,8 @@ class Broker:
         # sockets made ahead of need (sockpool.py): the host's now, the
         # namespace's once the splice path first asks
         self.families = [f for f in (socket.AF_INET, socket.AF_INET6) if self._family_ok(f)]
-        self.host_pool = SocketPool(self.families)
+        # the tap path's sockets come with their peek offset set (Config.tcp_peek_off)
+        self.host_pool = SocketPool(self.families, peek_off=cfg.tcp_peek_off)
         self.ns_pool: SocketPool | None = None
         self.ns_udp_pool: SocketPool | None = None
         self.after_reply: Callable[[], None] | None = None  # a pool to top up once the reply is out
@@ -175,7 +176,15 @@ class Broker:
             dest = socket.inet_ntop(req.family, raw)
         pool = self.host_pool
         self.after_reply = pool.refill
-        s = pool.take(req.family) or socket.socket(req.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        s = pool.take(req.family)
+        if s is None:
+            s = socket.socket(req.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            if self.cfg.tcp_peek_off:
+                try:
+                    set_peek_off(s)
+                except OSError:
+                    s.close()
+                    raise
         try:
             if not loopback:
                 if rules.ifname:

@@ -36,11 +36,40 @@ from ..log import log
 
 POOL_SIZE = 8  # per family (passt's TCP_SOCK_POOL_SIZE is 32 over more uses)
 REFILL_AT = 4  # the namespace's pool is topped up in a batch when this low
+SO_PEEK_OFF = 42
 
 
-def new_socket(family: int, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    """An unconnected non-blocking socket (TCP unless kind says) of the calling thread's netns."""
-    return socket.socket(family, kind | socket.SOCK_NONBLOCK)
+def tcp_peek_off_supported() -> bool:
+    """Whether this kernel keeps a peek offset on TCP sockets (SO_PEEK_OFF, Linux 6.9).
+
+    When it does, the parent sets the offset on every TCP socket the tap
+    path may get (-t listeners, whose accepted sockets inherit it, and the
+    sockets of OP_TCP_CONNECT), so the worker need not, once per connection.
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+            return bool(s.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF) == 0)
+    except OSError:
+        return False
+
+
+def set_peek_off(s: socket.socket) -> None:
+    """Peek offset 0 on a TCP socket (see tcp_peek_off_supported)."""
+    s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+
+
+def new_socket(family: int, kind: int = socket.SOCK_STREAM, peek_off: bool = False) -> socket.socket:
+    """An unconnected non-blocking socket (TCP unless kind says) of the calling thread's netns;
+    ``peek_off``: with its peek offset set (a TCP socket for the tap path)."""
+    s = socket.socket(family, kind | socket.SOCK_NONBLOCK)
+    if peek_off:
+        try:
+            set_peek_off(s)
+        except OSError:
+            s.close()
+            raise
+    return s
 
 
 def loop_connect(family: int, port: int, s: socket.socket | None = None) -> socket.socket:
@@ -68,9 +97,10 @@ class SocketPool:
     """
 
     def __init__(self, families: Iterable[int], post: Callable[[Callable[[], None]], None] | None = None,
-                 size: int = POOL_SIZE, kind: int = socket.SOCK_STREAM) -> None:
+                 size: int = POOL_SIZE, kind: int = socket.SOCK_STREAM, peek_off: bool = False) -> None:
         self.ready: dict[int, list[socket.socket]] = {f: [] for f in families}
         self.kind = kind
+        self.peek_off = peek_off  # TCP sockets with their peek offset set (new_socket)
         self.post = post
         self.size = size
         self.pending = False  # a batch job is queued or running (namespace pool)
@@ -110,7 +140,7 @@ class SocketPool:
         for family, ready in self.ready.items():
             while len(ready) < size:
                 try:
-                    ready.append(new_socket(family, self.kind))
+                    ready.append(new_socket(family, self.kind, self.peek_off))
                 except OSError as e:
                     if not self.failed:
                         log.debug(f"socket pool: {e.strerror}; sockets are made on demand")

@@ -200,6 +200,8 @@ class TcpFlows:
         # is deadline order: the delay is constant)
         self.delayed: dict[Conn, float] = {}
         self.sndbuf0 = 0  # SO_SNDBUF of a new socket, read once
+        # the parent set SO_PEEK_OFF on every socket we get (listeners, connects)
+        self.peek_preset = cfg.tcp_peek_off
         self.isn = ptcp.IsnGenerator(_ISN_SECRET)
         self.addrs = HostAddrs(cfg)  # how loopback peers and the host's own address appear
         self.guest4 = cfg.v4.addr.packed if cfg.v4 else None
@@ -370,10 +372,11 @@ class TcpFlows:
         c.retrans = 0  # SYN or SYN-ACK retransmissions counted here
         c.last_progress = self.w.now()
         if c.sock is not None:
-            try:
-                c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
-            except OSError:
-                c.peek_off = False
+            if not self.peek_preset:
+                try:
+                    c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+                except OSError:
+                    c.peek_off = False
             if not c.ev_data:
                 self.w.ep.modify(c.fd, EV_DATA)
                 c.ev_data = True

@@ -78,7 +78,7 @@ def test_a_dead_namespace_thread_or_no_fds_leaves_the_pool_empty(monkeypatch: py
     pool.refill()  # no exception, and it may try again later
     assert not pool.pending and pool.take(socket.AF_INET) is None
 
-    def no_fds(family: int, kind: int = 0) -> socket.socket:
+    def no_fds(family: int, kind: int = 0, peek_off: bool = False) -> socket.socket:
         raise OSError(errno.EMFILE, "Too many open files")
 
     monkeypatch.setattr(sockpool, "new_socket", no_fds)
@@ -128,3 +128,50 @@ def test_udp_pool_hands_out_unbound_datagram_sockets() -> None:
     assert s.getsockname() == ("0.0.0.0", 0) and _enotconn(s)  # loop_udp binds and connects it
     s.close()
     pool.close()
+
+
+PEEK_OFF = sockpool.SO_PEEK_OFF
+
+
+def _peek_off(s: socket.socket) -> int:
+    return s.getsockopt(socket.SOL_SOCKET, PEEK_OFF)
+
+
+def test_tap_path_sockets_come_with_their_peek_offset() -> None:
+    """With Config.tcp_peek_off the worker does not set SO_PEEK_OFF per
+    connection, so every TCP socket the parent makes for the tap path must
+    have it: pooled and fallback connect sockets, and -t listeners, whose
+    accepted sockets inherit it. Without the flag the broker leaves it."""
+    if not sockpool.tcp_peek_off_supported():
+        pytest.skip("this kernel keeps no peek offset on TCP sockets")
+    from dataclasses import replace
+
+    from passt_sep.setup.listeners import _listen
+
+    ls = _listen(socket.AF_INET, "127.0.0.1", 0, None, False)
+    port = ls.getsockname()[1]
+    try:
+        assert _peek_off(ls) == 0
+        b = Broker(replace(_config(), tcp_peek_off=True), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+        req = ipc.Request(1, ipc.OP_TCP_CONNECT, socket.AF_INET, port, IPv4Address("192.0.2.1").packed, 0)
+        fallback = b.tcp_connect(req)  # the pool is empty before first use
+        b.host_pool.refill()
+        pooled = b.tcp_connect(req)
+        plain = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)).tcp_connect(req)
+        assert isinstance(fallback, socket.socket) and isinstance(pooled, socket.socket)
+        assert isinstance(plain, socket.socket)
+        assert _peek_off(fallback) == 0 and _peek_off(pooled) == 0
+        assert _peek_off(plain) == -1  # the worker sets it itself
+        accepted = [ls.accept()[0] for _ in range(3)]
+        assert [_peek_off(a) for a in accepted] == [0, 0, 0]
+        # and it works as the worker relies on: consecutive peeks move on
+        fallback.setblocking(True)
+        fallback.sendall(b"abcdef")
+        a0 = accepted[0]
+        a0.settimeout(2)
+        assert a0.recv(3, socket.MSG_PEEK) == b"abc" and a0.recv(3, socket.MSG_PEEK) == b"def"
+        for s in (fallback, pooled, plain, *accepted):
+            s.close()
+        b.host_pool.close()
+    finally:
+        ls.close()

@@ -220,7 +220,7 @@ class _FakeWorker:
         gw = ipaddress.ip_address("192.0.2.1")
         v4 = SimpleNamespace(gw=gw, addr=ipaddress.ip_address("192.0.2.10"), host_lo=gw, guest_map=None)
         self.cfg = SimpleNamespace(v4=v4, v6=None, mtu=65520, our_mac=MAC_B,
-                                   opts=SimpleNamespace(no_tcp=False))
+                                   opts=SimpleNamespace(no_tcp=False), tcp_peek_off=False)
         self.guest_mac = MAC_A
         self.frames: list[bytes] = []
         self.requests: list[tuple] = []
