@@ -34,6 +34,7 @@ Sockets are watched edge-triggered and drained on every wake-up.
 
 from __future__ import annotations
 
+import _socket
 import fcntl
 import functools
 import ipaddress
@@ -827,27 +828,30 @@ class TcpFlows:
         self.ending.append(c)
 
     # -- inbound ----------------------------------------------------------------
-    def _inbound(self, cs: socket.socket, peer: tuple, target: int) -> None:
+    def _inbound(self, fd: int, family: int, peer: tuple, target: int) -> None:
+        """A connection accepted on a -t listener (fd, of that family) for the tap path."""
+        # the C type, as in _connected_fd; made blocking-free below
+        cs = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
         if self.disabled or len(self.conns) >= self.max_conns:
             self.stats["full"] += 1
-            return self._abort_sock(cs)
-        raw = _peer_raw(cs.family, peer[0])
+            return self._abort_sock(cs)  # type: ignore[arg-type]
+        raw = _peer_raw(family, peer[0])
         if raw is None:
-            return self._abort_sock(cs)
+            return self._abort_sock(cs)  # type: ignore[arg-type]
         version = 4 if len(raw) == 4 else 6
         guest = self.guest4 if version == 4 else self.guest6
         gw = self.addrs.gw[version]
         if guest is None or gw is None:
-            return self._abort_sock(cs)
+            return self._abort_sock(cs)  # type: ignore[arg-type]
         raw = self.addrs.seen_as(version, raw, guest) or gw
         key = (guest, target, raw, peer[1])
         if key in self.conns:
-            return self._abort_sock(cs)
+            return self._abort_sock(cs)  # type: ignore[arg-type]
         cs.setblocking(False)
         c = self._new_conn(version, guest, target, raw, peer[1])
         c.inbound = True
         c.state = SYN_SENT
-        c.sock = cs
+        c.sock = cs  # type: ignore[assignment]
         c.fd = cs.fileno()
         self.by_fd[c.fd] = c
         self.w.add(c.fd, functools.partial(self._sock_event, c), EV_DATA)

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.integration
 
 MIB = 1 << 20
 BULK = 100 * MIB
-FWD4, FWD6, FWD_PEER, FWD_HALF = 10080, 10081, 10082, 10083  # -t 10080-10083
+FWD4, FWD6, FWD_PEER, FWD_HALF, FWD_MANY = 10080, 10081, 10082, 10083, 10084  # -t 10080-10084
 FWD_MAPPED, FWD_TARGET = 10085, 10090  # -t 10085:10090
 
 HELPER = textwrap.dedent('''
@@ -324,7 +324,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     helper.write_text(HELPER)
     with HostNS() as host:
         guest = host.guest()
-        pasta = host.pasta(guest, "-t", f"{FWD4}-{FWD_HALF}", "-t", f"{FWD_MAPPED}:{FWD_TARGET}", v6=True)
+        pasta = host.pasta(guest, "-t", f"{FWD4}-{FWD_MANY}", "-t", f"{FWD_MAPPED}:{FWD_TARGET}", v6=True)
         yield Env(host, guest, helper, pasta)
 
 
@@ -404,6 +404,19 @@ def test_connection_refused_fast(env: Env, gw: str) -> None:
 def test_thousand_concurrent_connections(env: Env) -> None:
     srv = env.host.serve("tcp-echo", "127.0.0.1")
     res = env.json(env.guest, "many", GW_ADDR4, str(srv.port), "1000", timeout=90)
+    assert res.get("ok"), res
+    env.alive()
+
+
+def test_inbound_burst_of_connections(env: Env) -> None:
+    """300 connections to a -t port at once (the tap path: from the host's
+    own address): the worker takes one accept per readiness event of the
+    level-triggered listener, so a full accept queue drains over many."""
+    srv = env.guest.serve("tcp-echo", "0.0.0.0", FWD_MANY)
+    try:
+        res = env.json(env.host, "many", HOST_ADDR4, str(FWD_MANY), "300", timeout=90)
+    finally:
+        srv.stop()
     assert res.get("ok"), res
     env.alive()
 

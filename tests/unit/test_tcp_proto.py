@@ -541,7 +541,7 @@ def test_inbound_handshake_ack_rides_on_waiting_data(early_data: bool) -> None:
     cs, peer = lst.accept()
     if early_data:
         client.sendall(b"hi")
-    flows._inbound(cs, ("192.0.2.1", 40000), 8080)  # a peer seen as DST4 of tcp_frame
+    flows._inbound(cs.detach(), socket.AF_INET, ("192.0.2.1", 40000), 8080)  # a peer seen as DST4 of tcp_frame
     (syn,) = _segs(w)
     assert syn.flags == tcp.SYN and syn.dport == 8080 and syn.sport == 40000
     w.frames.clear()
