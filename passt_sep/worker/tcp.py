@@ -67,6 +67,7 @@ WS_TO_GUEST = 8  # our window scale (passt uses at most 8: 16 MiB window)
 WND_MAX = 0xFFFF << WS_TO_GUEST
 WND_MIN_HANDSHAKE = 14600
 DUP_ACK_THRESHOLD = 3
+TEMPLATE_CACHE = 256  # address pairs whose header templates are kept (cleared when full)
 SIOCOUTQ = 0x5411
 SO_PEEK_OFF = 42
 DISCARD_CHUNK = 1 << 20
@@ -134,13 +135,13 @@ class Conn:
         "recover", "interactive", "more", "ev_data", "sndbuf", "rdhup", "shut_due",
     )
 
-    def __init__(self, key: tuple[bytes, int, bytes, int], version: int, tmpl: ptcp.Template,
+    def __init__(self, key: tuple[bytes, int, bytes, int], version: int, tmpl: ptcp.Template | None,
                  now: float) -> None:
         self.key = key
         self.version = version
         self.sock: socket.socket | None = None
         self.fd = -1
-        self.tmpl = tmpl
+        self.tmpl: ptcp.Template = tmpl  # type: ignore[assignment]  # None only until _prepare
         self.state = 0
         self.inbound = False
         self.seq_to_tap = self.seq_max = self.seq_ack_from_tap = 0
@@ -203,6 +204,9 @@ class TcpFlows:
         self.sndbuf0 = 0  # SO_SNDBUF of a new socket, read once
         # the parent set SO_PEEK_OFF on every socket we get (listeners, connects)
         self.peek_preset = cfg.tcp_peek_off
+        # header templates by (remote, guest, guest MAC), ports zero: a
+        # connection's own comes from one with with_ports()
+        self.templates: dict[tuple[bytes, bytes, bytes], ptcp.Template] = {}
         self.isn = ptcp.IsnGenerator(_ISN_SECRET)
         self.addrs = HostAddrs(cfg)  # how loopback peers and the host's own address appear
         self.guest4 = cfg.v4.addr.packed if cfg.v4 else None
@@ -254,12 +258,28 @@ class TcpFlows:
         self.stats["rst_out"] += 1
         self._write(n)
 
+    def _template(self, version: int, remote: bytes, guest: bytes, rport: int, gport: int) -> ptcp.Template:
+        """Headers of the frames from remote:rport to guest:gport."""
+        mac = self.w.guest_mac
+        k = (remote, guest, mac)
+        base = self.templates.get(k)
+        if base is None:
+            if len(self.templates) >= TEMPLATE_CACHE:
+                self.templates.clear()
+            base = self.templates[k] = ptcp.Template(version, mac, self.w.cfg.our_mac, remote, guest,
+                                                     0, 0, offload=self.offload)
+        return base.with_ports(rport, gport)
+
+    def _prepare(self, c: Conn) -> None:
+        """The header template and initial sequence number of c."""
+        guest, gport, remote, rport = c.key
+        c.tmpl = self._template(c.version, remote, guest, rport, gport)
+        c.isn = self.isn.isn(remote, rport, guest, gport)
+
     def _new_conn(self, version: int, guest: bytes, gport: int, remote: bytes, rport: int) -> Conn:
         key = (guest, gport, remote, rport)
-        t = ptcp.Template(version, self.w.guest_mac, self.w.cfg.our_mac, remote, guest, rport, gport,
-                          offload=self.offload)
-        c = Conn(key, version, t, self.w.now())
-        c.isn = self.isn.isn(remote, rport, guest, gport)
+        c = Conn(key, version, None, self.w.now())
+        self._prepare(c)
         self.conns[key] = c
         return c
 
@@ -288,23 +308,28 @@ class TcpFlows:
         if len(self.conns) >= self.max_conns:
             self.stats["full"] += 1
             return self._rst_reply(p, seg)
+        key = (p.src, seg.sport, p.dst, seg.dport)
+        c = Conn(key, p.version, None, self.w.now())
+        c.state = CONNECTING
+        c.seq_from_tap = (seg.seq + 1) & SEQ_MASK
+        c.wnd_from_tap = seg.win  # never scaled in a SYN
+        c.more = False  # watched from the start: EPOLLIN says when the peer has sent
+        self.conns[key] = c
+        # ask first: the parent connects while the rest is set up here
+        self.w.broker.request(ipc.OP_TCP_CONNECT, socket.AF_INET if p.version == 4 else socket.AF_INET6,
+                              functools.partial(self._connected_fd, c), port=seg.dport, addr=p.dst)
+        if c.tmpl is None:  # (a refusal that came back at once prepared it)
+            self._prepare(c)
         mss, ws = ptcp.parse_options(p.frame, p.l4 + ptcp.TCP_HLEN, seg.off)
+        c.mss = min(mss or ptcp.MSS_DEFAULT, ptcp.GSO_MAX[c.version])
+        if ws is not None:
+            c.ws_from_tap, c.ws_to_tap = ws, WS_TO_GUEST
         # inbound connections go to the address the guest last connected from
         # (passt's addr_seen): a SLAAC-only guest has not the host's address
         if p.version == 4:
             self.guest4 = bytes(p.src)
         elif not (p.src[0] == 0xFE and p.src[1] & 0xC0 == 0x80):
             self.guest6 = bytes(p.src)
-        c = self._new_conn(p.version, p.src, seg.sport, p.dst, seg.dport)
-        c.state = CONNECTING
-        c.seq_from_tap = (seg.seq + 1) & SEQ_MASK
-        c.mss = min(mss or ptcp.MSS_DEFAULT, ptcp.GSO_MAX[c.version])
-        if ws is not None:
-            c.ws_from_tap, c.ws_to_tap = ws, WS_TO_GUEST
-        c.wnd_from_tap = seg.win  # never scaled in a SYN
-        fam = socket.AF_INET if p.version == 4 else socket.AF_INET6
-        self.w.broker.request(ipc.OP_TCP_CONNECT, fam, functools.partial(self._connected_fd, c),
-                              port=seg.dport, addr=p.dst)
 
     def _connected_fd(self, c: Conn, fd: int | None, err: int) -> None:
         """The broker's answer to OP_TCP_CONNECT."""
@@ -312,20 +337,24 @@ class TcpFlows:
             if fd is not None:
                 os.close(fd)
             return
+        if c.tmpl is None:
+            self._prepare(c)
         if fd is None:
             log.debug(f"{c}: connect: {os.strerror(err) if err else 'refused'}")
             self.stats["refused"] += 1
             self._ctl(c, RST | ACK, seq=0)
             return self._close(c)
-        fam = socket.AF_INET if c.version == 4 else socket.AF_INET6
-        c.sock = socket.socket(fam, socket.SOCK_STREAM, 0, fileno=fd)
+        # the C type: the broker's sockets are non-blocking, and what the
+        # Python subclass adds (makefile) is not needed here
+        c.sock = _socket.socket(socket.AF_INET if c.version == 4 else socket.AF_INET6,  # type: ignore[assignment]
+                                socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, fd)
         c.fd = fd
         self.by_fd[fd] = c
         if err == ipc.STATUS_CONNECTED:  # loopback: no need to wait for EPOLLOUT
+            c.state = SYNACK_SENT
+            self._send_synack(c)  # first: the guest's kernel waits for it
             self.w.add(fd, functools.partial(self._sock_event, c), EV_DATA)
             c.ev_data = True
-            c.state = SYNACK_SENT
-            self._send_synack(c)
         else:
             self.w.add(fd, functools.partial(self._sock_event, c), select.EPOLLOUT | select.EPOLLET)
 

@@ -284,6 +284,42 @@ def test_connect_failure_is_rst_ack_and_garbage_is_rst() -> None:
     assert rst2.flags == tcp.RST and rst2.seq == 77
 
 
+def test_connect_refused_at_once_is_still_rst_ack() -> None:
+    """The request goes out before the connection's template and ISN are
+    made; a broker answering within the request (its send failed) must
+    still get a well-formed RST+ACK out."""
+    import errno
+    from types import SimpleNamespace
+
+    from passt_sep.worker.tcp import TcpFlows
+
+    w = _FakeWorker()
+    w.broker = SimpleNamespace(request=lambda op, fam, cb, **kw: cb(None, errno.EPIPE))
+    flows = TcpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(_syn(1001))
+    assert not flows.conns
+    (rst,) = _segs(w)
+    assert rst.flags == tcp.RST | tcp.ACK and rst.ack == 1001 and rst.dport == 1001
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "checksummed"])
+def test_template_with_ports_matches_a_new_one(v6: bool, offload: bool) -> None:
+    """A connection's template derived from its address pair's (ports
+    zero) writes the same frames as one built for its ports."""
+    version, src, dst = (6, DST6, SRC6) if v6 else (4, DST4, SRC4)
+    base = tcp.Template(version, MAC_A, MAC_B, src, dst, 0, 0, offload=offload)
+    own = tcp.Template(version, MAC_A, MAC_B, src, dst, 8080, 40000, offload=offload)
+    derived = base.with_ports(8080, 40000)
+    for args in ((1, 2, tcp.ACK | tcp.PSH, 300, 5), (7, 9, tcp.SYN | tcp.ACK, 65535, 0)):
+        a, b = bytearray(own.hlen + 64), bytearray(own.hlen + 64)
+        a[own.hlen : own.hlen + 5] = b[own.hlen : own.hlen + 5] = b"hello"
+        opts = tcp.syn_options(1460, 7) if args[2] & tcp.SYN else b""
+        na, nb = own.fill(a, *args, opts=opts), derived.fill(b, *args, opts=opts)
+        assert na == nb and a[:na] == b[:nb]
+    assert base.with_ports(1, 2).hdr != derived.hdr  # ports differ, the base is untouched
+
+
 @pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
 def test_template_gso_fields(v6: bool) -> None:
     version, src, dst = (6, DST6, SRC6) if v6 else (4, DST4, SRC4)
