@@ -14,6 +14,7 @@ import array
 import errno
 import os
 import socket
+import struct
 
 __all__ = ["FdPassError", "recv_fds", "send_fds"]
 
@@ -23,6 +24,8 @@ _CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
 _CTRUNC = int(socket.MSG_CTRUNC)
 _TRUNC = int(socket.MSG_TRUNC)
 _CSPACE = {n: socket.CMSG_SPACE(n * _INT_SIZE) for n in range(1, 17)}
+_SOL_SOCKET, _SCM_RIGHTS = int(socket.SOL_SOCKET), int(socket.SCM_RIGHTS)
+_INT = struct.Struct("i")
 
 
 class FdPassError(OSError):
@@ -40,7 +43,9 @@ def send_fds(sock: socket.socket, data: bytes, fds: list[int]) -> int:
         raise ValueError("send_fds: data must not be empty")
     if not fds:
         return sock.sendmsg([data])
-    return sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    if len(fds) == 1:  # the broker's every reply: one int packed, not an array built
+        return sock.sendmsg([data], [(_SOL_SOCKET, _SCM_RIGHTS, _INT.pack(fds[0]))])
+    return sock.sendmsg([data], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds))])
 
 
 def _close_all(fds: list[int]) -> None:
