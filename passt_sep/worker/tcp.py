@@ -344,15 +344,25 @@ class TcpFlows:
             self.stats["refused"] += 1
             self._ctl(c, RST | ACK, seq=0)
             return self._close(c)
-        # the C type: the broker's sockets are non-blocking, and what the
-        # Python subclass adds (makefile) is not needed here
-        c.sock = _socket.socket(socket.AF_INET if c.version == 4 else socket.AF_INET6,  # type: ignore[assignment]
-                                socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, fd)
+        connected = err == ipc.STATUS_CONNECTED  # loopback: no need to wait for EPOLLOUT
+        if connected:
+            c.state = SYNACK_SENT
+            self._send_synack(c)  # first: the guest's kernel waits for it, not for the rest
+        try:
+            # the C type: the broker's sockets are non-blocking, and what the
+            # Python subclass adds (makefile) is not needed here
+            c.sock = _socket.socket(socket.AF_INET if c.version == 4 else socket.AF_INET6,  # type: ignore[assignment]
+                                    socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, fd)
+        except OSError as e:
+            os.close(fd)
+            log.debug(f"{c}: the broker's socket: {e.strerror}")
+            if connected:
+                return self._reset(c)
+            self._ctl(c, RST | ACK, seq=0)  # as a refused connect
+            return self._close(c)
         c.fd = fd
         self.by_fd[fd] = c
-        if err == ipc.STATUS_CONNECTED:  # loopback: no need to wait for EPOLLOUT
-            c.state = SYNACK_SENT
-            self._send_synack(c)  # first: the guest's kernel waits for it
+        if connected:
             self.w.add(fd, functools.partial(self._sock_event, c), EV_DATA)
             c.ev_data = True
         else:

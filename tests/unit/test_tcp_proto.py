@@ -302,6 +302,34 @@ def test_connect_refused_at_once_is_still_rst_ack() -> None:
     assert rst.flags == tcp.RST | tcp.ACK and rst.ack == 1001 and rst.dport == 1001
 
 
+@pytest.mark.parametrize("connected", [True, False], ids=["connected", "connecting"])
+def test_broker_fd_that_is_no_socket_resets(connected: bool) -> None:
+    """The SYN-ACK goes out before the broker's fd is wrapped; should the
+    wrapping fail, the guest gets a RST (after the SYN-ACK: one in its
+    sequence space) or, before it, the refusal's RST+ACK."""
+    import os
+
+    from passt_sep import ipc
+    from passt_sep.worker.tcp import TcpFlows
+
+    w = _FakeWorker()
+    flows = TcpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(_syn(1001))
+    r, wr = os.pipe()
+    os.close(wr)
+    (args, _kw), = w.requests
+    args[2](r, ipc.STATUS_CONNECTED if connected else 0)
+    assert not flows.conns
+    with pytest.raises(OSError):
+        os.fstat(r)  # closed
+    segs = _segs(w)
+    if connected:
+        assert [s.flags for s in segs] == [tcp.SYN | tcp.ACK, tcp.RST | tcp.ACK]
+        assert segs[1].seq == segs[0].seq + 1
+    else:
+        assert [(s.flags, s.ack) for s in segs] == [(tcp.RST | tcp.ACK, 1001)]
+
+
 @pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
 @pytest.mark.parametrize("offload", [True, False], ids=["offload", "checksummed"])
 def test_template_with_ports_matches_a_new_one(v6: bool, offload: bool) -> None:
