@@ -13,9 +13,14 @@ loopback is used.
   and written;
 - ``crr``: one whole outbound connection (SYN, handshake, 1 byte each way,
   FIN both ways), including a stand-in for the parent's connect and the
-  server's accept, recv, send and close in this process.
+  server's accept, recv, send and close in this process;
+- ``crr_in``: one whole inbound connection through a -t listener on
+  127.0.0.1 taken for the tap path, timed leg by leg: accept to the SYN
+  for the guest, its SYN-ACK to the client's first byte in a frame, the
+  guest's answer to the client's socket, the client's close to our FIN,
+  the guest's FIN to the end (each leg ends with the loop's flush).
 
-    .venv/bin/python bench/micro.py rr crr --count 3000 [--profile]
+    .venv/bin/python bench/micro.py rr crr crr_in --count 3000 [--profile]
 """
 
 from __future__ import annotations
@@ -144,6 +149,82 @@ def crr(n: int, profile: bool) -> None:
         pstats.Stats(pr).sort_stats("tottime").print_stats(25)
 
 
+def crr_in(n: int, profile: bool) -> None:
+    from passt_sep.worker.splice import KIND_IN, Listener
+
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4096)
+    ls.setblocking(False)
+    ls.setsockopt(socket.SOL_SOCKET, wtcp.SO_PEEK_OFF, 0)  # as the parent sets it
+    tap = KeepTap()
+    a, _b = socket.socketpair()
+    w = Worker(config(), tap, a, GUEST_MAC)
+    w.splice.enabled = False  # a loopback peer to the tap path, as a non-loopback one goes
+    w.tcp.peek_preset = True  # Config.tcp_peek_off: the parent set it on the listener (above)
+    lst = Listener(ls, ls.getsockname()[1], 8080, KIND_IN)
+    legs = [0] * 5
+    pc = time.perf_counter_ns
+
+    def once(timed: bool) -> None:
+        cli = socket.create_connection(ls.getsockname())
+        cli.send(b"x")
+        t0 = pc()
+        w.splice._accept(lst)
+        t1 = pc()
+        seq, _, flags = _seg(tap.last)
+        assert flags == ptcp.SYN, flags
+        rport = struct.unpack_from("!H", tap.last, 10 + 14 + 20)[0]
+        synack = _frame(8080, rport, 7000, seq + 1, ptcp.SYN | ptcp.ACK, opts=SYN_OPTS)
+        t2 = pc()
+        w.on_frame(synack)
+        w.tcp.flush()
+        t3 = pc()
+        s2 = _seg(tap.last)[0]
+        assert tap.last[-1:] == b"x"
+        answer = _frame(8080, rport, 7001, s2 + 1, ptcp.ACK | ptcp.PSH, b"y")
+        t4 = pc()
+        w.on_frame(answer)
+        w.tcp.flush()
+        t5 = pc()
+        assert cli.recv(1) == b"y"
+        cli.close()
+        (c,) = w.tcp.conns.values()
+        select.select([c.fd], [], [], 1.0)  # the client's FIN has reached the socket
+        t6 = pc()
+        w.tcp._sock_event(c, select.EPOLLIN | select.EPOLLRDHUP)
+        w.tcp.flush()
+        t7 = pc()
+        fin_seq, _, flags = _seg(tap.last)
+        assert flags & ptcp.FIN, flags
+        fin = _frame(8080, rport, 7002, fin_seq + 1, ptcp.ACK | ptcp.FIN)
+        t8 = pc()
+        w.on_frame(fin)
+        w.tcp.flush()
+        t9 = pc()
+        assert not w.tcp.conns and c.sock is None
+        if w.tcp.delayed:
+            w.tcp.flush_delayed(float("inf"))
+        if timed:
+            for i, d in enumerate((t1 - t0, t3 - t2, t5 - t4, t7 - t6, t9 - t8)):
+                legs[i] += d
+
+    for _ in range(200):
+        once(False)
+    pr = cProfile.Profile() if profile else None
+    if pr:
+        pr.enable()
+    for _ in range(n):
+        once(True)
+    if pr:
+        pr.disable()
+    names = ("accept to SYN", "SYN-ACK to data", "answer to socket", "EOF to FIN", "FIN to end")
+    print("crr_in: " + ", ".join(f"{k} {v / n / 1000:.2f} µs" for k, v in zip(names, legs, strict=True))
+          + f"; {sum(legs) / n / 1000:.1f} µs in all")
+    if pr:
+        pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+
+
 def rr(n: int, profile: bool) -> None:
     w, tap, ls = setup()
     cli = socket.create_connection(ls.getsockname())
@@ -186,12 +267,12 @@ def rr(n: int, profile: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("cases", nargs="+", choices=["rr", "crr"])
+    ap.add_argument("cases", nargs="+", choices=["rr", "crr", "crr_in"])
     ap.add_argument("--count", type=int, default=3000)
     ap.add_argument("--profile", action="store_true", help="cProfile the timed part")
     a = ap.parse_args()
     for case in a.cases:
-        {"rr": rr, "crr": crr}[case](a.count, a.profile)
+        {"rr": rr, "crr": crr, "crr_in": crr_in}[case](a.count, a.profile)
 
 
 if __name__ == "__main__":
