@@ -620,3 +620,56 @@ def test_inbound_handshake_ack_rides_on_waiting_data(early_data: bool) -> None:
         assert segs[0].dlen == 0 and segs[0].flags == tcp.ACK
     client.close()
     lst.close()
+
+
+@pytest.mark.parametrize("connected", [True, False], ids=["connected-at-once", "connecting"])
+def test_server_that_speaks_first_reaches_the_guest(connected: bool) -> None:
+    """An outbound connection starts with nothing to peek and relies on its
+    edge-triggered registration: data the server sent before the guest's
+    ACK (added at the reply, or re-armed by EPOLL_CTL_MOD at the ACK for a
+    connect that was still under way) must still reach the guest. A real
+    Worker and epoll, a real TCP connection on 127.0.0.1."""
+    import os
+    import socket
+    from types import SimpleNamespace
+
+    from passt_sep import ipc
+    from passt_sep.worker.loop import Worker
+    from tests.unit.test_udp_flows import GUEST_MAC, config
+
+    frames: list[bytes] = []
+    tap = SimpleNamespace(fd=os.open(os.devnull, os.O_WRONLY), moved=0, needs_csum=False,
+                          write_raw=lambda b: frames.append(bytes(b)) or True)
+    a, _b = socket.socketpair()
+    w = Worker(config(), tap, a, GUEST_MAC)  # type: ignore[arg-type]
+    requests: list = []
+    w.broker = SimpleNamespace(request=lambda op, fam, cb, **kw: requests.append(cb))  # type: ignore[assignment]
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    try:
+        w.on_frame(memoryview(bytearray(tcp_frame(tcp.SYN, options=tcp.syn_options(1460, 7)))))
+        s = socket.socket()
+        s.connect(ls.getsockname())
+        srv, _ = ls.accept()
+        srv.sendall(b"hello")  # before the guest's ACK, and before the reply if connecting
+        s.setblocking(False)
+        requests[0](s.detach(), ipc.STATUS_CONNECTED if connected else 0)
+
+        def run_loop() -> None:  # until a frame goes out (bounded: 20 polls of 50 ms)
+            for _ in range(20):
+                for fd, ev in w.ep.poll(0.05):
+                    w.handlers[fd](ev)
+                if frames:
+                    return
+        run_loop()  # connecting: EPOLLOUT, then the SYN-ACK
+        synack = tcp.parse_segment(parsed(frames[-1][tcp.VNET_HDR_LEN:]))
+        assert isinstance(synack, tcp.Segment) and synack.flags == tcp.SYN | tcp.ACK
+        frames.clear()
+        w.on_frame(memoryview(bytearray(tcp_frame(tcp.ACK, seq=1001, ack=synack.seq + 1))))
+        run_loop()
+        assert frames and frames[-1].endswith(b"hello")
+        srv.close()
+    finally:
+        ls.close()
+        os.close(tap.fd)
