@@ -858,13 +858,8 @@ class TcpFlows:
     def _end(self, c: Conn) -> None:
         """Both directions are over: the 4-tuple is free at once, the socket
         and the last ACK wait for the flush (no event or timer reaches c)."""
-        if c.closed:
-            return
-        c.closed = True
-        self.conns.pop(c.key, None)
-        if c.ooo:
-            self._ooo_clear(c)
-        self.ending.append(c)
+        if self._forget(c):
+            self.ending.append(c)
 
     # -- inbound ----------------------------------------------------------------
     def _inbound(self, fd: int, family: int, peer: tuple, target: int) -> None:
@@ -920,13 +915,19 @@ class TcpFlows:
         self.stats["rst_out"] += 1
         self._close(c, reset_peer=True)
 
-    def _close(self, c: Conn, reset_peer: bool = False) -> None:
+    def _forget(self, c: Conn) -> bool:
+        """Mark c closed and take it out of the table; False if it was already."""
         if c.closed:
-            return
+            return False
         c.closed = True
         self.conns.pop(c.key, None)
         if c.ooo:
             self._ooo_clear(c)
+        return True
+
+    def _close(self, c: Conn, reset_peer: bool = False) -> None:
+        if not self._forget(c):
+            return
         if c.sock is not None:
             if reset_peer:
                 try:
