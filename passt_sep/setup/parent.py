@@ -39,6 +39,8 @@ from ..log import log, trim_file
 from . import netns
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .autofwd import Forwarder
 
 WORKER_READY_TIMEOUT = 10.0  # seconds the worker may take to isolate itself
@@ -326,8 +328,8 @@ class Parent:
             self.next_trim = now + LOG_TRIM_INTERVAL
             trim_file(self.trim_fd, self.opts.log_size)
 
-    def _serve_broker(self, ep: select.epoll) -> None:
-        """Answer one request; stop watching the socket once the worker closed it."""
+    def _serve_broker(self, unwatch: Callable[[int], object]) -> None:
+        """Answer one request; ``unwatch`` the socket once the worker closed it."""
         try:
             data = self.sock.recv(256)
         except BlockingIOError:
@@ -337,7 +339,7 @@ class Parent:
         if data:
             self.broker.handle(data)
         else:
-            ep.unregister(self.sock.fileno())
+            unwatch(self.sock.fileno())
 
     def supervise(self, watch_path: str | None) -> int:
         """Serve the broker until something ends the run."""
@@ -390,7 +392,7 @@ class Parent:
             for fd, _ in events:
                 what = what_of.get(fd)
                 if what == "broker":
-                    self._serve_broker(ep)
+                    self._serve_broker(ep.unregister)
                 elif what == "netns":
                     netns_event = True
                 elif what == "signal":

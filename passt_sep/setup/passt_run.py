@@ -234,7 +234,7 @@ class PasstParent(Parent):
             for key, _ in sel.select(1.0):
                 what = key.data
                 if what == "broker":
-                    self._serve_broker(sel)
+                    self._serve_broker(sel.unregister)
                 elif what == "accept":
                     self._accept()
                 elif what == "ctl":
