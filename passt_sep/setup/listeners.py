@@ -20,7 +20,7 @@ from ..config import Config
 from ..errors import SetupError
 from ..log import log
 from ..ports import PortFwd
-from .sockpool import set_peek_off
+from .sockpool import set_peek_off, tcp_peek_off_supported
 
 BACKLOG = 128
 
@@ -29,12 +29,14 @@ def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool)
     s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # accepted sockets inherit the peek offset the tap path needs
-        # (sockpool.tcp_peek_off_supported); harmless where the kernel lacks it
+        # accepted sockets inherit the peek offset the tap path needs: where
+        # the kernel keeps one (Config.tcp_peek_off) the worker relies on it,
+        # so a listener without it is not made (peeks would start over)
         try:
             set_peek_off(s)
         except OSError:
-            pass
+            if tcp_peek_off_supported():
+                raise
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
         if ifname:

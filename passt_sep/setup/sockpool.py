@@ -28,6 +28,7 @@ reports its error as before.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -39,19 +40,32 @@ REFILL_AT = 4  # the namespace's pool is topped up in a batch when this low
 SO_PEEK_OFF = 42
 
 
+@functools.cache
 def tcp_peek_off_supported() -> bool:
     """Whether this kernel keeps a peek offset on TCP sockets (SO_PEEK_OFF, Linux 6.9).
 
     When it does, the parent sets the offset on every TCP socket the tap
     path may get (-t listeners, whose accepted sockets inherit it, and the
     sockets of OP_TCP_CONNECT), so the worker need not, once per connection.
+    Both families are tried (a kernel without IPv6 counts by IPv4 alone);
+    the answer is kept.
     """
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    ok = False
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no such family here: nothing of it will need the offset
+        try:
             s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
-            return bool(s.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF) == 0)
-    except OSError:
-        return False
+            if s.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF) != 0:
+                return False
+            ok = True
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return ok
 
 
 def set_peek_off(s: socket.socket) -> None:
