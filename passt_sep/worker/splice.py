@@ -26,6 +26,7 @@ of a port; connections already spliced stay.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import select
@@ -46,6 +47,15 @@ PIPE_SIZE = 1 << 20  # asked for; the kernel may give less (pipe-max-size, per-u
 PIPE_POOL = 16  # empty pipes kept for the next connection
 SPLICE_FLAGS = 0x1 | 0x2  # SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 MOVE_BUDGET = 64  # splice rounds per direction and wake-up
+# A listener is drained in a burst only: an accept this soon after the
+# last one on it takes up to ACCEPT_BUDGET connections, otherwise one (a
+# connection per request, the common case, costs no accept() that finds
+# the queue empty)
+BURST_GAP = 100e-6
+ACCEPT_BUDGET = 64
+# accept() errors that leave the listener ready (out of fds or memory): it
+# is not watched until the next timer pass, or the loop would spin on it
+_ACCEPT_PAUSE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 FDS_PER_CONN = 6
 FD_RESERVE = 128
 MAX_CONNS_CAP = 16384
@@ -103,11 +113,12 @@ class SpliceConn:
 class Listener:
     """A listening or bound socket handed over by the parent."""
 
-    __slots__ = ("sock", "fd", "port", "target", "kind", "family")
+    __slots__ = ("sock", "fd", "port", "target", "kind", "family", "last_accept")
 
     def __init__(self, sock: socket.socket, port: int, target: int, kind: int) -> None:
         self.sock, self.fd, self.port, self.target, self.kind = sock, sock.fileno(), port, target, kind
         self.family = int(sock.family)
+        self.last_accept = -1.0  # monotonic time of the last accept (BURST_GAP)
 
 
 class Splicer:
@@ -126,6 +137,7 @@ class Splicer:
         # to look at them next (the loop's poll timeout honours it)
         self.lowat: dict[Half, socket.socket] = {}
         self.moved = 0  # bytes spliced; the loop reads and clears it (busy polling)
+        self.paused: list[Listener] = []  # not watched until the next timer pass (_ACCEPT_PAUSE)
         self.lowat_due = 0.0
 
     # -- port messages from the parent -----------------------------------------
@@ -167,7 +179,10 @@ class Splicer:
             return
         ls = Listener(s, port, target, kind)
         self.listeners[ls.fd] = ls
-        self.w.add(ls.fd, lambda ev, ls=ls: self._accept(ls))
+        self._watch(ls)
+
+    def _watch(self, ls: Listener) -> None:
+        self.w.add(ls.fd, lambda ev, ls=ls: self._accept(ls))  # level-triggered: see _accept
 
     def _drop(self, port: int, kind: int) -> None:
         for ls in [x for x in self.listeners.values() if x.port == port and x.kind == kind]:
@@ -178,26 +193,43 @@ class Splicer:
 
     # -- accepting ---------------------------------------------------------------
     def _accept(self, ls: Listener) -> None:
-        """One connection a readiness event: the listener is level-triggered,
-        so epoll reports it again while more wait, and no accept() that
-        finds the queue empty is made on every connection."""
-        try:
-            fd, peer = ls.sock._accept()  # type: ignore[attr-defined]  # socket.accept() minus its wrapping
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            log.debug(f"accept on port {ls.port}: {e.strerror}")
-            return
-        if ls.kind == KIND_OUT:  # bound to 127.0.0.1 or ::1 (v6only): same family
-            self._splice(socket.socket(ls.family, socket.SOCK_STREAM, 0, fileno=fd), ls.family,
-                         ls.target, KIND_OUT)
-            return
-        fam_or_none = loopback_family(peer[0]) if self.enabled else None
+        """One connection a readiness event, or a burst's worth.
+
+        The listener is level-triggered: epoll reports it again while more
+        connections wait, so taking one per event loses nothing and spares
+        the accept() that finds the queue empty; an event within BURST_GAP
+        of the last accept drains up to ACCEPT_BUDGET at once.
+        """
+        now = self.w.now()
+        budget = ACCEPT_BUDGET if now - ls.last_accept < BURST_GAP else 1
+        ls.last_accept = now
+        for _ in range(budget):
+            try:
+                fd, peer = ls.sock._accept()  # type: ignore[attr-defined]  # socket.accept() minus its wrapping
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.debug(f"accept on port {ls.port}: {e.strerror}")
+                if e.errno in _ACCEPT_PAUSE:
+                    self.w.remove(ls.fd)
+                    self.paused.append(ls)
+                return
+            self._take(ls, fd, peer)
+
+    def _take(self, ls: Listener, fd: int, peer: tuple) -> None:
+        """An accepted connection: to the tap path or spliced."""
+        fam_or_none = ls.family if ls.kind == KIND_OUT else (  # -T: bound to 127.0.0.1 or ::1 (v6only)
+            loopback_family(peer[0]) if self.enabled else None)
         if fam_or_none is None:
             self.w.tcp._inbound(fd, ls.family, peer, ls.target)  # the tap path
-        else:
-            self._splice(socket.socket(ls.family, socket.SOCK_STREAM, 0, fileno=fd), fam_or_none,
-                         ls.target, KIND_IN)
+            return
+        try:
+            cs = socket.socket(ls.family, socket.SOCK_STREAM, 0, fileno=fd)
+        except OSError as e:
+            log.debug(f"accepted on port {ls.port}: {e.strerror}")
+            os.close(fd)
+            return
+        self._splice(cs, fam_or_none, ls.target, ls.kind)
 
     def _splice(self, cs: socket.socket, family: int, target: int, kind: int) -> None:
         if len(self.conns) >= self.max_conns:
@@ -441,7 +473,12 @@ class Splicer:
         c.b = None
 
     def timer(self, now: float) -> None:
-        """Reset connections whose broker socket never connected."""
+        """Reset connections whose broker socket never connected; watch
+        paused listeners again."""
+        paused, self.paused = self.paused, []
+        for ls in paused:
+            if self.listeners.get(ls.fd) is ls:  # not dropped meanwhile
+                self._watch(ls)
         for c in [x for x in self.conns if not x.connected and now - x.created > CONNECT_TIMEOUT]:
             self.stats["refused"] += 1
             self._close(c, reset=True)

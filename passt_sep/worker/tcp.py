@@ -857,15 +857,20 @@ class TcpFlows:
 
     def _end(self, c: Conn) -> None:
         """Both directions are over: the 4-tuple is free at once, the socket
-        and the last ACK wait for the flush (no event or timer reaches c)."""
+        and the last ACK wait for the flush (events and timers that reach c
+        meanwhile are ignored: it is closed)."""
         if self._forget(c):
             self.ending.append(c)
 
     # -- inbound ----------------------------------------------------------------
     def _inbound(self, fd: int, family: int, peer: tuple, target: int) -> None:
         """A connection accepted on a -t listener (fd, of that family) for the tap path."""
-        # the C type, as in _connected_fd; made blocking-free below
-        cs = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+        try:  # the C type, as in _connected_fd; made non-blocking below
+            cs = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+        except OSError as e:
+            log.debug(f"accepted connection: {e.strerror}")
+            os.close(fd)
+            return
         if self.disabled or len(self.conns) >= self.max_conns:
             self.stats["full"] += 1
             return self._abort_sock(cs)  # type: ignore[arg-type]

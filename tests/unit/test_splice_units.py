@@ -61,3 +61,109 @@ def test_port_messages_reject_unknown() -> None:
     ("2001:db8::1", None), ("fe80::1%eth0", None), ("::", None)])
 def test_loopback_family(peer: str, fam: int | None) -> None:
     assert loopback_family(peer) == fam
+
+
+class _AcceptWorker:
+    """What Splicer._accept touches: the clock, epoll registration, the tap path, the broker."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        from tests.unit.test_udp_flows import config
+
+        self.cfg = config()
+        self.t = 100.0
+        self.handlers: dict[int, object] = {}
+        self.inbound: list[tuple] = []
+        self.requests: list[tuple] = []
+        self.tcp = SimpleNamespace(_inbound=lambda fd, fam, peer, target: self.inbound.append((fd, fam, peer)))
+        self.broker = SimpleNamespace(request=lambda op, fam, cb, **kw: self.requests.append((op, fam, kw)))
+
+    def now(self) -> float:
+        return self.t
+
+    def add(self, fd: int, handler: object, events: int = 0) -> None:
+        self.handlers[fd] = handler
+
+    def remove(self, fd: int) -> None:
+        self.handlers.pop(fd, None)
+
+
+def _listener(w: _AcceptWorker, enabled: bool):  # noqa: ANN202
+    """A Splicer with one dual-stack -t listener on :: (a real socket), and its port."""
+    import os
+
+    from passt_sep.worker.splice import Splicer
+
+    sp = Splicer(w)  # type: ignore[arg-type]
+    sp.enabled = enabled
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", 0))
+    s.listen(16)
+    port = s.getsockname()[1]
+    sp.port_msg((ipc.LISTENER_MAGIC, port, 8080), [os.dup(s.fileno())])
+    s.close()
+    (ls,) = sp.listeners.values()
+    return sp, ls, port
+
+
+def test_accept_takes_one_then_drains_a_burst() -> None:
+    import os
+
+    w = _AcceptWorker()
+    sp, ls, port = _listener(w, enabled=False)  # every peer to the tap path
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    sp._accept(ls)
+    assert len(w.inbound) == 1  # one per readiness event ...
+    w.t += 50e-6  # ... the listener ready again right away: a burst, drained
+    sp._accept(ls)
+    assert len(w.inbound) == 5
+    fd, fam, peer = w.inbound[0]
+    assert fam == socket.AF_INET6 and peer[0] == "::ffff:127.0.0.1"  # the v4-mapped peer as accepted
+    for fd, _, _ in w.inbound:
+        os.close(fd)
+    w.t += 1.0
+    clients.append(socket.create_connection(("::1", port)))
+    sp._accept(ls)  # long after: one again (there is just one)
+    assert len(w.inbound) == 6 and w.inbound[-1][2][0] == "::1"
+    os.close(w.inbound[-1][0])
+    for c in clients:
+        c.close()
+
+
+def test_accept_splices_loopback_peers_by_their_family() -> None:
+    w = _AcceptWorker()
+    sp, ls, port = _listener(w, enabled=True)
+    c4 = socket.create_connection(("127.0.0.1", port))
+    c6 = socket.create_connection(("::1", port))
+    sp._accept(ls)
+    w.t += 1.0
+    sp._accept(ls)
+    assert not w.inbound
+    assert [(op, fam, kw["port"]) for op, fam, kw in w.requests] == [
+        (ipc.OP_NS_LOOP_CONNECT, socket.AF_INET, 8080), (ipc.OP_NS_LOOP_CONNECT, socket.AF_INET6, 8080)]
+    c4.close()
+    c6.close()
+
+
+def test_accept_out_of_fds_pauses_the_listener_until_the_timer() -> None:
+    """EMFILE leaves the level-triggered listener ready: it is not watched
+    (the loop would spin on it) until the next timer pass."""
+    import errno
+
+    w = _AcceptWorker()
+    sp, ls, port = _listener(w, enabled=False)
+    assert ls.fd in w.handlers
+
+    class NoFds:
+        def _accept(self) -> tuple:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    real, ls.sock = ls.sock, NoFds()  # type: ignore[assignment]
+    sp._accept(ls)
+    assert ls.fd not in w.handlers and sp.paused == [ls]
+    ls.sock = real
+    sp.timer(w.t)
+    assert ls.fd in w.handlers and not sp.paused
+    real.close()
