@@ -673,3 +673,98 @@ def test_server_that_speaks_first_reaches_the_guest(connected: bool) -> None:
     finally:
         ls.close()
         os.close(tap.fd)
+
+
+def test_peek_offset_set_by_the_parent_carries_data_rewinds_and_discards() -> None:
+    """With Config.tcp_peek_off the worker never sets SO_PEEK_OFF itself:
+    over a real TCP connection whose listener had it set (as the parent's
+    -t listeners do), new data, a rewind and discarded bytes must all come
+    out at the right offsets (without the inherited offset every peek
+    would start at the head of the queue and resend old bytes)."""
+    import select
+    import socket
+
+    from passt_sep import ipc
+    from passt_sep.setup.sockpool import SO_PEEK_OFF, tcp_peek_off_supported
+    from passt_sep.worker.tcp import TcpFlows
+
+    if not tcp_peek_off_supported():
+        pytest.skip("this kernel keeps no peek offset on TCP sockets")
+    lst = socket.socket()
+    lst.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    peer = socket.create_connection(lst.getsockname(), timeout=2)
+    ours, _ = lst.accept()
+    lst.close()
+    ours.setblocking(False)
+    w = _LoopWorker()
+    w.cfg.tcp_peek_off = True
+    flows = TcpFlows(w)  # type: ignore[arg-type]
+    assert flows.peek_preset
+    flows.from_guest(parsed(tcp_frame(tcp.SYN, options=tcp.syn_options(1460, 7), seq=1000)))
+    fd = ours.detach()
+    w.requests[0][0][2](fd, ipc.STATUS_CONNECTED)
+    (synack,) = _segs(w)
+    isn = synack.seq
+    w.frames.clear()
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1001, ack=isn + 1)))
+
+    def data_now(size: int) -> bytes:
+        """Let `size` bytes reach our socket, signal it, return the payload sent to the guest."""
+        select.select([fd], [], [], 2)
+        w.frames.clear()
+        w.handlers[fd](select.EPOLLIN)  # type: ignore[operator]
+        return b"".join(f[len(f) - s.dlen:] for f, s in zip(w.frames, _segs(w), strict=True))
+
+    peer.sendall(b"A" * 1000)
+    assert data_now(1000) == b"A" * 1000
+    peer.sendall(b"B" * 1000)
+    assert data_now(1000) == b"B" * 1000  # the second peek starts after the first
+    w.frames.clear()
+    for _ in range(4):  # the guest has only the first 500: its ACK, three duplicates, a rewind
+        flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1001, ack=isn + 501)))
+    again = _segs(w)
+    payload = b"".join(f[len(f) - s.dlen:] for f, s in zip(w.frames, again, strict=True))
+    assert again[0].seq == isn + 501 and payload == b"A" * 500 + b"B" * 1000
+    flows.from_guest(parsed(tcp_frame(tcp.ACK, seq=1001, ack=isn + 2001)))  # all of it: discarded
+    peer.sendall(b"C" * 10)
+    assert data_now(10) == b"C" * 10
+    peer.close()
+
+
+def test_guest_rst_after_its_fin_in_the_same_batch_closes_once() -> None:
+    """The guest's FIN leaves its shutdown for the flush; a RST in the same
+    batch closes the socket at once (RST to the peer), and the flush then
+    finds nothing left to do."""
+    w, flows, fd, peer, isn = _established()
+    flows.from_guest(parsed(tcp_frame(tcp.FIN | tcp.ACK, seq=1006, ack=isn + 1)))
+    assert flows.ending and fd in w.handlers
+    flows.from_guest(parsed(tcp_frame(tcp.RST, seq=1007)))
+    assert not flows.conns and fd not in w.handlers
+    w.frames.clear()
+    flows.flush()
+    assert not w.frames and not flows.ending
+    assert peer.recv(10) == b""  # closed once, by the RST's path
+    peer.close()
+
+
+def test_a_new_syn_for_a_4_tuple_that_just_ended_gets_a_new_connection() -> None:
+    """A connection that ended (both FINs acknowledged) leaves the table at
+    once; a SYN for the same 4-tuple later in the same batch is a new
+    connection, untouched by the old one's flush."""
+    import select
+    import socket
+
+    w, flows, fd, peer, isn = _established()
+    peer.shutdown(socket.SHUT_WR)
+    w.handlers[fd](select.EPOLLIN | select.EPOLLRDHUP)  # type: ignore[operator]
+    (fin,) = _segs(w)
+    flows.from_guest(parsed(tcp_frame(tcp.FIN | tcp.ACK, seq=1006, ack=fin.seq + 1)))
+    assert not flows.conns
+    flows.from_guest(parsed(tcp_frame(tcp.SYN, options=tcp.syn_options(1460, 7), seq=5000)))
+    (new,) = flows.conns.values()
+    flows.flush()
+    assert fd not in w.handlers and (new.key, new.closed) == (((SRC4, 40000, DST4, 80)), False)
+    assert len(w.requests) == 2  # a second connect for the new one
+    peer.close()
