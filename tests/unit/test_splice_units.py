@@ -10,6 +10,7 @@ import pytest
 from passt_sep import ipc
 from passt_sep.setup.autofwd import parse_proc_net
 from passt_sep.worker.splice import loopback_family
+from tests.unit.test_tcp_proto import _LoopWorker
 
 PROC_TCP = (
     b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
@@ -63,30 +64,20 @@ def test_loopback_family(peer: str, fam: int | None) -> None:
     assert loopback_family(peer) == fam
 
 
-class _AcceptWorker:
-    """What Splicer._accept touches: the clock, epoll registration, the tap path, the broker."""
+class _AcceptWorker(_LoopWorker):
+    """What Splicer._accept touches: the clock and epoll registration (the
+    TCP tests' fake loop), the tap path and the broker, recorded."""
 
     def __init__(self) -> None:
         from types import SimpleNamespace
 
         from tests.unit.test_udp_flows import config
 
-        self.cfg = config()
-        self.t = 100.0
-        self.handlers: dict[int, object] = {}
+        super().__init__()
+        self.cfg = config()  # type: ignore[assignment]
         self.inbound: list[tuple] = []
-        self.requests: list[tuple] = []
         self.tcp = SimpleNamespace(_inbound=lambda fd, fam, peer, target: self.inbound.append((fd, fam, peer)))
         self.broker = SimpleNamespace(request=lambda op, fam, cb, **kw: self.requests.append((op, fam, kw)))
-
-    def now(self) -> float:
-        return self.t
-
-    def add(self, fd: int, handler: object, events: int = 0) -> None:
-        self.handlers[fd] = handler
-
-    def remove(self, fd: int) -> None:
-        self.handlers.pop(fd, None)
 
 
 def _listener(w: _AcceptWorker, enabled: bool):  # noqa: ANN202
