@@ -20,7 +20,7 @@ from sandbox.fdpass import send_fds
 from .. import ipc
 from ..config import Config
 from ..log import log
-from .sockpool import SocketPool, loop_connect, set_peek_off
+from .sockpool import SocketPool, loop_connect, new_socket
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -176,15 +176,7 @@ class Broker:
             dest = socket.inet_ntop(req.family, raw)
         pool = self.host_pool
         self.after_reply = pool.refill
-        s = pool.take(req.family)
-        if s is None:
-            s = socket.socket(req.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-            if self.cfg.tcp_peek_off:
-                try:
-                    set_peek_off(s)
-                except OSError:
-                    s.close()
-                    raise
+        s = pool.take(req.family) or new_socket(req.family, peek_off=self.cfg.tcp_peek_off)
         try:
             if not loopback:
                 if rules.ifname:
