@@ -866,31 +866,32 @@ class TcpFlows:
     def _inbound(self, fd: int, family: int, peer: tuple, target: int) -> None:
         """A connection accepted on a -t listener (fd, of that family) for the tap path."""
         try:  # the C type, as in _connected_fd; made non-blocking below
-            cs = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            # (typed as the subclass it stands in for, as c.sock is)
+            cs: socket.socket = _socket.socket(family, socket.SOCK_STREAM, 0, fd)  # type: ignore[assignment]
         except OSError as e:
             log.debug(f"accepted connection: {e.strerror}")
             os.close(fd)
             return
         if self.disabled or len(self.conns) >= self.max_conns:
             self.stats["full"] += 1
-            return self._abort_sock(cs)  # type: ignore[arg-type]
+            return self._abort_sock(cs)
         raw = _peer_raw(family, peer[0])
         if raw is None:
-            return self._abort_sock(cs)  # type: ignore[arg-type]
+            return self._abort_sock(cs)
         version = 4 if len(raw) == 4 else 6
         guest = self.guest4 if version == 4 else self.guest6
         gw = self.addrs.gw[version]
         if guest is None or gw is None:
-            return self._abort_sock(cs)  # type: ignore[arg-type]
+            return self._abort_sock(cs)
         raw = self.addrs.seen_as(version, raw, guest) or gw
         key = (guest, target, raw, peer[1])
         if key in self.conns:
-            return self._abort_sock(cs)  # type: ignore[arg-type]
+            return self._abort_sock(cs)
         cs.setblocking(False)
         c = self._new_conn(version, guest, target, raw, peer[1])
         c.inbound = True
         c.state = SYN_SENT
-        c.sock = cs  # type: ignore[assignment]
+        c.sock = cs
         c.fd = cs.fileno()
         self.by_fd[c.fd] = c
         self.w.add(c.fd, functools.partial(self._sock_event, c), EV_DATA)
