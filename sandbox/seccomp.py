@@ -22,7 +22,9 @@ from pathlib import Path
 import pyseccomp
 
 __all__ = [
+    "CONSTANTS",
     "DEFAULT_ACTIONS",
+    "Condition",
     "Policy",
     "PolicyError",
     "apply_policy",
@@ -39,6 +41,25 @@ _NR_SCMP_ERROR = -1
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*\Z")
 
+# One argument condition: arg3&MSG_FASTOPEN==0, arg1==SOL_SOCKET, arg2!=5.
+_COND_RE = re.compile(
+    r"arg(?P<arg>[0-9]+)(?:&(?P<mask>[A-Za-z0-9_]+))?(?P<op>==|!=)(?P<value>[A-Za-z0-9_]+)\Z"
+)
+
+#: Names a condition may use instead of a number (x86_64 Linux values).
+#: Kept to what the shipped policies need, so that a reader can check each.
+CONSTANTS: dict[str, int] = {
+    "MSG_FASTOPEN": 0x20000000,  # sendto: connect as part of the send (TCP Fast Open)
+    "SOL_SOCKET": 1,
+    "SO_LINGER": 13,
+    "SO_RCVLOWAT": 18,
+    "SO_PEEK_OFF": 42,
+    "FIONBIO": 0x5421,  # ioctl: set or clear O_NONBLOCK
+    "SIOCOUTQ": 0x5411,  # ioctl: bytes not yet acknowledged by the peer (TIOCOUTQ)
+}
+
+_U64 = (1 << 64) - 1
+
 # Loaded filters are kept alive: releasing one frees libseccomp memory, and
 # free() may make syscalls (munmap) that the policy does not allow.
 _loaded: list[pyseccomp.SyscallFilter] = []
@@ -49,10 +70,57 @@ class PolicyError(ValueError):
 
 
 @dataclass(frozen=True)
+class Condition:
+    """A test on one syscall argument, as libseccomp compares it (64 bits).
+
+    arg: the argument's index, 0 to 5.
+    op: "==" or "!=".
+    value: what the argument (masked, when mask is given) is compared with.
+    mask: None for a plain comparison; else the argument is ANDed with it
+        first, and op must be "==" (libseccomp's SCMP_CMP_MASKED_EQ).
+    """
+
+    arg: int
+    op: str
+    value: int
+    mask: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.arg <= 5:
+            raise PolicyError(f"argument index {self.arg} out of range (arg0 to arg5)")
+        if self.op not in ("==", "!="):
+            raise PolicyError(f"unknown comparison {self.op!r} (== or !=)")
+        if self.mask is not None and self.op != "==":
+            raise PolicyError("a masked condition can only test ==")
+        for v in (self.value, self.mask if self.mask is not None else 0):
+            if not 0 <= v <= _U64:
+                raise PolicyError(f"value {v:#x} does not fit in 64 bits")
+        if self.mask is not None and self.value & ~self.mask:
+            raise PolicyError(
+                f"arg{self.arg}&{self.mask:#x}=={self.value:#x} can never be true"
+            )
+
+    def arg_object(self) -> pyseccomp.Arg:
+        """The pyseccomp form of this condition."""
+        if self.mask is not None:
+            return pyseccomp.Arg(self.arg, pyseccomp.MASKED_EQ, self.mask, self.value)
+        op = pyseccomp.EQ if self.op == "==" else pyseccomp.NE
+        return pyseccomp.Arg(self.arg, op, self.value)
+
+    def __str__(self) -> str:
+        mask = "" if self.mask is None else f"&{self.mask:#x}"
+        return f"arg{self.arg}{mask}{self.op}{self.value:#x}"
+
+
+@dataclass(frozen=True)
 class Policy:
     """A parsed allow-list.
 
-    syscalls: the allowed syscall names, in file order.
+    syscalls: the allowed syscall names, in file order, each once.
+    conditions: for syscalls allowed only with certain arguments, the name
+        and one tuple of Conditions per allowing line: the call is allowed
+        when all conditions of at least one line hold. A name in syscalls
+        that has no entry here is allowed with any arguments.
     default: what happens to every other syscall: "kill" (the whole process
         dies by SIGSYS), "errno" (the call fails with the errno below) or
         "log" (allowed, and logged by the kernel as audit type 1326).
@@ -64,6 +132,7 @@ class Policy:
     default: str = "kill"
     errno: int = 0
     source: str = "<policy>"
+    conditions: tuple[tuple[str, tuple[Condition, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.default not in DEFAULT_ACTIONS:
@@ -73,6 +142,15 @@ class Policy:
             raise PolicyError(f"{self.source}: @default errno needs an errno from 1 to 4095")
         if not isinstance(self.syscalls, tuple):
             raise PolicyError(f"{self.source}: syscalls must be a tuple of names")
+        for name, conds in self.conditions:
+            if name not in self.syscalls:
+                raise PolicyError(f"{self.source}: conditions for {name!r}, which is not allowed")
+            if not conds:
+                raise PolicyError(f"{self.source}: empty condition list for {name!r}")
+
+    def rules(self, name: str) -> list[tuple[Condition, ...]]:
+        """The condition lines for one syscall; [] when it is allowed outright."""
+        return [conds for n, conds in self.conditions if n == name]
 
     @property
     def action(self) -> int:
@@ -103,10 +181,48 @@ def _parse_errno(word: str) -> int | None:
     return None
 
 
+def _number(word: str) -> int | None:
+    if word in CONSTANTS:
+        return CONSTANTS[word]
+    try:
+        return int(word, 0)
+    except ValueError:
+        return None
+
+
+def _parse_condition(word: str, where: str) -> Condition:
+    m = _COND_RE.match(word)
+    if m is None:
+        raise PolicyError(
+            f"{where}: bad condition {word!r}: expected argN==VALUE, argN!=VALUE "
+            "or argN&MASK==VALUE (no spaces inside)"
+        )
+    parts = {}
+    for key in ("value", "mask"):
+        text = m.group(key)
+        if text is None:
+            continue
+        number = _number(text)
+        if number is None:
+            raise PolicyError(
+                f"{where}: unknown value {text!r} in {word!r} "
+                f"(a number, or one of: {', '.join(sorted(CONSTANTS))})"
+            )
+        parts[key] = number
+    try:
+        return Condition(int(m.group("arg")), m.group("op"), parts["value"], parts.get("mask"))
+    except PolicyError as e:
+        raise PolicyError(f"{where}: {word!r}: {e}") from None
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse the text of a policy file; see policies/README.md for the format."""
     syscalls: list[str] = []
     seen: dict[str, int] = {}
+    # name -> line of an unconditional entry / of its first conditional one
+    plain: dict[str, int] = {}
+    conditional: dict[str, int] = {}
+    conditions: list[tuple[str, tuple[Condition, ...]]] = []
     default = "kill"
     err_value = 0
     default_line = 0
@@ -144,23 +260,60 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
             default_line = lineno
             continue
 
-        if len(words) != 1:
-            raise PolicyError(f"{where}: one syscall per line, found {len(words)} words: {body!r}")
         name = words[0]
+        if len(words) > 1 and not words[1].startswith("arg"):
+            raise PolicyError(
+                f"{where}: one syscall per line, found {len(words)} words: {body!r} "
+                "(conditions start with argN)"
+            )
         if not hash_ or not reason:
             raise PolicyError(
                 f"{where}: syscall {name!r} has no reason: write '{name}  # why it is needed'"
             )
         if not _NAME_RE.match(name) or syscall_number(name) == _NR_SCMP_ERROR:
             raise PolicyError(f"{where}: unknown syscall {name!r}")
-        if name in seen:
+        conds = tuple(_parse_condition(w, where) for w in words[1:])
+        args = [c.arg for c in conds]
+        if len(set(args)) != len(args):
             raise PolicyError(
-                f"{where}: syscall {name!r} listed twice (first at line {seen[name]})"
+                f"{where}: {name!r}: one condition per argument on a line "
+                "(write a second line for an alternative)"
             )
-        seen[name] = lineno
-        syscalls.append(name)
+        if not conds:
+            if name in conditional:
+                raise PolicyError(
+                    f"{where}: syscall {name!r} allowed outright here but with conditions "
+                    f"at line {conditional[name]}"
+                )
+            if name in seen:
+                raise PolicyError(
+                    f"{where}: syscall {name!r} listed twice (first at line {seen[name]})"
+                )
+            plain[name] = lineno
+        else:
+            if name in plain:
+                raise PolicyError(
+                    f"{where}: syscall {name!r} has conditions here but is allowed "
+                    f"outright at line {plain[name]}"
+                )
+            if conds in [c for n, c in conditions if n == name]:
+                raise PolicyError(
+                    f"{where}: syscall {name!r} listed twice with the same conditions "
+                    f"(first at line {conditional[name]})"
+                )
+            conditional.setdefault(name, lineno)
+            conditions.append((name, conds))
+        if name not in seen:
+            seen[name] = lineno
+            syscalls.append(name)
 
-    return Policy(syscalls=tuple(syscalls), default=default, errno=err_value, source=source)
+    return Policy(
+        syscalls=tuple(syscalls),
+        default=default,
+        errno=err_value,
+        source=source,
+        conditions=tuple(conditions),
+    )
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -187,7 +340,11 @@ def build_filter(policy: Policy) -> pyseccomp.SyscallFilter:
             # Known to libseccomp, but not a syscall of this architecture
             # (a policy written for several): nothing to allow here.
             continue
-        flt.add_rule(pyseccomp.ALLOW, nr)
+        rules = policy.rules(name)
+        if not rules:
+            flt.add_rule(pyseccomp.ALLOW, nr)
+        for conds in rules:
+            flt.add_rule(pyseccomp.ALLOW, nr, *(c.arg_object() for c in conds))
     return flt
 
 
