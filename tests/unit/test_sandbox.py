@@ -11,7 +11,9 @@ that outlives its test is killed by pid.
 from __future__ import annotations
 
 import array
+import dataclasses
 import errno
+import fcntl
 import os
 import select
 import signal
@@ -26,10 +28,18 @@ import pytest
 
 from sandbox import caps, fdpass, ns
 from sandbox.isolate import IsolationError, isolate_worker
-from sandbox.seccomp import Policy, PolicyError, build_filter, load_policy, parse_policy
+from sandbox.seccomp import (
+    Condition,
+    Policy,
+    PolicyError,
+    build_filter,
+    load_policy,
+    parse_policy,
+)
 
 DATA = Path(__file__).parent / "data"
 POLICY = DATA / "test_worker.policy"
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
 TIMEOUT = 10.0
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="reads /proc of a non-dumpable child")
@@ -67,11 +77,56 @@ def _noop() -> None:
     pass
 
 
+# Sockets the child makes before isolating itself (socket() is forbidden
+# after): an unconnected TCP socket, as the broker now hands over before its
+# connect(), and a UDP one.
+_SOCKS: dict[str, socket.socket] = {}
+MSG_FASTOPEN = 0x20000000
+SO_PEEK_OFF = 42
+SIOCOUTQ = 0x5411
+FIONREAD = 0x541B
+TUNSETOFFLOAD = 0x400454D0
+TCP_FASTOPEN_CONNECT = 30
+
+
+def _fastopen() -> None:
+    # Without the filter: connect as part of the send (ENETUNREACH in the
+    # child's empty network namespace, a SYN anywhere in a real one).
+    _SOCKS["tcp"].sendto(b"x", MSG_FASTOPEN, ("127.0.0.1", 9))
+
+
+def _udp_sendto() -> None:
+    _SOCKS["udp"].sendto(b"x", ("127.0.0.1", 9))
+
+
+def _ioctl(request: int) -> Callable[[], None]:
+    def call() -> None:
+        fcntl.ioctl(_SOCKS["tcp"].fileno(), request, b"\0" * 4)
+    return call
+
+
+def _setsockopt(level: int, name: int, value: int) -> Callable[[], None]:
+    def call() -> None:
+        _SOCKS["tcp"].setsockopt(level, name, value)
+    return call
+
+
 ACTIONS: dict[str, Callable[[], None]] = {
     "noop": _noop,
     "open": _forbidden_open,
     "socket": _forbidden_socket,
     "execv": _forbidden_execv,
+    "fastopen": _fastopen,
+    "udp_sendto": _udp_sendto,
+    "setblocking": lambda: _SOCKS["tcp"].setblocking(False),
+    "ioctl_outq": _ioctl(SIOCOUTQ),
+    "ioctl_inq": _ioctl(FIONREAD),
+    "ioctl_tunsetoffload": _ioctl(TUNSETOFFLOAD),
+    "setsockopt_peek_off": _setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0),
+    "setsockopt_linger": lambda: _SOCKS["tcp"].setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0"),
+    "setsockopt_rcvbuf": _setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),
+    "setsockopt_fastopen_connect": _setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1),
 }
 
 
@@ -147,7 +202,10 @@ def _child_main(
         if thread:
             threading.Thread(target=time.sleep, args=(TIMEOUT,), daemon=True).start()
         kwargs = {} if mountpoint is None else {"mountpoint": mountpoint}
-        isolate_worker(policy, keep_fds=[report, go], **kwargs)
+        _SOCKS["tcp"] = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        _SOCKS["udp"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        socks = [s.fileno() for s in _SOCKS.values()]
+        isolate_worker(policy, keep_fds=[report, go, *socks], **kwargs)
     except BaseException as e:  # report anything, one line
         os.write(report, f"error: {type(e).__name__}: {e}\n".encode())
         return 3
@@ -299,6 +357,74 @@ def test_forbidden_call_fails_with_eperm(
     assert child.wait() == 0
 
 
+def _shipped(mode: str, plain: bool = False) -> Policy:
+    """A shipped policy, plus read (the test child waits with os.read).
+
+    plain: drop every argument condition (the policy as it was without them),
+    to show that what the conditions forbid would otherwise go through.
+    """
+    p = load_policy(POLICIES / f"{mode}.policy")
+    return dataclasses.replace(
+        p, syscalls=(*p.syscalls, "read"), conditions=() if plain else p.conditions
+    )
+
+
+# The calls the workers make, with the arguments they make them with.
+ALLOWED_WITH_ARGS = [
+    "udp_sendto", "setblocking", "ioctl_outq", "setsockopt_peek_off", "setsockopt_linger",
+]
+# The same calls with arguments no worker path uses.
+DENIED_BY_ARGS = [
+    "fastopen", "ioctl_inq", "ioctl_tunsetoffload", "setsockopt_rcvbuf",
+    "setsockopt_fastopen_connect",
+]
+
+
+@needs_userns
+@pytest.mark.parametrize("mode", ["pasta", "passt"])
+@pytest.mark.parametrize("action", ALLOWED_WITH_ARGS)
+def test_shipped_policy_allows_what_workers_call(
+    spawn: Callable[..., Child], mode: str, action: str
+) -> None:
+    child = _isolated(spawn, policy=_shipped(mode), action=action)
+    child.go()
+    assert child.readline() == f"about to {action}"
+    # "ok", or an errno the call itself returned (ENETUNREACH: the child's
+    # network namespace is empty); either way the filter let it through.
+    assert child.readline() in ("ok", "ENETUNREACH")
+    assert child.wait() == 0
+
+
+@needs_userns
+@pytest.mark.parametrize("mode", ["pasta", "passt"])
+@pytest.mark.parametrize("action", DENIED_BY_ARGS)
+def test_shipped_policy_kills_for_other_arguments(
+    spawn: Callable[..., Child], mode: str, action: str
+) -> None:
+    """sendto(MSG_FASTOPEN) would connect an unconnected TCP socket anywhere:
+    the broker hands over TCP sockets before their connect() relying on this
+    kill (docs/security.md)."""
+    child = _isolated(spawn, policy=_shipped(mode), action=action)
+    child.go()
+    assert child.readline() == f"about to {action}"
+    assert child.wait() == -signal.SIGSYS
+
+
+@needs_userns
+@pytest.mark.parametrize("action", DENIED_BY_ARGS)
+def test_without_conditions_those_calls_go_through(
+    spawn: Callable[..., Child], action: str
+) -> None:
+    """The same calls under the same policy minus its conditions are not
+    killed: the kills above come from the argument checks."""
+    child = _isolated(spawn, policy=_shipped("pasta", plain=True), action=action)
+    child.go()
+    assert child.readline() == f"about to {action}"
+    line = child.readline()
+    assert line == "ok" or line.startswith("E"), line  # returned, with or without an errno
+    assert child.wait() == 0
+
+
 @needs_userns
 def test_failing_step_is_reported(spawn: Callable[..., Child]) -> None:
     child = spawn(mountpoint="/nonexistent-mountpoint")
@@ -417,6 +543,58 @@ def test_parse_policy_errors(text: str, message: str) -> None:
         _parse(text)
     assert str(exc.value).startswith(message), str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_parse_conditions() -> None:
+    p = _parse(
+        "read  # r\n"
+        "sendto  arg3&MSG_FASTOPEN==0  # s\n"
+        "setsockopt  arg1==SOL_SOCKET arg2==SO_PEEK_OFF  # peek\n"
+        "setsockopt  arg1==1 arg2==0xd  # linger, in numbers\n"
+        "ioctl  arg1!=21531  # anything but FIONREAD\n"
+    )
+    assert p.syscalls == ("read", "sendto", "setsockopt", "ioctl")
+    assert p.rules("read") == []
+    assert p.rules("sendto") == [(Condition(3, "==", 0, mask=0x20000000),)]
+    assert p.rules("setsockopt") == [
+        (Condition(1, "==", 1), Condition(2, "==", 42)),
+        (Condition(1, "==", 1), Condition(2, "==", 13)),
+    ]
+    assert p.rules("ioctl") == [(Condition(1, "!=", 0x541B),)]
+    assert str(p.rules("sendto")[0][0]) == "arg3&0x20000000==0x0"
+    build_filter(p)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("read arg0>1  # r\n", "t.policy:1: bad condition 'arg0>1'"),
+        ("read arg0 == 1  # r\n", "t.policy:1: bad condition 'arg0'"),
+        ("read arg6==1  # r\n", "t.policy:1: 'arg6==1': argument index 6 out of range"),
+        ("read arg0==FOO  # r\n", "t.policy:1: unknown value 'FOO' in 'arg0==FOO'"),
+        ("read arg0&1!=0  # r\n", "t.policy:1: 'arg0&1!=0': a masked condition can only test =="),
+        ("read arg0&0x10==0x11  # r\n", "t.policy:1: 'arg0&0x10==0x11': arg0&0x10==0x11 can never"),
+        ("read arg0==1 arg0==2  # r\n", "t.policy:1: 'read': one condition per argument"),
+        ("read  # r\nread arg0==1  # c\n",
+         "t.policy:2: syscall 'read' has conditions here but is allowed outright at line 1"),
+        ("read arg0==1  # c\nread  # r\n",
+         "t.policy:2: syscall 'read' allowed outright here but with conditions at line 1"),
+        ("read arg0==1  # c\nread arg0==1  # again\n",
+         "t.policy:2: syscall 'read' listed twice with the same conditions (first at line 1)"),
+        ("read arg0==1\n", "t.policy:1: syscall 'read' has no reason"),
+    ],
+)
+def test_parse_condition_errors(text: str, message: str) -> None:
+    with pytest.raises(PolicyError) as exc:
+        _parse(text)
+    assert str(exc.value).startswith(message), str(exc.value)
+
+
+def test_policy_conditions_validated() -> None:
+    with pytest.raises(PolicyError, match="not allowed"):
+        Policy(syscalls=("read",), conditions=(("write", (Condition(0, "==", 1),)),))
+    with pytest.raises(PolicyError, match="empty condition"):
+        Policy(syscalls=("read",), conditions=(("read", ()),))
 
 
 def test_load_policy_file() -> None:
