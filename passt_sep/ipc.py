@@ -19,9 +19,15 @@ Request (worker to parent), 40 bytes::
 
 Reply (parent to worker), 8 bytes: ``u32 seq, i32 status`` (0, or a
 positive errno), with the fd attached when status is 0, or when it is
-STATUS_CONNECTED: a TCP connect that completed before the reply went out
-(on loopback the kernel finishes the handshake within connect()), so the
-worker need not wait for EPOLLOUT.
+STATUS_CONNECTED: a connect that completed before the reply went out (on
+loopback the kernel finishes the handshake within connect()), so the
+worker need not wait for EPOLLOUT; or STATUS_PENDING (OP_TCP_CONNECT): a
+socket the parent connects right after this reply. Its outcome shows on
+the socket (EPOLLOUT when connected, EPOLLERR and SO_ERROR when refused;
+until the connect starts the socket is closed: EPOLLHUP without an
+error). When connect() itself fails, one more reply follows at once, with
+the same seq, the errno and no fd: it comes before any other reply, so the
+worker need remember only the last pending seq.
 
 Worker to parent also: OP_LOG-free; the worker logs to an fd it was given.
 
@@ -56,6 +62,7 @@ from typing import NamedTuple
 REQ = struct.Struct("=IHHHH16sII")
 REPLY = struct.Struct("=Ii")
 STATUS_CONNECTED = -1  # fd attached, and its connect has already completed
+STATUS_PENDING = -2  # fd attached, connect() follows the reply; a failure of it comes as a second reply
 
 # ICMP/ICMPv6 echo ("ping") socket in the host netns; ``addr``: the mapped
 # gateway for a socket to the host's loopback only (no --outbound-if*), or zeroes

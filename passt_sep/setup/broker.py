@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from .autofwd import Forwarder
 
-_CONNECT_OPS = frozenset({ipc.OP_TCP_CONNECT, ipc.OP_NS_LOOP_CONNECT, ipc.OP_HOST_LOOP_CONNECT})
+_CONNECT_OPS = frozenset({ipc.OP_NS_LOOP_CONNECT, ipc.OP_HOST_LOOP_CONNECT})  # (OP_TCP_CONNECT: STATUS_PENDING)
 UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (ephemeral instead)
 
 
@@ -147,6 +147,56 @@ class Broker:
     def tcp_connect(self, req: ipc.Request) -> socket.socket | int:
         """A TCP socket of the host netns, non-blocking connect to addr:port started.
 
+        (What ``handle`` does for OP_TCP_CONNECT is ``_tcp_connect_early``:
+        the same socket, handed over before the connect.)
+        """
+        target = self._tcp_target(req)
+        if isinstance(target, int):
+            return target
+        s, dest = target
+        try:
+            rc = s.connect_ex((dest, req.port))
+        except OSError:
+            s.close()
+            raise
+        if rc not in (0, errno.EINPROGRESS):
+            s.close()
+            return rc
+        return s
+
+    def _tcp_connect_early(self, req: ipc.Request) -> int | None:
+        """OP_TCP_CONNECT: the reply and its fd first, then the connect.
+
+        The worker learns the outcome from the socket itself (EPOLLOUT, or
+        EPOLLERR and SO_ERROR), so nothing that connect() sets running (on
+        loopback: the server's accept, which this CPU may run before the
+        parent gets it back) sits between the handshake and the guest's
+        SYN-ACK. A connect() that fails at once gets a second reply with
+        the same seq and its errno (ipc.STATUS_PENDING). The worker cannot
+        connect the socket elsewhere meanwhile: connect, bind and listen are
+        not in its seccomp allow-list, nor sendto with MSG_FASTOPEN.
+        Returns an errno to answer with, or None once answered.
+        """
+        target = self._tcp_target(req)
+        if isinstance(target, int):
+            return target
+        s, dest = target
+        try:
+            self._send(ipc.pack_reply(req.seq, ipc.STATUS_PENDING), [s.fileno()])
+            try:
+                rc = s.connect_ex((dest, req.port))
+            except OSError as e:
+                rc = e.errno or errno.EIO
+        finally:
+            s.close()  # the worker's copy is the connection now
+        if rc not in (0, errno.EINPROGRESS):
+            log.debug(f"broker: tcp connect: errno {rc}")
+            self._send(ipc.pack_reply(req.seq, rc), [])
+        return None
+
+    def _tcp_target(self, req: ipc.Request) -> tuple[socket.socket, str] | int:
+        """OP_TCP_CONNECT's policy: a socket ready to connect, and where to; or an errno.
+
         The destination must be a unicast address of an enabled family; the
         address mapped to the host's loopback (the gateway unless
         --no-map-gw, or --map-host-loopback) means the host's loopback
@@ -177,20 +227,16 @@ class Broker:
         pool = self.host_pool
         self.after_reply = pool.refill
         s = pool.take(req.family) or new_socket(req.family, peek_off=self.cfg.tcp_peek_off)
-        try:
-            if not loopback:
+        if not loopback:
+            try:
                 if rules.ifname:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, rules.ifname)
                 if rules.src is not None:
                     s.bind((rules.src, 0))
-            rc = s.connect_ex((dest, req.port))
-            if rc not in (0, errno.EINPROGRESS):
+            except OSError:
                 s.close()
-                return rc
-        except OSError:
-            s.close()
-            raise
-        return s
+                raise
+        return s, dest
 
     def udp_socket(self, req: ipc.Request) -> socket.socket | int:
         """A UDP socket of the host netns for one source port of the guest.
@@ -314,12 +360,14 @@ class Broker:
             return
         handler = self.handlers.get(req.op)
         if handler is None:
-            result: socket.socket | int = errno.EPERM
+            result: socket.socket | int | None = errno.EPERM
         else:
             try:
-                result = handler(req)
+                result = self._tcp_connect_early(req) if req.op == ipc.OP_TCP_CONNECT else handler(req)
             except OSError as e:
                 result = e.errno or errno.EIO
+        if result is None:
+            return
         if isinstance(result, int):
             if result == errno.EPERM:
                 self.refused += 1

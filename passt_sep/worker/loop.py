@@ -65,6 +65,9 @@ class Broker:
         self.seq = 0
         self.pending: dict[int, Callable[[int | None, int], None]] = {}
         self.backlog: collections.deque[tuple] = collections.deque()
+        # the last STATUS_PENDING reply's seq and callback: a failure of its
+        # connect() can only come next (ipc.py), so one is all there is to keep
+        self.late: tuple[int, Callable[[int | None, int], None]] | None = None
         # every port message (ipc.PORT_MAGICS: listener announcements and
         # drops, -t and -u included) when set
         self.on_port_msg: Callable[[tuple[bytes, int, int], list[int]], None] | None = None
@@ -73,8 +76,10 @@ class Broker:
                 port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
         """Ask for an fd; cb(fd or None, status) runs when the reply comes.
 
-        status: 0, a positive errno (no fd), or ipc.STATUS_CONNECTED (a
-        TCP connect that has already completed).
+        status: 0, a positive errno (no fd), ipc.STATUS_CONNECTED (a
+        connect that has already completed) or ipc.STATUS_PENDING (a TCP
+        connect the parent starts after the reply; should connect() fail,
+        cb runs once more, with None and the errno).
 
         At most MAX_INFLIGHT requests are outstanding, the rest wait here:
         otherwise a burst (1,000 guest SYNs) fills both directions of the
@@ -127,7 +132,12 @@ class Broker:
                 continue
             seq, status = reply
             cb = self.pending.pop(seq, None)
-            fd = fds[0] if fds and status <= 0 else None  # 0 or ipc.STATUS_CONNECTED
+            late, self.late = self.late, None
+            if cb is None and late is not None and late[0] == seq and status > 0 and not fds:
+                cb = late[1]  # the connect() after a STATUS_PENDING reply failed
+            fd = fds[0] if fds and status <= 0 else None  # 0, STATUS_CONNECTED or STATUS_PENDING
+            if fd is not None and status == ipc.STATUS_PENDING and cb is not None:
+                self.late = (seq, cb)
             for extra in fds[1:] if fd is not None else fds:
                 os.close(extra)
             if cb is None:

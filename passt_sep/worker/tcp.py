@@ -17,9 +17,10 @@ numbers between two kernels:
   peek position (older kernels: peek the in-flight part into a scratch
   buffer). Three duplicate ACKs or an ACK timeout rewind and read again.
 - outbound: a guest SYN becomes an ``OP_TCP_CONNECT`` request; the parent
-  validates the destination, starts a non-blocking connect and hands the
-  socket over. SYN-ACK goes to the guest only when the connect completed;
-  failure is a RST+ACK (the guest reports "connection refused").
+  validates the destination, hands the socket over and then starts its
+  non-blocking connect (ipc.STATUS_PENDING). SYN-ACK goes to the guest only
+  when the socket says the connect completed; failure is a RST+ACK (the
+  guest reports "connection refused").
 - inbound: worker/splice.py accepts on the parent's -t listeners and hands
   a peer that is not spliced to ``_inbound``; the guest gets
   a SYN from the real peer address (loopback appears as the address mapped
@@ -340,6 +341,8 @@ class TcpFlows:
         if c.tmpl is None:
             self._prepare(c)
         if fd is None:
+            if c.state != CONNECTING:
+                return  # (a late failure can only follow STATUS_PENDING, before any event)
             log.debug(f"{c}: connect: {os.strerror(err) if err else 'refused'}")
             self.stats["refused"] += 1
             self._ctl(c, RST | ACK, seq=0)
@@ -783,6 +786,10 @@ class TcpFlows:
     def _connect_done(self, c: Conn, ev: int) -> None:
         assert c.sock is not None
         err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not err and ev & (select.EPOLLERR | select.EPOLLHUP) == select.EPOLLHUP:
+            # closed without an error: the parent has not called connect()
+            # yet (ipc.STATUS_PENDING); the handshake's end is the next edge
+            return
         if err or ev & (select.EPOLLERR | select.EPOLLHUP):
             log.debug(f"{c}: connect: {os.strerror(err) if err else 'hang-up'}")
             self.stats["refused"] += 1

@@ -172,7 +172,12 @@ def test_no_tcp_and_port_zero_are_refused() -> None:
     assert _connect(b, str(GW4), 0) == errno.EPERM
 
 
-def test_reply_says_connected_when_the_handshake_is_over(listeners) -> None:  # noqa: ANN001
+def test_connect_reply_comes_before_the_connect(listeners) -> None:  # noqa: ANN001
+    """OP_TCP_CONNECT through handle(): the reply (STATUS_PENDING) carries the
+    socket, and the connect follows it: the worker's copy ends up connected
+    to the listener the gateway maps to, with no second reply."""
+    import select
+
     from sandbox.fdpass import recv_fds
 
     s4, _ = listeners
@@ -180,9 +185,60 @@ def test_reply_says_connected_when_the_handshake_is_over(listeners) -> None:  # 
     b = Broker(_config(), ours)
     b.handle(ipc.pack_request(7, ipc.OP_TCP_CONNECT, socket.AF_INET, s4.getsockname()[1], GW4.packed))
     data, fds = recv_fds(theirs, 64, 1)
-    assert ipc.unpack_reply(data) == (7, ipc.STATUS_CONNECTED) and len(fds) == 1
-    socket.socket(fileno=fds[0]).close()
+    assert ipc.unpack_reply(data) == (7, ipc.STATUS_PENDING) and len(fds) == 1
+    s = socket.socket(fileno=fds[0])
+    assert select.select([], [s], [], 2)[1]
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    assert s.getpeername() == s4.getsockname()
+    theirs.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        theirs.recv(64)  # nothing more: the connect did not fail
+    s.close()
     s4.accept()[0].close()
+    ours.close()
+    theirs.close()
+
+
+def test_connect_that_fails_at_once_gets_a_second_reply(listeners, monkeypatch) -> None:  # noqa: ANN001
+    """A connect() that fails when it is called (here: made to return
+    ENETUNREACH, as a destination without a route would) follows the
+    STATUS_PENDING reply with a second one: same seq, the errno, no fd."""
+    from sandbox.fdpass import recv_fds
+
+    s4, _ = listeners
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b = Broker(_config(), ours)
+
+    class Unreachable(socket.socket):
+        def connect_ex(self, _addr: object) -> int:  # type: ignore[override]
+            return errno.ENETUNREACH
+
+    def take(family: int) -> socket.socket:
+        return Unreachable(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+
+    monkeypatch.setattr(b.host_pool, "take", take)
+    b.handle(ipc.pack_request(9, ipc.OP_TCP_CONNECT, socket.AF_INET, s4.getsockname()[1], GW4.packed))
+    data, fds = recv_fds(theirs, 64, 1)
+    assert ipc.unpack_reply(data) == (9, ipc.STATUS_PENDING) and len(fds) == 1
+    os.close(fds[0])
+    data, fds = recv_fds(theirs, 64, 1)
+    assert ipc.unpack_reply(data) == (9, errno.ENETUNREACH) and not fds
+    ours.close()
+    theirs.close()
+
+
+def test_refused_destination_gets_one_reply_and_no_socket() -> None:
+    """Outside policy: one errno reply, no fd, nothing connected."""
+    from sandbox.fdpass import recv_fds
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b = Broker(_config(), ours)
+    b.handle(ipc.pack_request(3, ipc.OP_TCP_CONNECT, socket.AF_INET, 80, IPv4Address("127.0.0.1").packed))
+    data, fds = recv_fds(theirs, 64, 1)
+    assert ipc.unpack_reply(data) == (3, errno.EACCES) and not fds
+    theirs.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        theirs.recv(64)
     ours.close()
     theirs.close()
 

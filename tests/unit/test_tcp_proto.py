@@ -768,3 +768,99 @@ def test_a_new_syn_for_a_4_tuple_that_just_ended_gets_a_new_connection() -> None
     assert fd not in w.handlers and (new.key, new.closed) == (((SRC4, 40000, DST4, 80)), False)
     assert len(w.requests) == 2  # a second connect for the new one
     peer.close()
+
+
+def test_worker_broker_routes_a_late_connect_failure() -> None:
+    """The worker's side of STATUS_PENDING: the reply's fd goes to the
+    callback, and a failure that follows at once (same seq, errno, no fd)
+    reaches the same callback; once another reply has come, a stray errno
+    for the old seq reaches nobody."""
+    import errno
+    import os
+    import socket
+
+    from passt_sep import ipc
+    from passt_sep.worker.loop import Broker
+    from sandbox.fdpass import send_fds
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b = Broker(ours)
+    got: list[tuple[str, int | None, int]] = []
+    for name in ("a", "b"):
+        b.request(ipc.OP_TCP_CONNECT, socket.AF_INET, lambda fd, st, n=name: got.append((n, fd, st)),
+                  port=80, addr=b"\xc0\x00\x02\x01")
+    seqs = [ipc.unpack_request(theirs.recv(64)).seq for _ in range(2)]  # type: ignore[union-attr]
+    r, w = os.pipe()
+    send_fds(theirs, ipc.pack_reply(seqs[0], ipc.STATUS_PENDING), [r])
+    send_fds(theirs, ipc.pack_reply(seqs[0], errno.ENETUNREACH), [])
+    send_fds(theirs, ipc.pack_reply(seqs[1], errno.EACCES), [])
+    send_fds(theirs, ipc.pack_reply(seqs[0], errno.ENETUNREACH), [])  # stray: dropped
+    assert b.readable()
+    assert [(n, st) for n, _fd, st in got] == [("a", ipc.STATUS_PENDING), ("a", errno.ENETUNREACH),
+                                               ("b", errno.EACCES)]
+    assert got[0][1] is not None and got[1][1] is None and got[2][1] is None
+    assert b.late is None and not b.pending
+    os.close(got[0][1])
+    os.close(w)
+    ours.close()
+    theirs.close()
+
+
+def test_socket_handed_over_before_its_connect() -> None:
+    """STATUS_PENDING with a real Worker and epoll: the socket arrives
+    closed (the parent has not called connect() yet), which epoll reports
+    as EPOLLHUP; that is no refusal. When the connect completes (done here
+    on our copy of the socket, as the parent does on its own), the guest
+    gets its SYN-ACK; a refusal after the hand-over is a RST+ACK."""
+    import os
+    import socket
+    from types import SimpleNamespace
+
+    from passt_sep import ipc
+    from passt_sep.worker.loop import Worker
+    from tests.unit.test_udp_flows import GUEST_MAC, config
+
+    frames: list[bytes] = []
+    tap = SimpleNamespace(fd=os.open(os.devnull, os.O_WRONLY), moved=0, needs_csum=False,
+                          write_raw=lambda b: frames.append(bytes(b)) or True)
+    a, _b = socket.socketpair()
+    w = Worker(config(), tap, a, GUEST_MAC)  # type: ignore[arg-type]
+    requests: list = []
+    w.broker = SimpleNamespace(request=lambda op, fam, cb, **kw: requests.append(cb))  # type: ignore[assignment]
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    closed_port = socket.socket()
+    closed_port.bind(("127.0.0.1", 0))  # bound, never listening: connecting to it is refused
+
+    def run_loop(polls: int) -> None:  # bounded: polls of 50 ms, until a frame goes out
+        for _ in range(polls):
+            for fd, ev in w.ep.poll(0.05):
+                w.handlers[fd](ev)
+            if frames:
+                return
+
+    try:
+        for sport, dest in ((1001, ls.getsockname()), (1002, closed_port.getsockname())):
+            frames.clear()
+            f = bytearray(tcp_frame(tcp.SYN, options=tcp.syn_options(1460, 7)))
+            struct.pack_into("!H", f, ETH_HLEN + 20, sport)
+            w.on_frame(memoryview(f))
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            requests[-1](os.dup(s.fileno()), ipc.STATUS_PENDING)
+            run_loop(3)
+            assert not frames and len(w.tcp.conns) == 1 + (sport == 1002)  # EPOLLHUP: still waiting
+            s.connect_ex(dest)
+            s.close()
+            run_loop(20)
+            seg = tcp.parse_segment(parsed(frames[-1][tcp.VNET_HDR_LEN:]))
+            assert isinstance(seg, tcp.Segment) and seg.dport == sport
+            if sport == 1001:
+                assert seg.flags == tcp.SYN | tcp.ACK
+                ls.accept()[0].close()
+            else:
+                assert seg.flags == tcp.RST | tcp.ACK and w.tcp.stats["refused"] == 1
+    finally:
+        ls.close()
+        closed_port.close()
+        os.close(tap.fd)
