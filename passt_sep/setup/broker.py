@@ -173,8 +173,10 @@ class Broker:
         parent gets it back) sits between the handshake and the guest's
         SYN-ACK. A connect() that fails at once gets a second reply with
         the same seq and its errno (ipc.STATUS_PENDING). The worker cannot
-        connect the socket elsewhere meanwhile: connect, bind and listen are
-        not in its seccomp allow-list, nor sendto with MSG_FASTOPEN.
+        connect the socket elsewhere meanwhile, nor after a failed connect:
+        connect, bind, listen, sendmsg and sendmmsg are not in its seccomp
+        allow-list, and sendto is allowed only without MSG_FASTOPEN
+        (policies/*.policy; tests/unit/test_sandbox.py shows the kill).
         Returns an errno to answer with, or None once answered.
         """
         target = self._tcp_target(req)
