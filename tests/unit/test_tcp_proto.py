@@ -622,6 +622,48 @@ def test_inbound_handshake_ack_rides_on_waiting_data(early_data: bool) -> None:
     lst.close()
 
 
+class _RealWorker:
+    """A real Worker with real epoll, its tap writes collected in frames,
+    its broker requests' callbacks in requests, and a listener on
+    127.0.0.1 to connect to. close() releases what it opened."""
+
+    def __init__(self) -> None:
+        import os
+        import socket
+        from types import SimpleNamespace
+
+        from passt_sep.worker.loop import Worker
+        from tests.unit.test_udp_flows import GUEST_MAC, config
+
+        self.frames: list[bytes] = []
+        self.tap = SimpleNamespace(fd=os.open(os.devnull, os.O_WRONLY), moved=0, needs_csum=False,
+                                   write_raw=lambda b: self.frames.append(bytes(b)) or True)
+        self.pair = socket.socketpair()
+        self.w = Worker(config(), self.tap, self.pair[0], GUEST_MAC)  # type: ignore[arg-type]
+        self.requests: list = []
+        self.w.broker = SimpleNamespace(  # type: ignore[assignment]
+            request=lambda op, fam, cb, **kw: self.requests.append(cb))
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(1)
+
+    def run_loop(self, polls: int) -> None:
+        """Poll (bounded: polls of 50 ms) until a frame goes out."""
+        for _ in range(polls):
+            for fd, ev in self.w.ep.poll(0.05):
+                self.w.handlers[fd](ev)
+            if self.frames:
+                return
+
+    def close(self) -> None:
+        import os
+
+        self.ls.close()
+        for sock in self.pair:
+            sock.close()
+        os.close(self.tap.fd)
+
+
 @pytest.mark.parametrize("connected", [True, False], ids=["connected-at-once", "connecting"])
 def test_server_that_speaks_first_reaches_the_guest(connected: bool) -> None:
     """An outbound connection starts with nothing to peek and relies on its
@@ -629,50 +671,30 @@ def test_server_that_speaks_first_reaches_the_guest(connected: bool) -> None:
     ACK (added at the reply, or re-armed by EPOLL_CTL_MOD at the ACK for a
     connect that was still under way) must still reach the guest. A real
     Worker and epoll, a real TCP connection on 127.0.0.1."""
-    import os
     import socket
-    from types import SimpleNamespace
 
     from passt_sep import ipc
-    from passt_sep.worker.loop import Worker
-    from tests.unit.test_udp_flows import GUEST_MAC, config
 
-    frames: list[bytes] = []
-    tap = SimpleNamespace(fd=os.open(os.devnull, os.O_WRONLY), moved=0, needs_csum=False,
-                          write_raw=lambda b: frames.append(bytes(b)) or True)
-    a, _b = socket.socketpair()
-    w = Worker(config(), tap, a, GUEST_MAC)  # type: ignore[arg-type]
-    requests: list = []
-    w.broker = SimpleNamespace(request=lambda op, fam, cb, **kw: requests.append(cb))  # type: ignore[assignment]
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
+    rw = _RealWorker()
+    w, frames = rw.w, rw.frames
     try:
         w.on_frame(memoryview(bytearray(tcp_frame(tcp.SYN, options=tcp.syn_options(1460, 7)))))
         s = socket.socket()
-        s.connect(ls.getsockname())
-        srv, _ = ls.accept()
+        s.connect(rw.ls.getsockname())
+        srv, _ = rw.ls.accept()
         srv.sendall(b"hello")  # before the guest's ACK, and before the reply if connecting
         s.setblocking(False)
-        requests[0](s.detach(), ipc.STATUS_CONNECTED if connected else 0)
-
-        def run_loop() -> None:  # until a frame goes out (bounded: 20 polls of 50 ms)
-            for _ in range(20):
-                for fd, ev in w.ep.poll(0.05):
-                    w.handlers[fd](ev)
-                if frames:
-                    return
-        run_loop()  # connecting: EPOLLOUT, then the SYN-ACK
+        rw.requests[0](s.detach(), ipc.STATUS_CONNECTED if connected else 0)
+        rw.run_loop(20)  # connecting: EPOLLOUT, then the SYN-ACK
         synack = tcp.parse_segment(parsed(frames[-1][tcp.VNET_HDR_LEN:]))
         assert isinstance(synack, tcp.Segment) and synack.flags == tcp.SYN | tcp.ACK
         frames.clear()
         w.on_frame(memoryview(bytearray(tcp_frame(tcp.ACK, seq=1001, ack=synack.seq + 1))))
-        run_loop()
+        rw.run_loop(20)
         assert frames and frames[-1].endswith(b"hello")
         srv.close()
     finally:
-        ls.close()
-        os.close(tap.fd)
+        rw.close()
 
 
 def test_peek_offset_set_by_the_parent_carries_data_rewinds_and_discards() -> None:
@@ -814,32 +836,13 @@ def test_socket_handed_over_before_its_connect() -> None:
     gets its SYN-ACK; a refusal after the hand-over is a RST+ACK."""
     import os
     import socket
-    from types import SimpleNamespace
 
     from passt_sep import ipc
-    from passt_sep.worker.loop import Worker
-    from tests.unit.test_udp_flows import GUEST_MAC, config
 
-    frames: list[bytes] = []
-    tap = SimpleNamespace(fd=os.open(os.devnull, os.O_WRONLY), moved=0, needs_csum=False,
-                          write_raw=lambda b: frames.append(bytes(b)) or True)
-    a, _b = socket.socketpair()
-    w = Worker(config(), tap, a, GUEST_MAC)  # type: ignore[arg-type]
-    requests: list = []
-    w.broker = SimpleNamespace(request=lambda op, fam, cb, **kw: requests.append(cb))  # type: ignore[assignment]
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
+    rw = _RealWorker()
+    w, frames, ls = rw.w, rw.frames, rw.ls
     closed_port = socket.socket()
     closed_port.bind(("127.0.0.1", 0))  # bound, never listening: connecting to it is refused
-
-    def run_loop(polls: int) -> None:  # bounded: polls of 50 ms, until a frame goes out
-        for _ in range(polls):
-            for fd, ev in w.ep.poll(0.05):
-                w.handlers[fd](ev)
-            if frames:
-                return
-
     try:
         for sport, dest in ((1001, ls.getsockname()), (1002, closed_port.getsockname())):
             frames.clear()
@@ -847,12 +850,12 @@ def test_socket_handed_over_before_its_connect() -> None:
             struct.pack_into("!H", f, ETH_HLEN + 20, sport)
             w.on_frame(memoryview(f))
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-            requests[-1](os.dup(s.fileno()), ipc.STATUS_PENDING)
-            run_loop(3)
+            rw.requests[-1](os.dup(s.fileno()), ipc.STATUS_PENDING)
+            rw.run_loop(3)
             assert not frames and len(w.tcp.conns) == 1 + (sport == 1002)  # EPOLLHUP: still waiting
             s.connect_ex(dest)
             s.close()
-            run_loop(20)
+            rw.run_loop(20)
             seg = tcp.parse_segment(parsed(frames[-1][tcp.VNET_HDR_LEN:]))
             assert isinstance(seg, tcp.Segment) and seg.dport == sport
             if sport == 1001:
@@ -861,6 +864,5 @@ def test_socket_handed_over_before_its_connect() -> None:
             else:
                 assert seg.flags == tcp.RST | tcp.ACK and w.tcp.stats["refused"] == 1
     finally:
-        ls.close()
         closed_port.close()
-        os.close(tap.fd)
+        rw.close()
