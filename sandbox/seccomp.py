@@ -217,12 +217,10 @@ def _parse_condition(word: str, where: str) -> Condition:
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse the text of a policy file; see policies/README.md for the format."""
-    syscalls: list[str] = []
-    seen: dict[str, int] = {}
-    # name -> line of an unconditional entry / of its first conditional one
-    plain: dict[str, int] = {}
-    conditional: dict[str, int] = {}
-    conditions: list[tuple[str, tuple[Condition, ...]]] = []
+    seen: dict[str, int] = {}  # name -> its first line, in file order
+    # (name, conditions) -> its line; a name here has no unconditional line
+    cond_lines: dict[tuple[str, tuple[Condition, ...]], int] = {}
+    conditional: set[str] = set()
     default = "kill"
     err_value = 0
     default_line = 0
@@ -279,40 +277,35 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
                 f"{where}: {name!r}: one condition per argument on a line "
                 "(write a second line for an alternative)"
             )
+        first = seen.setdefault(name, lineno)
         if not conds:
             if name in conditional:
                 raise PolicyError(
                     f"{where}: syscall {name!r} allowed outright here but with conditions "
-                    f"at line {conditional[name]}"
+                    f"at line {first}"
                 )
-            if name in seen:
-                raise PolicyError(
-                    f"{where}: syscall {name!r} listed twice (first at line {seen[name]})"
-                )
-            plain[name] = lineno
-        else:
-            if name in plain:
-                raise PolicyError(
-                    f"{where}: syscall {name!r} has conditions here but is allowed "
-                    f"outright at line {plain[name]}"
-                )
-            if conds in [c for n, c in conditions if n == name]:
-                raise PolicyError(
-                    f"{where}: syscall {name!r} listed twice with the same conditions "
-                    f"(first at line {conditional[name]})"
-                )
-            conditional.setdefault(name, lineno)
-            conditions.append((name, conds))
-        if name not in seen:
-            seen[name] = lineno
-            syscalls.append(name)
+            if first != lineno:
+                raise PolicyError(f"{where}: syscall {name!r} listed twice (first at line {first})")
+            continue
+        if first != lineno and name not in conditional:
+            raise PolicyError(
+                f"{where}: syscall {name!r} has conditions here but is allowed "
+                f"outright at line {first}"
+            )
+        if (name, conds) in cond_lines:
+            raise PolicyError(
+                f"{where}: syscall {name!r} listed twice with the same conditions "
+                f"(first at line {cond_lines[name, conds]})"
+            )
+        conditional.add(name)
+        cond_lines[name, conds] = lineno
 
     return Policy(
-        syscalls=tuple(syscalls),
+        syscalls=tuple(seen),
         default=default,
         errno=err_value,
         source=source,
-        conditions=tuple(conditions),
+        conditions=tuple(cond_lines),
     )
 
 
