@@ -103,6 +103,7 @@ EV_DATA = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 _I32 = struct.Struct("i")
 _LINGER0 = struct.pack("ii", 1, 0)
 _ZERO4 = bytes(4)
+_CONNECTED_STATES = (1, 8)  # TCP_ESTABLISHED, TCP_CLOSE_WAIT (include/net/tcp_states.h)
 
 
 _V4MAPPED = bytes(10) + b"\xff\xff"
@@ -178,6 +179,17 @@ class Conn:
         g, gp, r, rp = self.key
         return (f"<tcp {_addr(g)}:{gp} <-> {_addr(r)}:{rp} {STATE_NAMES.get(self.state, '?')}"
                 f"{' in' if self.inbound else ''}>")
+
+
+def _established(sock: socket.socket) -> bool:
+    """Whether a TCP socket's connect has completed (and not failed): its
+    state, the first byte of TCP_INFO, is ESTABLISHED, or CLOSE_WAIT once
+    the peer has also sent its FIN. Closed (before connect(), or refused)
+    and SYN_SENT are not."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in _CONNECTED_STATES
+    except OSError:
+        return False
 
 
 def _addr(raw: bytes) -> str:
@@ -365,6 +377,13 @@ class TcpFlows:
             return self._close(c)
         c.fd = fd
         self.by_fd[fd] = c
+        if not connected and _established(c.sock):
+            # the parent's connect() finished while the reply was on its
+            # way (loopback: within the call): the SYN-ACK goes now, not
+            # after the next epoll_wait and whatever else it brings
+            connected = True
+            c.state = SYNACK_SENT
+            self._send_synack(c)
         if connected:
             self.w.add(fd, functools.partial(self._sock_event, c), EV_DATA)
             c.ev_data = True
@@ -784,6 +803,11 @@ class TcpFlows:
                 self._send_data(c)
 
     def _connect_done(self, c: Conn, ev: int) -> None:
+        if ev & (select.EPOLLERR | select.EPOLLHUP) == 0:
+            # EPOLLOUT alone: a TCP socket reports it only once established
+            # (a failed connect sets EPOLLERR), so SO_ERROR need not be read
+            c.state = SYNACK_SENT
+            return self._send_synack(c)
         assert c.sock is not None
         err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if not err and ev & (select.EPOLLERR | select.EPOLLHUP) == select.EPOLLHUP:

@@ -866,3 +866,49 @@ def test_socket_handed_over_before_its_connect() -> None:
     finally:
         closed_port.close()
         rw.close()
+
+
+@pytest.mark.parametrize("server_closed", [False, True], ids=["established", "close-wait"])
+def test_pending_socket_already_connected_gets_its_synack_at_the_reply(server_closed: bool) -> None:
+    """STATUS_PENDING for a socket whose connect has completed by the time
+    the reply is read (on loopback the parent's connect() finishes within
+    the call): the SYN-ACK goes out from the reply itself, before any
+    epoll event, also when the server has already sent and closed
+    (CLOSE_WAIT); what it sent then reaches the guest, and its FIN after."""
+    import errno
+    import os
+    import socket
+
+    from passt_sep import ipc
+    from passt_sep.worker.tcp import SYNACK_SENT
+
+    rw = _RealWorker()
+    w, frames, ls = rw.w, rw.frames, rw.ls
+    try:
+        w.on_frame(memoryview(bytearray(tcp_frame(tcp.SYN, options=tcp.syn_options(1460, 7)))))
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        assert s.connect_ex(ls.getsockname()) in (0, errno.EINPROGRESS)
+        srv, _ = ls.accept()
+        if server_closed:
+            srv.sendall(b"bye")
+            srv.close()
+        rw.requests[-1](os.dup(s.fileno()), ipc.STATUS_PENDING)
+        s.close()
+        assert len(frames) == 1  # no loop ran: the reply alone sent it
+        synack = tcp.parse_segment(parsed(frames[0][tcp.VNET_HDR_LEN:]))
+        assert isinstance(synack, tcp.Segment) and synack.flags == tcp.SYN | tcp.ACK
+        (c,) = w.tcp.conns.values()
+        assert c.state == SYNACK_SENT
+        frames.clear()
+        w.on_frame(memoryview(bytearray(tcp_frame(tcp.ACK, seq=1001, ack=synack.seq + 1))))
+        if not server_closed:
+            srv.sendall(b"hello")
+        rw.run_loop(20)
+        assert frames and frames[0].endswith(b"bye" if server_closed else b"hello")
+        if server_closed:
+            fin = tcp.parse_segment(parsed(frames[-1][tcp.VNET_HDR_LEN:]))
+            assert isinstance(fin, tcp.Segment) and fin.flags & tcp.FIN
+        else:
+            srv.close()
+    finally:
+        rw.close()
