@@ -803,18 +803,15 @@ class TcpFlows:
                 self._send_data(c)
 
     def _connect_done(self, c: Conn, ev: int) -> None:
-        if ev & (select.EPOLLERR | select.EPOLLHUP) == 0:
-            # EPOLLOUT alone: a TCP socket reports it only once established
-            # (a failed connect sets EPOLLERR), so SO_ERROR need not be read
-            c.state = SYNACK_SENT
-            return self._send_synack(c)
-        assert c.sock is not None
-        err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if not err and ev & (select.EPOLLERR | select.EPOLLHUP) == select.EPOLLHUP:
-            # closed without an error: the parent has not called connect()
-            # yet (ipc.STATUS_PENDING); the handshake's end is the next edge
-            return
-        if err or ev & (select.EPOLLERR | select.EPOLLHUP):
+        # EPOLLOUT alone means established (a failed connect sets EPOLLERR),
+        # so SO_ERROR is read only for an error or a hang-up
+        if ev & (select.EPOLLERR | select.EPOLLHUP):
+            assert c.sock is not None
+            err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not err and not ev & select.EPOLLERR:
+                # closed without an error: the parent has not called connect()
+                # yet (ipc.STATUS_PENDING); the handshake's end is the next edge
+                return
             log.debug(f"{c}: connect: {os.strerror(err) if err else 'hang-up'}")
             self.stats["refused"] += 1
             self._ctl(c, RST | ACK, seq=0)
