@@ -19,3 +19,12 @@ class SetupError(Exception):
             why = why.strerror
         super().__init__(f"{step}: {why}")
         self.step = step
+
+
+class ProtocolViolation(Exception):
+    """The worker broke the broker protocol: the run ends (as OpenSSH's monitor does).
+
+    A malformed or unknown request is something no worker of ours sends:
+    only an exploited one does. The parent logs the reason, kills the
+    worker and exits 1; it never tries to make sense of the message.
+    """

@@ -35,5 +35,12 @@ def script_values(out: str, prefix: str) -> dict[str, str]:
 
 def pasta_sh(host: HostNS, args: list[str], script: str, timeout: float,
              ) -> subprocess.CompletedProcess[str]:
-    """pasta -q ARGS around ``sh -c script``, inside the host."""
-    return host.run([PASTA, "-q", *args, "--", "sh", "-c", script], timeout=timeout, check=False)
+    """pasta -q ARGS around ``sh -c script``, inside the host.
+
+    ``--runas 0``: started as root, pasta runs the command as root of a user
+    namespace mapped to nobody (as C pasta does); these scripts run clients
+    that write under root's directories (dhclient's leases, the pytest
+    temporary directory, the interpreter), so they keep root.
+    """
+    return host.run([PASTA, "-q", "--runas", "0", *args, "--", "sh", "-c", script],
+                    timeout=timeout, check=False)

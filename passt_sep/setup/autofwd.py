@@ -47,7 +47,6 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox import ns
-from sandbox.fdpass import send_fds
 
 from .. import ipc
 from ..config import Config
@@ -219,7 +218,7 @@ class Forwarder:
         self.cfg = cfg
         self.ns = nst
         o = cfg.opts
-        self.sock: socket.socket | None = None
+        self.send: Callable[[bytes, list[int]], None] | None = None  # Broker.send, from start()
         self.tcp_in = _targets(o.tcp_in) if not o.no_tcp else {}
         self.tcp_out = _targets(o.tcp_out) if not o.no_tcp else {}
         self.tin_targets = set(self.tcp_in.values())
@@ -344,9 +343,9 @@ class Forwarder:
         return out
 
     # -- auto --------------------------------------------------------------------
-    def start(self, sock: socket.socket) -> None:
-        """Remember the worker's socket and do the first scan now."""
-        self.sock = sock
+    def start(self, send: Callable[[bytes, list[int]], None]) -> None:
+        """Remember how to reach the worker (Broker.send: never blocks) and do the first scan now."""
+        self.send = send
         self.scan()
 
     @property
@@ -432,12 +431,8 @@ class Forwarder:
             log.debug(f"auto: forwarding namespace port {port} to the host ({magic.decode()})")
 
     def _send(self, msg: bytes, fds: list[int]) -> None:
-        if self.sock is None:
-            return
-        try:
-            send_fds(self.sock, msg, fds)  # a plain send when fds is empty
-        except OSError as e:
-            log.debug(f"auto: message to worker failed: {e.strerror}")
+        if self.send is not None:
+            self.send(msg, fds)  # queued while the worker's socket is full; fds duplicated
 
 
 def _bind_loopback(bind: Callable[..., socket.socket], proto: str,

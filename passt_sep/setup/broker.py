@@ -11,7 +11,10 @@ worker carries on. The whole attack surface of the privileged side is the
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import socket
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +22,7 @@ from sandbox.fdpass import send_fds
 
 from .. import ipc
 from ..config import Config
+from ..errors import ProtocolViolation
 from ..log import log
 from .sockpool import SocketPool, loop_connect, new_socket
 
@@ -29,6 +33,12 @@ if TYPE_CHECKING:
 
 _CONNECT_OPS = frozenset({ipc.OP_NS_LOOP_CONNECT, ipc.OP_HOST_LOOP_CONNECT})  # (OP_TCP_CONNECT: STATUS_PENDING)
 UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (ephemeral instead)
+# Messages to the worker wait here while its socket is full, instead of
+# blocking the parent. A worker has at most a few dozen requests in flight
+# (worker/loop.py), so only a burst of port announcements (an `auto` scan)
+# queues at all; a worker that stops reading is cut off at these bounds.
+QUEUE_MAX = 4096
+QUEUE_FDS_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,7 @@ class Broker:
     def __init__(self, cfg: Config, sock: socket.socket) -> None:
         self.cfg = cfg
         self.sock = sock
+        sock.setblocking(False)  # the parent never waits on the worker (send, flush)
         self.refused = 0
         self.fwd: Forwarder | None = None  # pasta: forwarded ports, for the splice ops
         self.handlers = {ipc.OP_PING_SOCKET: self.ping_socket, ipc.OP_TCP_CONNECT: self._tcp_connect_early,
@@ -99,6 +110,8 @@ class Broker:
         self.ns_pool: SocketPool | None = None
         self.ns_udp_pool: SocketPool | None = None
         self.after_reply: Callable[[], None] | None = None  # a pool to top up once the reply is out
+        self.queue: deque[tuple[bytes, list[int]]] = deque()  # waiting for room (fds: our duplicates)
+        self.queued_fds = 0
 
     def _family_ok(self, family: int) -> bool:
         return (family == socket.AF_INET and self.cfg.v4 is not None) or (
@@ -358,17 +371,14 @@ class Broker:
     def _answer(self, data: bytes) -> None:
         req = ipc.unpack_request(data)
         if req is None:
-            self.refused += 1
-            log.warn(f"broker: refused malformed request ({len(data)} bytes)")
-            return
+            raise ProtocolViolation(f"malformed request ({len(data)} bytes)")
         handler = self.handlers.get(req.op)
         if handler is None:
-            result: socket.socket | int | None = errno.EPERM
-        else:
-            try:
-                result = handler(req)  # None: it has answered itself
-            except OSError as e:
-                result = e.errno or errno.EIO
+            raise ProtocolViolation(f"unknown request op {req.op}")
+        try:
+            result = handler(req)  # None: it has answered itself
+        except OSError as e:
+            result = e.errno or errno.EIO
         if result is None:
             return
         if isinstance(result, int):
@@ -393,7 +403,42 @@ class Broker:
             result.close()
 
     def _send(self, msg: bytes, fds: list[int]) -> None:
-        try:
-            send_fds(self.sock, msg, fds)  # a plain send when fds is empty
-        except OSError as e:
-            log.debug(f"broker: reply to worker failed: {e.strerror}")
+        self.send(msg, fds)
+
+    def send(self, msg: bytes, fds: list[int]) -> None:
+        """Send one message to the worker without ever blocking.
+
+        The socket is non-blocking; while it is full, messages queue (in
+        order, the fds duplicated) until ``flush`` can send them. A queue
+        past QUEUE_MAX messages or QUEUE_FDS_MAX fds is a worker that does
+        not read: ProtocolViolation.
+        """
+        if not self.queue:
+            try:
+                send_fds(self.sock, msg, fds)  # a plain send when fds is empty
+                return
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                log.debug(f"broker: message to worker failed: {e.strerror}")
+                return
+        if len(self.queue) >= QUEUE_MAX or self.queued_fds + len(fds) > QUEUE_FDS_MAX:
+            raise ProtocolViolation(f"the worker does not read its replies ({len(self.queue)} queued)")
+        dups = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0) for fd in fds]
+        self.queued_fds += len(dups)
+        self.queue.append((msg, dups))
+
+    def flush(self) -> None:
+        """Send what the queue holds, as far as the socket takes it."""
+        while self.queue:
+            msg, fds = self.queue[0]
+            try:
+                send_fds(self.sock, msg, fds)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                log.debug(f"broker: message to worker failed: {e.strerror}")
+            self.queue.popleft()
+            self.queued_fds -= len(fds)
+            for fd in fds:
+                os.close(fd)

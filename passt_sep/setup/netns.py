@@ -15,6 +15,8 @@ import os
 import signal
 import sys
 
+import prctl
+
 from sandbox import ns
 
 from ..errors import SetupError
@@ -38,11 +40,20 @@ def has_cap_sys_admin() -> bool:
 def become_userns_root() -> None:
     """Make a user namespace with the caller mapped to root (single-threaded)."""
     uid, gid = os.geteuid(), os.getegid()
+    # A process that changed its uid (root dropping to nobody first) is not
+    # dumpable, and its /proc/self files then belong to root: its own id
+    # maps could not be written. Dumpable for the three writes only.
+    was_dumpable = prctl.get_dumpable()
     try:
         ns.unshare(ns.CLONE_NEWUSER)
+        if not was_dumpable:
+            prctl.set_dumpable(1)
         ns.write_id_maps("self", f"0 {uid} 1", f"0 {gid} 1")
     except OSError as e:
         raise SetupError("user namespace", e) from None
+    finally:
+        if not was_dumpable:
+            prctl.set_dumpable(0)
 
 
 def join_userns(path: str) -> None:

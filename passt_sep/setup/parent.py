@@ -28,15 +28,18 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+import prctl
+
 from sandbox.fdpass import send_fds
 from sandbox.seccomp import load_policy
 
 from .. import ipc
 from .. import log as logmod
 from ..cli import Options
-from ..errors import SetupError
+from ..errors import ProtocolViolation, SetupError
 from ..log import log, trim_file
 from . import netns
+from .privs import drop_to, target_ids
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -54,8 +57,8 @@ def _open_log(opts: Options, prog: str) -> int | None:
         return None
     try:
         # every write appends, the worker's too, wherever the parent's trimming is
-        fd = os.open(opts.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                     0o600)
+        fd = os.open(opts.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                     | os.O_NOFOLLOW, 0o600)
     except OSError as e:
         raise SetupError(f"log file {opts.log_file}", e) from None
     os.write(fd, f"{prog} passt-sep: {os.path.realpath('/proc/self/exe')} ({os.getpid()})\n".encode())
@@ -66,7 +69,7 @@ def _open_for_trim(path: str | None, fd: int) -> int | None:
     """A second fd on the log file, for log.trim_file (pwrite ignores the
     offset on an O_APPEND fd); None, and no trimming, if it cannot be opened."""
     try:
-        tfd = os.open(path or "", os.O_RDWR | os.O_CLOEXEC)
+        tfd = os.open(path or "", os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as e:
         log.warn(f"log file {path}: {e.strerror}, --log-size not enforced")
         return None
@@ -80,20 +83,31 @@ def _open_pcap(path: str | None) -> int | None:
     if not path:
         return None
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as e:
         raise SetupError(f"pcap file {path}", e) from None
 
 
-def _write_pid(path: str | None, pid: int) -> None:
+def _open_pid(path: str | None) -> int | None:
+    """The PID file, opened (and emptied) before the switch to --runas, written later."""
     if not path:
-        return
+        return None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        os.write(fd, f"{pid}\n".encode())
-        os.close(fd)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as e:
         raise SetupError(f"PID file {path}", e) from None
+
+
+def _write_pid(fd: int | None, path: str | None, pid: int) -> None:
+    """Write our PID into the file opened by _open_pid, and close it."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, f"{pid}\n".encode())
+    except OSError as e:
+        raise SetupError(f"PID file {path}", e) from None
+    finally:
+        os.close(fd)
 
 
 def _detach_stdio() -> None:
@@ -115,6 +129,23 @@ def _raise_nofile() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (OSError, ValueError):
         pass
+
+
+def import_the_rest(mode: str) -> None:
+    """Import now whatever the rest of the run imports.
+
+    After the switch to --runas the interpreter's own files may be out of
+    reach (a Python installed under /root, mode 0700), and after the
+    parent's seccomp filter nothing can be opened at all: a late import
+    there is an error in the middle of a run. Called before the switch.
+    """
+    import queue  # noqa: F401 - the namespace thread's
+    import threading  # noqa: F401
+
+    from ..worker import stream  # noqa: F401 - passt: the control messages
+    from . import broker, sockdiag, sockpool  # noqa: F401
+    if mode == "pasta":
+        from . import autofwd, tap  # noqa: F401
 
 
 def describe_status(status: int) -> str:
@@ -141,6 +172,7 @@ class Parent:
         self.fwd: Forwarder | None = None
         self.next_trim = 0.0  # --log-size: when the log file is checked next
         self.trim_fd: int | None = None  # the parent's read-write fd on the log file
+        self.ids = target_ids(opts.runas)  # who we run as after set-up (None: as we are)
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
@@ -163,7 +195,14 @@ class Parent:
         self.worker_pid = pid
 
     def in_worker_child(self) -> None:
-        """In the forked worker, before it isolates itself (passt drops its user here)."""
+        """In the forked worker, before it isolates itself: run as the target user
+        (--runas, else nobody when root), so that the uid its user namespace
+        maps to is never root's."""
+        try:
+            drop_to(self.ids)
+        except SetupError as e:
+            os.write(2, f"{self.prog}: worker: {e}\n".encode())
+            os._exit(1)
 
     def run(self) -> int:
         """Do the whole run; return the exit status."""
@@ -187,6 +226,25 @@ class Parent:
 
     def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
         o = self.opts
+        if self.ids is not None and o.runas is None:
+            log.warn("Don't run as root. Changing to nobody...")
+        # What needs root is done while we still are: the files are opened
+        # (O_NOFOLLOW), the host's forwarded ports bound (low ones too)
+        pid_fd = _open_pid(o.pid_file)
+        pcap_fd = _open_pcap(o.pcap)
+        from ..config import build_config
+        from .hostaddr import read_host
+        from .listeners import bind_tcp_listeners, bind_udp_listeners
+
+        host = read_host(o.ifname, o.outbound_if4, o.outbound_if6)
+        cfg = build_config(o, host)
+        for line in cfg.summary():
+            for part in line.split("\n"):
+                log.info(part)
+        listeners = bind_tcp_listeners(cfg)
+        udp_listeners = bind_udp_listeners(cfg)
+        import_the_rest(o.mode)
+
         privileged = netns.has_cap_sys_admin()
         attach = o.netns is not None or o.target_pid is not None
         if attach:
@@ -194,17 +252,17 @@ class Parent:
             userns = o.userns or (f"/proc/{o.target_pid}/ns/user" if o.target_pid else None)
             if userns and not o.netns_only and not privileged:
                 netns.join_userns(userns)
+            # as root: the namespace is entered while privileged, the switch comes at the end
+        elif self.ids is not None:
+            # as root, like pasta: the switch first, then a user namespace of our
+            # own, which owns the namespace made for the command
+            drop_to(self.ids)
+            # dumpable again until set-up is done: the id maps, and the command
+            # forked below, whose /proc/PID/ns/net we open, are ours to touch
+            prctl.set_dumpable(1)
+            netns.become_userns_root()
         elif not privileged:
             netns.become_userns_root()
-
-        from ..config import build_config
-        from .hostaddr import read_host
-
-        host = read_host(o.ifname, o.outbound_if4, o.outbound_if6)
-        cfg = build_config(o, host)
-        for line in cfg.summary():
-            for part in line.split("\n"):
-                log.info(part)
 
         if attach:
             self.netns_fd = netns.open_netns(netns_path)
@@ -224,11 +282,6 @@ class Parent:
         self.netns_fd = -1
         log.debug(f"tap device {tap_name} ready, namespace side MAC "
                   f"{':'.join(f'{b:02x}' for b in ns_mac)}")
-        pcap_fd = _open_pcap(o.pcap)
-        from .listeners import bind_tcp_listeners, bind_udp_listeners
-
-        listeners = bind_tcp_listeners(cfg)
-        udp_listeners = bind_udp_listeners(cfg)
         ns_listeners = self.fwd.bind_ns_spec()  # -T, inside the namespace
         ns_udp = self.fwd.bind_ns_udp_spec()  # -U, inside the namespace
 
@@ -268,12 +321,16 @@ class Parent:
 
         self.broker = Broker(cfg, self.sock)
         self.broker.fwd = self.fwd
-        self.fwd.start(self.sock)  # first auto scan: forwards in place before the command runs
+        self.fwd.start(self.broker.send)  # first auto scan: forwards in place before the command runs
+        if attach:
+            drop_to(self.ids)  # as root: set-up is over (for a spawned command, the switch came first)
+        if self.ids is not None:
+            prctl.set_dumpable(0)  # nobody else running as the target user may ptrace us
         if self.spawned is not None:
             self.spawned.go()
-            _write_pid(o.pid_file, os.getpid())
+            _write_pid(pid_fd, o.pid_file, os.getpid())
         else:
-            _write_pid(o.pid_file, os.getpid())
+            _write_pid(pid_fd, o.pid_file, os.getpid())
             self.release_launcher()
         return self.supervise(netns_path if attach else None)
 
@@ -348,8 +405,24 @@ class Parent:
         ep = select.epoll()
         try:
             return self._supervise(ep, watch_path)
+        except ProtocolViolation as e:
+            return self.violation(e)
         finally:
             ep.close()
+
+    def violation(self, e: ProtocolViolation) -> int:
+        """The worker broke the protocol: log it, kill it, end the run with 1."""
+        log.err(f"worker protocol violation: {e}, exiting")
+        if self.worker_pid:
+            try:
+                os.kill(self.worker_pid, signal.SIGKILL)
+                os.waitpid(self.worker_pid, 0)
+            except OSError:
+                pass
+            self.worker_pid = 0
+        if self.spawned is not None:
+            _terminate(self.spawned)
+        return 1
 
     def _supervise(self, ep: select.epoll, watch_path: str | None) -> int:
         what_of: dict[int, str] = {}
@@ -374,6 +447,7 @@ class Parent:
             cfd = os.pidfd_open(self.spawned.pid)
             watch_fd(cfd, "command")
         watch_fd(self.sock.fileno(), "broker")
+        out_watched = False  # EPOLLOUT on the broker socket while replies queue
         watch_fd(wake_r, "signal")
         watch = _NetnsWatch(watch_path) if watch_path and not self.opts.no_netns_quit else None
         if watch is not None and watch.fd >= 0:
@@ -389,10 +463,13 @@ class Parent:
             except InterruptedError:
                 events = []
             netns_event = not events
-            for fd, _ in events:
+            for fd, ev in events:
                 what = what_of.get(fd)
                 if what == "broker":
-                    self._serve_broker(ep.unregister)
+                    if ev & select.EPOLLOUT:
+                        self.broker.flush()
+                    if ev & ~select.EPOLLOUT:
+                        self._serve_broker(ep.unregister)
                 elif what == "netns":
                     netns_event = True
                 elif what == "signal":
@@ -419,6 +496,9 @@ class Parent:
             now = time.monotonic()
             if fwd is not None and fwd.due(now):
                 fwd.scan(now)
+            if bool(self.broker.queue) != out_watched and self.sock.fileno() in what_of:
+                out_watched = not out_watched
+                ep.modify(self.sock.fileno(), select.EPOLLIN | (select.EPOLLOUT if out_watched else 0))
             self.trim_log(now)
             # the netns file: on an inotify event or a quiet second, and at
             # least once a second (not on every broker request: two calls each)

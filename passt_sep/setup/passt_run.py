@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import pwd
 import selectors
 import signal
 import socket
@@ -47,49 +46,11 @@ import time
 from sandbox.fdpass import send_fds
 
 from .. import ipc
-from ..errors import SetupError
+from ..errors import ProtocolViolation, SetupError
 from ..log import log
 from . import passt_socket
-from .parent import Parent, _open_pcap, _write_pid, describe_status
-
-INIT_UID_MAP = "0 0 4294967295"
-
-
-def target_ids(runas: tuple[int, int] | None) -> tuple[int, int] | None:
-    """The (uid, gid) to run as after set-up, or None to stay as we are."""
-    if runas is not None:
-        return runas
-    if os.geteuid() != 0:
-        return None
-    try:
-        with open("/proc/self/uid_map") as f:
-            init_ns = f.read().split() == INIT_UID_MAP.split()
-    except OSError:
-        init_ns = True
-    if not init_ns:
-        return None
-    try:
-        pw = pwd.getpwnam("nobody")
-        return pw.pw_uid, pw.pw_gid
-    except KeyError:
-        return 65534, 65534
-
-
-def drop_to(ids: tuple[int, int] | None) -> None:
-    """setgroups([]), setgid, setuid; a no-op for None or our own ids."""
-    if ids is None:
-        return
-    uid, gid = ids
-    if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) == (uid, uid, gid, gid) and (
-            os.geteuid() != 0 or not os.getgroups()):
-        return
-    try:
-        if os.geteuid() == 0:
-            os.setgroups([])
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-    except OSError as e:
-        raise SetupError(f"Can't set UID/GID to {uid}:{gid}", e) from None
+from .parent import Parent, _open_pcap, _open_pid, _write_pid, describe_status, import_the_rest
+from .privs import drop_to
 
 
 def _peer_pid(conn: socket.socket) -> int | None:
@@ -105,19 +66,10 @@ class PasstParent(Parent):
 
     def __init__(self, opts, prog, ready_fd=None) -> None:  # type: ignore[no-untyped-def]
         super().__init__(opts, prog, ready_fd)
-        self.ids = target_ids(opts.runas)
         self.listener: socket.socket | None = None
         self.path = ""
         self.ctl: socket.socket | None = None
         self.client_on = False
-
-    def in_worker_child(self) -> None:
-        """The worker runs as the target user (--runas, else nobody when root)."""
-        try:
-            drop_to(self.ids)
-        except SetupError as e:
-            os.write(2, f"{self.prog}: worker: {e}\n".encode())
-            os._exit(1)
 
     def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
         o = self.opts
@@ -141,6 +93,7 @@ class PasstParent(Parent):
         listeners = bind_tcp_listeners(cfg)
         udp_listeners = bind_udp_listeners(cfg)
         pcap_fd = _open_pcap(o.pcap)
+        pid_fd = _open_pid(o.pid_file)
 
         self.ctl, wctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = [wctl.fileno()] + ([log_fd] if log_fd is not None else []) + (
@@ -169,7 +122,8 @@ class PasstParent(Parent):
         from .broker import Broker
 
         self.broker = Broker(cfg, self.sock)
-        _write_pid(o.pid_file, os.getpid())
+        _write_pid(pid_fd, o.pid_file, os.getpid())
+        import_the_rest(o.mode)
         drop_to(self.ids)
         if first is not None:
             self._hand_over(first)
@@ -213,6 +167,12 @@ class PasstParent(Parent):
 
     def supervise_passt(self, one_off: bool) -> int:
         """Serve broker and socket until something ends the run."""
+        try:
+            return self._supervise_passt(one_off)
+        except ProtocolViolation as e:
+            return self.violation(e)
+
+    def _supervise_passt(self, one_off: bool) -> int:
         from ..worker.stream import GONE
 
         assert self.ctl is not None
@@ -226,15 +186,19 @@ class PasstParent(Parent):
         wfd = os.pidfd_open(self.worker_pid)
         sel.register(wfd, selectors.EVENT_READ, "worker")
         sel.register(self.sock, selectors.EVENT_READ, "broker")
+        out_watched = False  # EVENT_WRITE on the broker socket while replies queue
         sel.register(self.ctl, selectors.EVENT_READ, "ctl")
         sel.register(wake_r, selectors.EVENT_READ, "signal")
         if self.listener is not None:
             sel.register(self.listener, selectors.EVENT_READ, "accept")
         while True:
-            for key, _ in sel.select(1.0):
+            for key, ev in sel.select(1.0):
                 what = key.data
                 if what == "broker":
-                    self._serve_broker(sel.unregister)
+                    if ev & selectors.EVENT_WRITE:
+                        self.broker.flush()
+                    if ev & selectors.EVENT_READ:
+                        self._serve_broker(sel.unregister)
                 elif what == "accept":
                     self._accept()
                 elif what == "ctl":
@@ -264,4 +228,11 @@ class PasstParent(Parent):
                     return 1
             if got:
                 return 0
+            if bool(self.broker.queue) != out_watched:
+                try:
+                    sel.modify(self.sock, selectors.EVENT_READ | (0 if out_watched else selectors.EVENT_WRITE),
+                               "broker")
+                    out_watched = not out_watched
+                except KeyError:  # unregistered: the worker closed its end
+                    pass
             self.trim_log(time.monotonic())

@@ -174,7 +174,7 @@ sys.exit(subprocess.call(["ping", "-c1", "-W3", sys.argv[1]]))
 
 def test_malformed_frames_are_dropped_counted_and_loop_survives(host, tmp_path):
     log = tmp_path / "pasta.log"
-    r = host.run([PASTA, "--config-net", "-d", "-l", str(log), "--", PYTHON, "-c", MALFORMED,
+    r = host.run([PASTA, "--config-net", "-d", "-l", str(log), "--runas", "0", "--", PYTHON, "-c", MALFORMED,
                   GW_ADDR4], timeout=60, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "sent 180" in r.stdout

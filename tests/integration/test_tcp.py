@@ -484,7 +484,7 @@ def test_mtu_1500_gso_frames(env: Env) -> None:
               f"{PYTHON} {env.helper} fetch {GW_ADDR4} {port} 0 && "
               f"{PYTHON} {Path(__file__).resolve().parents[1] / 'tools' / 'netserve.py'} "
               f"tcp-send {GW_ADDR6} {sink.port} --bytes {n}")
-    r = env.host.run([PASTA, "--config-net", "-q", "-m", "1500", "--", "sh", "-c", script],
+    r = env.host.run([PASTA, "--config-net", "-q", "-m", "1500", "--runas", "0", "--", "sh", "-c", script],
                      timeout=60, check=False)
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     assert r.returncode == 0 and len(lines) == 2, (r.returncode, r.stdout, r.stderr)

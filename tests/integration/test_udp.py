@@ -108,7 +108,8 @@ def window_run(ns: Namespace, *args: object, timeout: float = 120) -> dict:
 # -- pasta: guest to host through the gateway address ---------------------------
 
 def _in_pasta(host: HostNS, script: str, *opts: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return host.run([PASTA, "--config-net", "-q", *opts, "--", "sh", "-c", script],
+    # --runas 0: the script runs the test's interpreter, under root's 0700 home
+    return host.run([PASTA, "--config-net", "-q", "--runas", "0", *opts, "--", "sh", "-c", script],
                     timeout=timeout, check=False)
 
 
