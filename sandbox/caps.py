@@ -187,6 +187,40 @@ def drop_all_capabilities(last_cap: int | None = None) -> None:
         raise OSError(errno.EPERM, f"capbset_drop: bounding set not empty ({bset:#x})")
 
 
+def keep_only_capabilities(keep: int, last_cap: int | None = None) -> None:
+    """Keep only the capabilities in the bit mask ``keep``, in the calling thread.
+
+    Capabilities are per thread: a process with threads calls this in each.
+    The bounding set loses every other capability (while CAP_SETPCAP is
+    still effective), the ambient set is cleared, then effective and
+    permitted become ``keep`` (as far as they held it) and inheritable
+    zero; read back. Raises OSError if anything else stays.
+    """
+    last = cap_last_cap() if last_cap is None else last_cap
+    eff, _prm, _inh = get_capabilities()
+    setpcap = eff >> 8 & 1  # CAP_SETPCAP: without it the bounding set stays (and nothing is held anyway)
+    for cap in range(last + 1):
+        if setpcap and not keep >> cap & 1 and _prctl(f"capbset_read({cap})", PR_CAPBSET_READ, cap):
+            _prctl(f"capbset_drop({cap})", PR_CAPBSET_DROP, cap)
+    try:
+        _prctl("cap_ambient_clear_all", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+    eff, prm, _inh = get_capabilities()
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = _CapDataV3()
+    mask = (prm & keep)
+    data[0].effective, data[0].permitted = mask & 0xFFFFFFFF, mask & 0xFFFFFFFF
+    data[1].effective, data[1].permitted = mask >> 32, mask >> 32
+    if _libc.capset(ctypes.byref(hdr), data) != 0:
+        err = ctypes.get_errno() or errno.EIO
+        raise OSError(err, f"capset({mask:#x}): {os.strerror(err)}")
+    eff, prm, inh = get_capabilities()
+    if (eff | prm) & ~keep or inh:
+        raise OSError(errno.EPERM, f"capset: capabilities remain (eff {eff:#x} prm {prm:#x} inh {inh:#x})")
+
+
 def set_no_new_privs() -> None:
     """PR_SET_NO_NEW_PRIVS: execve can never grant privileges again (setuid, file caps)."""
     try:

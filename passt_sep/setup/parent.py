@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import prctl
 
+from sandbox.caps import keep_only_capabilities
 from sandbox.fdpass import send_fds
 from sandbox.seccomp import load_policy
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
     from .autofwd import Forwarder
 
+CAP_NET_BIND_SERVICE = 10
 WORKER_READY_TIMEOUT = 10.0  # seconds the worker may take to isolate itself
 LOG_TRIM_INTERVAL = 0.25  # seconds between --log-size checks (an fstat) while busy
 SIG_NAMES = {signal.SIGSYS: "SIGSYS (seccomp policy violation)", signal.SIGKILL: "SIGKILL",
@@ -324,6 +326,7 @@ class Parent:
         self.fwd.start(self.broker.send)  # first auto scan: forwards in place before the command runs
         if attach:
             drop_to(self.ids)  # as root: set-up is over (for a spawned command, the switch came first)
+        self.keep_needed_caps()
         if self.ids is not None:
             prctl.set_dumpable(0)  # nobody else running as the target user may ptrace us
         if self.spawned is not None:
@@ -333,6 +336,22 @@ class Parent:
             _write_pid(pid_fd, o.pid_file, os.getpid())
             self.release_launcher()
         return self.supervise(netns_path if attach else None)
+
+    def keep_needed_caps(self) -> None:
+        """Set-up is over: keep only the capabilities the run still needs.
+
+        Whatever the parent holds now, it holds in a user namespace of its
+        own (or podman's), never in the initial one. The main thread needs
+        none of it any more; the namespace thread keeps CAP_NET_BIND_SERVICE
+        to bind low ports inside the guest's namespace (`auto` -T and -U).
+        Capabilities are per thread: each drops its own.
+        """
+        try:
+            keep_only_capabilities(0)
+            if self.fwd is not None:
+                self.fwd.ns.call(lambda: keep_only_capabilities(1 << CAP_NET_BIND_SERVICE))
+        except OSError as e:
+            raise SetupError("dropping capabilities", e) from None
 
     def release_launcher(self) -> None:
         """Daemon: tell the launcher set-up is done, and let go of its stdio."""

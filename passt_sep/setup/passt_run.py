@@ -125,6 +125,7 @@ class PasstParent(Parent):
         _write_pid(pid_fd, o.pid_file, os.getpid())
         import_the_rest(o.mode)
         drop_to(self.ids)
+        self.keep_needed_caps()
         if first is not None:
             self._hand_over(first)
         else:

@@ -32,6 +32,13 @@ pytestmark = pytest.mark.integration
 
 NOBODY = "65534"
 CAP_FIELDS = ("CapEff", "CapPrm", "CapInh", "CapAmb")
+CAP_NET_BIND_SERVICE = 10
+
+
+def proc_status_task(pid: int, tid: int) -> dict[str, str]:
+    """/proc/PID/task/TID/status as a dict (capabilities are per thread)."""
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
 def _ids(st: dict[str, str], field: str) -> set[str]:
@@ -74,6 +81,14 @@ def test_root_pasta_with_a_command_runs_as_nobody_in_a_user_namespace_of_its_own
         # whatever it holds, it holds over its own user namespace (mapped to nobody), not the host's
         assert _userns(p.pid) != host_userns
         assert _uid_map(p.pid) == ["0", NOBODY, "1"]
+        # and even there it keeps only what it needs: nothing in the main thread,
+        # CAP_NET_BIND_SERVICE in the thread inside the guest's namespace
+        for field in (*CAP_FIELDS, "CapBnd"):
+            assert int(st[field], 16) == 0, (field, st[field])
+        threads = [t for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
+        assert threads, "no namespace thread"
+        eff = {int(proc_status_task(p.pid, int(t))["CapEff"], 16) for t in threads}
+        assert eff == {1 << CAP_NET_BIND_SERVICE}, [hex(x) for x in eff]
         # the worker, too, is nobody outside its own namespaces
         wst = proc_status(w)
         assert _ids(wst, "Uid") == {NOBODY}, wst
@@ -119,8 +134,10 @@ def test_root_passt_runs_as_nobody_without_capabilities(host: HostNS, tmp_path: 
     p = host.popen([PASST, "-f", "-q", "-s", str(sock)], stderr=subprocess.PIPE)
     try:
         assert wait_for(lambda: sock.exists(), 10)
+        # the socket listens before set-up ends: wait for the switch (bounded), then read
+        assert wait_for(lambda: proc_status(p.pid)["Uid"].split()[0] == NOBODY, 10), proc_status(p.pid)["Uid"]
         c = socket.socket(socket.AF_UNIX)
-        assert wait_for(lambda: c.connect(str(sock)) is None, 10)  # set-up done: the switch is behind us
+        assert wait_for(lambda: c.connect(str(sock)) is None, 10)
         c.close()
         st = proc_status(p.pid)
         assert _ids(st, "Uid") == {NOBODY}, st
