@@ -19,6 +19,7 @@ import pwd
 from dataclasses import dataclass, field, replace
 
 from . import __version__
+from .egress import EgressRule, parse_egress_spec
 from .errors import UsageError
 from .ports import PortFwd, parse_port_spec
 
@@ -95,6 +96,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("no-netns-quit", None, False, (PASTA,)),
     Opt("config-net", None, False, (PASTA,)),
     Opt("ns-mac-addr", None, True, (PASTA,)),
+    Opt("egress-deny", None, True, repeat=True),
+    Opt("egress-allow", None, True, repeat=True),
 )
 _BY_LONG = {o.long: o for o in OPTIONS}
 _BY_SHORT = {o.short: o for o in OPTIONS if o.short}
@@ -161,6 +164,8 @@ class Options:
     no_netns_quit: bool = False
     config_net: bool = False
     ns_mac: bytes | None = None
+    egress_deny: tuple[EgressRule, ...] = ()  # --egress-deny, in the order given
+    egress_allow: tuple[EgressRule, ...] = ()  # --egress-allow: with any, everything else is denied
     command: tuple[str, ...] = ()
     target_pid: int | None = None
     action: str = "run"  # run, help, version
@@ -303,6 +308,7 @@ def parse_args(mode: str, argv: list[str]) -> Options:
     addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     dns_none = False
+    egress: dict[str, list[EgressRule]] = {"egress-deny": [], "egress-allow": []}
     for opt, spelling, value in pairs:
         name = opt.long
         if mode not in opt.modes:
@@ -413,6 +419,8 @@ def parse_args(mode: str, argv: list[str]) -> Options:
                 tcp_out = parse_port_spec(spelling, v, tcp_out, allow_prefix=False, **common)
             else:
                 udp_out = parse_port_spec(spelling, v, udp_out, allow_prefix=False, **common)
+        elif name in ("egress-deny", "egress-allow"):
+            egress[name].append(parse_egress_spec(spelling, v))
         elif name == "userns":
             kw["userns"] = v
         elif name == "netns":
@@ -433,6 +441,8 @@ def parse_args(mode: str, argv: list[str]) -> Options:
         raise UsageError("Options --netns-only and --userns are mutually exclusive")
     for ip in addrs:
         kw[f"addr{ip.version}"] = ip
+    kw["egress_deny"] = tuple(egress["egress-deny"])
+    kw["egress_allow"] = tuple(egress["egress-allow"])
     if dns_none:
         if dns:
             raise UsageError("Option --dns none conflicts with other --dns options")
@@ -501,6 +511,13 @@ def usage(mode: str) -> str:
   --no-map-gw           Don't map gateway address to host
   --map-host-loopback ADDR  Translate ADDR to refer to host (default: gateway)
   --map-guest-addr ADDR     Translate ADDR to guest's address (default: none)
+  --egress-deny SPEC    Refuse guest traffic to SPEC: ADDR[/PREFIX][:PORTS]
+                        (IPv6 with ports: [ADDR[/PREFIX]]:PORTS), as the host
+                        sees the destination (the mapped gateway is 127.0.0.1
+                        or ::1); with PORTS: TCP and UDP to those ports only,
+                        without: every protocol, ICMP echo too. Repeatable
+  --egress-allow SPEC   Refuse guest traffic to anything no --egress-allow SPEC
+                        matches (deny rules still apply first). Repeatable
 """
     if mode == PASST:
         return common + """  -s, --socket PATH     UNIX domain socket path (default: probe free path /tmp/passt_N.socket)

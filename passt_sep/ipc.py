@@ -11,7 +11,7 @@ Request (worker to parent), 40 bytes::
     u32 seq     echoed in the reply, so the worker can match it
     u16 op      OP_* below
     u16 family  AF_INET or AF_INET6
-    u16 port    meaning per op (e.g. ICMP echo identifier)
+    u16 port    meaning per op (e.g. the TCP destination port)
     u16 pad
     16s addr    address, IPv4 in the first 4 bytes
     u32 arg     meaning per op
@@ -64,8 +64,11 @@ REPLY = struct.Struct("=Ii")
 STATUS_CONNECTED = -1  # fd attached, and its connect has already completed
 STATUS_PENDING = -2  # fd attached, connect() follows the reply; a failure of it comes as a second reply
 
-# ICMP/ICMPv6 echo ("ping") socket in the host netns; ``addr``: the mapped
-# gateway for a socket to the host's loopback only (no --outbound-if*), or zeroes
+# ICMP/ICMPv6 echo ("ping") socket in the host netns, connected to the host
+# side of ``addr`` (the destination as the guest wrote it, decided by the
+# parent's destination policy: EACCES when refused); the mapped gateway gets
+# one bound to lo and 127.0.0.1 / ::1 (no --outbound-if*). The worker sends
+# on it with send(), one socket per echo identifier and destination
 OP_PING_SOCKET = 1
 OP_TCP_CONNECT = 2  # TCP socket connecting (non-blocking) to addr:port in the host netns
 OP_UDP_SOCKET = 3  # UDP socket in the host netns, bound to port (the guest's source port) if possible

@@ -15,7 +15,6 @@ import fcntl
 import os
 import socket
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sandbox.fdpass import send_fds
@@ -24,6 +23,7 @@ from .. import ipc
 from ..config import Config
 from ..errors import ProtocolViolation
 from ..log import log
+from .destpolicy import PROTO_ICMP, PROTO_TCP, DestPolicy
 from .sockpool import SocketPool, loop_connect, new_socket
 
 if TYPE_CHECKING:
@@ -41,52 +41,6 @@ QUEUE_MAX = 4096
 QUEUE_FDS_MAX = 256
 
 
-@dataclass(frozen=True)
-class _TcpRules:
-    """What OP_TCP_CONNECT needs of the Config for one family, as bytes and strings."""
-
-    lo_mapped: bytes | None  # the address leading to the host's loopback (the gateway by default)
-    guest_mapped: bytes | None  # --map-guest-addr ...
-    guest_addr: str  # ... leads to the guest's own address on the host
-    loopback: str
-    dns_match: bytes | None  # --dns-forward: this address's port 53 ...
-    dns_host: str  # ... goes here
-    dns_host_loopback: bool
-    ifname: bytes  # --outbound-if4/6 ("" for none)
-    src: str | None  # --outbound
-
-    @classmethod
-    def of(cls, cfg: Config, version: int) -> _TcpRules | None:
-        """The rules of one family; None when the family is off or TCP is."""
-        fam = cfg.v4 if version == 4 else cfg.v6
-        if fam is None or cfg.opts.no_tcp:
-            return None
-        o = cfg.opts
-        ifname = o.outbound_if4 if version == 4 else o.outbound_if6
-        src = o.outbound4 if version == 4 else o.outbound6
-        dns = fam.dns_match is not None and fam.dns_host is not None
-        return cls(lo_mapped=fam.host_lo.packed if fam.host_lo is not None else None,
-                   guest_mapped=fam.guest_map.packed if fam.guest_map is not None else None,
-                   guest_addr=str(fam.addr),
-                   loopback="127.0.0.1" if version == 4 else "::1",
-                   dns_match=fam.dns_match.packed if dns and fam.dns_match is not None else None,
-                   dns_host=str(fam.dns_host) if dns else "",
-                   dns_host_loopback=bool(dns and fam.dns_host is not None and fam.dns_host.is_loopback),
-                   ifname=ifname.encode() if ifname else b"",
-                   src=str(src) if src is not None else None)
-
-
-def _forbidden(raw: bytes, v4: bool) -> bool:
-    """An address no guest connection may go to: unspecified, loopback,
-    multicast, link-local, limited broadcast, IPv4-mapped or -compatible
-    IPv6 (which would reach IPv4 loopback around the checks)."""
-    if v4:
-        a = raw[0]
-        return (a == 0 or a == 127 or a >= 224 or (a == 169 and raw[1] == 254))
-    return (raw[0] == 0xFF or (raw[0] == 0xFE and raw[1] & 0xC0 == 0x80)
-            or raw[:10] == bytes(10))  # ::, ::1, ::ffff:a.b.c.d, ::a.b.c.d
-
-
 class Broker:
     """Validates and serves the worker's requests."""
 
@@ -100,8 +54,17 @@ class Broker:
                          ipc.OP_UDP_SOCKET: self.udp_socket, ipc.OP_NS_LOOP_CONNECT: self.ns_loop_connect,
                          ipc.OP_HOST_LOOP_CONNECT: self.host_loop_connect,
                          ipc.OP_NS_LOOP_UDP: self.ns_loop_udp, ipc.OP_HOST_LOOP_UDP: self.host_loop_udp}
-        # TCP connect, once per guest SYN: its rules precomputed per family
-        self.tcp_rules = {socket.AF_INET: _TcpRules.of(cfg, 4), socket.AF_INET6: _TcpRules.of(cfg, 6)}
+        # every destination of TCP, UDP and ICMP: mappings, forbidden
+        # addresses, --egress-deny/--egress-allow (destpolicy.py)
+        self.dest = DestPolicy(cfg)
+        self.no_tcp = cfg.opts.no_tcp
+        # --outbound-if4/6 (b"": none) and --outbound (None), per family: for
+        # every socket but those to the host's loopback
+        o = cfg.opts
+        self.outbound = {
+            socket.AF_INET: ((o.outbound_if4 or "").encode(), str(o.outbound4) if o.outbound4 is not None else None),
+            socket.AF_INET6: ((o.outbound_if6 or "").encode(), str(o.outbound6) if o.outbound6 is not None else None)}
+        self.ping_warned = False
         # sockets made ahead of need (sockpool.py): the host's now, the
         # namespace's once the splice path first asks
         self.families = [f for f in (socket.AF_INET, socket.AF_INET6) if self._family_ok(f)]
@@ -118,40 +81,46 @@ class Broker:
             family == socket.AF_INET6 and self.cfg.v6 is not None)
 
     def ping_socket(self, req: ipc.Request) -> socket.socket | int:
-        """An unprivileged ICMP echo socket of the requested family.
+        """An unprivileged ICMP echo socket connected to one destination.
 
-        ``addr`` is the destination the worker means to ping with it, as the
-        guest wrote it (all zeroes: unknown). The parent decides from it
-        alone: when it is the address mapped to the host's loopback (the
-        gateway unless --no-map-gw, or --map-host-loopback), the socket is for the host's
-        loopback: --outbound-if* and --outbound do not apply (as in
-        tcp_connect: a socket bound to eth1 cannot reach 127.0.0.1), and it
-        is instead bound to the loopback device and to 127.0.0.1 / ::1, so
-        that nothing sent on it can leave the host whatever the worker asks
-        (the kernel refuses or keeps on lo any other destination). Every
-        other address gets the socket it always got: bound to
-        --outbound-if* and --outbound when given; the address is only a
-        hint there, as a ping socket reaches any destination.
+        ``addr`` is the destination the worker means to ping, as the guest
+        wrote it. The destination policy (destpolicy.py, PROTO_ICMP) maps
+        it to the host side or refuses it (EACCES: the worker drops the
+        echo); the socket is then connect()ed there, so that what the
+        worker sends with send() goes to that destination only. The address
+        mapped to the host's loopback (the gateway unless --no-map-gw, or
+        --map-host-loopback) gets a socket bound to the loopback device and
+        to 127.0.0.1 / ::1 and connected to it: --outbound-if* and
+        --outbound do not apply (as in tcp_connect: a socket bound to eth1
+        cannot reach 127.0.0.1). Every other destination's socket is bound
+        to --outbound-if* and --outbound when given. (A connected ping
+        socket still takes an address in sendto(): that the worker never
+        gives one is its seccomp policy's to enforce.)
         """
-        if self.cfg.opts.no_icmp or not self._family_ok(req.family):
+        if self.cfg.opts.no_icmp:
             return errno.EPERM
-        v4 = req.family == socket.AF_INET
-        proto = socket.IPPROTO_ICMP if v4 else socket.IPPROTO_ICMPV6
-        fam = self.cfg.v4 if v4 else self.cfg.v6
-        raw = req.addr[:4] if v4 else req.addr
-        loopback = fam is not None and fam.host_lo is not None and raw == fam.host_lo.packed
-        s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, proto)
+        target = self.dest.resolve(PROTO_ICMP, req.family, req.addr, 0)
+        if isinstance(target, int):
+            return target
+        proto = socket.IPPROTO_ICMP if req.family == socket.AF_INET else socket.IPPROTO_ICMPV6
         try:
-            if loopback:
+            s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
+        except OSError as e:
+            if not self.ping_warned:
+                self.ping_warned = True
+                log.warn(f"ICMP echo: no ping socket ({e.strerror}); check net.ipv4.ping_group_range")
+            raise
+        try:
+            if target.loopback:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
-                s.bind(("127.0.0.1" if v4 else "::1", 0))
-                return s
-            ifname = self.cfg.opts.outbound_if4 if v4 else self.cfg.opts.outbound_if6
-            src = self.cfg.opts.outbound4 if v4 else self.cfg.opts.outbound6
-            if ifname:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-            if src is not None:  # --outbound: the source of echo requests
-                s.bind((str(src), 0))
+                s.bind((target.addr, 0))
+            else:
+                ifname, src = self.outbound[req.family]
+                if ifname:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname)
+                if src is not None:  # --outbound: the source of echo requests
+                    s.bind((src, 0))
+            s.connect((target.addr, 0))
         except OSError:
             s.close()
             raise
@@ -213,42 +182,29 @@ class Broker:
     def _tcp_target(self, req: ipc.Request) -> tuple[socket.socket, str] | int:
         """OP_TCP_CONNECT's policy: a socket ready to connect, and where to; or an errno.
 
-        The destination must be a unicast address of an enabled family; the
-        address mapped to the host's loopback (the gateway unless
-        --no-map-gw, or --map-host-loopback) means the host's loopback
-        (other loopback destinations are refused, IPv4-mapped IPv6 ones
-        too); --map-guest-addr means the guest's own address on the host;
-        the --dns-forward address on port 53 means the resolver UDP uses.
-        --outbound and --outbound-if* apply to everything but loopback.
-        Bytes are compared, not ipaddress objects: this runs once per guest
-        SYN, on the path of every new connection.
+        Where to is the destination policy's (destpolicy.py, PROTO_TCP:
+        the address mappings, forbidden destinations, --egress-deny and
+        --egress-allow); EACCES from it makes the worker answer the guest's
+        SYN with a RST. --outbound and --outbound-if* apply to everything
+        but loopback. Runs once per guest SYN: bytes compared in the
+        policy, the binding precomputed here.
         """
-        rules = self.tcp_rules.get(req.family)
-        if rules is None or req.port == 0:
+        if self.no_tcp:
             return errno.EPERM
-        v4 = req.family == socket.AF_INET
-        raw = req.addr[:4] if v4 else req.addr
-        loopback = False
-        if req.port == 53 and raw == rules.dns_match:
-            dest = rules.dns_host  # --dns-forward: DNS over TCP goes where UDP goes
-            loopback = rules.dns_host_loopback
-        elif raw == rules.lo_mapped:
-            dest, loopback = rules.loopback, True
-        elif raw == rules.guest_mapped:
-            dest = rules.guest_addr
-        elif _forbidden(raw, v4):
-            return errno.EACCES  # not a destination the guest may reach: a RST
-        else:
-            dest = socket.inet_ntop(req.family, raw)
+        target = self.dest.resolve(PROTO_TCP, req.family, req.addr, req.port)
+        if target.__class__ is int:
+            return target  # type: ignore[return-value]
+        dest, _port, loopback = target  # type: ignore[misc]
         pool = self.host_pool
         self.after_reply = pool.refill
         s = pool.take(req.family) or new_socket(req.family, peek_off=self.cfg.tcp_peek_off)
         if not loopback:
+            ifname, src = self.outbound[req.family]
             try:
-                if rules.ifname:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, rules.ifname)
-                if rules.src is not None:
-                    s.bind((rules.src, 0))
+                if ifname:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname)
+                if src is not None:
+                    s.bind((src, 0))
             except OSError:
                 s.close()
                 raise

@@ -1,24 +1,30 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """ICMP/ICMPv6 echo flows through ping sockets from the broker.
 
-Sandboxed only. One ping socket per (family, guest identifier, to the
-gateway or not), asked of the broker the first time the three are seen;
+Sandboxed only. One ping socket per (family, guest identifier,
+destination), asked of the broker the first time the three are seen, with
+the destination as the guest wrote it: the parent decides where that is on
+the host (the address mapped to the host's loopback, the gateway unless
+--no-map-gw, or --map-host-loopback, leads to 127.0.0.1 / ::1 on a socket
+bound to lo; --map-guest-addr to the guest's own address on the host;
+--egress-deny/--egress-allow may refuse it) and hands over a socket
+connected there. Echo requests go out with send(), never with an address;
 echo requests that arrive before the socket are queued (a few per flow).
-The kernel picks the socket's identifier, so replies get the guest's back.
-Requests to the address mapped to the host's loopback (the gateway unless
---no-map-gw, or --map-host-loopback) go to the host's loopback, through a
-flow of their own: the worker names that address in the request, and the
-broker makes that socket for loopback only, without the
---outbound-if*/--outbound binding the others get (which would make
-loopback unreachable). Replies from loopback come back from the mapped
-address. Requests to --map-guest-addr go to the guest's own address on
-the host, and replies from there come back from the mapped address.
-Idle flows close after 60 s.
+The kernel picks the socket's identifier, so replies get the guest's back,
+and they come back from the destination the guest pinged. A reply whose
+source is not the flow's destination on the host (a ping socket is matched
+by identifier, not by peer) is dropped.
+
+A refused destination (the broker's EACCES, or any other failure): the
+queued echoes are dropped and counted, and so is every echo of that flow
+for RETRY_AFTER seconds; the next one after that asks again. Flows idle
+for longer than FLOW_TIMEOUT close; when the table is full, the flow idle
+the longest makes room.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import errno
 import os
 import socket
 from typing import TYPE_CHECKING
@@ -33,21 +39,30 @@ if TYPE_CHECKING:
     from .loop import Worker
 
 FLOW_TIMEOUT = 60.0  # seconds, as passt's ICMP_ECHO_TIMEOUT
-MAX_FLOWS = 1024  # per family; identifiers beyond are dropped
+MAX_FLOWS = 1024  # per family (the table holds twice this)
 QUEUE_MAX = 8  # requests held while the broker makes the socket
+RETRY_AFTER = 1.0  # seconds before asking the broker again after a refusal
+LOOP4 = socket.inet_pton(socket.AF_INET, "127.0.0.1")
+LOOP6 = socket.inet_pton(socket.AF_INET6, "::1")
+
+DROP_REFUSED = "icmp destination refused"
+DROP_QUEUE = "icmp queue full"
+DROP_STRANGER = "icmp reply from another source"
 
 
 class Flow:
-    """One echo identifier of the guest, to the mapped gateway or elsewhere."""
+    """One echo identifier of the guest to one destination."""
 
-    __slots__ = ("version", "ident", "to_gw", "sock", "queue", "last", "guest_src")
+    __slots__ = ("version", "ident", "dst", "peer", "sock", "queue", "last", "guest_src", "failed")
 
-    def __init__(self, version: int, ident: int, to_gw: bool) -> None:
-        self.version, self.ident, self.to_gw = version, ident, to_gw
+    def __init__(self, version: int, ident: int, dst: bytes, peer: bytes) -> None:
+        self.version, self.ident, self.dst = version, ident, dst
+        self.peer = peer  # where replies come from on the host
         self.sock: socket.socket | None = None
-        self.queue: list[tuple[bytes, icmp.Echo]] = []
+        self.queue: list[icmp.Echo] = []
         self.last = 0.0
         self.guest_src = b""
+        self.failed = 0.0  # when the broker refused; asked again after RETRY_AFTER
 
 
 class PingFlows:
@@ -55,20 +70,17 @@ class PingFlows:
 
     def __init__(self, w: Worker) -> None:
         self.w = w
-        self.flows: dict[tuple[int, int, bool], Flow] = {}
-        self.warned = False
+        self.flows: dict[tuple[int, int, bytes], Flow] = {}
         self.addrs = HostAddrs(w.cfg)
+        self.stats = {"flows": 0, "refused": 0, "send_errors": 0, "evicted": 0}
 
-    def _to_gw(self, version: int, dst: bytes) -> bool:
-        """Whether dst is the address mapped to the host's loopback."""
-        return dst == self.addrs.lo[version]
-
-    def _target(self, flow: Flow, dst: bytes) -> str:
-        if flow.to_gw:
-            return "127.0.0.1" if flow.version == 4 else "::1"
-        if dst == self.addrs.guest_map[flow.version]:
-            dst = self.addrs.own[flow.version] or dst
-        return str(ipaddress.ip_address(dst))
+    def _peer(self, version: int, dst: bytes) -> bytes:
+        """The host-side address replies to dst come from (as the broker maps it)."""
+        if dst == self.addrs.lo[version]:
+            return LOOP4 if version == 4 else LOOP6
+        if dst == self.addrs.guest_map[version]:
+            return self.addrs.own[version] or dst
+        return dst
 
     def from_guest(self, p: Packet) -> None:
         """An ICMP message from the guest: forward echo requests."""
@@ -79,86 +91,110 @@ class PingFlows:
             return self.w.drop(e)
         if e is None:
             return self.w.drop("icmp type not handled")
-        to_gw = self._to_gw(p.version, p.dst)
-        key = (p.version, e.ident, to_gw)
+        dst = bytes(p.dst)
+        key = (p.version, e.ident, dst)
         flow = self.flows.get(key)
         now = self.w.now()
         if flow is None:
             if len(self.flows) >= 2 * MAX_FLOWS:
-                return self.w.drop("icmp flow table full")
-            flow = self.flows[key] = Flow(p.version, e.ident, to_gw)
-            fam = socket.AF_INET if p.version == 4 else socket.AF_INET6
-            # the gateway is named, so that the broker makes a loopback socket
-            self.w.broker.request(ipc.OP_PING_SOCKET, fam,
-                                  lambda fd, err, f=flow: self._got_socket(f, fd, err),
-                                  addr=p.dst if to_gw else b"")
+                self._close(min(self.flows.values(), key=lambda f: f.last))
+                self.stats["evicted"] += 1
+            flow = self.flows[key] = Flow(p.version, e.ident, dst, self._peer(p.version, dst))
+            self.stats["flows"] += 1
+            self._request(flow)
+        elif flow.failed:
+            if now - flow.failed < RETRY_AFTER:
+                flow.last = now
+                return self.w.drop(DROP_REFUSED)
+            self._request(flow)
         flow.last = now
-        flow.guest_src = p.src
+        flow.guest_src = bytes(p.src)
         if flow.sock is None:
-            if len(flow.queue) < QUEUE_MAX:
-                flow.queue.append((p.dst, e))
+            if flow.failed:  # (a refusal that came back at once)
+                self.w.drop(DROP_REFUSED)
+            elif len(flow.queue) < QUEUE_MAX:
+                flow.queue.append(e)
+            else:
+                self.w.drop(DROP_QUEUE)
             return None
-        self._send(flow, p.dst, e)
+        self._send(flow, e)
         return None
 
+    def _request(self, flow: Flow) -> None:
+        flow.failed = 0.0
+        fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
+        self.w.broker.request(ipc.OP_PING_SOCKET, fam,
+                              lambda fd, err, f=flow: self._got_socket(f, fd, err), addr=flow.dst)
+
     def _got_socket(self, flow: Flow, fd: int | None, err: int) -> None:
+        if self.flows.get((flow.version, flow.ident, flow.dst)) is not flow:  # expired or evicted meanwhile
+            if fd is not None:
+                os.close(fd)
+            return
         if fd is None:
-            if not self.warned:
-                self.warned = True
-                log.warn(f"ICMP echo: no ping socket ({os.strerror(err) if err else 'refused'}); "
-                         "check net.ipv4.ping_group_range")
-            self.flows.pop((flow.version, flow.ident, flow.to_gw), None)
+            self.stats["refused"] += 1
+            flow.failed = self.w.now() or 1e-9
+            log.debug(f"ICMP echo to {self._show(flow)}: "
+                      f"{'refused' if err in (0, errno.EACCES) else os.strerror(err)}")
+            for _ in flow.queue:
+                self.w.drop(DROP_REFUSED)
+            flow.queue.clear()
             return
         fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
         proto = socket.IPPROTO_ICMP if flow.version == 4 else socket.IPPROTO_ICMPV6
         flow.sock = socket.socket(fam, socket.SOCK_DGRAM, proto, fileno=fd)
         flow.sock.setblocking(False)
         self.w.add(fd, lambda ev, f=flow: self._readable(f))
-        for dst, e in flow.queue:
-            self._send(flow, dst, e)
+        for e in flow.queue:
+            self._send(flow, e)
         flow.queue.clear()
 
-    def _send(self, flow: Flow, dst: bytes, e: icmp.Echo) -> None:
+    def _show(self, flow: Flow) -> str:
+        return socket.inet_ntop(socket.AF_INET if flow.version == 4 else socket.AF_INET6, flow.dst)
+
+    def _send(self, flow: Flow, e: icmp.Echo) -> None:
         assert flow.sock is not None
         try:
-            flow.sock.sendto(icmp.echo_request_payload(flow.version, e),
-                             (self._target(flow, dst), 0))
+            flow.sock.send(icmp.echo_request_payload(flow.version, e))  # connected: no address
         except OSError as ex:
-            log.debug(f"ICMP echo to {ipaddress.ip_address(dst)}: {ex.strerror}")
+            self.stats["send_errors"] += 1
+            log.debug(f"ICMP echo to {self._show(flow)}: {ex.strerror}")
 
     def _readable(self, flow: Flow) -> None:
         sock = flow.sock
         if sock is None:
             return
         w = self.w
+        fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
         for _ in range(64):
             try:
                 data, addr = sock.recvfrom(65536)
-            except BlockingIOError:
-                return
-            except OSError:
+            except OSError:  # BlockingIOError included
                 return
             r = icmp.parse_reply(flow.version, data)
             if r is None:
                 continue
-            src = ipaddress.ip_address(addr[0].split("%")[0])
-            addrs = self.addrs
-            if src.is_loopback:
-                raw = addrs.lo[flow.version]
-            elif src.packed == addrs.own[flow.version] and addrs.guest_map[flow.version]:
-                raw = addrs.guest_map[flow.version]
-            else:
-                raw = src.packed
-            if raw is None:
+            try:
+                src = socket.inet_pton(fam, addr[0].split("%")[0])
+            except (OSError, ValueError):
+                src = b""
+            if src != flow.peer:
+                w.drop(DROP_STRANGER)
                 continue
             reply = icmp.Echo(flow.ident, r.seq, r.data)
-            w.send(icmp.echo_reply_frame(flow.version, w.guest_mac, w.cfg.our_mac, raw,
+            w.send(icmp.echo_reply_frame(flow.version, w.guest_mac, w.cfg.our_mac, flow.dst,
                                          flow.guest_src, reply))
 
+    def _close(self, flow: Flow) -> None:
+        self.flows.pop((flow.version, flow.ident, flow.dst), None)
+        if flow.sock is not None:
+            self.w.remove(flow.sock.fileno())
+            flow.sock.close()
+            flow.sock = None
+
     def expire(self, now: float) -> None:
-        """Close flows idle for longer than the timeout."""
-        for key, flow in list(self.flows.items()):
-            if now - flow.last > FLOW_TIMEOUT and flow.sock is not None:
-                self.w.remove(flow.sock.fileno())
-                flow.sock.close()
-                del self.flows[key]
+        """Close flows idle for longer than the timeout (refused ones and
+        those still waiting for the broker too: a late socket is closed)."""
+        for flow in list(self.flows.values()):
+            if now - flow.last > FLOW_TIMEOUT:
+                self._close(flow)

@@ -92,7 +92,7 @@ def test_map_guest_addr_leads_to_the_guests_address(listeners) -> None:  # noqa:
     conn.close()
     s.close()
     assert _connect(b, "169.254.1.3", port) == errno.EACCES  # other link-local: refused
-    rules = b.tcp_rules[socket.AF_INET]
+    rules = b.dest.rules[socket.AF_INET]
     assert rules is not None and rules.lo_mapped is None  # --no-map-gw: the gateway is not loopback
 
 
@@ -141,7 +141,7 @@ def test_dns_forward_rules() -> None:
     DNS over TCP to a dnsmasq; port 53 is not bound here.)
     """
     b = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
-    r4, r6 = b.tcp_rules[socket.AF_INET], b.tcp_rules[socket.AF_INET6]
+    r4, r6 = b.dest.rules[socket.AF_INET], b.dest.rules[socket.AF_INET6]
     assert r4 is not None and r4.dns_match == IPv4Address("192.0.2.53").packed
     assert r4.dns_host == "127.0.0.1" and r4.dns_host_loopback
     assert r6 is not None and r6.dns_match is None
@@ -160,16 +160,16 @@ def test_forbidden_destinations_get_no_socket(addr: str) -> None:
 def test_without_map_gw_the_gateway_is_not_mapped() -> None:
     # (no connect here: without the mapping it would leave for 192.0.2.1)
     b = Broker(_config(map_gw=False), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
-    assert all(r is not None and r.lo_mapped is None for r in b.tcp_rules.values())
+    assert all(r is not None and r.lo_mapped is None for r in b.dest.rules.values())
     b = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
-    assert [r.lo_mapped for r in b.tcp_rules.values() if r] == [GW4.packed, GW6.packed]
+    assert [r.lo_mapped for r in b.dest.rules.values() if r] == [GW4.packed, GW6.packed]
 
 
 def test_no_tcp_and_port_zero_are_refused() -> None:
     b = Broker(_config(no_tcp=True), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
     assert _connect(b, str(GW4), 80) == errno.EPERM
     b = Broker(_config(), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
-    assert _connect(b, str(GW4), 0) == errno.EPERM
+    assert _connect(b, str(GW4), 0) == errno.EACCES  # a guest's SYN to port 0: a RST
 
 
 def test_connect_reply_comes_before_the_connect(listeners) -> None:  # noqa: ANN001
@@ -243,11 +243,13 @@ def test_refused_destination_gets_one_reply_and_no_socket() -> None:
     theirs.close()
 
 
-# OP_PING_SOCKET: the mapped gateway gets a loopback-only socket. Ping
-# sockets need net.ipv4.ping_group_range, so the broker runs in a network
-# namespace of its own (unshare --net, root), where it may be set and where
-# the echo requests below go to that namespace's loopback only; eth1 is one
-# end of a veth pair there, to bind to (nothing is sent on it).
+# OP_PING_SOCKET: a socket connected to the one destination the worker
+# named, as the destination policy maps it; the mapped gateway gets a
+# loopback-only socket. Ping sockets need net.ipv4.ping_group_range, so the
+# broker runs in a network namespace of its own (unshare --net, root), where
+# it may be set and where the echo requests below go to that namespace's
+# loopback only; eth1 is one end of a veth pair there, with an address of
+# the test network so that connect() finds a route (nothing is sent on it).
 
 _PING_CHILD = """
 import sys
@@ -261,37 +263,98 @@ def _bound_to(s: socket.socket) -> bytes:
     return s.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0")
 
 
+def _ping_peer(s: socket.socket) -> str:
+    """The destination a ping socket is connected to, read back from
+    /proc/net/icmp(6) by its inode (getpeername() says ENOTCONN on a
+    connected ping socket: it wants a port, and ICMP has none)."""
+    import struct
+
+    v4 = s.family == socket.AF_INET
+    ino = str(os.fstat(s.fileno()).st_ino)
+    for line in Path("/proc/net/icmp" if v4 else "/proc/net/icmp6").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[9] == ino:
+            rem = parts[2].split(":")[0]
+            words = [int(rem[i:i + 8], 16) for i in range(0, len(rem), 8)]
+            return str(ip_address(b"".join(struct.pack("<I", w) for w in words)))
+    raise AssertionError(f"socket inode {ino} not in /proc/net/icmp{'' if v4 else '6'}")
+
+
 def _ping_child() -> None:
     """In the fresh namespace: the broker's ping sockets, checked; an AssertionError fails the test."""
-    subprocess.run("ip link set lo up && ip link add eth1 type veth peer name peer1 && ip link set eth1 up",
+    from passt_sep.egress import parse_egress_spec
+    from sandbox.fdpass import recv_fds
+
+    subprocess.run("ip link set lo up && ip link add eth1 type veth peer name peer1 && ip link set eth1 up && "
+                   "ip addr add 192.0.2.100/24 dev eth1 && ip -6 addr add 2001:db8::100/64 dev eth1 nodad",
                    shell=True, check=True)
     with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
         f.write("0 2147483647")
     opts = {"outbound_if4": "eth1", "outbound_if6": "eth1"}
     b = Broker(_config(**opts), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
     unmapped = Broker(_config(map_gw=False, **opts), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    deny_lo = Broker(_config(egress_deny=(parse_egress_spec("--egress-deny", "127.0.0.0/8"),
+                                          parse_egress_spec("--egress-deny", "::1")), **opts),
+                     socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    allow_far = Broker(_config(egress_allow=(parse_egress_spec("--egress-allow", "192.0.2.2"),
+                                             parse_egress_spec("--egress-allow", "[2001:db8::2]")), **opts),
+                       socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+    allow_port = Broker(_config(egress_allow=(parse_egress_spec("--egress-allow", "192.0.2.2:7"),
+                                              parse_egress_spec("--egress-allow", "[2001:db8::2]:7")), **opts),
+                        socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
     for fam, gw, far, loop, echo in (
             (socket.AF_INET, GW4, "192.0.2.2", "127.0.0.1", b"\x08\0\0\0\0\0\0\1ping"),
             (socket.AF_INET6, GW6, "2001:db8::2", "::1", b"\x80\0\0\0\0\0\0\1ping")):
-        def ping(broker: Broker, addr: bytes, fam: int = fam) -> socket.socket:
-            s = broker.ping_socket(ipc.Request(1, ipc.OP_PING_SOCKET, fam, 0, addr, 0))
+        def req(addr: bytes, fam: int = fam) -> ipc.Request:
+            return ipc.Request(1, ipc.OP_PING_SOCKET, fam, 0, addr, 0)
+
+        def ping(broker: Broker, addr: bytes) -> socket.socket:
+            s = broker.ping_socket(req(addr))
             assert isinstance(s, socket.socket), s
             return s
 
-        s = ping(b, gw.packed)  # the gateway: loopback, not eth1, not --outbound
+        # the gateway, handed over as the worker gets it: loopback, not eth1,
+        # not --outbound, and connected to the host's loopback
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        b.sock = ours
+        b.handle(ipc.pack_request(5, ipc.OP_PING_SOCKET, fam, 0, gw.packed))
+        data, fds = recv_fds(theirs, 64, 1)
+        assert ipc.unpack_reply(data) == (5, 0) and len(fds) == 1, (data, fds)
+        s = socket.socket(fam, socket.SOCK_DGRAM,
+                          socket.IPPROTO_ICMP if fam == socket.AF_INET else socket.IPPROTO_ICMPV6, fds[0])
         assert _bound_to(s) == b"lo" and s.getsockname()[0] == loop, (_bound_to(s), s.getsockname())
-        s.sendto(echo, (loop, 0))
-        s.setblocking(True)
+        assert _ping_peer(s) == loop
+        s.send(echo)  # no address: the connected destination
         s.settimeout(5)
         assert s.recvfrom(100)[1][0] == loop  # the echo reply, from loopback
+        for x in (s, ours, theirs):
+            x.close()
+        # the control: an unconnected ping socket has no destination to send to
+        c = socket.socket(fam, socket.SOCK_DGRAM, s.proto)
+        try:
+            c.send(echo)
+            raise AssertionError("an unconnected ping socket sent without an address")
+        except OSError as e:
+            assert e.errno == errno.EDESTADDRREQ, e
+        assert _ping_peer(c) in ("0.0.0.0", "::")
+        c.close()
+        s = ping(b, ip_address(far).packed)  # anything else: eth1, connected to it
+        assert _bound_to(s) == b"eth1" and _ping_peer(s) == far, (_bound_to(s), _ping_peer(s))
         s.close()
-        for addr in (b"", ip_address(far).packed, ip_address(loop).packed):  # anything else: eth1
-            s = ping(b, addr)
-            assert _bound_to(s) == b"eth1", (addr, _bound_to(s))
-            s.close()
+        for addr in (bytes(16), ip_address(loop).packed, ip_address("ff02::1" if ":" in far else "224.0.0.1").packed):
+            assert b.ping_socket(req(addr)) == errno.EACCES, addr  # unmapped loopback, unspecified, multicast
         s = ping(unmapped, gw.packed)  # --no-map-gw: the gateway is just another host
-        assert _bound_to(s) == b"eth1"
+        assert _bound_to(s) == b"eth1" and _ping_peer(s) == str(gw)
         s.close()
+        # --egress-deny 127.0.0.0/8 (::1): the mapped gateway is closed, the far host not
+        assert deny_lo.ping_socket(req(gw.packed)) == errno.EACCES
+        ping(deny_lo, ip_address(far).packed).close()
+        # --egress-allow of the far host only: the gateway is refused
+        assert allow_far.ping_socket(req(gw.packed)) == errno.EACCES
+        ping(allow_far, ip_address(far).packed).close()
+        # a rule with ports covers TCP and UDP only: no echo matches it
+        assert allow_port.ping_socket(req(ip_address(far).packed)) == errno.EACCES
+    assert deny_lo.dest.egress_refused == 2 and allow_port.dest.egress_refused == 2
     assert b.ping_socket(ipc.Request(1, ipc.OP_PING_SOCKET, socket.AF_INET, 0, GW4.packed, 0)) != errno.EPERM
     b = Broker(_config(no_icmp=True), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
     assert b.ping_socket(ipc.Request(1, ipc.OP_PING_SOCKET, socket.AF_INET, 0, GW4.packed, 0)) == errno.EPERM
@@ -299,10 +362,12 @@ def _ping_child() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
                     reason="needs root, unshare and ip (a network namespace of its own)")
-def test_ping_socket_for_the_gateway_is_loopback_only() -> None:
-    """With --outbound-if4/6, the gateway's ping socket is bound to lo and
-    127.0.0.1 / ::1 (so it reaches the host's loopback and nothing off the
-    host); every other destination's socket to the outbound interface."""
+def test_ping_socket_is_connected_to_its_destination() -> None:
+    """Each ping socket is connected to the destination the worker named, as
+    the policy maps it. With --outbound-if4/6, the gateway's is bound to lo
+    and 127.0.0.1 / ::1 (so it reaches the host's loopback and nothing off
+    the host); every other destination's to the outbound interface;
+    forbidden and egress-refused destinations get EACCES and no socket."""
     repo = str(Path(__file__).resolve().parents[2])
     r = subprocess.run(["unshare", "--net", "--", sys.executable, "-c", _PING_CHILD.format(repo=repo)],
                        capture_output=True, text=True, timeout=60, cwd=repo)

@@ -409,21 +409,3 @@ def test_map_guest_addr_targets_and_sources() -> None:
     assert flows._visible(4, ADDR4.packed) == mapped.packed
     assert flows._visible(4, socket.inet_aton("127.0.0.1")) == GW4.packed
     assert flows._visible(6, ADDR6.packed) == GW6.packed  # no IPv6 mapping: the gateway
-
-
-def test_ping_targets_follow_the_mappings() -> None:
-    """worker/icmp.py: the loopback-mapped address gets a loopback flow, the
-    --map-guest-addr address is pinged at the guest's (the host's) own address."""
-    from passt_sep.worker import icmp as wicmp
-
-    w = FakeWorker()
-    assert w.cfg.v4 is not None
-    mapped = IPv4Address("169.254.1.2")
-    w.cfg = replace(w.cfg, v4=replace(w.cfg.v4, guest_map=mapped))
-    pings = wicmp.PingFlows(w)  # type: ignore[arg-type]
-    assert pings._to_gw(4, GW4.packed) and not pings._to_gw(4, mapped.packed)
-    assert pings._target(wicmp.Flow(4, 1, True), GW4.packed) == "127.0.0.1"
-    assert pings._target(wicmp.Flow(4, 1, False), mapped.packed) == str(ADDR4)
-    assert pings._target(wicmp.Flow(4, 1, False), socket.inet_aton("192.0.2.2")) == "192.0.2.2"
-    nomap = FakeWorker(map_gw=False)
-    assert not wicmp.PingFlows(nomap)._to_gw(4, GW4.packed)  # type: ignore[arg-type]
