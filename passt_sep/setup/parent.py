@@ -225,10 +225,12 @@ class Parent:
         log.debug(f"tap device {tap_name} ready, namespace side MAC "
                   f"{':'.join(f'{b:02x}' for b in ns_mac)}")
         pcap_fd = _open_pcap(o.pcap)
-        from .listeners import bind_tcp_listeners, bind_udp_listeners
+        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds
 
         listeners = bind_tcp_listeners(cfg)
         udp_listeners = bind_udp_listeners(cfg)
+        udp_local: dict = {}  # how they are bound: the broker's reply sockets bind alike
+        note_binds(udp_local, udp_listeners)
         ns_listeners = self.fwd.bind_ns_spec()  # -T, inside the namespace
         ns_udp = self.fwd.bind_ns_udp_spec()  # -U, inside the namespace
 
@@ -267,6 +269,7 @@ class Parent:
         from .broker import Broker
 
         self.broker = Broker(cfg, self.sock)
+        self.broker.udp_local = udp_local
         self.broker.fwd = self.fwd
         self.fwd.start(self.sock)  # first auto scan: forwards in place before the command runs
         if self.spawned is not None:
