@@ -71,7 +71,11 @@ STATUS_PENDING = -2  # fd attached, connect() follows the reply; a failure of it
 # on it with send(), one socket per echo identifier and destination
 OP_PING_SOCKET = 1
 OP_TCP_CONNECT = 2  # TCP socket connecting (non-blocking) to addr:port in the host netns
-OP_UDP_SOCKET = 3  # UDP socket in the host netns, bound to port (the guest's source port) if possible
+# UDP socket in the host netns for one outbound flow: ``addr``:``port`` the
+# destination as the guest wrote it, ``arg`` the guest's source port (bound
+# when possible); the parent maps and checks the destination and connects
+# the socket to it, so the worker sends with send() only
+OP_UDP_SOCKET = 3
 # pasta splice path: a TCP socket connecting (non-blocking) to the loopback
 # address of ``family`` at ``port``, in the namespace (for -t) or in the host
 # netns (for -T); the port must be a current forwarding target
@@ -83,10 +87,24 @@ OP_HOST_LOOP_CONNECT = 5
 # current -U target); one per loopback sender
 OP_NS_LOOP_UDP = 6
 OP_HOST_LOOP_UDP = 7
+# replies to a sender on a forwarded UDP socket: a UDP socket bound to the
+# same local address and ``port`` as the -u socket (host netns,
+# OP_UDP_REPLY) or the -U socket (namespace, OP_NS_UDP_REPLY) of that port,
+# connected to the sender ``addr`` (in ``family``; v4-mapped on a dual-stack
+# socket), port ``arg``; the port must be a current forward
+OP_UDP_REPLY = 8
+OP_NS_UDP_REPLY = 9
+# the receive-only UDP socket of one guest source port (``port``) in the
+# host netns: unconnected, on the host port the flows from that guest port
+# use, it takes datagrams from senders no flow is connected to (a TFTP
+# server answers from a new port); the worker cannot send on it
+OP_UDP_PORT = 10
 OP_NAMES = {OP_PING_SOCKET: "ping socket", OP_TCP_CONNECT: "tcp connect", OP_UDP_SOCKET: "udp socket",
             OP_NS_LOOP_CONNECT: "namespace loopback connect",
             OP_HOST_LOOP_CONNECT: "host loopback connect",
-            OP_NS_LOOP_UDP: "namespace loopback udp", OP_HOST_LOOP_UDP: "host loopback udp"}
+            OP_NS_LOOP_UDP: "namespace loopback udp", OP_HOST_LOOP_UDP: "host loopback udp",
+            OP_UDP_REPLY: "udp reply", OP_NS_UDP_REPLY: "namespace udp reply",
+            OP_UDP_PORT: "udp port"}
 
 # Parent to worker, right after the start message: one inbound TCP listener
 # (-t) per message, its fd attached: magic, listening port, target port.

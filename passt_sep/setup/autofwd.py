@@ -16,6 +16,8 @@ Parent only. Three jobs:
   so the broker can check a loopback request against them (only a current
   target port of -t, or of -u for UDP, may be reached on the namespace's
   loopback; only one of -T, or of -U, on the host's).
+  The same tables say how each -u (auto) and -U socket is bound, for the
+  reply sockets of their senders (``udp_auto_bind``, ``ns_udp_bind``).
 - ``auto`` (pasta's default for -t, -u, -T and -U): every second the
   listening TCP and unconnected UDP ports of both namespaces are dumped
   through sock_diag (setup/sockdiag.py; the namespace's socket is made by
@@ -54,7 +56,7 @@ from ..errors import SetupError
 from ..log import log
 from ..ports import PortFwd
 from . import sockdiag
-from .listeners import _listen, _udp_bind
+from .listeners import LocalBind, _listen, _udp_bind, note_binds, pick_bind
 
 SCAN_INTERVAL = 1.0
 TCP_LISTEN = b"0A"
@@ -236,6 +238,11 @@ class Forwarder:
         self.T_bound: set[int] = set()
         self.u_bound: set[int] = set()
         self.U_bound: set[int] = set()
+        # how the forwarded UDP sockets of each port are bound (their reply
+        # sockets, OP_UDP_REPLY and OP_NS_UDP_REPLY, bind the same way): -u
+        # auto on the host (the -u spec is the broker's), -U spec and auto
+        self.u_local: dict[int, list[LocalBind]] = {}
+        self.U_local: dict[int, list[LocalBind]] = {}
         self.host_files: dict[str, int] = {}
         self.ns_files: dict[str, int] = {}
         self.host_diag: socket.socket | None = None
@@ -261,6 +268,16 @@ class Forwarder:
     def host_udp_target_ok(self, port: int) -> bool:
         """May the worker send to the host's loopback at port (-U)?"""
         return port in self.U_bound or port in self.uout_targets
+
+    def udp_auto_bind(self, family: int, port: int, peer: bytes) -> LocalBind | None:
+        """How the -u auto socket of port that peer reached is bound (None: no such forward)."""
+        return pick_bind(self.u_local.get(port), family, peer) if port in self.u_bound else None
+
+    def ns_udp_bind(self, family: int, port: int, peer: bytes) -> LocalBind | None:
+        """How the -U socket (spec or auto) of port that peer reached is bound, or None."""
+        if port not in self.U_bound and port not in self.udp_out:
+            return None
+        return pick_bind(self.U_local.get(port), family, peer)
 
     # -- /proc/net files ---------------------------------------------------------
     def _open_files(self) -> None:
@@ -340,6 +357,7 @@ class Forwarder:
         out = self.ns.call(lambda: _bind_loopback_udp(items))
         if not out:
             raise SetupError("UDP forwarding from the namespace (-U)", "Failed to bind any port")
+        note_binds(self.U_local, out)
         return out
 
     # -- auto --------------------------------------------------------------------
@@ -372,7 +390,8 @@ class Forwarder:
         if self.auto_u:
             ns_udp = self._ports(False, socket.IPPROTO_UDP, self.ephemeral)
             self._sync_host((ns_udp | {p for p in ns_tcp if p < self.ephemeral}) - excl_ns_udp,
-                            self.u_bound, ipc.UDP_LISTENER_MAGIC, ipc.DROP_UDP_MAGIC, _udp_bind)
+                            self.u_bound, ipc.UDP_LISTENER_MAGIC, ipc.DROP_UDP_MAGIC, _udp_bind,
+                            self.u_local)
         if self.auto_T or self.auto_U:
             host_tcp = self._ports(True, socket.IPPROTO_TCP) - excl_host
             if self.auto_T:
@@ -382,7 +401,8 @@ class Forwarder:
                 eph = self.host_ephemeral
                 host_udp = self._ports(True, socket.IPPROTO_UDP, eph)
                 self._sync_ns((host_udp | {p for p in host_tcp if p < eph}) - excl_host_udp,
-                              self.U_bound, ipc.NS_UDP_MAGIC, ipc.DROP_NS_UDP_MAGIC, _bind_loopback_udp)
+                              self.U_bound, ipc.NS_UDP_MAGIC, ipc.DROP_NS_UDP_MAGIC, _bind_loopback_udp,
+                              self.U_local)
 
     def _binds(self) -> list[tuple[int, str, bool]]:
         if self.cfg.v6 is not None:
@@ -390,9 +410,12 @@ class Forwarder:
         return [(socket.AF_INET, "0.0.0.0", True)]
 
     def _sync_host(self, want: set[int], bound: set[int], magic: bytes, drop: bytes,
-                   bind: Callable[[int, str, int, str | None, bool], socket.socket]) -> None:
+                   bind: Callable[[int, str, int, str | None, bool], socket.socket],
+                   local: dict[int, list[LocalBind]] | None = None) -> None:
         for port in sorted(bound - want):
             bound.discard(port)
+            if local is not None:
+                local.pop(port, None)
             self._send(ipc.pack_port_msg(drop, port), [])
             log.debug(f"auto: port {port} released ({drop.decode()})")
         for port in sorted(want - bound):
@@ -405,15 +428,20 @@ class Forwarder:
             if not socks:
                 continue
             bound.add(port)
+            if local is not None:
+                note_binds(local, [(s, port, port) for s in socks])
             for s in socks:
                 self._send(ipc.pack_port_msg(magic, port, port), [s.fileno()])
                 s.close()
             log.debug(f"auto: forwarding port {port} ({magic.decode()})")
 
     def _sync_ns(self, want: set[int], bound: set[int], magic: bytes, drop: bytes,
-                 bind: Callable[[list[tuple[int, int]]], list[tuple[socket.socket, int, int]]]) -> None:
+                 bind: Callable[[list[tuple[int, int]]], list[tuple[socket.socket, int, int]]],
+                 local: dict[int, list[LocalBind]] | None = None) -> None:
         for port in sorted(bound - want):
             bound.discard(port)
+            if local is not None:
+                local.pop(port, None)
             self._send(ipc.pack_port_msg(drop, port), [])
             log.debug(f"auto: namespace port {port} released ({drop.decode()})")
         new = sorted(want - bound)
@@ -424,6 +452,8 @@ class Forwarder:
         except OSError as e:
             log.debug(f"auto: namespace sockets: {e.strerror}")
             return
+        if local is not None:
+            note_binds(local, got)
         for s, port, target in got:
             bound.add(port)
             self._send(ipc.pack_port_msg(magic, port, target), [s.fileno()])

@@ -23,7 +23,8 @@ from .. import ipc
 from ..config import Config
 from ..errors import ProtocolViolation
 from ..log import log
-from .destpolicy import PROTO_ICMP, PROTO_TCP, DestPolicy
+from .destpolicy import PROTO_ICMP, PROTO_TCP, PROTO_UDP, DestPolicy
+from .listeners import LocalBind, pick_bind, udp_reply_socket
 from .sockpool import SocketPool, loop_connect, new_socket
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ class Broker:
         self.handlers = {ipc.OP_PING_SOCKET: self.ping_socket, ipc.OP_TCP_CONNECT: self._tcp_connect_early,
                          ipc.OP_UDP_SOCKET: self.udp_socket, ipc.OP_NS_LOOP_CONNECT: self.ns_loop_connect,
                          ipc.OP_HOST_LOOP_CONNECT: self.host_loop_connect,
-                         ipc.OP_NS_LOOP_UDP: self.ns_loop_udp, ipc.OP_HOST_LOOP_UDP: self.host_loop_udp}
+                         ipc.OP_NS_LOOP_UDP: self.ns_loop_udp, ipc.OP_HOST_LOOP_UDP: self.host_loop_udp,
+                         ipc.OP_UDP_REPLY: self.udp_reply, ipc.OP_NS_UDP_REPLY: self.ns_udp_reply,
+                         ipc.OP_UDP_PORT: self.udp_port}
         # every destination of TCP, UDP and ICMP: mappings, forbidden
         # addresses, --egress-deny/--egress-allow (destpolicy.py)
         self.dest = DestPolicy(cfg)
@@ -65,6 +68,14 @@ class Broker:
             socket.AF_INET: ((o.outbound_if4 or "").encode(), str(o.outbound4) if o.outbound4 is not None else None),
             socket.AF_INET6: ((o.outbound_if6 or "").encode(), str(o.outbound6) if o.outbound6 is not None else None)}
         self.ping_warned = False
+        # -u spec sockets handed to the worker: port -> how they are bound
+        # (listeners.note_binds; auto ones are the Forwarder's)
+        self.udp_local: dict[int, list[LocalBind]] = {}
+        # (family, host port) the broker has bound for the guest: a port the
+        # next flows may share (SO_REUSEADDR), see _bind_guest_port; and
+        # which host port stands for which guest source port
+        self.udp_ports: set[tuple[int, int]] = set()
+        self.udp_host_port: dict[tuple[int, int], int] = {}
         # sockets made ahead of need (sockpool.py): the host's now, the
         # namespace's once the splice path first asks
         self.families = [f for f in (socket.AF_INET, socket.AF_INET6) if self._family_ok(f)]
@@ -211,17 +222,59 @@ class Broker:
         return s, dest
 
     def udp_socket(self, req: ipc.Request) -> socket.socket | int:
-        """A UDP socket of the host netns for one source port of the guest.
+        """OP_UDP_SOCKET: a UDP socket of the host netns for one outbound flow.
 
-        Bound to the guest's own source port, so that peers see the port
-        the guest chose (as passt does), when that port is 1024 or above
-        and free; otherwise (a privileged port, or one in use on the host,
-        such as a -u forward) to an ephemeral port the kernel picks: the
-        flow still works, peers just see another port. Privileged ports are
-        never bound on the guest's behalf, so a guest cannot squat a
-        service port of the host. --outbound and --outbound-if* apply (as
-        in passt, also to datagrams the worker then sends to the host's
-        loopback through the gateway address).
+        One flow is (family, guest source port, destination as the guest
+        wrote it, destination port): ``addr``:``port`` of the request is
+        that destination, ``arg`` the source port. The destination policy
+        (setup/destpolicy.py) maps it (the loopback-mapped address to the
+        host's loopback, ``dns_match``:53 to the resolver, --map-guest-addr
+        to the guest's address on the host) or refuses it (EACCES: the
+        worker drops the flow's datagrams); the socket is then
+        **connected** to the host-side destination, so whatever the worker
+        sends on it (it may only use send(), the seccomp policy kills a
+        sendto with an address) goes there and nowhere else, and only that
+        peer's datagrams come back on it.
+
+        Bound to the guest's own source port when it is 1024 or above
+        (``_bind_guest_port``), an ephemeral one otherwise: privileged
+        ports are never bound on the guest's behalf. --outbound and
+        --outbound-if* apply unless the destination is the host's loopback
+        (a socket bound to eth1 could not reach 127.0.0.1).
+        """
+        cfg = self.cfg
+        if cfg.opts.no_udp or not self._family_ok(req.family):
+            return errno.EPERM
+        target = self.dest.resolve(PROTO_UDP, req.family, req.addr, req.port)
+        if isinstance(target, int):
+            return target
+        v4 = req.family == socket.AF_INET
+        s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            if not v4:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            src = None
+            if not target.loopback:
+                ifname = cfg.opts.outbound_if4 if v4 else cfg.opts.outbound_if6
+                if ifname:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+                src = cfg.opts.outbound4 if v4 else cfg.opts.outbound6
+            addr = str(src) if src is not None else ("0.0.0.0" if v4 else "::")
+            self._bind_guest_port(s, req.family, addr, req.arg)
+            s.connect((target.addr, target.port))
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def udp_port(self, req: ipc.Request) -> socket.socket | int:
+        """OP_UDP_PORT: the receive-only socket of guest source port ``port``.
+
+        Unconnected, bound like the flows of that port (``_bind_guest_port``:
+        the same host port, --outbound and --outbound-if*), so that a sender
+        no flow is connected to (a TFTP server answers from a new port)
+        still reaches the guest. The worker cannot send on it: it is not
+        connected, and a sendto with an address kills the worker.
         """
         cfg = self.cfg
         if cfg.opts.no_udp or not self._family_ok(req.family):
@@ -235,19 +288,118 @@ class Broker:
             if ifname:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
             src = cfg.opts.outbound4 if v4 else cfg.opts.outbound6
-            addr = str(src) if src is not None else ("0.0.0.0" if v4 else "::")
-            port = req.port if req.port >= UDP_BIND_MIN else 0
-            try:
-                s.bind((addr, port))
-            except OSError as e:
-                if port == 0:
-                    raise
-                log.debug(f"broker: udp port {port}: {e.strerror}, using an ephemeral port")
-                s.bind((addr, 0))
+            self._bind_guest_port(s, req.family, str(src) if src is not None else ("0.0.0.0" if v4 else "::"),
+                                  req.port)
         except OSError:
             s.close()
             raise
         return s
+
+    def _bind_guest_port(self, s: socket.socket, family: int, addr: str, gport: int) -> None:
+        """Bind a socket of guest source port gport to its host port.
+
+        The host port is the guest's own when it is UDP_BIND_MIN or above
+        and free, an ephemeral one otherwise (privileged ports are never
+        bound on the guest's behalf); once chosen, the next sockets of
+        gport (its receive-only socket, its flows to other destinations)
+        get the same (``udp_host_port``), so that peers see one source
+        port. A free port is bound plainly and SO_REUSEADDR is set after
+        the bind, so that those next sockets can bind it too: each flow is
+        connected to its own peer, and the kernel delivers a datagram to
+        the socket connected to its sender, else to the unconnected one. A
+        port in use is shared that way only if the broker itself bound it
+        for the guest before (``udp_ports``); a port another program holds,
+        even with SO_REUSEADDR, or a -u forward, gets an ephemeral port
+        instead.
+        """
+        if not 0 <= gport <= 0xFFFF:
+            raise OSError(errno.EINVAL, "port out of range")
+        key = (family, gport)
+        port = self.udp_host_port.get(key, gport if gport >= UDP_BIND_MIN else 0)
+        bound = False
+        if port:
+            try:
+                s.bind((addr, port))
+                bound = True
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE and (family, port) in self.udp_ports:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        s.bind((addr, port))
+                        bound = True
+                    except OSError:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+                if not bound:
+                    log.debug(f"broker: udp port {port}: {e.strerror}, using an ephemeral port")
+        if not bound:
+            s.bind((addr, 0))
+            port = s.getsockname()[1]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.udp_ports.add((family, port))
+        self.udp_host_port[key] = port
+
+    def _reply_peer(self, req: ipc.Request, loopback_only: bool) -> str | int:
+        """The sender a reply socket connects to, as a string, or the errno refusing it.
+
+        Loopback senders (127.0.0.0/8, ::1, v4-mapped 127/8) are allowed:
+        they are the local programs a forwarded port serves (pasta splices
+        them). Any other goes through the destination policy as a UDP
+        destination of its own family (EACCES: multicast, link-local...);
+        it is connected to as it is, never mapped.
+        """
+        if req.family not in (socket.AF_INET, socket.AF_INET6) or not 0 < req.arg <= 0xFFFF:
+            return errno.EPERM
+        v4 = req.family == socket.AF_INET
+        raw = req.addr[:4] if v4 else req.addr
+        fam, inner = req.family, raw
+        if not v4 and raw[:12] == bytes(10) + b"\xff\xff":
+            fam, inner = socket.AF_INET, raw[12:]
+        loop = inner[0] == 127 if fam == socket.AF_INET else inner == bytes(15) + b"\x01"
+        if not loop:
+            if loopback_only:
+                return errno.EPERM
+            verdict = self.dest.resolve(PROTO_UDP, fam, inner, req.arg)
+            if isinstance(verdict, int):
+                return verdict
+        return socket.inet_ntop(req.family, raw)
+
+    def udp_reply(self, req: ipc.Request) -> socket.socket | int:
+        """OP_UDP_REPLY: a socket to answer one sender of a -u socket with.
+
+        ``port``: the -u socket's own port, which must be a current -u
+        forward (spec, or bound by auto); ``addr``/``arg``: the sender, as
+        that socket saw it (``_reply_peer`` checks it). The socket is bound
+        where that -u socket is (same address, port, device, dual-stack or
+        not) and connected to the sender (listeners.udp_reply_socket).
+        """
+        if self.cfg.opts.no_udp:
+            return errno.EPERM
+        peer = self._reply_peer(req, loopback_only=False)
+        if isinstance(peer, int):
+            return peer
+        b = pick_bind(self.udp_local.get(req.port), req.family, req.addr)
+        if b is None and self.fwd is not None:
+            b = self.fwd.udp_auto_bind(req.family, req.port, req.addr)
+        if b is None:
+            return errno.EPERM
+        return udp_reply_socket(b, req.port, peer, req.arg)
+
+    def ns_udp_reply(self, req: ipc.Request) -> socket.socket | int:
+        """OP_NS_UDP_REPLY: the same for a sender of a -U socket, inside the namespace.
+
+        Only loopback senders (the -U sockets are bound to the namespace's
+        loopback, nothing else can reach them); made by the namespace thread.
+        """
+        fwd = self.fwd
+        if fwd is None or self.cfg.opts.no_udp:
+            return errno.EPERM
+        peer = self._reply_peer(req, loopback_only=True)
+        if isinstance(peer, int):
+            return peer
+        b = fwd.ns_udp_bind(req.family, req.port, req.addr)
+        if b is None:
+            return errno.EPERM
+        return fwd.ns.call(lambda: udp_reply_socket(b, req.port, peer, req.arg))  # type: ignore[no-any-return]
 
     def ns_loop_connect(self, req: ipc.Request) -> socket.socket | int:
         """Splice path of -t: a TCP socket connecting to the namespace's loopback.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable
+from typing import NamedTuple
 
 from ..config import Config
 from ..errors import SetupError
@@ -100,12 +101,72 @@ def bind_tcp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
 def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: bool) -> socket.socket:
     s = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
-        # no SO_REUSEADDR: a port in use is an error, not a silently shared port
+        # bound without SO_REUSEADDR: a port in use is an error, not a
+        # silently shared port; set after the bind, so that the reply
+        # sockets of this port (udp_reply_socket) can bind beside it
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
         if ifname:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         s.bind((addr, port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+class LocalBind(NamedTuple):
+    """Where a forwarded UDP socket (-u, -U) is bound: what its reply sockets copy."""
+
+    family: int
+    addr: str
+    ifname: bytes  # SO_BINDTODEVICE, b"" for none
+    v6only: bool
+
+
+def local_bind(s: socket.socket) -> LocalBind:
+    """Read back how s is bound (before it is handed to the worker)."""
+    v6 = s.family == socket.AF_INET6
+    v6only = bool(s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)) if v6 else True
+    ifname = s.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0")
+    return LocalBind(s.family, s.getsockname()[0], ifname, v6only)
+
+
+def note_binds(table: dict[int, list[LocalBind]], socks: list[tuple[socket.socket, int, int]]) -> None:
+    """Record in table (port -> bindings) the UDP sockets about to go to the worker."""
+    for s, port, _target in socks:
+        table.setdefault(port, []).append(local_bind(s))
+
+
+def pick_bind(binds: list[LocalBind] | None, family: int, peer: bytes) -> LocalBind | None:
+    """The forwarded socket of a port a sender of family at peer (packed) reached:
+    a v4-mapped sender only on a dual-stack socket. The first that fits."""
+    if not binds:
+        return None
+    mapped = family == socket.AF_INET6 and peer[:12] == bytes(10) + b"\xff\xff"
+    for b in binds:
+        if b.family == family and not (mapped and b.v6only):
+            return b
+    return None
+
+
+def udp_reply_socket(b: LocalBind, port: int, peer: str, peer_port: int) -> socket.socket:
+    """A UDP socket of the calling thread's netns bound where b is, at port,
+    and connected to peer:peer_port: the only way the worker can answer a
+    sender of a forwarded socket (it holds no socket that sends with an
+    address). SO_REUSEADDR lets it share the port with the forwarded
+    socket (which set it after its own bind); being connected, it is also
+    the socket the kernel delivers that sender's next datagrams to."""
+    s = socket.socket(b.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        if b.family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if b.v6only else 0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if b.ifname:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b.ifname)
+        s.bind((b.addr, port))
+        s.connect((peer, peer_port))
     except OSError:
         s.close()
         raise

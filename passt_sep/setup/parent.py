@@ -236,7 +236,7 @@ class Parent:
         pcap_fd = _open_pcap(o.pcap)
         from ..config import build_config
         from .hostaddr import read_host
-        from .listeners import bind_tcp_listeners, bind_udp_listeners
+        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds
 
         host = read_host(o.ifname, o.outbound_if4, o.outbound_if6)
         cfg = build_config(o, host)
@@ -245,6 +245,8 @@ class Parent:
                 log.info(part)
         listeners = bind_tcp_listeners(cfg)
         udp_listeners = bind_udp_listeners(cfg)
+        udp_local: dict = {}  # how they are bound: the broker's reply sockets bind alike
+        note_binds(udp_local, udp_listeners)
         import_the_rest(o.mode)
 
         privileged = netns.has_cap_sys_admin()
@@ -322,6 +324,7 @@ class Parent:
         from .broker import Broker
 
         self.broker = Broker(cfg, self.sock)
+        self.broker.udp_local = udp_local
         self.broker.fwd = self.fwd
         self.fwd.start(self.broker.send)  # first auto scan: forwards in place before the command runs
         if attach:

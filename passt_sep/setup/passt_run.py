@@ -77,7 +77,7 @@ class PasstParent(Parent):
             log.warn("Don't run as root. Changing to nobody...")
         from ..config import build_config
         from .hostaddr import read_host
-        from .listeners import bind_tcp_listeners, bind_udp_listeners
+        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds
 
         host = read_host(o.ifname, o.outbound_if4, o.outbound_if6)
         cfg = build_config(o, host)
@@ -92,6 +92,8 @@ class PasstParent(Parent):
             self.listener, self.path = passt_socket.listen(o.socket_path)
         listeners = bind_tcp_listeners(cfg)
         udp_listeners = bind_udp_listeners(cfg)
+        udp_local: dict = {}  # how they are bound: the broker's reply sockets bind alike
+        note_binds(udp_local, udp_listeners)
         pcap_fd = _open_pcap(o.pcap)
         pid_fd = _open_pid(o.pid_file)
 
@@ -122,6 +124,7 @@ class PasstParent(Parent):
         from .broker import Broker
 
         self.broker = Broker(cfg, self.sock)
+        self.broker.udp_local = udp_local
         _write_pid(pid_fd, o.pid_file, os.getpid())
         import_the_rest(o.mode)
         drop_to(self.ids)

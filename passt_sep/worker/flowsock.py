@@ -81,8 +81,8 @@ class SockFlows(Generic[F]):
         self.stats = stats
 
     # -- what the tables fill in ----------------------------------------------------
-    def _ask(self, flow: F) -> tuple[int, int, int]:
-        """The broker request for flow's socket: (op, family, port)."""
+    def _ask(self, flow: F) -> tuple[int, int, int, bytes, int]:
+        """The broker request for flow's socket: (op, family, port, addr, arg)."""
         raise NotImplementedError
 
     def _wrap(self, flow: F, fd: int) -> socket.socket:
@@ -126,9 +126,9 @@ class SockFlows(Generic[F]):
 
     def _request(self, flow: F) -> None:
         flow.failed = 0.0
-        op, family, port = self._ask(flow)
-        self.w.broker.request(op, family,
-                              lambda fd, status, f=flow: self._got_socket(f, fd, status), port=port)
+        op, family, port, addr, arg = self._ask(flow)
+        self.w.broker.request(op, family, lambda fd, status, f=flow: self._got_socket(f, fd, status),
+                              port=port, addr=addr, arg=arg)
 
     def _got_socket(self, flow: F, fd: int | None, status: int) -> None:
         """The broker's answer: an fd, or None (status: an errno, or 0) when refused."""

@@ -4,30 +4,39 @@
 Sandboxed only. Two kinds of state, both bounded and both expiring after
 ``FLOW_TIMEOUT`` (180 s, passt's UDP_CONN_TIMEOUT) without activity:
 
-- **Outbound flows**, one per (family, guest source port). The first
-  datagram asks the broker for a UDP socket of the host (``OP_UDP_SOCKET``;
-  the parent binds it to the guest's port when it can, see
-  ``setup.broker.Broker.udp_socket``); datagrams that arrive before the
-  socket wait in a short queue. Destinations are translated on the way out:
-  ``dns_match``:53 goes to ``dns_host``:53 (--dns-forward, or a resolver
-  advertised as the loopback-mapped address: a loopback one, or one that
-  is that address itself), the address mapped to the host's
-  loopback (the gateway unless --no-map-gw, or --map-host-loopback) goes
-  to the host's loopback, --map-guest-addr to the guest's own address on
-  the host, anything else as addressed. Each flow remembers the
-  translations it made, so replies come back from the address the guest
-  wrote to; other loopback senders appear as the loopback-mapped address,
-  the host's own address (which the guest shares) as --map-guest-addr if
-  given (else as the loopback-mapped one), everyone else as themselves.
-  Only guest traffic keeps a flow alive (as passt).
+- **Flows**, one per (family, guest source port, destination address as
+  the guest wrote it, destination port). The first datagram asks the
+  broker for a socket (``OP_UDP_SOCKET`` with that destination and the
+  source port); the parent maps the destination (``dns_match``:53 to the
+  resolver, the loopback-mapped address to the host's loopback,
+  --map-guest-addr to the guest's own address on the host), checks it
+  (setup/destpolicy.py), binds the guest's port when it can and
+  **connects** the socket there (``setup.broker.Broker.udp_socket``).
+  The worker sends with send() only (its seccomp policy kills a sendto
+  with an address), and what comes back on the socket comes from that
+  peer alone, so it is given to the guest as from the address and port
+  the guest wrote: no translation per datagram. Datagrams that arrive
+  before the socket wait in a short queue. Only guest traffic keeps a
+  flow alive (as passt).
+- **Port sockets**, one per (family, guest source port) with flows: the
+  receive-only socket the parent binds, unconnected, on the host port the
+  flows of that guest port use (``OP_UDP_PORT``, asked before the first
+  flow's socket). A sender no flow is connected to lands there (a TFTP
+  server answers from a new port) and reaches the guest as itself (the
+  mapped addresses as below); when the guest answers, that is a new flow,
+  decided by the parent like any other. The worker cannot send on it. It
+  is closed once its guest port has no flow left.
 - **Inbound peers** of the -u sockets the parent bound before the worker
   started. In pasta, a datagram from a host loopback sender does not go to
   the guest over the tap: worker/udpsplice.py relays it to the namespace's
   loopback (and its replies back). A datagram from a peer becomes a frame to the guest's target
   port (port + delta) from the peer's real address (loopback and the host's
-  own address appear as above); the peer is remembered, and what the
-  guest sends back from the target port to that address goes out through
-  the same -u socket to the real peer.
+  own address appear as the loopback-mapped address, the host's own as
+  --map-guest-addr if given); the peer is remembered, and when the guest
+  sends from the target port to that address and port, the flow opened
+  for it asks for a socket bound beside the -u socket and connected to
+  the real peer (``OP_UDP_REPLY``): the guest's replies go there, and the
+  kernel delivers the peer's next datagrams to it too.
 
 Frames toward the guest are built around the payload in place (received
 with ``recvfrom_into`` behind room for the headers, ``proto.udp``): on the
@@ -39,9 +48,11 @@ the rest comes at the next one).
 
 Not done: fragments (dropped by ``proto.packet``; the guest kernel sends a
 datagram up to the MTU, 65520 by default, whole: the tap offers no UDP
-segmentation offload, so no UFO/USO frames arrive), IPv6 link-local
-destinations other than the gateway (sendto without a scope fails and the
-datagram is counted as dropped), multicast and broadcast (dropped).
+segmentation offload, so no UFO/USO frames arrive), link-local, multicast
+and broadcast destinations (refused: the worker drops multicast, broadcast,
+loopback and unspecified ones itself, the parent the rest), replies from
+another address or port than the one the guest wrote to (a connected
+socket does not receive them; TFTP servers answer that way).
 """
 
 from __future__ import annotations
@@ -65,11 +76,9 @@ if TYPE_CHECKING:
 
 # FLOW_TIMEOUT (here only guest activity counts), RETRY_AFTER, QUEUE_MAX and RECV_BUDGET:
 # worker/flowsock.py; NOFILE: worker/limits.py
-REV_MAX = 64  # translated destinations remembered per flow
 MAX_FLOWS = max(16, min(8192, NOFILE // 4))  # outbound flows, both families together
 MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
 
-_LOOP4 = socket.inet_pton(socket.AF_INET, "127.0.0.1")
 _V4MAPPED = bytes(10) + b"\xff\xff"
 
 
@@ -86,22 +95,6 @@ def _bad_destination(version: int, raw: bytes) -> str | None:
     if raw == LOOP6 or raw == ANY6:
         return "udp to loopback or unspecified"
     return None
-
-
-class Flow(SockFlow):
-    """One source port of the guest and its host socket (queue: (payload, target) pairs)."""
-
-    __slots__ = ("version", "gport", "guest", "rev")
-
-    def __init__(self, version: int, gport: int, now: float) -> None:
-        super().__init__((version, gport), now)
-        self.version, self.gport = version, gport
-        self.guest = b""  # the guest's source address, replies go there
-        # (host address, port) the flow sent to -> address the guest wrote
-        self.rev: dict[tuple[bytes, int], bytes] = {}
-
-    def __repr__(self) -> str:
-        return f"<udp{self.version} guest port {self.gport}>"
 
 
 class Inbound:
@@ -121,6 +114,85 @@ class Peer:
 
     def __init__(self, inbound: Inbound, sockaddr: tuple, now: float) -> None:
         self.inbound, self.sockaddr, self.last = inbound, sockaddr, now
+
+
+class Flow(SockFlow):
+    """One (guest source port, destination) and its connected host socket (queue: payloads).
+
+    ``peer``: set when the flow answers a sender of a -u socket (the
+    socket comes from OP_UDP_REPLY instead of OP_UDP_SOCKET).
+    """
+
+    __slots__ = ("version", "gport", "dst", "dport", "guest", "peer")
+
+    def __init__(self, version: int, gport: int, dst: bytes, dport: int, now: float,
+                 peer: Peer | None = None) -> None:
+        super().__init__((version, gport, dst, dport), now)
+        self.version, self.gport, self.dst, self.dport = version, gport, dst, dport
+        self.guest = b""  # the guest's source address, replies go there
+        self.peer = peer
+
+    def __repr__(self) -> str:
+        fam = socket.AF_INET if self.version == 4 else socket.AF_INET6
+        return f"<udp{self.version} {self.gport} -> {socket.inet_ntop(fam, self.dst)}:{self.dport}>"
+
+
+class PortSock(SockFlow):
+    """The receive-only socket of one guest source port (key: (version, port))."""
+
+    __slots__ = ("version", "gport")
+
+    def __init__(self, version: int, gport: int, now: float) -> None:
+        super().__init__((version, gport), now)
+        self.version, self.gport = version, gport
+
+    def __repr__(self) -> str:
+        return f"<udp{self.version} port {self.gport}>"
+
+
+class PortSocks(SockFlows[PortSock]):
+    """The port sockets of UdpFlows (which opens and closes them)."""
+
+    def __init__(self, flows: UdpFlows, max_socks: int) -> None:
+        super().__init__(flows.w, max_socks, {"flows": 0, "refused": 0, "send_errors": 0,
+                                               "queue_full": 0, "evicted": 0})
+        self.owner = flows
+
+    def _ask(self, flow: PortSock) -> tuple[int, int, int, bytes, int]:
+        fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
+        return ipc.OP_UDP_PORT, fam, flow.gport, b"", 0
+
+    def _send_queued(self, sock: socket.socket, flow: PortSock, item: object) -> None:
+        return None  # nothing is ever queued: the worker does not send on these
+
+    def _flow_readable(self, flow: PortSock, ev: int) -> None:
+        """A sender no flow of this port is connected to: to the guest, as itself."""
+        sock = flow.sock
+        if sock is None:
+            return
+        owner = self.owner
+        version = flow.version
+        fam = socket.AF_INET if version == 4 else socket.AF_INET6
+        hlen = pudp.header_len(version)
+        area = owner.view[hlen : hlen + pudp.max_payload(version) + 1]
+        for _ in range(RECV_BUDGET):
+            try:
+                n, addr = sock.recvfrom_into(area)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            raw = socket.inet_pton(fam, addr[0].split("%")[0])
+            guest = owner.guest[version]
+            src = owner._visible(version, raw)
+            if src is None or guest is None:
+                continue
+            owner._to_guest(version, src, addr[1], guest, flow.gport, n)
+
+    def close_unused(self, live: set[tuple[int, int]]) -> None:
+        """Close the sockets of guest ports that have no flow left."""
+        for ps in [ps for key, ps in self.flows.items() if key not in live]:
+            self._close(ps)
 
 
 class UdpFlows(SockFlows[Flow]):
@@ -143,15 +215,12 @@ class UdpFlows(SockFlows[Flow]):
         # the guest's address (also the host's own): last one seen in use
         self.guest = {4: cfg.v4.addr.packed if cfg.v4 else None,
                       6: cfg.v6.addr.packed if cfg.v6 else None}
-        self.dns: dict[int, tuple[bytes, tuple[str, int]] | None] = {4: None, 6: None}
-        for v, fam in ((cfg.v4, socket.AF_INET), (cfg.v6, socket.AF_INET6)):
-            if v is not None and v.dns_match is not None and v.dns_host is not None:
-                self.dns[4 if fam == socket.AF_INET else 6] = (v.dns_match.packed, (str(v.dns_host), 53))
         self.vnet_csum = not getattr(w.tap, "needs_csum", False)  # tap completes NEEDS_CSUM itself
         self.buf = bytearray(pudp.header_len(6) + 65536)
         self.view = memoryview(self.buf)
         # pasta: -u datagrams from host loopback senders take the splice path
         self.splice_loop = cfg.opts.mode == "pasta"
+        self.ports = PortSocks(self, self.max_flows)
 
     # -- guest to host --------------------------------------------------------
     def from_guest(self, p: Packet) -> None:
@@ -171,72 +240,46 @@ class UdpFlows(SockFlows[Flow]):
             self.guest[version] = p.src
         now = self.w.now()
         payload = p.frame[d.off : d.off + d.dlen]
-        peer = self.peers.get((version, d.sport, dst, d.dport))
-        if peer is not None:  # a reply to a sender on a -u socket
-            peer.last = now
-            return self._sendto(peer.inbound.sock, payload, peer.sockaddr)
-        key = (version, d.sport)
+        key = (version, d.sport, dst, d.dport)
         flow = self.flows.get(key)
-        if flow is None:
-            flow = self._add_flow(Flow(version, d.sport, now))
+        if flow is None:  # a reply to a sender on a -u socket, or a new destination
+            peer = self.peers.get(key)
+            if peer is None and (version, d.sport) not in self.ports.flows:
+                self.ports._add_flow(PortSock(version, d.sport, now))  # asked first: its port is the flow's
+            flow = self._add_flow(Flow(version, d.sport, dst, d.dport, now, peer))
         flow.last = now
         flow.guest = p.src
-        target = self._target(flow, dst, d.dport)
-        if flow.sock is None:
+        sock = flow.sock
+        if sock is None:
             if self._refused(flow, now, "udp socket refused"):
                 return None
             if self._queue_full(flow):
                 return None
-            flow.queue.append((bytes(payload), target))
+            flow.queue.append(bytes(payload))
             return None
-        return self._sendto(flow.sock, payload, target)
-
-    def _target(self, flow: Flow, dst: bytes, dport: int) -> tuple:
-        """Where a datagram to dst:dport goes on the host; remember translations."""
-        version = flow.version
-        dns = self.dns[version]
-        host: bytes | None = None
-        if dns is not None and dport == 53 and dst == dns[0]:
-            sa = dns[1]
-            fam = socket.AF_INET if version == 4 else socket.AF_INET6
-            host = socket.inet_pton(fam, sa[0])
-            port = 53
-        elif dst == self.addrs.lo[version]:
-            host = _LOOP4 if version == 4 else LOOP6
-            sa = ("127.0.0.1" if version == 4 else "::1", dport)
-            port = dport
-        elif dst == self.addrs.guest_map[version] and (own := self.addrs.own[version]) is not None:
-            host = own
-            sa = (socket.inet_ntop(socket.AF_INET if version == 4 else socket.AF_INET6, host), dport)
-            port = dport
-        else:
-            fam = socket.AF_INET if version == 4 else socket.AF_INET6
-            return (socket.inet_ntop(fam, dst), dport)
-        rev = flow.rev
-        if rev.get((host, port)) != dst:
-            if len(rev) >= REV_MAX:
-                rev.clear()
-            rev[(host, port)] = dst
-        return sa
-
-    def _sendto(self, sock: socket.socket, payload: bytes | memoryview, target: tuple) -> None:
         try:
-            sock.sendto(payload, target)
+            sock.send(payload)  # connected by the parent: no address, none allowed
             self.stats["to_host"] += 1
         except OSError as e:  # EAGAIN included: a datagram lost, as on any full queue
-            self._send_error(e, "udp", target)
+            self._send_error(e, flow)
+        return None
 
     # -- the flow's socket (worker/flowsock.py does the rest) -------------------------
-    def _ask(self, flow: Flow) -> tuple[int, int, int]:
+    def _ask(self, flow: Flow) -> tuple[int, int, int, bytes, int]:
+        peer = flow.peer
+        if peer is not None:  # bound beside the -u socket, connected to the real sender
+            ib = peer.inbound
+            raw = socket.inet_pton(ib.family, peer.sockaddr[0].split("%")[0])
+            return ipc.OP_UDP_REPLY, ib.family, ib.port, raw, peer.sockaddr[1]
         fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
-        return ipc.OP_UDP_SOCKET, fam, flow.gport
+        return ipc.OP_UDP_SOCKET, fam, flow.dport, flow.dst, flow.gport
 
-    def _wrap(self, flow: Flow, fd: int) -> socket.socket:
-        fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
-        return socket.socket(fam, socket.SOCK_DGRAM, 0, fileno=fd)
-
-    def _send_queued(self, sock: socket.socket, flow: Flow, item: tuple[bytes, tuple]) -> None:
-        self._sendto(sock, item[0], item[1])
+    def _send_queued(self, sock: socket.socket, flow: Flow, item: bytes) -> None:
+        try:
+            sock.send(item)
+            self.stats["to_host"] += 1
+        except OSError as e:
+            self._send_error(e, flow)
 
     # -- host to guest --------------------------------------------------------
     def _visible(self, version: int, raw: bytes) -> bytes | None:
@@ -244,29 +287,24 @@ class UdpFlows(SockFlows[Flow]):
         return self.addrs.seen_as(version, raw, self.guest[version])
 
     def _flow_readable(self, flow: Flow, ev: int) -> None:
+        """Datagrams of the flow's peer (the socket is connected): to the guest,
+        from the address and port it wrote to."""
         sock = flow.sock
         if sock is None:
             return
         version = flow.version
-        fam = socket.AF_INET if version == 4 else socket.AF_INET6
         hlen = pudp.header_len(version)
         area = self.view[hlen : hlen + pudp.max_payload(version) + 1]
         for _ in range(RECV_BUDGET):
             try:
-                n, addr = sock.recvfrom_into(area)
+                n = sock.recv_into(area)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:  # e.g. ECONNREFUSED from an ICMP error: nothing to forward
                 if log.enabled(DEBUG):
                     log.trace(f"{flow}: {e.strerror}")
                 continue
-            raw = socket.inet_pton(fam, addr[0].split("%")[0])
-            src = flow.rev.get((raw, addr[1]))
-            if src is None:
-                src = self._visible(version, raw)
-                if src is None:
-                    continue
-            self._to_guest(version, src, addr[1], flow.guest, flow.gport, n)
+            self._to_guest(version, flow.dst, flow.dport, flow.guest, flow.gport, n)
 
     def _to_guest(self, version: int, src: bytes, sport: int, dst: bytes, dport: int, n: int) -> None:
         if n > pudp.max_payload(version) or not dst:
@@ -304,6 +342,8 @@ class UdpFlows(SockFlows[Flow]):
         if gone:
             for key in [k for k, peer in self.peers.items() if peer.inbound in gone]:
                 del self.peers[key]
+            for flow in [f for f in self.flows.values() if f.peer is not None and f.peer.inbound in gone]:
+                self._close(flow)
         return len(gone)
 
     def _inbound_readable(self, ib: Inbound, ev: int) -> None:
@@ -325,7 +365,7 @@ class UdpFlows(SockFlows[Flow]):
                     if n > pudp.MAX_PAYLOAD4:  # cut by the receive area: not relayed
                         self.stats["too_big"] += 1
                         continue
-                    w.udpsplice.relay(KIND_HOST, ib.sock, ib.fd, fam, addr, ib.target,
+                    w.udpsplice.relay(KIND_HOST, ib.sock, ib.fd, ib.port, fam, addr, ib.target,
                                       self.view[h6 : h6 + n])
                     continue
             if ib.family == socket.AF_INET6:
@@ -368,12 +408,15 @@ class UdpFlows(SockFlows[Flow]):
             del self.peers[oldest]
 
     def timer(self, now: float) -> None:
-        """Close flows and forget peers idle for longer than FLOW_TIMEOUT."""
+        """Close flows and forget peers idle for longer than FLOW_TIMEOUT, and
+        the port sockets of guest ports left without a flow."""
         self._expire_flows(now)
         self._expire_peers(now)
+        self.ports.close_unused({(f.version, f.gport) for f in self.flows.values() if f.peer is None})
 
     def summary(self) -> str:
         """Counters, one line."""
-        return (f"udp: {len(self.flows)} flows, {len(self.peers)} inbound peers, "
+        return (f"udp: {len(self.flows)} flows, {len(self.ports.flows)} port sockets, "
+                f"{len(self.peers)} inbound peers, "
                 + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
 

@@ -16,8 +16,13 @@ loopback and connected to loopback:target (``OP_HOST_LOOP_UDP`` for -U,
 ``OP_NS_LOOP_UDP`` for -u; the parent refuses any port that is not a
 current target of that option). Datagrams wait in a short queue until it
 arrives. What that socket receives (the server's replies: it is connected,
-so only the target's) goes back to the sender from the receiving socket,
-so the sender sees its replies come from the address and port it wrote to.
+so only the target's) goes back to the sender through a **reply socket**,
+asked for just before (``OP_UDP_REPLY`` for -u, ``OP_NS_UDP_REPLY`` for
+-U): bound by the parent to the receiving socket's address and port and
+connected to the sender, so the sender sees its replies come from the
+address and port it wrote to, and the worker holds no socket that sends
+with an address. The kernel then delivers the sender's next datagrams to
+the reply socket (connected beats unconnected); they are relayed the same way.
 
 Flows end after ``FLOW_TIMEOUT`` (180 s, passt's UDP_CONN_TIMEOUT) without
 a datagram either way, and the table is bounded (``MAX_FLOWS``; the flow
@@ -47,7 +52,7 @@ MAX_DGRAM = 65535
 
 KIND_NS, KIND_HOST = 0, 1  # -U (namespace sender), -u (host sender)
 
-MAX_FLOWS = max(16, min(4096, NOFILE // 8))  # each flow holds one fd
+MAX_FLOWS = max(16, min(4096, NOFILE // 16))  # each flow holds two fds
 
 
 def loopback_family(host: str) -> int | None:
@@ -73,18 +78,21 @@ class NsSocket:
 
 
 class Flow(SockFlow):
-    """One loopback sender on one receiving socket, and its socket on the other side.
+    """One loopback sender on one receiving socket, its socket on the other
+    side, and its reply socket (``rsock``, connected to the sender).
 
     key: (receiving fd, sender); queue: payloads.
     """
 
-    __slots__ = ("kind", "lsock", "lfd", "sender", "family", "target")
+    __slots__ = ("kind", "lsock", "lfd", "lport", "sender", "family", "target", "rsock", "rfd")
 
-    def __init__(self, key: tuple[int, tuple], kind: int, lsock: socket.socket, sender: tuple,
-                 family: int, target: int, now: float) -> None:
+    def __init__(self, key: tuple[int, tuple], kind: int, lsock: socket.socket, lport: int,
+                 sender: tuple, family: int, target: int, now: float) -> None:
         super().__init__(key, now)
-        self.kind, self.lsock, self.lfd = kind, lsock, key[0]
+        self.kind, self.lsock, self.lfd, self.lport = kind, lsock, key[0], lport
         self.sender, self.family, self.target = sender, family, target
+        self.rsock: socket.socket | None = None
+        self.rfd = -1
 
     def __repr__(self) -> str:
         side = "-U" if self.kind == KIND_NS else "-u"
@@ -100,7 +108,7 @@ class UdpSplicer(SockFlows[Flow]):
     def __init__(self, w: Worker, max_flows: int | None = None) -> None:
         super().__init__(w, max_flows or MAX_FLOWS, {
             "flows": 0, "to_host": 0, "to_ns": 0, "refused": 0, "send_errors": 0,
-            "queue_full": 0, "evicted": 0, "expired": 0})
+            "queue_full": 0, "evicted": 0, "expired": 0, "no_reply_socket": 0})
         self.enabled = w.cfg.opts.mode == "pasta" and not w.cfg.opts.no_udp
         self.ns_socks: dict[int, NsSocket] = {}
         self.buf = bytearray(MAX_DGRAM + 1)
@@ -149,17 +157,22 @@ class UdpSplicer(SockFlows[Flow]):
                 continue
             if n > MAX_DGRAM:
                 continue
-            self.relay(KIND_NS, ns.sock, ns.fd, ns.sock.family, addr, ns.target, area[:n])
+            self.relay(KIND_NS, ns.sock, ns.fd, ns.port, ns.sock.family, addr, ns.target, area[:n])
 
     # -- both directions -----------------------------------------------------------
-    def relay(self, kind: int, lsock: socket.socket, lfd: int, family: int, sender: tuple,
+    def relay(self, kind: int, lsock: socket.socket, lfd: int, lport: int, family: int, sender: tuple,
               target: int, payload: memoryview) -> None:
-        """One datagram from a loopback sender on lsock: to the other loopback at target."""
+        """One datagram from a loopback sender on lsock (bound to lport): to the
+        other loopback at target."""
         key = (lfd, sender)
         flow = self.flows.get(key)
         now = self.w.now()
         if flow is None:
-            flow = self._add_flow(Flow(key, kind, lsock, sender, family, target, now))
+            flow = self._add_flow(Flow(key, kind, lsock, lport, sender, family, target, now))
+        self._relay(flow, now, payload)
+
+    def _relay(self, flow: Flow, now: float, payload: memoryview) -> None:
+        kind = flow.kind
         flow.last = now
         sock = flow.sock
         if sock is not None:
@@ -177,9 +190,72 @@ class UdpSplicer(SockFlows[Flow]):
         flow.queue.append(bytes(payload))
 
     # -- the flow's socket (worker/flowsock.py does the rest) -------------------------
-    def _ask(self, flow: Flow) -> tuple[int, int, int]:
+    def _ask(self, flow: Flow) -> tuple[int, int, int, bytes, int]:
         op = ipc.OP_HOST_LOOP_UDP if flow.kind == KIND_NS else ipc.OP_NS_LOOP_UDP
-        return op, flow.family, flow.target
+        return op, flow.family, flow.target, b"", 0
+
+    # -- the reply socket ------------------------------------------------------------
+    def _request(self, flow: Flow) -> None:
+        """The reply socket first: the broker answers in order, so it is there
+        before the other socket, and so before the server can answer."""
+        if flow.rsock is None:
+            self._ask_reply(flow)
+        super()._request(flow)
+
+    def _ask_reply(self, flow: Flow) -> None:
+        """Ask for the socket that answers flow's sender (bound beside the receiving socket)."""
+        op = ipc.OP_NS_UDP_REPLY if flow.kind == KIND_NS else ipc.OP_UDP_REPLY
+        fam = flow.lsock.family
+        try:
+            raw = socket.inet_pton(fam, flow.sender[0].split("%")[0])
+        except OSError:
+            return
+        self.w.broker.request(op, fam, lambda fd, status, f=flow: self._got_reply(f, fd, status),
+                              port=flow.lport, addr=raw, arg=flow.sender[1])
+
+    def _got_reply(self, flow: Flow, fd: int | None, status: int) -> None:
+        if self.flows.get(flow.key) is not flow or flow.rsock is not None:  # gone, or asked twice
+            if fd is not None:
+                os.close(fd)
+            return
+        if fd is None:
+            self.stats["refused"] += 1
+            log.debug(f"{flow}: no reply socket ({os.strerror(status) if status else 'refused'})")
+            return
+        try:
+            rsock = socket.socket(fileno=fd)
+            rsock.setblocking(False)
+        except OSError as e:
+            log.debug(f"{flow}: {e.strerror}")
+            os.close(fd)
+            return
+        flow.rsock, flow.rfd = rsock, fd
+        self.w.add(fd, lambda ev, f=flow: self._reply_readable(f))
+
+    def _reply_readable(self, flow: Flow) -> None:
+        """The sender's next datagrams, which the kernel now gives its reply socket."""
+        rsock = flow.rsock
+        if rsock is None:
+            return
+        area = self.view
+        for _ in range(RECV_BUDGET):
+            try:
+                n = rsock.recv_into(area)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            if n > MAX_DGRAM:
+                continue
+            self._relay(flow, self.w.now(), area[:n])
+
+    def _close(self, flow: Flow) -> None:
+        super()._close(flow)
+        if flow.rsock is not None:
+            self.w.remove(flow.rfd)
+            flow.rsock.close()
+            flow.rsock = None
+            flow.rfd = -1
 
     def _send_queued(self, sock: socket.socket, flow: Flow, payload: bytes) -> None:
         try:
@@ -205,8 +281,12 @@ class UdpSplicer(SockFlows[Flow]):
                     log.trace(f"{flow}: {e.strerror}")
                 continue
             flow.last = self.w.now()
+            rsock = flow.rsock
+            if rsock is None:  # refused, or not there yet: nothing may answer the sender
+                self.stats["no_reply_socket"] += 1
+                continue
             try:
-                flow.lsock.sendto(area[:n], flow.sender)
+                rsock.send(area[:n])
             except OSError as e:
                 self._send_error(e, flow)
                 continue

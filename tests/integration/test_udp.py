@@ -152,6 +152,40 @@ def test_reply_from_far_host_keeps_its_address(host):
     assert result(r)["ok"], r.stdout + r.stderr
 
 
+TWO_DEST = r"""
+import socket, sys
+gw, gport, far, fport = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 0))
+s.settimeout(3)
+got = {}
+for _ in range(3):  # a lost datagram is tried again, never waited for forever
+    for dst in ((gw, gport), (far, fport)):
+        if dst not in got:
+            s.sendto(b"to " + dst[0].encode(), dst)
+    try:
+        while len(got) < 2:
+            data, src = s.recvfrom(100)
+            got[src] = data.decode()
+    except (TimeoutError, socket.timeout):
+        pass
+print(sorted((f"{a}:{p}", d) for (a, p), d in got.items()))
+"""
+
+
+def test_one_source_port_two_destinations_replies_from_each(host):
+    """One guest socket to the gateway (the host's loopback) and to a far host:
+    two flows, each on its own connected socket; each reply comes back from
+    the address and port the guest wrote to."""
+    assert host.gw is not None
+    lo = host.serve("udp-echo", "127.0.0.1")
+    far = host.gw.serve("udp-echo", FAR_ADDR4)
+    r = _in_pasta(host, _echo_lines([[PYTHON, "-c", TWO_DEST, GW_ADDR4, str(lo.port), FAR_ADDR4,
+                                      str(far.port)]]))
+    want = sorted([(f"{GW_ADDR4}:{lo.port}", f"to {GW_ADDR4}"), (f"{FAR_ADDR4}:{far.port}", f"to {FAR_ADDR4}")])
+    assert r.stdout.strip() == str(want), r.stdout + r.stderr
+
+
 # -- pasta: host to guest through -u ---------------------------------------------
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def test_a_malformed_request_is_a_protocol_violation(pair: tuple[Broker, socket.
         worker.recv(64)
 
 
-@pytest.mark.parametrize("op", [0, 8, 0xFFFF])
+@pytest.mark.parametrize("op", [0, 99, 0xFFFF])
 def test_an_unknown_op_is_a_protocol_violation(pair: tuple[Broker, socket.socket], op: int) -> None:
     b, _worker = pair
     with pytest.raises(ProtocolViolation, match=f"unknown request op {op}"):

@@ -96,7 +96,14 @@ def _fastopen() -> None:
 
 
 def _udp_sendto() -> None:
+    # a datagram with a destination address: what no worker socket may do
+    # (the broker connects every UDP socket it hands over)
     _SOCKS["udp"].sendto(b"x", ("127.0.0.1", 9))
+
+
+def _udp_send() -> None:
+    # send() on a connected socket: sendto(fd, buf, len, 0, NULL, 0)
+    _SOCKS["udpc"].send(b"x")
 
 
 def _ioctl(request: int) -> Callable[[], None]:
@@ -118,6 +125,7 @@ ACTIONS: dict[str, Callable[[], None]] = {
     "execv": _forbidden_execv,
     "fastopen": _fastopen,
     "udp_sendto": _udp_sendto,
+    "udp_send": _udp_send,
     "setblocking": lambda: _SOCKS["tcp"].setblocking(False),
     "ioctl_outq": _ioctl(SIOCOUTQ),
     "ioctl_inq": _ioctl(FIONREAD),
@@ -204,6 +212,10 @@ def _child_main(
         kwargs = {} if mountpoint is None else {"mountpoint": mountpoint}
         _SOCKS["tcp"] = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         _SOCKS["udp"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # connected before isolation, as the broker hands them over: the
+        # discard port of this netns's loopback (nothing is sent until "udp_send")
+        _SOCKS["udpc"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        _SOCKS["udpc"].connect(("127.0.0.1", 9))
         socks = [s.fileno() for s in _SOCKS.values()]
         isolate_worker(policy, keep_fds=[report, go, *socks], **kwargs)
     except BaseException as e:  # report anything, one line
@@ -371,11 +383,11 @@ def _shipped(mode: str, plain: bool = False) -> Policy:
 
 # The calls the workers make, with the arguments they make them with.
 ALLOWED_WITH_ARGS = [
-    "udp_sendto", "setblocking", "ioctl_outq", "setsockopt_peek_off", "setsockopt_linger",
+    "udp_send", "setblocking", "ioctl_outq", "setsockopt_peek_off", "setsockopt_linger",
 ]
 # The same calls with arguments no worker path uses.
 DENIED_BY_ARGS = [
-    "fastopen", "ioctl_inq", "ioctl_tunsetoffload", "setsockopt_rcvbuf",
+    "fastopen", "udp_sendto", "ioctl_inq", "ioctl_tunsetoffload", "setsockopt_rcvbuf",
     "setsockopt_fastopen_connect",
 ]
 
@@ -403,7 +415,9 @@ def test_shipped_policy_kills_for_other_arguments(
 ) -> None:
     """sendto(MSG_FASTOPEN) would connect an unconnected TCP socket anywhere:
     the broker hands over TCP sockets before their connect() relying on this
-    kill (docs/security.md)."""
+    kill (docs/security.md). sendto with a destination address would send a
+    datagram past the broker's choice on any UDP socket: every UDP socket
+    the worker holds is connected (or receive-only), and only send() goes."""
     child = _isolated(spawn, policy=_shipped(mode), action=action)
     child.go()
     assert child.readline() == f"about to {action}"

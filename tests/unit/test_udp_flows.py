@@ -56,31 +56,61 @@ class FakeTap:
 
 
 class FakeBroker:
-    """Answers OP_UDP_SOCKET with a socket bound to lo, at once or when told."""
+    """Answers the UDP ops as the parent would, at once or when told, on lo only.
 
-    def __init__(self) -> None:
+    OP_UDP_SOCKET: the destination goes through the real DestPolicy; a
+    loopback target (or one in ``redirect``) is connected to, any other
+    gets a socket that cannot send (unit tests run in the host's own
+    network namespace: nothing may leave over a real link). OP_UDP_PORT:
+    an unconnected socket on lo. OP_UDP_REPLY: listeners.udp_reply_socket
+    on a dual-stack wildcard binding, as a -u socket without an address.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        from passt_sep.setup.destpolicy import DestPolicy
+
+        self.dest = DestPolicy(cfg)
         self.auto = True
         self.refuse = False
-        self.requests: list[tuple[int, int, Callable[[int | None, int], None]]] = []
+        self.redirect: dict[tuple[bytes, int], tuple[str, int]] = {}
+        self.requests: list[tuple[int, int, int, bytes, int, Callable[[int | None, int], None]]] = []
+        self.log: list[tuple[int, int, int, bytes, int]] = []  # every request, answered or not
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
                 port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
-        assert op == ipc.OP_UDP_SOCKET
-        self.requests.append((family, port, cb))
+        assert op in (ipc.OP_UDP_SOCKET, ipc.OP_UDP_PORT, ipc.OP_UDP_REPLY)
+        self.requests.append((op, family, port, addr, arg, cb))
+        self.log.append((op, family, port, addr, arg))
         if self.auto:
             self.answer()
 
     def answer(self) -> None:
+        from passt_sep.setup.destpolicy import PROTO_UDP
+        from passt_sep.setup.listeners import LocalBind, udp_reply_socket
+
         while self.requests:
-            family, _port, cb = self.requests.pop(0)
+            op, family, port, addr, arg, cb = self.requests.pop(0)
             if self.refuse:
                 cb(None, 1)
                 continue
+            if op == ipc.OP_UDP_REPLY:
+                b = LocalBind(socket.AF_INET6, "::", b"", False)
+                cb(udp_reply_socket(b, port, socket.inet_ntop(family, addr), arg).detach(), 0)
+                continue
             s = socket.socket(family, socket.SOCK_DGRAM)
-            # unit tests run in the host's own network namespace: whatever
-            # address a test's frames name, nothing may leave over a real link
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
             s.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
+            if op == ipc.OP_UDP_SOCKET:
+                raw = addr[:4] if family == socket.AF_INET else addr
+                target = self.dest.resolve(PROTO_UDP, family, raw, port)
+                if isinstance(target, int):
+                    s.close()
+                    cb(None, target)
+                    continue
+                if (raw, port) in self.redirect:
+                    s.connect(self.redirect[(raw, port)])
+                elif target.loopback:
+                    s.connect((target.addr, target.port))
             cb(s.detach(), 0)
 
 
@@ -88,7 +118,7 @@ class FakeWorker:
     def __init__(self, **opts: object) -> None:
         self.cfg = config(**opts)
         self.tap = FakeTap()
-        self.broker = FakeBroker()
+        self.broker = FakeBroker(self.cfg)
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.drops: dict[str, int] = {}
         self.guest_mac = GUEST_MAC
@@ -184,23 +214,72 @@ def test_datagram_too_big_for_a_frame_is_dropped_and_counted(echo4: socket.socke
     assert len(w.tap.frames[0]) == 65535
 
 
-def test_dns_match_goes_to_dns_host_and_is_remembered() -> None:
+def test_request_carries_the_destination_as_written_and_replies_come_from_it(echo4: socket.socket) -> None:
+    """One flow per destination: OP_UDP_SOCKET names it as the guest wrote it
+    (the parent maps it), arg is the source port; the reply on the connected
+    socket reaches the guest from that very address and port."""
+    w = FakeWorker()
+    w.broker.redirect[(DNS_MATCH.packed, 53)] = echo4.getsockname()  # the parent's mapping, faked
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(frame(4, str(DNS_MATCH), 53, b"query"))
+    assert w.broker.log == [(ipc.OP_UDP_PORT, socket.AF_INET, 40000, b"", 0),
+                            (ipc.OP_UDP_SOCKET, socket.AF_INET, 53, DNS_MATCH.packed, 40000)]
+    data, peer = echo4.recvfrom(100)
+    assert data == b"query"
+    echo4.sendto(b"answer", peer)
+    w.pump()
+    assert [reply_of(f) for f in w.tap.frames] == [(str(DNS_MATCH), 53, str(ADDR4), 40000, b"answer")]
+
+
+def test_one_source_port_two_destinations_two_flows() -> None:
+    """The same guest port to two destinations: two flows, two sockets, one port socket."""
     w = FakeWorker()
     flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
-    flow = wudp.Flow(4, 40000, 0.0)
-    assert flows._target(flow, DNS_MATCH.packed, 53) == ("127.0.0.1", 53)
-    assert flow.rev == {(socket.inet_aton("127.0.0.1"), 53): DNS_MATCH.packed}
-    assert flows._target(flow, DNS_MATCH.packed, 54) == ("198.51.100.53", 54)  # only port 53
-    assert flows._target(flow, GW4.packed, 53) == ("127.0.0.1", 53)
-    assert flow.rev[(socket.inet_aton("127.0.0.1"), 53)] == GW4.packed  # the latest wins
-    assert flows._target(flow, socket.inet_aton("192.0.2.2"), 7) == ("192.0.2.2", 7)
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s_ in (a, b):
+        s_.bind(("127.0.0.1", 0))
+        s_.settimeout(2)
+    w.broker.redirect[(socket.inet_aton("192.0.2.2"), 7)] = a.getsockname()
+    w.broker.redirect[(socket.inet_aton("192.0.2.3"), 7)] = b.getsockname()
+    flows.from_guest(frame(4, "192.0.2.2", 7, b"to-a"))
+    flows.from_guest(frame(4, "192.0.2.3", 7, b"to-b"))
+    assert len(flows.flows) == 2 and list(flows.ports.flows) == [(4, 40000)]
+    da, pa = a.recvfrom(10)
+    db, pb = b.recvfrom(10)
+    assert (da, db) == (b"to-a", b"to-b")
+    b.sendto(b"from-b", pb)
+    a.sendto(b"from-a", pa)
+    w.pump()
+    w.pump(0.2)
+    got = sorted(reply_of(f) for f in w.tap.frames)
+    assert got == [("192.0.2.2", 7, str(ADDR4), 40000, b"from-a"), ("192.0.2.3", 7, str(ADDR4), 40000, b"from-b")]
+    a.close()
+    b.close()
+
+
+def test_port_socket_takes_senders_no_flow_is_connected_to() -> None:
+    """A reply from another port (TFTP) reaches the guest through the port socket, as itself."""
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.from_guest(frame(4, str(GW4), 9, b"x"))
+    ps = flows.ports.flows[(4, 40000)].sock
+    assert ps is not None
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    other.sendto(b"new port", ps.getsockname())
+    w.pump()
+    assert [reply_of(f) for f in w.tap.frames] == [(str(GW4), other.getsockname()[1], str(ADDR4), 40000,
+                                                    b"new port")]
+    other.close()
+    w.clock += wudp.FLOW_TIMEOUT + 1
+    flows.timer(w.clock)  # no flow of the port left: its port socket goes too
+    assert not flows.flows and not flows.ports.flows and not w.handlers
 
 
 def test_no_map_gw_sends_to_the_gateway_itself() -> None:
     w = FakeWorker(map_gw=False)
     flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
-    flow = wudp.Flow(4, 40000, 0.0)
-    assert flows._target(flow, GW4.packed, 99) == (str(GW4), 99)
     # nothing leads to the host's loopback: such a sender appears as the
     # gateway, as in passt (our_tap_addr), instead of being dropped
     assert flows._visible(4, socket.inet_aton("127.0.0.1")) == GW4.packed
@@ -237,9 +316,10 @@ def test_table_is_bounded_oldest_evicted_and_closed() -> None:
         w.clock += 1
         flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30000 + i))
         assert len(flows.flows) <= 8
-    assert sorted(p for _v, p in flows.flows) == list(range(30012, 30020))
+    assert sorted(k[1] for k in flows.flows) == list(range(30012, 30020))
     assert flows.stats["evicted"] == 12
-    assert len(w.handlers) == 8  # evicted sockets are no longer watched
+    # evicted sockets are no longer watched: 8 flows and 8 port sockets
+    assert len(w.handlers) == 16 and sorted(k[1] for k in flows.ports.flows) == list(range(30012, 30020))
     assert wudp.MAX_FLOWS >= 16
 
 
@@ -248,7 +328,7 @@ def test_flows_expire_after_180s_without_guest_activity(echo4: socket.socket) ->
     flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
     port = echo4.getsockname()[1]
     flows.from_guest(frame(4, str(GW4), port, b"a"))
-    sock = flows.flows[(4, 40000)].sock
+    sock = flows.flows[(4, 40000, GW4.packed, port)].sock
     assert sock is not None
     _d, peer = echo4.recvfrom(10)
     w.clock += 100
@@ -266,7 +346,7 @@ def test_guest_activity_keeps_a_flow() -> None:
         flows.from_guest(frame(4, "192.0.2.2", 9, b"x"))
         w.clock += wudp.FLOW_TIMEOUT - 1
         flows.timer(w.clock)
-    assert (4, 40000) in flows.flows
+    assert (4, 40000, socket.inet_aton("192.0.2.2"), 9) in flows.flows
 
 
 def test_datagrams_wait_for_the_socket_in_order_bounded(echo4: socket.socket) -> None:
@@ -276,7 +356,7 @@ def test_datagrams_wait_for_the_socket_in_order_bounded(echo4: socket.socket) ->
     port = echo4.getsockname()[1]
     for i in range(wudp.QUEUE_MAX + 5):
         flows.from_guest(frame(4, str(GW4), port, str(i).encode()))
-    assert w.drops == {"udp queue full": 5} and len(w.broker.requests) == 1
+    assert w.drops == {"udp queue full": 5} and len(w.broker.requests) == 2  # port socket, flow
     w.broker.answer()
     got = [echo4.recv(10) for _ in range(wudp.QUEUE_MAX)]
     assert got == [str(i).encode() for i in range(wudp.QUEUE_MAX)]
@@ -292,7 +372,7 @@ def test_refused_socket_is_retried_later() -> None:
     w.clock += flowsock.RETRY_AFTER
     w.broker.refuse = False
     flows.from_guest(frame(4, str(GW4), 9, b"x"))
-    assert flows.flows[(4, 40000)].sock is not None
+    assert flows.flows[(4, 40000, GW4.packed, 9)].sock is not None
 
 
 def test_late_socket_for_an_expired_flow_is_closed() -> None:
@@ -320,6 +400,7 @@ def test_inbound_peers_bounded_and_replies_reach_the_sender() -> None:
     lsock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     lsock.bind(("::", 0))
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as listeners._udp_bind
     lport = lsock.getsockname()[1]
     flows.add_listener(lsock.detach(), lport, 5000)
     clients = []
@@ -337,75 +418,33 @@ def test_inbound_peers_bounded_and_replies_reach_the_sender() -> None:
     assert sport == clients[-1].getsockname()[1]
     flows.from_guest(frame(4, str(GW4), sport, b"back", sport=5000))
     assert clients[-1].recv(10) == b"back"
+    # through a socket bound beside the -u socket and connected to the sender
+    assert w.broker.log[-1] == (ipc.OP_UDP_REPLY, socket.AF_INET6, lport,
+                                socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1"), sport)
+    reply = flows.flows[(4, 5000, GW4.packed, sport)].sock
+    assert reply is not None and reply.getpeername()[:2] == ("::ffff:127.0.0.1", sport)
+    assert reply.getsockname()[1] == lport
+    clients[-1].sendto(b"again", ("127.0.0.1", lport))  # now the reply socket's
+    w.pump()
+    assert reply_of(w.tap.frames[-1])[1:] == (sport, str(ADDR4), 5000, b"again")
     for c in clients:
         c.close()
     for fd in list(w.handlers):
         socket.socket(fileno=fd).close()
 
 
-# -- the broker's side (parent): OP_UDP_SOCKET policy ------------------------------------
-
-def _broker(**opts: object):  # noqa: ANN202 - the parent's Broker
-    from passt_sep.setup.broker import Broker
-
-    # bound to 127.0.0.1 (--outbound) so the test never binds a wildcard port
-    return Broker(config(outbound4=IPv4Address("127.0.0.1"), outbound6=IPv6Address("::1"), **opts),
-                  socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
-
-
-def _req(family: int, port: int) -> ipc.Request:
-    return ipc.Request(1, ipc.OP_UDP_SOCKET, family, port, bytes(16), 0)
-
-
-def test_broker_binds_the_guests_port_when_free() -> None:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    s = _broker().udp_socket(_req(socket.AF_INET, port))
-    assert isinstance(s, socket.socket)
-    assert s.getsockname() == ("127.0.0.1", port) and not s.getblocking()
-    s.close()
-
-
-def test_broker_falls_back_to_an_ephemeral_port() -> None:
-    busy = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    busy.bind(("::1", 0))
-    port = busy.getsockname()[1]
-    s = _broker().udp_socket(_req(socket.AF_INET6, port))
-    assert isinstance(s, socket.socket)
-    assert s.getsockname()[1] not in (0, port)
-    assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
-    s.close()
-    busy.close()
-
-
-@pytest.mark.parametrize("port", [0, 53, 123, 1023])
-def test_broker_never_binds_privileged_ports(port: int) -> None:
-    s = _broker().udp_socket(_req(socket.AF_INET, port))
-    assert isinstance(s, socket.socket) and s.getsockname()[1] >= 1024
-    s.close()
-
-
-def test_broker_refuses_no_udp_and_bad_families() -> None:
-    import errno
-
-    assert _broker(no_udp=True).udp_socket(_req(socket.AF_INET, 40000)) == errno.EPERM
-    assert _broker().udp_socket(_req(socket.AF_UNIX, 40000)) == errno.EPERM
+# the broker's side (OP_UDP_SOCKET, OP_UDP_PORT, OP_UDP_REPLY): tests/unit/test_udp_dest.py
 
 
 def test_map_guest_addr_targets_and_sources() -> None:
-    """--map-guest-addr: datagrams to it go to the guest's (the host's) own
-    address, and the host's own address appears as it; loopback senders
-    still appear as the loopback-mapped address (here the gateway)."""
+    """--map-guest-addr: the host's own address appears as it (datagrams to it
+    are mapped by the parent: test_udp_dest.py); loopback senders still
+    appear as the loopback-mapped address (here the gateway)."""
     w = FakeWorker()
     assert w.cfg.v4 is not None
     mapped = IPv4Address("169.254.1.2")
     w.cfg = replace(w.cfg, v4=replace(w.cfg.v4, guest_map=mapped))
     flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
-    flow = wudp.Flow(4, 40000, 0.0)
-    assert flows._target(flow, mapped.packed, 7) == (str(ADDR4), 7)
-    assert flow.rev == {(ADDR4.packed, 7): mapped.packed}  # replies come back from it
     assert flows._visible(4, ADDR4.packed) == mapped.packed
     assert flows._visible(4, socket.inet_aton("127.0.0.1")) == GW4.packed
     assert flows._visible(6, ADDR6.packed) == GW6.packed  # no IPv6 mapping: the gateway

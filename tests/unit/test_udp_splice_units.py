@@ -19,6 +19,7 @@ import pytest
 from passt_sep import ipc
 from passt_sep.setup.autofwd import loop_udp
 from passt_sep.setup.broker import Broker
+from passt_sep.setup.listeners import LocalBind, udp_reply_socket
 from passt_sep.worker import udpsplice as us
 from tests.unit.test_udp_flows import config
 
@@ -55,15 +56,21 @@ def test_broker_loop_udp_only_current_targets_and_loopback(op: int, family: int,
 
 
 class FakeBroker:
-    """Answers the loopback UDP ops with loop_udp, as the parent would."""
+    """Answers the loopback UDP ops with loop_udp and the reply ops with
+    udp_reply_socket on the loopback of the family, as the parent would."""
 
     def __init__(self) -> None:
         self.ops: list[int] = []
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
                 port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
-        assert op in (ipc.OP_HOST_LOOP_UDP, ipc.OP_NS_LOOP_UDP)
         self.ops.append(op)
+        if op in (ipc.OP_UDP_REPLY, ipc.OP_NS_UDP_REPLY):
+            loop = "127.0.0.1" if family == socket.AF_INET else "::1"
+            b = LocalBind(family, loop, b"", True)
+            cb(udp_reply_socket(b, port, socket.inet_ntop(family, addr), arg).detach(), 0)
+            return
+        assert op in (ipc.OP_HOST_LOOP_UDP, ipc.OP_NS_LOOP_UDP)
         cb(loop_udp(family, port).detach(), 0)
 
 
@@ -96,6 +103,7 @@ class FakeWorker:
 def _udp(addr: str = "127.0.0.1", port: int = 0) -> socket.socket:
     s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((addr, port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as listeners._udp_bind
     s.settimeout(2)
     return s
 
@@ -117,8 +125,15 @@ def test_U_socket_relays_and_replies_come_back_from_it() -> None:
         w.pump()
         data, frm = c.recvfrom(100)
         assert data == f"back hello {i}".encode() and frm == ("127.0.0.1", lport)
-    assert len(sp.flows) == 3 and w.broker.ops == [ipc.OP_HOST_LOOP_UDP] * 3
-    assert sp.stats["to_host"] == 3 and sp.stats["to_ns"] == 3
+        # the sender's next datagram goes to its reply socket, and on the same way
+        c.sendto(b"more", ("127.0.0.1", lport))
+        w.pump()
+        assert server.recvfrom(100) == (b"more", peer)
+    # each flow: its reply socket first, then the socket to the host's loopback
+    assert len(sp.flows) == 3 and w.broker.ops == [ipc.OP_NS_UDP_REPLY, ipc.OP_HOST_LOOP_UDP] * 3
+    flow = next(iter(sp.flows.values()))
+    assert flow.rsock is not None and flow.rsock.getpeername() == clients[0].getsockname()
+    assert sp.stats["to_host"] == 6 and sp.stats["to_ns"] == 3
     # idle flows expire after 180 s; then the drop closes the socket itself
     w.clock += us.FLOW_TIMEOUT + 1
     sp.timer(w.clock)
@@ -137,8 +152,8 @@ def test_flow_table_bounded_oldest_evicted() -> None:
     clients = [_udp("::1") for _ in range(3)]
     for i, c in enumerate(clients):
         w.clock += 1
-        sp.relay(us.KIND_HOST, lsock, lfd, socket.AF_INET6, c.getsockname(), server.getsockname()[1],
-                 memoryview(b"x%d" % i))
+        sp.relay(us.KIND_HOST, lsock, lfd, lsock.getsockname()[1], socket.AF_INET6, c.getsockname(),
+                 server.getsockname()[1], memoryview(b"x%d" % i))
         assert server.recv(10) == b"x%d" % i
     assert len(sp.flows) == 2 and sp.stats["evicted"] == 1
     assert (lfd, clients[0].getsockname()) not in sp.flows
