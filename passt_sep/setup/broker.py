@@ -20,6 +20,7 @@ from sandbox.fdpass import send_fds
 from .. import ipc
 from ..config import Config
 from ..log import log
+from .autofwd import loop_udp
 from .sockpool import SocketPool, loop_connect, new_socket
 
 if TYPE_CHECKING:
@@ -323,8 +324,6 @@ class Broker:
         if (fwd is None or self.cfg.opts.no_udp or req.port == 0
                 or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.ns_udp_target_ok(req.port)):
             return errno.EPERM
-        from .autofwd import loop_udp
-
         pool = self.ns_udp_pool
         if pool is None:
             pool = self.ns_udp_pool = SocketPool(self.families, post=fwd.ns.post, kind=socket.SOCK_DGRAM)
@@ -344,8 +343,6 @@ class Broker:
         if (fwd is None or self.cfg.opts.no_udp or req.port == 0
                 or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.host_udp_target_ok(req.port)):
             return errno.EPERM
-        from .autofwd import loop_udp
-
         return loop_udp(req.family, req.port)
 
     def handle(self, data: bytes) -> None:

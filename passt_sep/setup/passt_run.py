@@ -49,7 +49,8 @@ from sandbox.fdpass import send_fds
 from .. import ipc
 from ..errors import SetupError
 from ..log import log
-from . import passt_socket
+from ..worker.stream import CLIENT, GONE
+from . import parentfilter, passt_socket
 from .parent import Parent, _open_pcap, _write_pid, describe_status
 
 INIT_UID_MAP = "0 0 4294967295"
@@ -182,8 +183,6 @@ class PasstParent(Parent):
     def _hand_over(self, conn: socket.socket) -> None:
         """Give the connected client to the worker; we keep no copy."""
         assert self.ctl is not None
-        from ..worker.stream import CLIENT
-
         try:
             send_fds(self.ctl, CLIENT, [conn.fileno()])
             self.client_on = True
@@ -213,8 +212,7 @@ class PasstParent(Parent):
 
     def supervise_passt(self, one_off: bool) -> int:
         """Serve broker and socket until something ends the run."""
-        from ..worker.stream import GONE
-
+        parentfilter.apply(self.opts.mode)  # from here on: policies/passt-parent.policy
         assert self.ctl is not None
         sel = selectors.DefaultSelector()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
