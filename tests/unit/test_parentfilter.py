@@ -32,7 +32,7 @@ import pytest
 from passt_sep.errors import SetupError
 from passt_sep.setup import parentfilter
 from sandbox import ns
-from sandbox.seccomp import load_policy
+from sandbox.seccomp import PolicyError, load_policy, parse_policy
 
 MODES = ("pasta", "passt")
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -278,3 +278,22 @@ def test_bad_policy_is_one_line_setup_error(tmp_path: Path, monkeypatch: pytest.
         parentfilter.prepare("pasta")
     assert str(e.value).startswith("parent seccomp policy: ") and "\n" not in str(e.value)
     assert "no reason" in str(e.value)
+
+
+@pytest.mark.parametrize("text,error", [
+    ("@kill execve\n", "has no reason"),
+    ("@kill execve  # x\n@kill execve  # y\n", "twice"),
+    ("read  # x\n@kill read  # y\n", "cannot also be killed"),
+    ("@kill read  # y\nread  # x\n", "is killed by @kill"),
+    ("@kill nosuchcall  # y\n", "unknown syscall"),
+    ("@kill execve ptrace  # y\n", "expected '@kill NAME"),
+])
+def test_kill_directive_errors(text: str, error: str) -> None:
+    with pytest.raises(PolicyError) as e:
+        parse_policy(text, "t.policy")
+    assert error in str(e.value) and str(e.value).startswith("t.policy:")
+
+
+def test_kill_directive_parses() -> None:
+    p = parse_policy("@default errno EPERM\nread  # r\n@kill execve  # e\n", "t.policy")
+    assert p.syscalls == ("read",) and p.kill == ("execve",) and p.default == "errno"
