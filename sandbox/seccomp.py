@@ -5,7 +5,9 @@ This module owns the policy file format (documented in policies/README.md)
 and the translation of a parsed Policy into a libseccomp filter through
 pyseccomp. Parsing is pure and may be done anywhere; apply_policy() is the
 last step of isolation and must come after every prctl call the process
-will ever make.
+will ever make. apply_to_process() is the parent's variant: no_new_privs
+first, then one filter for every thread of a process that already has
+threads (SECCOMP_FILTER_FLAG_TSYNC).
 
 pyseccomp locates libseccomp with ctypes.util.find_library, which runs
 ldconfig as a subprocess at import time. It is therefore imported here, at
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import pyseccomp
 
+from . import caps
+
 __all__ = [
     "CONSTANTS",
     "DEFAULT_ACTIONS",
@@ -28,6 +32,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "apply_policy",
+    "apply_to_process",
     "build_filter",
     "load_policy",
     "parse_policy",
@@ -56,6 +61,16 @@ CONSTANTS: dict[str, int] = {
     "SO_PEEK_OFF": 42,
     "FIONBIO": 0x5421,  # ioctl: set or clear O_NONBLOCK
     "SIOCOUTQ": 0x5411,  # ioctl: bytes not yet acknowledged by the peer (TIOCOUTQ)
+    # the parent's policies
+    "AF_INET": 2,
+    "AF_INET6": 10,
+    "SO_REUSEADDR": 2,
+    "SO_PEERCRED": 17,
+    "SO_BINDTODEVICE": 25,
+    "IPPROTO_IPV6": 41,
+    "IPV6_V6ONLY": 26,
+    "SIGKILL": 9,
+    "SIGTERM": 15,
 }
 
 _U64 = (1 << 64) - 1
@@ -126,6 +141,10 @@ class Policy:
         "log" (allowed, and logged by the kernel as audit type 1326).
     errno: the errno returned under default "errno", else 0.
     source: where the policy came from, for messages.
+    kill: syscalls that kill the whole process (SIGSYS) whatever the
+        default action says (``@kill NAME`` lines): the calls only an
+        attacker would make, under a policy whose default is a gentler
+        errno. Never also in syscalls.
     """
 
     syscalls: tuple[str, ...]
@@ -133,6 +152,7 @@ class Policy:
     errno: int = 0
     source: str = "<policy>"
     conditions: tuple[tuple[str, tuple[Condition, ...]], ...] = ()
+    kill: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.default not in DEFAULT_ACTIONS:
@@ -147,6 +167,9 @@ class Policy:
                 raise PolicyError(f"{self.source}: conditions for {name!r}, which is not allowed")
             if not conds:
                 raise PolicyError(f"{self.source}: empty condition list for {name!r}")
+        both = sorted(set(self.kill) & set(self.syscalls))
+        if both:
+            raise PolicyError(f"{self.source}: {', '.join(both)} both allowed and killed")
 
     def rules(self, name: str) -> list[tuple[Condition, ...]]:
         """The condition lines for one syscall; [] when it is allowed outright."""
@@ -224,6 +247,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     default = "kill"
     err_value = 0
     default_line = 0
+    killed: dict[str, int] = {}  # @kill name -> its line
 
     for lineno, raw in enumerate(text.splitlines(), start=1):
         where = f"{source}:{lineno}"
@@ -236,9 +260,12 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         words = body.split()
 
         if body.startswith("@"):
+            if words[0] == "@kill":
+                _parse_kill(words, reason, where, killed, seen, lineno)
+                continue
             if words[0] != "@default":
                 raise PolicyError(
-                    f"{where}: unknown directive {words[0]!r} (only @default is known)"
+                    f"{where}: unknown directive {words[0]!r} (@default or @kill)"
                 )
             if default_line:
                 raise PolicyError(f"{where}: second @default (first at line {default_line})")
@@ -277,6 +304,10 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
                 f"{where}: {name!r}: one condition per argument on a line "
                 "(write a second line for an alternative)"
             )
+        if name in killed:
+            raise PolicyError(
+                f"{where}: syscall {name!r} is killed by @kill at line {killed[name]}"
+            )
         first = seen.setdefault(name, lineno)
         if not conds:
             if name in conditional:
@@ -306,7 +337,26 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         errno=err_value,
         source=source,
         conditions=tuple(cond_lines),
+        kill=tuple(killed),
     )
+
+
+def _parse_kill(words: list[str], reason: str, where: str, killed: dict[str, int],
+                seen: dict[str, int], lineno: int) -> None:
+    """One ``@kill NAME  # reason`` line, into killed."""
+    if len(words) != 2:
+        raise PolicyError(f"{where}: expected '@kill NAME  # reason', found {' '.join(words)!r}")
+    name = words[1]
+    if not reason:
+        raise PolicyError(f"{where}: @kill {name} has no reason: write '@kill {name}  # why'")
+    if not _NAME_RE.match(name) or syscall_number(name) == _NR_SCMP_ERROR:
+        raise PolicyError(f"{where}: unknown syscall {name!r}")
+    if name in killed:
+        raise PolicyError(f"{where}: @kill {name} twice (first at line {killed[name]})")
+    if name in seen:
+        raise PolicyError(f"{where}: syscall {name!r} is allowed at line {seen[name]}, "
+                          "it cannot also be killed")
+    killed[name] = lineno
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -338,6 +388,11 @@ def build_filter(policy: Policy) -> pyseccomp.SyscallFilter:
             flt.add_rule(pyseccomp.ALLOW, nr)
         for conds in rules:
             flt.add_rule(pyseccomp.ALLOW, nr, *(c.arg_object() for c in conds))
+    if policy.action != pyseccomp.KILL_PROCESS:  # (libseccomp refuses a rule equal to the default)
+        for name in policy.kill:
+            nr = syscall_number(name)
+            if nr >= 0:
+                flt.add_rule(pyseccomp.KILL_PROCESS, nr)
     return flt
 
 
@@ -353,3 +408,27 @@ def apply_policy(policy: Policy) -> None:
     except OSError as e:
         raise OSError(e.errno, f"seccomp_load: {e.strerror}") from None
     _loaded.append(flt)
+
+
+def apply_to_process(policy: Policy, tsync: bool = True) -> None:
+    """Load the filter into every thread of the calling process (irrevocably).
+
+    For the parent, which has threads by the time it is filtered (the
+    namespace thread): no_new_privs is set first, on the calling thread
+    (an unprivileged process may load a filter only with it; the kernel
+    then requires it of every thread it synchronizes, and the thread
+    calling with TSYNC carries it over), then the filter is loaded with
+    SECCOMP_FILTER_FLAG_TSYNC, so that the kernel installs it on all the
+    threads at once or on none (the call fails if one thread cannot take
+    it). With tsync=False only the calling thread is filtered, as
+    apply_policy() does. Raises OSError naming the step.
+    """
+    caps.set_no_new_privs()
+    flt = build_filter(policy)
+    flt.set_attr(pyseccomp.Attr.CTL_TSYNC, 1 if tsync else 0)
+    try:
+        flt.load()
+    except OSError as e:
+        raise OSError(e.errno, f"seccomp_load{' (all threads)' if tsync else ''}: {e.strerror}") from None
+    _loaded.append(flt)
+

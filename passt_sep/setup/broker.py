@@ -23,6 +23,7 @@ from .. import ipc
 from ..config import Config
 from ..errors import ProtocolViolation
 from ..log import log
+from .autofwd import loop_udp
 from .destpolicy import PROTO_ICMP, PROTO_TCP, PROTO_UDP, DestPolicy
 from .listeners import LocalBind, pick_bind, udp_reply_socket
 from .sockpool import SocketPool, loop_connect, new_socket
@@ -444,8 +445,6 @@ class Broker:
         if (fwd is None or self.cfg.opts.no_udp or req.port == 0
                 or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.ns_udp_target_ok(req.port)):
             return errno.EPERM
-        from .autofwd import loop_udp
-
         pool = self.ns_udp_pool
         if pool is None:
             pool = self.ns_udp_pool = SocketPool(self.families, post=fwd.ns.post, kind=socket.SOCK_DGRAM)
@@ -465,8 +464,6 @@ class Broker:
         if (fwd is None or self.cfg.opts.no_udp or req.port == 0
                 or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.host_udp_target_ok(req.port)):
             return errno.EPERM
-        from .autofwd import loop_udp
-
         return loop_udp(req.family, req.port)
 
     def handle(self, data: bytes) -> None:

@@ -39,7 +39,7 @@ from .. import log as logmod
 from ..cli import Options
 from ..errors import ProtocolViolation, SetupError
 from ..log import log, trim_file
-from . import netns
+from . import netns, parentfilter
 from .privs import drop_to, target_ids
 
 if TYPE_CHECKING:
@@ -185,6 +185,7 @@ class Parent:
             policy = load_policy(policy_path(self.opts.mode))
         except (OSError, ValueError) as e:
             raise SetupError("seccomp policy", e) from None
+        parentfilter.prepare(self.opts.mode)  # the parent's own, read now, applied in supervise()
         self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
@@ -422,6 +423,7 @@ class Parent:
 
     def supervise(self, watch_path: str | None) -> int:
         """Serve the broker until something ends the run."""
+        parentfilter.apply(self.opts.mode)  # from here on: policies/pasta-parent.policy
         # epoll itself, not selectors: the broker's requests come once per new
         # connection and wait for this loop (a few µs less each)
         ep = select.epoll()

@@ -48,7 +48,8 @@ from sandbox.fdpass import send_fds
 from .. import ipc
 from ..errors import ProtocolViolation, SetupError
 from ..log import log
-from . import passt_socket
+from ..worker.stream import CLIENT, GONE
+from . import parentfilter, passt_socket
 from .parent import Parent, _open_pcap, _open_pid, _write_pid, describe_status, import_the_rest
 from .privs import drop_to
 
@@ -140,8 +141,6 @@ class PasstParent(Parent):
     def _hand_over(self, conn: socket.socket) -> None:
         """Give the connected client to the worker; we keep no copy."""
         assert self.ctl is not None
-        from ..worker.stream import CLIENT
-
         try:
             send_fds(self.ctl, CLIENT, [conn.fileno()])
             self.client_on = True
@@ -171,14 +170,13 @@ class PasstParent(Parent):
 
     def supervise_passt(self, one_off: bool) -> int:
         """Serve broker and socket until something ends the run."""
+        parentfilter.apply(self.opts.mode)  # from here on: policies/passt-parent.policy
         try:
             return self._supervise_passt(one_off)
         except ProtocolViolation as e:
             return self.violation(e)
 
     def _supervise_passt(self, one_off: bool) -> int:
-        from ..worker.stream import GONE
-
         assert self.ctl is not None
         sel = selectors.DefaultSelector()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

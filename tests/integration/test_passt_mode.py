@@ -152,6 +152,24 @@ def test_one_off_exits_0_when_the_client_goes(host, tmp):
     assert p.wait(10) == 0
 
 
+def test_parent_is_filtered_and_still_serves(host, tmp):
+    """Once supervision starts the passt parent runs under
+    policies/passt-parent.policy; it still accepts a client and hands it
+    over (the ARP reply comes back), and exits 0 when it goes (--one-off)."""
+    sock = tmp / "s"
+    p = host.popen([PASST, "-f", "-1", "-q", "-s", str(sock)], stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: proc_status(p.pid).get("Seccomp") == "2", 10)
+        assert proc_status(p.pid)["NoNewPrivs"] == "1"
+        c = socket.socket(socket.AF_UNIX)
+        assert wait_for(lambda: c.connect(str(sock)) is None, 10)
+        check_arp_reply(c)
+        c.close()
+        assert p.wait(10) == 0
+    finally:
+        stop_process(p)
+
+
 def test_without_one_off_the_next_client_is_served(host, tmp):
     sock = tmp / "s"
     p = host.popen([PASST, "-f", "-q", "-s", str(sock)], stderr=subprocess.PIPE)

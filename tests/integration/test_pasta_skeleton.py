@@ -100,6 +100,43 @@ def test_worker_is_sandboxed(host):
         stop_process(p)
 
 
+def _task_status(pid: int) -> dict[int, dict[str, str]]:
+    """/proc/PID/task/*/status of every thread of a process."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            out[int(tid)] = {k: v.strip() for k, v in (ln.split(":", 1) for ln in f if ":" in ln)}
+    return out
+
+
+def test_parent_is_filtered_and_still_forwards(host):
+    """Once set-up is over the parent runs under policies/pasta-parent.policy
+    on every thread (main and namespace thread), and TCP out through the
+    gateway, -t in, the splice path (which the namespace thread serves) and
+    ping still work afterwards; SIGTERM still ends it with 0."""
+    guest = host.guest()
+    sink = host.serve("tcp-sink", "127.0.0.1")
+    in_tap = guest.serve("tcp-sink", "0.0.0.0", 10211)
+    in_splice = guest.serve("tcp-sink", "127.0.0.1", 10212)
+    p = host.pasta(guest, "-t", "10211,10212", "-T", "none", "-u", "none", "-U", "none")
+    try:
+        assert wait_for(lambda: all(st["Seccomp"] == "2" for st in _task_status(p.pid).values()), 10)
+        tasks = _task_status(p.pid)
+        assert len(tasks) == 2, tasks  # the main thread and the namespace thread
+        for st in tasks.values():
+            assert st["Seccomp"] == "2" and st["NoNewPrivs"] == "1", st
+        r = guest.run(f"ping -c1 -W3 {GW_ADDR4} && ping -6 -c1 -W3 {GW_ADDR6}", check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert guest.client("tcp-send", GW_ADDR4, sink.port, "--bytes", str(1 << 20))["ok"]
+        assert host.client("tcp-send", HOST_ADDR4, in_tap.port, "--bytes", str(1 << 20))["ok"]
+        assert host.client("tcp-send", "127.0.0.1", in_splice.port, "--bytes", str(1 << 20))["ok"]
+        assert p.poll() is None
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    finally:
+        stop_process(p)
+
+
 def _isolated_child_does(action: str) -> int:
     """Fork a child that isolates with the real pasta policy, then tries action."""
     code = f"""
