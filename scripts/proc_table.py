@@ -59,6 +59,8 @@ def _fds(pid: int) -> str:
         except OSError:
             continue
         kind = t.split(":", 1)[0] if ":" in t and not t.startswith("/") else t
+        if kind.startswith("/proc/") and "/net/" in kind:
+            kind = "/proc/…/net/*"  # the namespace's tables, opened at set-up for `auto` scans
         if kind.startswith("/dev/pts") or kind.startswith("/dev/tty"):
             kind = "TERMINAL " + kind
         kinds[kind] = kinds.get(kind, 0) + 1
