@@ -5,8 +5,14 @@ Parent only. Order of a pasta run:
 
 1. fork the worker first, while the process is single-threaded and small
    (it isolates itself at once, in parallel with the rest of set-up);
-2. without CAP_SYS_ADMIN, make or join a user namespace;
-3. read host addressing, build the Config, print the summary;
+2. open the PID, log and pcap files, read host addressing, build the
+   Config, print the summary, bind the host's forwarded ports (root may
+   bind low ones); then, started by root, switch to --runas / nobody
+   (setup/privs.py) and, around a command or without CAP_SYS_ADMIN, make
+   or join a user namespace;
+3. (attached as root, the switch comes at the end of set-up; then each
+   thread keeps only the capabilities it needs, and supervision starts
+   under the parent's own seccomp filter);
 4. create the guest's namespace around the command, or open the target;
 5. create and configure the tap inside it;
 6. send the worker its start message (Config, tap, log and pcap fds) and
