@@ -51,8 +51,10 @@ def _ping(addr: str) -> str:
 
 
 def _pasta(host: HostNS, args: list[str], script: str) -> subprocess.CompletedProcess:
-    """pasta (not quiet: its log lines are checked) around script."""
-    return host.run([PASTA, "--config-net", *args, "--", "sh", "-c", script], timeout=90, check=False)
+    """pasta (not quiet: its log lines are checked) around script; --runas 0:
+    the script runs the test's interpreter, under root's 0700 home."""
+    return host.run([PASTA, "--config-net", "--runas", "0", *args, "--", "sh", "-c", script],
+                    timeout=90, check=False)
 
 
 def _results(out: str) -> dict[tuple[str, ...], tuple[str, float]]:
