@@ -1,11 +1,15 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Entry of the worker process: isolate, receive the start message, serve.
 
-Runs in the child the parent forked before set-up. The sandbox goes up
-first, before any byte from the guest exists; then the worker waits for
-the Config and its fds (tap, log file, pcap file) on the broker socket,
-says it is ready, and runs the loop. It leaves with os._exit so nothing
-runs after the loop that the seccomp policy does not allow.
+Runs in the child the parent forked before set-up. Before the sandbox goes
+up it lets go of everything of the user's: stdin, stdout and stderr become
+/dev/null (in foreground pasta they were the user's terminal), its log
+lines go to the parent over the log channel (``log.Log.to_channel``; the
+parent writes them to stderr or the log file). Then
+it isolates itself, before any byte from the guest exists; waits for the
+Config and its fds (tap, pcap file) on the broker socket, says it is
+ready, and runs the loop. It leaves with os._exit so nothing runs after
+the loop that the seccomp policy does not allow.
 """
 
 from __future__ import annotations
@@ -40,23 +44,36 @@ def policy_path(mode: str) -> Path:
     return POLICY_DIR / f"{mode}.policy"
 
 
-def worker_main(sock: socket.socket, mode: str, policy: Policy) -> NoReturn:
-    """Become the sandboxed worker; never returns."""
+def _let_go_of_the_user(log_sock: socket.socket) -> None:
+    """stdio to /dev/null, logging to the channel."""
+    log.to_channel(log_sock.fileno())
+    null = os.open(os.devnull, os.O_RDWR)
+    for n in (0, 1, 2):
+        os.dup2(null, n)
+    if null > 2:
+        os.close(null)
+
+
+def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket.socket) -> NoReturn:
+    """Become the sandboxed worker; never returns.
+
+    ``log_sock``: the worker's end of the log channel (setup.worklog).
+    """
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        isolate_worker(policy, keep_fds=[0, 1, 2, sock.fileno()])
+        _let_go_of_the_user(log_sock)
+        isolate_worker(policy, keep_fds=[0, 1, 2, sock.fileno(), log_sock.fileno()])
         data, fds = recv_fds(sock, ipc.START_MAX, ipc.MAX_START_FDS)
         if not data:
             os._exit(0)  # parent gave up during set-up
         start = pickle.loads(data)
         it = iter(fds)
         tap_fd = next(it)
-        log_fd = next(it) if start["log_file"] else None
         pcap_fd = next(it) if start["pcap"] else None
-        log.configure(mode, start["level"], start["stderr_fd"], log_fd, start["stamp"])
+        log.level = start["level"]
         pcap = Pcap(pcap_fd) if pcap_fd is not None else None
         # passt: the first fd is the control socket of the client connections
         tap = StreamTap(tap_fd, pcap) if start.get("stream") else Tap(tap_fd, pcap)
@@ -65,10 +82,7 @@ def worker_main(sock: socket.socket, mode: str, policy: Policy) -> NoReturn:
         status = w.run()
         log.debug(w.stats())
     except IsolationError as e:
-        os.write(2, f"{mode}: {e}\n".encode())
+        log.err(f"{mode}: {e}")
     except BaseException as e:  # noqa: BLE001 - the worker must not unwind
-        try:
-            os.write(2, f"{mode}: worker: {type(e).__name__}: {e}\n".encode())
-        except OSError:
-            pass
+        log.err(f"{mode}: worker: {type(e).__name__}: {e}")
     os._exit(status)
