@@ -163,7 +163,8 @@ class Parent:
             if self.ready_fd is not None:  # daemon: let go of the launcher's stdio
                 _detach_stdio()
             self.in_worker_child()
-            worker_main(wsock, self.opts.mode, policy, logw)
+            worker_main(wsock, self.opts.mode, policy, logw,
+                        self.opts.pcap_size if self.opts.pcap else 0)
         wsock.close()
         logw.close()
         self.worklog = WorkerLog(logr)

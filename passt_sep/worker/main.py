@@ -5,7 +5,9 @@ Runs in the child the parent forked before set-up. Before the sandbox goes
 up it lets go of everything of the user's: stdin, stdout and stderr become
 /dev/null (in foreground pasta they were the user's terminal), its log
 lines go to the parent over the log channel (``log.Log.to_channel``; the
-parent writes them to stderr or the log file). Then
+parent writes them to stderr or the log file), and RLIMIT_FSIZE is set to
+the pcap cap (0 without --pcap: the pcap file is the one host file it
+may write; SIGXFSZ is ignored, so a write past it fails with EFBIG). Then
 it isolates itself, before any byte from the guest exists; waits for the
 Config and its fds (tap, pcap file) on the broker socket, says it is
 ready, and runs the loop. It leaves with os._exit so nothing runs after
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import resource
 import signal
 import socket
 import sys
@@ -44,27 +47,35 @@ def policy_path(mode: str) -> Path:
     return POLICY_DIR / f"{mode}.policy"
 
 
-def _let_go_of_the_user(log_sock: socket.socket) -> None:
-    """stdio to /dev/null, logging to the channel."""
+def _let_go_of_the_user(log_sock: socket.socket, fsize: int) -> int:
+    """stdio to /dev/null, logging to the channel, RLIMIT_FSIZE; returns the cap in force."""
     log.to_channel(log_sock.fileno())
     null = os.open(os.devnull, os.O_RDWR)
     for n in (0, 1, 2):
         os.dup2(null, n)
     if null > 2:
         os.close(null)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if hard != resource.RLIM_INFINITY:
+        fsize = min(fsize, hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    return fsize
 
 
-def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket.socket) -> NoReturn:
+def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket.socket,
+                fsize: int) -> NoReturn:
     """Become the sandboxed worker; never returns.
 
-    ``log_sock``: the worker's end of the log channel (setup.worklog).
+    ``log_sock``: the worker's end of the log channel (setup.worklog);
+    ``fsize``: the most it may write to a file (the pcap cap, 0 without one).
     """
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        _let_go_of_the_user(log_sock)
+        fsize = _let_go_of_the_user(log_sock, fsize)
         isolate_worker(policy, keep_fds=[0, 1, 2, sock.fileno(), log_sock.fileno()])
         data, fds = recv_fds(sock, ipc.START_MAX, ipc.MAX_START_FDS)
         if not data:
@@ -74,7 +85,7 @@ def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket
         tap_fd = next(it)
         pcap_fd = next(it) if start["pcap"] else None
         log.level = start["level"]
-        pcap = Pcap(pcap_fd) if pcap_fd is not None else None
+        pcap = Pcap(pcap_fd, fsize) if pcap_fd is not None else None
         # passt: the first fd is the control socket of the client connections
         tap = StreamTap(tap_fd, pcap) if start.get("stream") else Tap(tap_fd, pcap)
         w = Worker(start["cfg"], tap, sock, start["guest_mac"])

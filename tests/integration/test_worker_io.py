@@ -3,8 +3,10 @@
 
 Real pasta in a HostNS, started on a pseudo-terminal as a user would start
 it in the foreground: the worker's fds 0, 1 and 2 are /dev/null, none of
-its fds is a terminal or a regular host file other than the pcap. Its log
-lines reach stderr and the --log-file through the parent.
+its fds is a terminal or a regular host file other than the pcap, its
+RLIMIT_FSIZE is the pcap cap and SIGXFSZ is ignored. Its log lines reach
+stderr and the --log-file through the parent. The pcap stops at
+--pcap-size with whole records, and the run goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tests.netenv import (
     PASTA,
     HostNS,
     proc_children,
+    proc_status,
     stop_process,
     wait_for,
     worker_of,
@@ -41,6 +44,15 @@ def _is_tty(path: str) -> bool:
 
 
 TTY_MAJORS = {4, 5, *range(128, 144)}  # tty/vc, tty/console/ptmx, legacy and Unix98 ptys
+
+
+def _limit(pid: int, name: str) -> tuple[str, str]:
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith(name):
+                soft, hard = line[len(name):].split()[:2]
+                return soft, hard
+    raise AssertionError(f"no {name} in /proc/{pid}/limits")
 
 
 def _on_a_terminal(host: HostNS, *args: str) -> tuple[subprocess.Popen, int, int]:
@@ -64,7 +76,8 @@ def _on_a_terminal(host: HostNS, *args: str) -> tuple[subprocess.Popen, int, int
 
 def test_worker_holds_no_terminal_and_no_host_file_but_the_pcap(host: HostNS, tmp_path: Path) -> None:
     cap, logf = tmp_path / "x.pcap", tmp_path / "pasta.log"
-    p, w, master = _on_a_terminal(host, "-d", "-l", str(logf), "-p", str(cap))
+    p, w, master = _on_a_terminal(host, "-d", "-l", str(logf), "-p", str(cap),
+                                  "--pcap-size", "65536")
     try:
         # the test is meaningful: the run itself was given the terminal
         assert _is_tty(f"/proc/{p.pid}/fd/0"), _fd_links(p.pid)
@@ -76,6 +89,9 @@ def test_worker_holds_no_terminal_and_no_host_file_but_the_pcap(host: HostNS, tm
         regular = {n: t for n, t in links.items()
                    if stat.S_ISREG(os.stat(f"/proc/{w}/fd/{n}").st_mode)}
         assert list(regular.values()) == [str(cap)], links  # not the log file, nothing else
+        assert _limit(w, "Max file size") == ("65536", "65536")
+        sigign = int(proc_status(w)["SigIgn"], 16)
+        assert sigign & (1 << (25 - 1)), "SIGXFSZ is not ignored"
     finally:
         stop_process(p)
         os.close(master)
@@ -87,6 +103,7 @@ def test_without_pcap_the_worker_may_write_no_file(host: HostNS) -> None:
         links = _fd_links(w)
         assert [links[n] for n in (0, 1, 2)] == ["/dev/null"] * 3, links
         assert not [n for n in links if stat.S_ISREG(os.stat(f"/proc/{w}/fd/{n}").st_mode)], links
+        assert _limit(w, "Max file size") == ("0", "0")
     finally:
         stop_process(p)
         os.close(master)
@@ -116,3 +133,27 @@ def test_worker_debug_lines_reach_stderr_or_the_log_file_through_the_parent(
     for marker in WORKER_LINES:
         assert [ln for ln in lines if marker in ln], (marker, lines)
     assert not [ln for ln in lines if "\x1b" in ln or "\r" in ln]
+
+
+def test_pcap_stops_at_the_cap_and_the_run_goes_on(host: HostNS, tmp_path: Path) -> None:
+    cap, logf = tmp_path / "x.pcap", tmp_path / "pasta.log"
+    limit = 8192
+    # 10 echoes of 1400 bytes each way: about 29 kB of records, more than three times the cap
+    r = host.run([PASTA, "--config-net", "-l", str(logf), "-p", str(cap), "--pcap-size", str(limit),
+                  "--", "ping", "-c10", "-i0.2", "-s1400", "-W3", GW_ADDR4], timeout=60, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr  # every echo answered after the capture stopped
+    assert " 0% packet loss" in r.stdout, r.stdout
+    size = cap.stat().st_size
+    assert limit - 1500 < size <= limit, size
+    t = subprocess.run(["tcpdump", "-nr", str(cap)], capture_output=True, text=True, timeout=30)
+    assert t.returncode == 0 and "truncated" not in t.stderr, t.stderr  # whole records only
+    assert "ICMP echo request" in t.stdout
+    text = logf.read_text()
+    assert text.count(f"pcap: reached --pcap-size ({limit} bytes), capture stopped") == 1, text
+
+
+def test_pcap_size_is_checked(host: HostNS) -> None:
+    r = host.run([PASTA, "--pcap-size", "12", "--", "true"], check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "pasta: Invalid value for --pcap-size: '12' (must be 4096 to 1099511627776)"], r.stderr

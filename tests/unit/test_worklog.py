@@ -3,21 +3,26 @@
 
 The worker's side is a ``log.Log`` switched to the channel (``to_channel``);
 the parent's is ``setup.worklog.WorkerLog``, which sanitizes every record
-before it reaches a terminal or the log file.
+before it reaches a terminal or the log file. Also the worker's pcap cap:
+``worker.tap.Pcap`` and the RLIMIT_FSIZE / SIGXFSZ set-up of a forked child.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
+import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from passt_sep import log as logmod
 from passt_sep.log import Log, log
 from passt_sep.setup.worklog import TEXT_MAX, WorkerLog, channel, sanitize
+from passt_sep.worker.tap import PCAP_HEADER, Pcap
 
 
 @pytest.mark.parametrize(("raw", "shown"), [
@@ -118,6 +123,54 @@ def test_over_long_records_are_cut(parent_log: tuple[int, int]) -> None:
     assert x == "x" * (logmod.LINE_MAX - 1)
     assert y == "y" * (logmod.LINE_MAX - 1)
     assert z == "z"
+
+
+def test_pcap_stops_at_its_limit_with_whole_records(tmp_path: Path,
+                                                   parent_log: tuple[int, int]) -> None:
+    er, _fr = parent_log
+    path = tmp_path / "x.pcap"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    cap = Pcap(fd, 4096)
+    for _ in range(10):
+        cap.write(bytes(1000))  # 1016 bytes a record: four fit after the header
+    assert cap.fd == -1
+    data = path.read_bytes()
+    assert data[:24] == PCAP_HEADER and len(data) == 24 + 4 * 1016
+    for i in range(4):
+        assert struct.unpack_from("=II", data, 24 + i * 1016 + 8) == (1000, 1000)
+    assert _read(er).splitlines() == ["pcap: reached --pcap-size (4096 bytes), capture stopped"]
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed
+
+
+def test_rlimit_fsize_fails_the_write_and_does_not_kill(tmp_path: Path) -> None:
+    """What the worker sets before isolation: past the cap a write gets EFBIG, no SIGXFSZ."""
+    from passt_sep.worker.main import _let_go_of_the_user
+
+    path = tmp_path / "big"
+    ours, theirs = channel()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        status = 3
+        try:
+            ours.close()
+            _let_go_of_the_user(theirs, 4096)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            n = os.write(fd, bytes(8192))  # a short write up to the limit
+            try:
+                os.write(fd, b"x")
+            except OSError as e:
+                log.info(f"wrote {n}, then errno {e.errno}, fd0 {os.readlink('/proc/self/fd/0')}")
+                status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    assert path.stat().st_size == 4096
+    theirs.close()
+    got = ours.recv(4096)
+    # alive (without SIG_IGN the second write would have raised SIGXFSZ and killed it)
+    assert got == bytes((logmod.INFO,)) + f"wrote 4096, then errno {errno.EFBIG}, fd0 /dev/null".encode()
 
 
 def test_channel_is_one_way_and_nonblocking() -> None:
