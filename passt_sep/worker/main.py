@@ -93,7 +93,15 @@ def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket
         status = w.run()
         log.debug(w.stats())
     except IsolationError as e:
-        log.err(f"{mode}: {e}")
+        _last_words(f"{mode}: {e}")
     except BaseException as e:  # noqa: BLE001 - the worker must not unwind
-        log.err(f"{mode}: worker: {type(e).__name__}: {e}")
+        _last_words(f"{mode}: worker: {type(e).__name__}: {e}")
     os._exit(status)
+
+
+def _last_words(msg: str) -> None:
+    """An error line to the parent, whatever happens (the worker must not unwind)."""
+    try:
+        log.err(msg)
+    except BaseException:  # noqa: BLE001, S110
+        pass
