@@ -28,6 +28,8 @@ BOTH = (PASST, PASTA)
 MTU_DEFAULT = 65520  # 65535 less the Ethernet header, rounded down to 4 bytes
 LOG_SIZE_DEFAULT = 1 << 20
 LOG_SIZE_MIN = 5 * 4096
+PCAP_SIZE_DEFAULT = 1 << 30  # passt-sep extension: the worker's RLIMIT_FSIZE as well
+PCAP_SIZE_MIN = 4096
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("help", "h"),
     Opt("version"),
     Opt("pcap", "p", True),
+    Opt("pcap-size", None, True),
     Opt("pid", "P", True),
     Opt("mtu", "m", True),
     Opt("address", "a", True, repeat=True),
@@ -117,6 +120,7 @@ class Options:
     log_size: int = LOG_SIZE_DEFAULT
     runas: tuple[int, int] | None = None
     pcap: str | None = None
+    pcap_size: int = PCAP_SIZE_DEFAULT
     pid_file: str | None = None
     mtu: int = MTU_DEFAULT  # 0: don't advertise
     addr4: ipaddress.IPv4Address | None = None
@@ -333,6 +337,8 @@ def parse_args(mode: str, argv: list[str]) -> Options:
             kw["runas"] = _runas(v)
         elif name == "pcap":
             kw["pcap"] = v
+        elif name == "pcap-size":
+            kw["pcap_size"] = _int(name, v, PCAP_SIZE_MIN, 1 << 40)
         elif name == "pid":
             kw["pid_file"] = v
         elif name == "mtu":
@@ -489,6 +495,8 @@ def usage(mode: str) -> str:
   -h, --help            Display this help message and exit
   --version             Show version and exit
   -p, --pcap FILE       Log tap-facing traffic to pcap file
+  --pcap-size BYTES     Stop capturing once the pcap file would pass BYTES
+                          (passt-sep extension; default: 1 GiB)
   -P, --pid FILE        Write own PID to the given file
   -m, --mtu MTU         Assign MTU via DHCP/NDP (default: 65520; 0: don't assign)
   -a, --address ADDR    Assign IPv4 or IPv6 address ADDR

@@ -1,19 +1,22 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Logging as passt does it, to file descriptors only.
 
-Levels error, warning, info, debug and trace (``--trace``). Messages go to
-stderr and/or a log file given as an fd, so the sandboxed worker can log
-through an fd the parent opened: it makes no system call beyond write(2)
-and the vDSO clock. With ``--debug`` each line carries the seconds since
+Levels error, warning, info, debug and trace (``--trace``). The parent's
+messages go to stderr and/or the log file. The sandboxed worker holds
+neither: its ``Log`` has a channel instead (``chan_fd``, one end of a
+non-blocking SOCK_SEQPACKET socketpair made before the fork), one record
+per line, ``[level byte] + UTF-8 text`` of at most ``LINE_MAX`` bytes; a
+full channel drops the line and counts it, the worker never waits. The
+parent reads the channel (``setup.worklog``), sanitizes each line and
+writes it as its own. With ``--debug`` each line carries the seconds since
 start; the log file always does, with a ``PREFIX:`` of the level, and
 starts with a header line naming program, version and PID.
 
 ``--log-size``: the parent trims the file (``trim_file``, a few times a
 second) when it has grown past the limit, keeping the header line and the
 newest lines, about 70 % of the limit, as passt cuts about 30 % at the
-start. Everyone writes through an O_APPEND fd; the worker only appends
-(its filter has no pread/pwrite/ftruncate), so between two checks the
-file can overshoot by what was written since.
+start. Only the parent writes the file, through an O_APPEND fd, so between
+two checks it can overshoot by what was written since.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 
 ERROR, WARNING, INFO, DEBUG, TRACE = 0, 1, 2, 3, 4
 _PREFIX = {ERROR: "ERROR: ", WARNING: "WARNING: ", INFO: "info: ", DEBUG: "", TRACE: ""}
+LINE_MAX = 4096  # bytes of one line on the worker's channel (level byte included)
 
 
 class Log:
@@ -35,6 +39,8 @@ class Log:
         self.file_fd: int | None = None
         self.stamp = False
         self.t0 = time.monotonic()
+        self.chan_fd: int | None = None  # worker: the channel to the parent
+        self.dropped = 0  # worker: lines lost to a full channel, not yet reported
 
     def configure(self, name: str, level: int, stderr_fd: int | None, file_fd: int | None,
                   stamp: bool) -> None:
@@ -42,8 +48,34 @@ class Log:
         self.name, self.level = name, level
         self.stderr_fd, self.file_fd, self.stamp = stderr_fd, file_fd, stamp
 
+    def to_channel(self, fd: int) -> None:
+        """Worker: from now on send every line to the parent over fd, and nowhere else."""
+        self.stderr_fd = self.file_fd = None
+        self.chan_fd = fd
+
+    def _send(self, level: int, msg: str) -> bool:
+        """One record per line on the channel; False if it is full (the line is lost)."""
+        assert self.chan_fd is not None
+        ok = True
+        for part in msg.split("\n"):
+            try:
+                os.write(self.chan_fd, bytes((level,)) + part.encode("utf-8", "replace")[:LINE_MAX - 1])
+            except BlockingIOError:
+                self.dropped += 1
+                ok = False
+            except OSError:
+                pass
+        return ok
+
     def _emit(self, level: int, msg: str) -> None:
         if level > self.level:
+            return
+        if self.chan_fd is not None:
+            if self.dropped:  # say so once the parent reads again
+                n, self.dropped = self.dropped, 0
+                if not self._send(WARNING, f"{n} log lines dropped: the parent did not keep up"):
+                    self.dropped += n - 1  # this line is one of the drops again
+            self._send(level, msg)
             return
         t = time.monotonic() - self.t0
         if self.stderr_fd is not None:
@@ -51,6 +83,10 @@ class Log:
             _write(self.stderr_fd, line)
         if self.file_fd is not None:
             _write(self.file_fd, f"{t:.4f}: {_PREFIX[level]}{msg}\n")
+
+    def emit(self, level: int, msg: str) -> None:
+        """Log at a level given as a number (the parent, for the worker's lines)."""
+        self._emit(level, msg)
 
     def err(self, msg: str) -> None:
         """Log an error."""

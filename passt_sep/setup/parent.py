@@ -15,8 +15,9 @@ Parent only. Order of a pasta run:
    under the parent's own seccomp filter);
 4. create the guest's namespace around the command, or open the target;
 5. create and configure the tap inside it;
-6. send the worker its start message (Config, tap, log and pcap fds) and
-   wait for it to say it is ready;
+6. send the worker its start message (Config, tap and pcap fds) and
+   wait for it to say it is ready (the worker logs through the parent:
+   ``setup.worklog``);
 7. let the command run (or tell the launcher we are ready, if daemonized);
 8. serve broker requests and supervise: exit with the command's status,
    exit 0 when a --netns target disappears or on SIGTERM, exit 1 with a
@@ -47,6 +48,7 @@ from ..errors import ProtocolViolation, SetupError
 from ..log import log, trim_file
 from . import netns, parentfilter
 from .privs import drop_to, target_ids
+from .worklog import WorkerLog, channel
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -181,6 +183,7 @@ class Parent:
         self.next_trim = 0.0  # --log-size: when the log file is checked next
         self.trim_fd: int | None = None  # the parent's read-write fd on the log file
         self.ids = target_ids(opts.runas)  # who we run as after set-up (None: as we are)
+        self.worklog: WorkerLog | None = None  # the worker's log lines (fork_worker)
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
@@ -193,14 +196,19 @@ class Parent:
             raise SetupError("seccomp policy", e) from None
         parentfilter.prepare(self.opts.mode)  # the parent's own, read now, applied in supervise()
         self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        logr, logw = channel()
         pid = os.fork()
         if pid == 0:
             self.sock.close()
+            logr.close()
             if self.ready_fd is not None:  # daemon: let go of the launcher's stdio
                 _detach_stdio()
             self.in_worker_child()
-            worker_main(wsock, self.opts.mode, policy)
+            worker_main(wsock, self.opts.mode, policy, logw,
+                        self.opts.pcap_size if self.opts.pcap else 0)
         wsock.close()
+        logw.close()
+        self.worklog = WorkerLog(logr)
         self.worker_pid = pid
 
     def in_worker_child(self) -> None:
@@ -230,6 +238,8 @@ class Parent:
             return self._run(level, stderr_fd, log_fd)
         finally:
             self._stop_worker()
+            if self.worklog is not None:  # the worker's last lines
+                self.worklog.drain()
             if self.spawned is not None and self.spawned.pid:
                 self.spawned.abort()
 
@@ -296,12 +306,8 @@ class Parent:
         ns_listeners = self.fwd.bind_ns_spec()  # -T, inside the namespace
         ns_udp = self.fwd.bind_ns_udp_spec()  # -U, inside the namespace
 
-        fds = [self.tap_fd] + ([log_fd] if log_fd is not None else []) + (
-            [pcap_fd] if pcap_fd is not None else [])
-        if self.ready_fd is not None:
-            stderr_fd = None  # the daemonized worker has no stderr
-        start = {"cfg": cfg, "guest_mac": ns_mac, "level": level, "stderr_fd": stderr_fd,
-                 "stamp": o.debug, "log_file": log_fd is not None, "pcap": pcap_fd is not None}
+        fds = [self.tap_fd] + ([pcap_fd] if pcap_fd is not None else [])
+        start = {"cfg": cfg, "guest_mac": ns_mac, "level": level, "pcap": pcap_fd is not None}
         try:
             send_fds(self.sock, pickle.dumps(start), fds)
         except OSError as e:
@@ -379,6 +385,8 @@ class Parent:
         except OSError:
             msg = b""
         self.sock.settimeout(None)
+        if self.worklog is not None:  # what it said during set-up, before the parent's next lines
+            self.worklog.drain()
         if msg != b"ready":
             why = self._worker_death() or "no answer"
             raise SetupError("start worker", why)
@@ -392,6 +400,8 @@ class Parent:
             pid, status = os.waitpid(self.worker_pid, os.WNOHANG)
             if pid:
                 self.worker_pid = 0
+                if self.worklog is not None:  # its last words before ours
+                    self.worklog.drain()
                 return f"worker {describe_status(status)}"
             if time.monotonic() > deadline:
                 return None
@@ -479,6 +489,9 @@ class Parent:
         watch_fd(self.sock.fileno(), "broker")
         out_watched = False  # EPOLLOUT on the broker socket while replies queue
         watch_fd(wake_r, "signal")
+        worklog = self.worklog
+        if worklog is not None:
+            watch_fd(worklog.fd, "worklog")
         watch = _NetnsWatch(watch_path) if watch_path and not self.opts.no_netns_quit else None
         if watch is not None and watch.fd >= 0:
             watch_fd(watch.fd, "netns")
@@ -500,6 +513,8 @@ class Parent:
                         self.broker.flush()
                     if ev & ~select.EPOLLOUT:
                         self._serve_broker(ep.unregister)
+                elif what == "worklog" and worklog is not None:
+                    worklog.on_readable(ep.unregister)
                 elif what == "netns":
                     netns_event = True
                 elif what == "signal":
@@ -515,6 +530,8 @@ class Parent:
                 elif what == "worker":
                     _pid, status = os.waitpid(self.worker_pid, 0)
                     self.worker_pid = 0
+                    if worklog is not None:
+                        worklog.drain()
                     log.err(f"worker {describe_status(status)}, exiting")
                     if self.spawned is not None:
                         _terminate(self.spawned)

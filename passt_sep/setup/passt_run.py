@@ -99,12 +99,8 @@ class PasstParent(Parent):
         pid_fd = _open_pid(o.pid_file)
 
         self.ctl, wctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        fds = [wctl.fileno()] + ([log_fd] if log_fd is not None else []) + (
-            [pcap_fd] if pcap_fd is not None else [])
-        if self.ready_fd is not None:
-            stderr_fd = None
-        start = {"cfg": cfg, "guest_mac": None, "level": level, "stderr_fd": stderr_fd,
-                 "stamp": o.debug, "log_file": log_fd is not None, "pcap": pcap_fd is not None,
+        fds = [wctl.fileno()] + ([pcap_fd] if pcap_fd is not None else [])
+        start = {"cfg": cfg, "guest_mac": None, "level": level, "pcap": pcap_fd is not None,
                  "stream": True}
         try:
             send_fds(self.sock, pickle.dumps(start), fds)
@@ -191,6 +187,9 @@ class PasstParent(Parent):
         out_watched = False  # EVENT_WRITE on the broker socket while replies queue
         sel.register(self.ctl, selectors.EVENT_READ, "ctl")
         sel.register(wake_r, selectors.EVENT_READ, "signal")
+        worklog = self.worklog
+        if worklog is not None:
+            sel.register(worklog.fd, selectors.EVENT_READ, "worklog")
         if self.listener is not None:
             sel.register(self.listener, selectors.EVENT_READ, "accept")
         while True:
@@ -203,6 +202,8 @@ class PasstParent(Parent):
                         self._serve_broker(sel.unregister)
                 elif what == "accept":
                     self._accept()
+                elif what == "worklog" and worklog is not None:
+                    worklog.on_readable(sel.unregister)
                 elif what == "ctl":
                     try:
                         data = self.ctl.recv(16)
@@ -226,6 +227,8 @@ class PasstParent(Parent):
                 elif what == "worker":
                     _pid, status = os.waitpid(self.worker_pid, 0)
                     self.worker_pid = 0
+                    if worklog is not None:
+                        worklog.drain()
                     log.err(f"worker {describe_status(status)}, exiting")
                     return 1
             if got:

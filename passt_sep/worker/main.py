@@ -1,17 +1,24 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Entry of the worker process: isolate, receive the start message, serve.
 
-Runs in the child the parent forked before set-up. The sandbox goes up
-first, before any byte from the guest exists; then the worker waits for
-the Config and its fds (tap, log file, pcap file) on the broker socket,
-says it is ready, and runs the loop. It leaves with os._exit so nothing
-runs after the loop that the seccomp policy does not allow.
+Runs in the child the parent forked before set-up. Before the sandbox goes
+up it lets go of everything of the user's: stdin, stdout and stderr become
+/dev/null (in foreground pasta they were the user's terminal), its log
+lines go to the parent over the log channel (``log.Log.to_channel``; the
+parent writes them to stderr or the log file), and RLIMIT_FSIZE is set to
+the pcap cap (0 without --pcap: the pcap file is the one host file it
+may write; SIGXFSZ is ignored, so a write past it fails with EFBIG). Then
+it isolates itself, before any byte from the guest exists; waits for the
+Config and its fds (tap, pcap file) on the broker socket, says it is
+ready, and runs the loop. It leaves with os._exit so nothing runs after
+the loop that the seccomp policy does not allow.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import resource
 import signal
 import socket
 import sys
@@ -40,24 +47,45 @@ def policy_path(mode: str) -> Path:
     return POLICY_DIR / f"{mode}.policy"
 
 
-def worker_main(sock: socket.socket, mode: str, policy: Policy) -> NoReturn:
-    """Become the sandboxed worker; never returns."""
+def _let_go_of_the_user(log_sock: socket.socket, fsize: int) -> int:
+    """stdio to /dev/null, logging to the channel, RLIMIT_FSIZE; returns the cap in force."""
+    log.to_channel(log_sock.fileno())
+    null = os.open(os.devnull, os.O_RDWR)
+    for n in (0, 1, 2):
+        os.dup2(null, n)
+    if null > 2:
+        os.close(null)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if hard != resource.RLIM_INFINITY:
+        fsize = min(fsize, hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    return fsize
+
+
+def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket.socket,
+                fsize: int) -> NoReturn:
+    """Become the sandboxed worker; never returns.
+
+    ``log_sock``: the worker's end of the log channel (setup.worklog);
+    ``fsize``: the most it may write to a file (the pcap cap, 0 without one).
+    """
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        isolate_worker(policy, keep_fds=[0, 1, 2, sock.fileno()])
+        fsize = _let_go_of_the_user(log_sock, fsize)
+        isolate_worker(policy, keep_fds=[0, 1, 2, sock.fileno(), log_sock.fileno()])
         data, fds = recv_fds(sock, ipc.START_MAX, ipc.MAX_START_FDS)
         if not data:
             os._exit(0)  # parent gave up during set-up
         start = pickle.loads(data)
         it = iter(fds)
         tap_fd = next(it)
-        log_fd = next(it) if start["log_file"] else None
         pcap_fd = next(it) if start["pcap"] else None
-        log.configure(mode, start["level"], start["stderr_fd"], log_fd, start["stamp"])
-        pcap = Pcap(pcap_fd) if pcap_fd is not None else None
+        log.level = start["level"]
+        pcap = Pcap(pcap_fd, fsize) if pcap_fd is not None else None
         # passt: the first fd is the control socket of the client connections
         tap = StreamTap(tap_fd, pcap) if start.get("stream") else Tap(tap_fd, pcap)
         w = Worker(start["cfg"], tap, sock, start["guest_mac"])
@@ -65,10 +93,15 @@ def worker_main(sock: socket.socket, mode: str, policy: Policy) -> NoReturn:
         status = w.run()
         log.debug(w.stats())
     except IsolationError as e:
-        os.write(2, f"{mode}: {e}\n".encode())
+        _last_words(f"{mode}: {e}")
     except BaseException as e:  # noqa: BLE001 - the worker must not unwind
-        try:
-            os.write(2, f"{mode}: worker: {type(e).__name__}: {e}\n".encode())
-        except OSError:
-            pass
+        _last_words(f"{mode}: worker: {type(e).__name__}: {e}")
     os._exit(status)
+
+
+def _last_words(msg: str) -> None:
+    """An error line to the parent, whatever happens (the worker must not unwind)."""
+    try:
+        log.err(msg)
+    except BaseException:  # noqa: BLE001, S110
+        pass

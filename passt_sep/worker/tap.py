@@ -26,21 +26,49 @@ _PCAP_REC = struct.Struct("=IIII")
 
 
 class Pcap:
-    """Classic libpcap file on an fd opened by the parent."""
+    """Classic libpcap file on an fd opened by the parent, at most ``limit`` bytes.
 
-    def __init__(self, fd: int) -> None:
+    The worker's RLIMIT_FSIZE is the same limit (set before isolation), so
+    even a worker that ignored this count could not write past it. Once a
+    record does not fit, the capture stops with one warning and the fd is
+    closed; nothing else changes.
+    """
+
+    def __init__(self, fd: int, limit: int) -> None:
         self.fd = fd
-        os.write(fd, PCAP_HEADER)
+        self.limit = limit
+        self.size = 0
+        self._append([PCAP_HEADER])
 
     def write(self, frame: bytes | memoryview) -> None:
-        """Append one frame with the current time."""
+        """Append one frame with the current time (nothing once stopped)."""
+        if self.fd < 0:
+            return
         t = time.time()
         n = len(frame)
+        self._append([_PCAP_REC.pack(int(t), int((t % 1) * 1e6), n, n), frame])
+
+    def _append(self, parts: list) -> None:
+        want = sum(len(p) for p in parts)
+        if self.size + want > self.limit:
+            self._stop(f"reached --pcap-size ({self.limit} bytes)")
+            return
         try:
-            os.writev(self.fd, [_PCAP_REC.pack(int(t), int((t % 1) * 1e6), n, n), frame])
+            done = os.writev(self.fd, parts)
         except OSError as e:
-            log.warn(f"pcap: {e.strerror}, capture stopped")
-            self.fd = -1
+            self._stop(e.strerror or str(e))
+            return
+        self.size += done
+        if done != want:
+            self._stop("short write")
+
+    def _stop(self, why: str) -> None:
+        log.warn(f"pcap: {why}, capture stopped")
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        self.fd = -1
 
 
 class Tap:

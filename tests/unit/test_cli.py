@@ -96,6 +96,8 @@ def test_exclusions_only_means_all_but():
     (["-4", "-6"], "--ipv4-only"),
     (["--netns", "/x", "sh"], "--netns"),
     (["--log-size", "10"], "--log-size"),
+    (["--pcap-size", "100"], "--pcap-size"),
+    (["--pcap-size", "1G"], "--pcap-size"),
     (["-n", "33"], "--netmask"),
 ])
 def test_bad_option_names_itself(args, word):
