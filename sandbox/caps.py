@@ -17,6 +17,8 @@ import os
 
 import prctl
 
+CAP_SETPCAP = 8  # <linux/capability.h>
+
 # prctl(2) options, <linux/prctl.h>.
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
@@ -152,6 +154,40 @@ def set_securebits(bits: int = SECUREBITS_LOCKDOWN) -> bool:
     return True
 
 
+def _drop_bounding(last: int, keep: int = 0) -> None:
+    """Drop from the bounding set every capability up to ``last`` not in ``keep``."""
+    for cap in range(last + 1):
+        if not keep >> cap & 1 and _prctl(f"capbset_read({cap})", PR_CAPBSET_READ, cap):
+            _prctl(f"capbset_drop({cap})", PR_CAPBSET_DROP, cap)
+
+
+def _clear_ambient() -> None:
+    try:
+        _prctl("cap_ambient_clear_all", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError as e:
+        # Kernels before 4.3 have no ambient set: nothing to clear.
+        if e.errno != errno.EINVAL:
+            raise
+
+
+def _set_and_check(mask: int) -> None:
+    """capset(2): effective and permitted ``mask``, inheritable 0; read back:
+    OSError if anything outside ``mask`` (or anything inheritable) stays."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = _CapDataV3()
+    data[0].effective = data[0].permitted = mask & 0xFFFFFFFF
+    data[1].effective = data[1].permitted = mask >> 32
+    if _libc.capset(ctypes.byref(hdr), data) != 0:
+        err = ctypes.get_errno() or errno.EIO
+        raise OSError(err, f"capset({mask:#x}, {mask:#x}, 0): {os.strerror(err)}")
+    eff, prm, inh = get_capabilities()
+    if (eff | prm) & ~mask or inh:
+        raise OSError(
+            errno.EPERM,
+            f"capset: capabilities remain (eff {eff:#x} prm {prm:#x} inh {inh:#x})",
+        )
+
+
 def drop_all_capabilities(last_cap: int | None = None) -> None:
     """Drop every capability for good.
 
@@ -162,26 +198,9 @@ def drop_all_capabilities(last_cap: int | None = None) -> None:
     """
     last = cap_last_cap() if last_cap is None else last_cap
     set_securebits(SECUREBITS_LOCKDOWN)
-    for cap in range(last + 1):
-        if _prctl(f"capbset_read({cap})", PR_CAPBSET_READ, cap):
-            _prctl(f"capbset_drop({cap})", PR_CAPBSET_DROP, cap)
-    try:
-        _prctl("cap_ambient_clear_all", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    except OSError as e:
-        # Kernels before 4.3 have no ambient set: nothing to clear.
-        if e.errno != errno.EINVAL:
-            raise
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = _CapDataV3()  # all zero
-    if _libc.capset(ctypes.byref(hdr), data) != 0:
-        err = ctypes.get_errno() or errno.EIO
-        raise OSError(err, f"capset(0, 0, 0): {os.strerror(err)}")
-    eff, prm, inh = get_capabilities()
-    if eff or prm or inh:
-        raise OSError(
-            errno.EPERM,
-            f"capset: capabilities remain (eff {eff:#x} prm {prm:#x} inh {inh:#x})",
-        )
+    _drop_bounding(last)
+    _clear_ambient()
+    _set_and_check(0)
     bset = bounding_set(last)
     if bset:
         raise OSError(errno.EPERM, f"capbset_drop: bounding set not empty ({bset:#x})")
@@ -192,33 +211,18 @@ def keep_only_capabilities(keep: int, last_cap: int | None = None) -> None:
 
     Capabilities are per thread: a process with threads calls this in each.
     The bounding set loses every other capability (while CAP_SETPCAP is
-    still effective), the ambient set is cleared, then effective and
-    permitted become ``keep`` (as far as they held it) and inheritable
-    zero; read back. Raises OSError if anything else stays.
+    still effective; without it nothing is held that it could give back),
+    the ambient set is cleared, then effective and permitted become
+    ``keep`` (as far as permitted held it) and inheritable zero; read back.
+    Raises OSError if anything else stays.
     """
     last = cap_last_cap() if last_cap is None else last_cap
     eff, _prm, _inh = get_capabilities()
-    setpcap = eff >> 8 & 1  # CAP_SETPCAP: without it the bounding set stays (and nothing is held anyway)
-    for cap in range(last + 1):
-        if setpcap and not keep >> cap & 1 and _prctl(f"capbset_read({cap})", PR_CAPBSET_READ, cap):
-            _prctl(f"capbset_drop({cap})", PR_CAPBSET_DROP, cap)
-    try:
-        _prctl("cap_ambient_clear_all", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    except OSError as e:
-        if e.errno != errno.EINVAL:
-            raise
-    eff, prm, _inh = get_capabilities()
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = _CapDataV3()
-    mask = (prm & keep)
-    data[0].effective, data[0].permitted = mask & 0xFFFFFFFF, mask & 0xFFFFFFFF
-    data[1].effective, data[1].permitted = mask >> 32, mask >> 32
-    if _libc.capset(ctypes.byref(hdr), data) != 0:
-        err = ctypes.get_errno() or errno.EIO
-        raise OSError(err, f"capset({mask:#x}): {os.strerror(err)}")
-    eff, prm, inh = get_capabilities()
-    if (eff | prm) & ~keep or inh:
-        raise OSError(errno.EPERM, f"capset: capabilities remain (eff {eff:#x} prm {prm:#x} inh {inh:#x})")
+    if eff >> CAP_SETPCAP & 1:
+        _drop_bounding(last, keep)
+    _clear_ambient()
+    _eff, prm, _inh = get_capabilities()
+    _set_and_check(prm & keep)
 
 
 def set_no_new_privs() -> None:
