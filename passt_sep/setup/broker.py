@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (
 # (worker/loop.py), so only a burst of port announcements (an `auto` scan)
 # queues at all; a worker that stops reading is cut off at these bounds.
 QUEUE_MAX = 4096
+_monotonic = time.monotonic
 QUEUE_FDS_MAX = 256
 
 
@@ -87,6 +89,11 @@ class Broker:
         self.after_reply: Callable[[], None] | None = None  # a pool to top up once the reply is out
         self.queue: deque[tuple[bytes, list[int]]] = deque()  # waiting for room (fds: our duplicates)
         self.queued_fds = 0
+        # ipc.QUOTAS: requests received per op in the current window
+        # (int(time.monotonic())), checked against ipc.parent_limit
+        self.quota_window = 0
+        self.quota_count = [0] * (ipc.OP_MAX + 1)
+        self.quota_limit = [ipc.parent_limit(op) if op in ipc.QUOTAS else 0 for op in range(ipc.OP_MAX + 1)]
 
     def _family_ok(self, family: int) -> bool:
         return (family == socket.AF_INET and self.cfg.v4 is not None) or (
@@ -477,9 +484,20 @@ class Broker:
         req = ipc.unpack_request(data)
         if req is None:
             raise ProtocolViolation(f"malformed request ({len(data)} bytes)")
-        handler = self.handlers.get(req.op)
+        op = req.op
+        handler = self.handlers.get(op)
         if handler is None:
-            raise ProtocolViolation(f"unknown request op {req.op}")
+            raise ProtocolViolation(f"unknown request op {op}")
+        # the op's quota (ipc.QUOTAS), before any handler runs: a few integer operations
+        now = int(_monotonic())
+        if now != self.quota_window:
+            self.quota_window = now
+            self.quota_count = [0] * (ipc.OP_MAX + 1)
+        n = self.quota_count[op] + 1
+        self.quota_count[op] = n
+        if n > self.quota_limit[op]:
+            raise ProtocolViolation(f"over quota: more than {self.quota_limit[op]} requests of op {op} "
+                                    f"({ipc.OP_NAMES[op]}) in one second")
         try:
             result = handler(req)  # None: it has answered itself
         except OSError as e:
