@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import socket
 import time
 from collections import deque
@@ -42,6 +43,25 @@ UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (
 # queues at all; a worker that stops reading is cut off at these bounds.
 QUEUE_MAX = 4096
 _monotonic = time.monotonic
+EOS_WAIT = 1.0  # seconds for an exiting worker's pidfd to turn readable after its socket closed
+
+
+def _alive_after(pid: int, wait: float) -> bool:
+    """Whether process pid still runs ``wait`` seconds from now (False as soon as it ends).
+
+    epoll on its pidfd: the parent's seccomp policy has epoll, not poll.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False  # gone (ESRCH)
+    ep = select.epoll()
+    try:
+        ep.register(pidfd, select.EPOLLIN)
+        return not ep.poll(wait)
+    finally:
+        ep.close()
+        os.close(pidfd)
 QUEUE_FDS_MAX = 256
 
 
@@ -527,6 +547,29 @@ class Broker:
 
     def _send(self, msg: bytes, fds: list[int]) -> None:
         self.send(msg, fds)
+
+    def end_of_stream(self, worker_pid: int) -> None:
+        """recv() gave b"": the worker's end closed, or a zero-length record.
+
+        On SOCK_SEQPACKET the two read alike. A zero-length record is a
+        protocol violation (the worker never sends one); end of stream is
+        the end of the run, as before. Told apart by what follows: after a
+        record, a non-blocking peek finds nothing (EAGAIN) or the next
+        record; at end of stream it gives b"" again, and then the worker
+        has exited (a live worker never closes its end), which its pidfd
+        shows within EOS_WAIT (the fds of an exiting process are closed
+        a moment before its pidfd turns readable).
+        """
+        try:
+            more = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            raise ProtocolViolation("zero-length message") from None
+        except OSError:
+            return
+        if more:
+            raise ProtocolViolation("zero-length message")
+        if worker_pid and _alive_after(worker_pid, EOS_WAIT):
+            raise ProtocolViolation("zero-length message, or the worker closed its end of the broker socket")
 
     def send(self, msg: bytes, fds: list[int]) -> None:
         """Send one message to the worker without ever blocking.
