@@ -25,7 +25,7 @@ from .. import ipc
 from ..config import Config
 from ..errors import ProtocolViolation
 from ..log import log
-from .autofwd import loop_udp
+from .autofwd import SUPERVISE_WAIT, loop_udp
 from .destpolicy import PROTO_ICMP, PROTO_TCP, PROTO_UDP, DestPolicy
 from .listeners import LocalBind, pick_bind, udp_reply_socket
 from .sockpool import SocketPool, loop_connect, new_socket
@@ -427,7 +427,8 @@ class Broker:
         b = fwd.ns_udp_bind(req.family, req.port, req.addr)
         if b is None:
             return errno.EPERM
-        return fwd.ns.call(lambda: udp_reply_socket(b, req.port, peer, req.arg))  # type: ignore[no-any-return]
+        return fwd.ns.call(lambda: udp_reply_socket(b, req.port, peer, req.arg),  # type: ignore[no-any-return]
+                           SUPERVISE_WAIT)
 
     def ns_loop_connect(self, req: ipc.Request) -> socket.socket | int:
         """Splice path of -t: a TCP socket connecting to the namespace's loopback.
@@ -446,7 +447,8 @@ class Broker:
         s = pool.take(req.family)
         if s is not None:  # made in the namespace: connects there from this thread
             return loop_connect(req.family, req.port, s)
-        return fwd.ns.call(lambda: loop_connect(req.family, req.port))  # type: ignore[no-any-return]
+        # the thread busy: EAGAIN after SUPERVISE_WAIT (the loop must not stall), the flow is reset
+        return fwd.ns.call(lambda: loop_connect(req.family, req.port), SUPERVISE_WAIT)  # type: ignore[no-any-return]
 
     def host_loop_connect(self, req: ipc.Request) -> socket.socket | int:
         """Splice path of -T: a TCP socket connecting to the host's loopback.
@@ -479,7 +481,7 @@ class Broker:
         s = pool.take(req.family)
         if s is not None:  # made in the namespace: binds and connects there from this thread
             return loop_udp(req.family, req.port, s)
-        return fwd.ns.call(lambda: loop_udp(req.family, req.port))  # type: ignore[no-any-return]
+        return fwd.ns.call(lambda: loop_udp(req.family, req.port), SUPERVISE_WAIT)  # type: ignore[no-any-return]
 
     def host_loop_udp(self, req: ipc.Request) -> socket.socket | int:
         """UDP splice path of -U: a socket in the host netns, loopback to loopback:port.
