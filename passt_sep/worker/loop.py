@@ -425,7 +425,8 @@ class Worker:
         """One line of counters."""
         return (f"frames from guest: {self.frames_in}, {self.drop_summary()}, {self.udp.summary()}, "
                 f"{self.tcp.summary()}, {self.splice.summary()}, {self.udpsplice.summary()}, "
-                f"{self.waiter.summary()}")
+                f"broker requests refused over quota: {self.broker.refused}, "
+                f"replies whose fd was lost: {self.broker.lost_fds}, {self.waiter.summary()}")
 
 
 def host_addr(version: int, raw: bytes) -> str:
