@@ -110,7 +110,7 @@ class Quota(NamedTuple):
     """What the worker may ask of one op: at most ``inflight`` requests
     without their reply, at most ``per_second`` sent in one second of
     CLOCK_MONOTONIC (the window is ``int(time.monotonic())``, the same in
-    both processes)."""
+    both processes: the worker has no time namespace of its own)."""
 
     inflight: int
     per_second: int
