@@ -106,6 +106,50 @@ OP_NAMES = {OP_PING_SOCKET: "ping socket", OP_TCP_CONNECT: "tcp connect", OP_UDP
             OP_UDP_REPLY: "udp reply", OP_NS_UDP_REPLY: "namespace udp reply",
             OP_UDP_PORT: "udp port"}
 
+class Quota(NamedTuple):
+    """What the worker may ask of one op: at most ``inflight`` requests
+    without their reply, at most ``per_second`` sent in one second of
+    CLOCK_MONOTONIC (the window is ``int(time.monotonic())``, the same in
+    both processes: the worker has no time namespace of its own)."""
+
+    inflight: int
+    per_second: int
+
+
+# Quotas per op (docs/security.md, "The broker as a monitor"). The worker's
+# client (worker/loop.py) keeps under them: past a quota a request waits in
+# that op's backlog (at most ``per_second`` of them), past that it is
+# refused with EAGAIN (the flow is dropped, the guest retries). The parent
+# (setup/broker.py) counts what it receives per op and window, and a count
+# above ``parent_limit`` is a protocol violation. That check is exact: a
+# request received in window k was either sent in window k (at most
+# per_second) or sent earlier and still unanswered when k began, holding an
+# in-flight slot then (at most inflight). Sizes: OP_TCP_CONNECT runs once
+# per new connection (crr reaches ~5,000/s, docs/performance.md), so a SYN
+# flood is cut at 16,384/s in the worker; UDP flows, splices and echo
+# sockets are rarer. The in-flight sum (120) keeps the requests of one
+# burst well inside the socket pair's buffer, so neither side ever blocks.
+QUOTAS: dict[int, Quota] = {
+    OP_PING_SOCKET: Quota(4, 256),
+    OP_TCP_CONNECT: Quota(32, 16384),
+    OP_UDP_SOCKET: Quota(16, 4096),
+    OP_NS_LOOP_CONNECT: Quota(16, 8192),
+    OP_HOST_LOOP_CONNECT: Quota(16, 8192),
+    OP_NS_LOOP_UDP: Quota(8, 2048),
+    OP_HOST_LOOP_UDP: Quota(8, 2048),
+    OP_UDP_REPLY: Quota(8, 2048),
+    OP_NS_UDP_REPLY: Quota(4, 1024),
+    OP_UDP_PORT: Quota(8, 1024),
+}
+OP_MAX = max(QUOTAS)
+
+
+def parent_limit(op: int) -> int:
+    """Requests of ``op`` the parent accepts in one window: per_second + inflight."""
+    q = QUOTAS[op]
+    return q.per_second + q.inflight
+
+
 # Parent to worker, right after the start message: one inbound TCP listener
 # (-t) per message, its fd attached: magic, listening port, target port.
 LISTENER = struct.Struct("=4sHH")

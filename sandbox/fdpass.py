@@ -29,7 +29,14 @@ _INT = struct.Struct("i")
 
 
 class FdPassError(OSError):
-    """A received message was malformed (truncated); its fds are closed."""
+    """A received message was malformed (truncated); its fds are closed.
+
+    ``data``: the bytes of the message that did arrive (on MSG_CTRUNC the
+    data is whole, only its fds are lost: the receiver can still tell
+    which message it was).
+    """
+
+    data: bytes = b""
 
 
 def send_fds(sock: socket.socket, data: bytes, fds: list[int]) -> int:
@@ -85,11 +92,13 @@ def recv_fds(
 
     if rflags & _CTRUNC:
         _close_all(fds)
-        raise FdPassError(
+        err = FdPassError(
             errno.EMSGSIZE,
-            f"recv_fds: control data truncated (more than {maxfds} fds sent); "
+            f"recv_fds: control data truncated (more than {maxfds} fds sent, or out of fds); "
             f"closed {len(fds)} received fds",
         )
+        err.data = data
+        raise err
     if rflags & _TRUNC:
         _close_all(fds)
         raise FdPassError(

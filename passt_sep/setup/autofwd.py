@@ -64,14 +64,60 @@ UDP_UNCONNECTED = b"07"
 EPHEMERAL_DEFAULT = 32768
 READ_CHUNK = 1 << 16
 MAX_PROC_BYTES = 64 << 20  # a /proc/net file larger than this is cut (bounded read)
+SETUP_WAIT = 30.0  # seconds a set-up step waits for the namespace thread
+# seconds a call made during supervision waits (a broker request finding
+# its pool empty, an auto scan binding new ports): then EAGAIN, and the
+# supervise loop goes on (SIGTERM, the netns watch, log trimming)
+SUPERVISE_WAIT = 0.1
+
+
+class _Call:
+    """One call() into the thread: its result, or the caller gone (``abandoned``)."""
+
+    __slots__ = ("abandoned", "discard", "done", "lock", "out")
+
+    def __init__(self, discard: Callable[[Any], None] | None) -> None:
+        self.out: list[Any] = []
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.discard = discard
+
+    def finish(self, ok: bool, val: Any) -> None:
+        """In the thread: hand the result over, or discard it if the caller gave up."""
+        with self.lock:
+            if not self.abandoned:
+                self.out.append((ok, val))
+                self.done.set()
+                return
+        if ok:
+            _discard(val, self.discard)
+
+
+def _discard(val: Any, discard: Callable[[Any], None] | None) -> None:
+    """Close what an abandoned call made: a socket, or what ``discard`` says."""
+    try:
+        if discard is not None:
+            discard(val)
+        elif isinstance(val, socket.socket):
+            val.close()
+    except Exception as e:  # noqa: BLE001 - the thread serves on
+        log.debug(f"namespace thread: discarding a late result: {e}")
 
 
 class NsThread:
-    """A thread inside the guest's netns that runs functions for the parent."""
+    """A thread inside the guest's netns that runs functions for the parent.
+
+    ``call`` waits for the result; during supervision (the broker's
+    requests, the auto scans) it waits at most ``SUPERVISE_WAIT`` and then
+    fails with EAGAIN, so that a busy thread cannot stall the loop that
+    handles SIGTERM, the netns watch and log trimming: the call still runs
+    later, and what it made is closed (``discard``).
+    """
 
     def __init__(self, netns_fd: int) -> None:
-        self.q: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event | None] | None] = (
-            queue.SimpleQueue())
+        self.q: queue.SimpleQueue[tuple[Callable[[], Any], _Call | None] | None] = queue.SimpleQueue()
+        self.late = 0  # calls given up on (EAGAIN)
         ready: list[BaseException | None] = []
         started = threading.Event()
 
@@ -88,18 +134,19 @@ class NsThread:
                 item = self.q.get()
                 if item is None:
                     return
-                fn, out, done = item
-                if done is None:  # post(): nobody waits for the result
+                fn, call = item
+                if call is None:  # post(): nobody waits for the result
                     try:
                         fn()
                     except Exception as e:  # noqa: BLE001 - the thread serves on
                         log.debug(f"namespace thread: {e}")
                     continue
                 try:
-                    out.append((True, fn()))
+                    result = fn()
                 except BaseException as e:  # noqa: BLE001 - handed to the caller
-                    out.append((False, e))
-                done.set()
+                    call.finish(False, e)
+                else:
+                    call.finish(True, result)
 
         self.t = threading.Thread(target=body, name="netns", daemon=True)
         self.t.start()
@@ -107,14 +154,26 @@ class NsThread:
         if not ready or ready[0] is not None:
             raise SetupError("enter the namespace", ready[0] if ready else "timeout")
 
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run fn inside the namespace; return its result or raise its exception."""
-        out: list[Any] = []
-        done = threading.Event()
-        self.q.put((fn, out, done))
-        if not done.wait(30):
-            raise OSError(errno.ETIMEDOUT, "namespace thread did not answer")
-        ok, val = out[0]
+    def call(self, fn: Callable[[], Any], wait: float = SETUP_WAIT,
+             discard: Callable[[Any], None] | None = None) -> Any:
+        """Run fn inside the namespace; return its result or raise its exception.
+
+        After ``wait`` seconds without an answer: OSError (ETIMEDOUT, or
+        EAGAIN for a wait below SETUP_WAIT, i.e. during supervision); fn
+        still runs, and its result then goes to ``discard`` (default: a
+        socket is closed).
+        """
+        call = _Call(discard)
+        self.q.put((fn, call))
+        if not call.done.wait(wait):
+            with call.lock:
+                if not call.out:
+                    call.abandoned = True
+                    self.late += 1
+                    log.debug(f"namespace thread busy, call given up after {wait * 1000:.0f} ms")
+                    raise OSError(errno.EAGAIN if wait < SETUP_WAIT else errno.ETIMEDOUT,
+                                  "namespace thread did not answer")
+        ok, val = call.out[0]
         if not ok:
             raise val
         return val
@@ -123,7 +182,7 @@ class NsThread:
         """Run fn inside the namespace later, without waiting for it (errors are logged)."""
         if not self.t.is_alive():
             raise OSError(errno.ESRCH, "namespace thread is gone")
-        self.q.put((fn, [], None))
+        self.q.put((fn, None))
 
     def close(self) -> None:
         """Let the thread end."""
@@ -448,7 +507,7 @@ class Forwarder:
         if not new:
             return
         try:
-            got = self.ns.call(lambda: bind([(p, p) for p in new]))
+            got = self.ns.call(lambda: bind([(p, p) for p in new]), SUPERVISE_WAIT, _close_all)
         except OSError as e:
             log.debug(f"auto: namespace sockets: {e.strerror}")
             return
@@ -463,6 +522,12 @@ class Forwarder:
     def _send(self, msg: bytes, fds: list[int]) -> None:
         if self.send is not None:
             self.send(msg, fds)  # queued while the worker's socket is full; fds duplicated
+
+
+def _close_all(got: list[tuple[socket.socket, int, int]]) -> None:
+    """Discard the sockets of a scan's call that was given up on (bound again at the next scan)."""
+    for s, _port, _target in got:
+        s.close()
 
 
 def _bind_loopback(bind: Callable[..., socket.socket], proto: str,

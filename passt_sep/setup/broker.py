@@ -13,7 +13,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -23,7 +25,7 @@ from .. import ipc
 from ..config import Config
 from ..errors import ProtocolViolation
 from ..log import log
-from .autofwd import loop_udp
+from .autofwd import SUPERVISE_WAIT, loop_udp
 from .destpolicy import PROTO_ICMP, PROTO_TCP, PROTO_UDP, DestPolicy
 from .listeners import LocalBind, pick_bind, udp_reply_socket
 from .sockpool import SocketPool, loop_connect, new_socket
@@ -40,6 +42,26 @@ UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (
 # (worker/loop.py), so only a burst of port announcements (an `auto` scan)
 # queues at all; a worker that stops reading is cut off at these bounds.
 QUEUE_MAX = 4096
+_monotonic = time.monotonic
+EOS_WAIT = 1.0  # seconds for an exiting worker's pidfd to turn readable after its socket closed
+
+
+def _alive_after(pid: int, wait: float) -> bool:
+    """Whether process pid still runs ``wait`` seconds from now (False as soon as it ends).
+
+    epoll on its pidfd: the parent's seccomp policy has epoll, not poll.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False  # gone (ESRCH)
+    ep = select.epoll()
+    try:
+        ep.register(pidfd, select.EPOLLIN)
+        return not ep.poll(wait)
+    finally:
+        ep.close()
+        os.close(pidfd)
 QUEUE_FDS_MAX = 256
 
 
@@ -87,6 +109,11 @@ class Broker:
         self.after_reply: Callable[[], None] | None = None  # a pool to top up once the reply is out
         self.queue: deque[tuple[bytes, list[int]]] = deque()  # waiting for room (fds: our duplicates)
         self.queued_fds = 0
+        # ipc.QUOTAS: requests received per op in the current window
+        # (int(time.monotonic())), checked against ipc.parent_limit
+        self.quota_window = 0
+        self.quota_count = [0] * (ipc.OP_MAX + 1)
+        self.quota_limit = [ipc.parent_limit(op) if op in ipc.QUOTAS else 0 for op in range(ipc.OP_MAX + 1)]
 
     def _family_ok(self, family: int) -> bool:
         return (family == socket.AF_INET and self.cfg.v4 is not None) or (
@@ -400,7 +427,8 @@ class Broker:
         b = fwd.ns_udp_bind(req.family, req.port, req.addr)
         if b is None:
             return errno.EPERM
-        return fwd.ns.call(lambda: udp_reply_socket(b, req.port, peer, req.arg))  # type: ignore[no-any-return]
+        return fwd.ns.call(lambda: udp_reply_socket(b, req.port, peer, req.arg),  # type: ignore[no-any-return]
+                           SUPERVISE_WAIT)
 
     def ns_loop_connect(self, req: ipc.Request) -> socket.socket | int:
         """Splice path of -t: a TCP socket connecting to the namespace's loopback.
@@ -419,7 +447,8 @@ class Broker:
         s = pool.take(req.family)
         if s is not None:  # made in the namespace: connects there from this thread
             return loop_connect(req.family, req.port, s)
-        return fwd.ns.call(lambda: loop_connect(req.family, req.port))  # type: ignore[no-any-return]
+        # the thread busy: EAGAIN after SUPERVISE_WAIT (the loop must not stall), the flow is reset
+        return fwd.ns.call(lambda: loop_connect(req.family, req.port), SUPERVISE_WAIT)  # type: ignore[no-any-return]
 
     def host_loop_connect(self, req: ipc.Request) -> socket.socket | int:
         """Splice path of -T: a TCP socket connecting to the host's loopback.
@@ -452,7 +481,7 @@ class Broker:
         s = pool.take(req.family)
         if s is not None:  # made in the namespace: binds and connects there from this thread
             return loop_udp(req.family, req.port, s)
-        return fwd.ns.call(lambda: loop_udp(req.family, req.port))  # type: ignore[no-any-return]
+        return fwd.ns.call(lambda: loop_udp(req.family, req.port), SUPERVISE_WAIT)  # type: ignore[no-any-return]
 
     def host_loop_udp(self, req: ipc.Request) -> socket.socket | int:
         """UDP splice path of -U: a socket in the host netns, loopback to loopback:port.
@@ -477,9 +506,20 @@ class Broker:
         req = ipc.unpack_request(data)
         if req is None:
             raise ProtocolViolation(f"malformed request ({len(data)} bytes)")
-        handler = self.handlers.get(req.op)
+        op = req.op
+        handler = self.handlers.get(op)
         if handler is None:
-            raise ProtocolViolation(f"unknown request op {req.op}")
+            raise ProtocolViolation(f"unknown request op {op}")
+        # the op's quota (ipc.QUOTAS), before any handler runs: a few integer operations
+        now = int(_monotonic())
+        if now != self.quota_window:
+            self.quota_window = now
+            self.quota_count = [0] * (ipc.OP_MAX + 1)
+        n = self.quota_count[op] + 1
+        self.quota_count[op] = n
+        if n > self.quota_limit[op]:
+            raise ProtocolViolation(f"over quota: more than {self.quota_limit[op]} requests of op {op} "
+                                    f"({ipc.OP_NAMES[op]}) in one second")
         try:
             result = handler(req)  # None: it has answered itself
         except OSError as e:
@@ -509,6 +549,29 @@ class Broker:
 
     def _send(self, msg: bytes, fds: list[int]) -> None:
         self.send(msg, fds)
+
+    def end_of_stream(self, worker_pid: int) -> None:
+        """recv() gave b"": the worker's end closed, or a zero-length record.
+
+        On SOCK_SEQPACKET the two read alike. A zero-length record is a
+        protocol violation (the worker never sends one); end of stream is
+        the end of the run, as before. Told apart by what follows: after a
+        record, a non-blocking peek finds nothing (EAGAIN) or the next
+        record; at end of stream it gives b"" again, and then the worker
+        has exited (a live worker never closes its end), which its pidfd
+        shows within EOS_WAIT (the fds of an exiting process are closed
+        a moment before its pidfd turns readable).
+        """
+        try:
+            more = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            raise ProtocolViolation("zero-length message") from None
+        except OSError:
+            return
+        if more:
+            raise ProtocolViolation("zero-length message")
+        if worker_pid and _alive_after(worker_pid, EOS_WAIT):
+            raise ProtocolViolation("zero-length message, or the worker closed its end of the broker socket")
 
     def send(self, msg: bytes, fds: list[int]) -> None:
         """Send one message to the worker without ever blocking.

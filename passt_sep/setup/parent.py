@@ -435,6 +435,7 @@ class Parent:
         if data:
             self.broker.handle(data)
         else:
+            self.broker.end_of_stream(self.worker_pid)  # a zero-length record from a live worker: violation
             unwatch(self.sock.fileno())
 
     def supervise(self, watch_path: str | None) -> int:

@@ -34,12 +34,13 @@ from ..log import log
 from ..proto import icmp
 from ..proto.packet import Packet
 from .addrmap import HostAddrs
+from .limits import ICMP_FDS
 
 if TYPE_CHECKING:
     from .loop import Worker
 
 FLOW_TIMEOUT = 60.0  # seconds, as passt's ICMP_ECHO_TIMEOUT
-MAX_FLOWS = 1024  # per family (the table holds twice this)
+MAX_FLOWS = max(16, min(1024, ICMP_FDS // 2))  # per family (the table holds twice this, a socket each)
 QUEUE_MAX = 8  # requests held while the broker makes the socket
 RETRY_AFTER = 1.0  # seconds before asking the broker again after a refusal
 LOOP4 = socket.inet_pton(socket.AF_INET, "127.0.0.1")

@@ -53,18 +53,34 @@ TIMER_INTERVAL = 1.0  # seconds between housekeeping passes, as passt
 RA_INTERVAL = 60.0  # unsolicited router advertisements (RFC 4861 allows 4-1800 s)
 EPOLL_EVENTS = 64
 BULK_BYTES = 8192  # bytes per wake-up (tap frames, splice) above which the loop does not poll
-MAX_INFLIGHT = 32  # broker requests outstanding at once
-MAX_BACKLOG = 65536  # requests waiting for their turn
+_monotonic = time.monotonic
 
 
 class Broker:
-    """The worker's side of the broker socket: asynchronous fd requests."""
+    """The worker's side of the broker socket: asynchronous fd requests.
+
+    Every op keeps to its quota (ipc.QUOTAS: in flight, per second); the
+    parent kills a worker that does not. What a quota holds back waits in
+    that op's own backlog (at most ``per_second`` requests), so a flood of
+    one kind (guest SYNs, UDP flows) never delays another; past that the
+    request is refused at once with EAGAIN.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.seq = 0
-        self.pending: dict[int, Callable[[int | None, int], None]] = {}
-        self.backlog: collections.deque[tuple] = collections.deque()
+        self.pending: dict[int, tuple[int, Callable[[int | None, int], None]]] = {}  # seq -> (op, cb)
+        n = ipc.OP_MAX + 1
+        self.inflight = [0] * n
+        self.sent = [0] * n  # in the current window
+        self.window = 0  # int(time.monotonic()), as the parent counts
+        q = ipc.QUOTAS
+        self.max_inflight = [q[op].inflight if op in q else 0 for op in range(n)]
+        self.per_second = [q[op].per_second if op in q else 0 for op in range(n)]
+        self.backlog: dict[int, collections.deque[tuple]] = {op: collections.deque() for op in q}
+        self.waiting = 0  # requests in the backlogs
+        self.refused = 0  # refused with EAGAIN: the backlog was full
+        self.lost_fds = 0  # replies whose fd did not arrive (MSG_CTRUNC: out of fds)
         # the last STATUS_PENDING reply's seq and callback: a failure of its
         # connect() can only come next (ipc.py), so one is all there is to keep
         self.late: tuple[int, Callable[[int | None, int], None]] | None = None
@@ -79,33 +95,85 @@ class Broker:
         status: 0, a positive errno (no fd), ipc.STATUS_CONNECTED (a
         connect that has already completed) or ipc.STATUS_PENDING (a TCP
         connect the parent starts after the reply; should connect() fail,
-        cb runs once more, with None and the errno).
+        cb runs once more, with None and the errno). EMFILE: the reply's
+        fd was lost (the worker is out of fds); EAGAIN: over the op's quota
+        with its backlog full.
 
-        At most MAX_INFLIGHT requests are outstanding, the rest wait here:
-        otherwise a burst (1,000 guest SYNs) fills both directions of the
-        socket pair and parent and worker block in send() on each other.
+        Also the in-flight bound keeps a burst (1,000 guest SYNs) from
+        filling both directions of the socket pair.
         """
-        if len(self.pending) >= MAX_INFLIGHT:
-            if len(self.backlog) >= MAX_BACKLOG:
+        now = int(_monotonic())
+        if now != self.window:
+            self._new_window(now)
+        if (self.inflight[op] >= self.max_inflight[op] or self.sent[op] >= self.per_second[op]
+                or self.backlog[op]):
+            bl = self.backlog[op]
+            if len(bl) >= self.per_second[op]:
+                self.refused += 1
+                if self.refused == 1 or log.enabled(DEBUG):
+                    log.warn(f"broker: {ipc.OP_NAMES[op]} requests over quota, refusing (EAGAIN)")
                 cb(None, errno.EAGAIN)
                 return
-            self.backlog.append((op, family, cb, port, addr, arg))
+            bl.append((op, family, cb, port, addr, arg))
+            self.waiting += 1
             return
-        self.seq = (self.seq + 1) & 0xFFFFFFFF
-        self.pending[self.seq] = cb
+        self._send(op, family, cb, port, addr, arg)
+
+    def _send(self, op: int, family: int, cb: Callable[[int | None, int], None],
+              port: int, addr: bytes, arg: int) -> None:
+        self.seq = seq = (self.seq + 1) & 0xFFFFFFFF
+        self.pending[seq] = (op, cb)
+        self.inflight[op] += 1
+        self.sent[op] += 1
         try:
-            self.sock.send(ipc.pack_request(self.seq, op, family, port, addr, arg))
+            self.sock.send(ipc.pack_request(seq, op, family, port, addr, arg))
         except OSError as e:
-            del self.pending[self.seq]
+            del self.pending[seq]
+            self.inflight[op] -= 1
             cb(None, e.errno or 0)
+
+    def _new_window(self, now: int) -> None:
+        self.window = now
+        self.sent = [0] * len(self.sent)
+
+    def pump(self) -> None:
+        """Send what the backlogs hold, as far as the quotas allow."""
+        now = int(_monotonic())
+        if now != self.window:
+            self._new_window(now)
+        for op, bl in self.backlog.items():
+            while bl and self.inflight[op] < self.max_inflight[op] and self.sent[op] < self.per_second[op]:
+                self.waiting -= 1
+                self._send(*bl.popleft())
 
     def readable(self) -> bool:
         """Handle every reply waiting; False when the parent has gone."""
         try:
             return self._readable()
         finally:
-            while self.backlog and len(self.pending) < MAX_INFLIGHT:
-                self.request(*self.backlog.popleft())
+            if self.waiting:
+                self.pump()
+
+    def _complete(self, seq: int) -> Callable[[int | None, int], None] | None:
+        """The callback of request seq, its in-flight slot freed; None if none is pending."""
+        entry = self.pending.pop(seq, None)
+        if entry is None:
+            return None
+        op, cb = entry
+        self.inflight[op] -= 1
+        return cb
+
+    def _lost_fd(self, data: bytes) -> None:
+        """A message arrived without its fd (MSG_CTRUNC): complete its request with EMFILE."""
+        self.lost_fds += 1
+        if self.lost_fds == 1:
+            log.warn("broker: a reply's fd was lost (out of fds?); its flow is dropped")
+        reply = ipc.unpack_reply(data)
+        if reply is None:
+            return  # a port announcement: that listener is not served
+        cb = self._complete(reply[0])
+        if cb is not None:
+            cb(None, errno.EMFILE)
 
     def _readable(self) -> bool:
         while True:
@@ -113,7 +181,8 @@ class Broker:
                 data, fds = recv_fds(self.sock, 64, 1, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return True
-            except FdPassError:  # e.g. out of fds: that request's flow times out
+            except FdPassError as e:  # out of fds: the data is whole, its fd is lost
+                self._lost_fd(e.data)
                 continue
             except OSError:
                 return False
@@ -131,7 +200,7 @@ class Broker:
                     os.close(fd)
                 continue
             seq, status = reply
-            cb = self.pending.pop(seq, None)
+            cb = self._complete(seq)
             late, self.late = self.late, None
             if cb is None and late is not None and late[0] == seq and status > 0 and not fds:
                 cb = late[1]  # the connect() after a STATUS_PENDING reply failed
@@ -310,12 +379,15 @@ class Worker:
         delayed = tcp.delayed
         splice = self.splice
         lowat = splice.lowat
+        broker = self.broker
         while self.running:
             due = next_timer
             if delayed:
                 due = min(due, tcp.delayed_due())
             if lowat:
                 due = min(due, splice.lowat_due)
+            if broker.waiting:  # a backlog held back by a per-second quota: the next window
+                due = min(due, broker.window + 1.0)
             timeout = max(0.0, due - time.monotonic())
             # a wake-up that moved bulk data sleeps at once: polling would
             # take the CPU from the processes at both ends of the transfer
@@ -332,6 +404,8 @@ class Worker:
                 tcp.flush_delayed(now)
             if lowat and now >= splice.lowat_due:
                 splice.check_lowat(now)
+            if broker.waiting:
+                broker.pump()
             if now >= next_timer:
                 next_timer = now + TIMER_INTERVAL
                 self.timer(now)
@@ -351,7 +425,8 @@ class Worker:
         """One line of counters."""
         return (f"frames from guest: {self.frames_in}, {self.drop_summary()}, {self.udp.summary()}, "
                 f"{self.tcp.summary()}, {self.splice.summary()}, {self.udpsplice.summary()}, "
-                f"{self.waiter.summary()}")
+                f"broker requests refused over quota: {self.broker.refused}, "
+                f"replies whose fd was lost: {self.broker.lost_fds}, {self.waiter.summary()}")
 
 
 def host_addr(version: int, raw: bytes) -> str:

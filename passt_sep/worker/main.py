@@ -7,7 +7,9 @@ up it lets go of everything of the user's: stdin, stdout and stderr become
 lines go to the parent over the log channel (``log.Log.to_channel``; the
 parent writes them to stderr or the log file), and RLIMIT_FSIZE is set to
 the pcap cap (0 without --pcap: the pcap file is the one host file it
-may write; SIGXFSZ is ignored, so a write past it fails with EFBIG). Then
+may write; SIGXFSZ is ignored, so a write past it fails with EFBIG), and
+RLIMIT_NOFILE, soft and hard, is set to the fd budget its tables are
+sized from (worker/limits.py; its policy has no setrlimit afterwards). Then
 it isolates itself, before any byte from the guest exists; waits for the
 Config and its fds (tap, pcap file) on the broker socket, says it is
 ready, and runs the loop. It leaves with os._exit so nothing runs after
@@ -31,6 +33,7 @@ from sandbox.seccomp import Policy
 
 from .. import ipc
 from ..log import log
+from . import limits
 from .loop import Worker
 from .stream import StreamTap
 from .tap import Pcap, Tap
@@ -76,6 +79,7 @@ def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket
         signal.signal(signal.SIGQUIT, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         fsize = _let_go_of_the_user(log_sock, fsize)
+        limits.apply()  # the fd budget (worker/limits.py), while setrlimit is still allowed
         isolate_worker(policy, keep_fds=[0, 1, 2, sock.fileno(), log_sock.fileno()])
         data, fds = recv_fds(sock, ipc.START_MAX, ipc.MAX_START_FDS)
         if not data:

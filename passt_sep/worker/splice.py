@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from .. import ipc
 from ..log import DEBUG, log
-from .limits import NOFILE
+from .limits import SPLICE_FDS
 from .udpsplice import loopback_family
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ ACCEPT_BUDGET = 64
 # is not watched until the next timer pass, or the loop would spin on it
 _ACCEPT_PAUSE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 FDS_PER_CONN = 6
-FD_RESERVE = 128
 MAX_CONNS_CAP = 16384
 CONNECT_TIMEOUT = 10.0  # the broker's socket did not connect: reset the accepted one
 # Bulk transfers: once one wake-up moved a tenth of the pipe, the source
@@ -129,7 +128,7 @@ class Splicer:
         self.enabled = w.cfg.opts.mode == "pasta"
         self.listeners: dict[int, Listener] = {}
         self.conns: set[SpliceConn] = set()
-        self.max_conns = max_conns or max(8, min(MAX_CONNS_CAP, (NOFILE - FD_RESERVE) // FDS_PER_CONN))
+        self.max_conns = max_conns or max(8, min(MAX_CONNS_CAP, SPLICE_FDS // FDS_PER_CONN))
         self.pipes: list[tuple[int, int, int]] = []
         self.stats = {"spliced": 0, "refused": 0, "full": 0, "resets": 0, "to_ns": 0, "to_host": 0,
                       "dropped_ports": 0, "lowat_set": 0}

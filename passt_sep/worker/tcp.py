@@ -51,7 +51,7 @@ from ..proto import tcp as ptcp
 from ..proto.packet import Packet
 from ..proto.tcp import ACK, FIN, PSH, RST, SEQ_MASK, SYN
 from .addrmap import HostAddrs
-from .limits import NOFILE
+from .limits import TCP_FDS
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -63,7 +63,6 @@ MAX_RETRANS = 7  # then RST
 FIN_TIMEOUT = 60.0  # half-closed without progress: RST
 ACT_TIMEOUT = 7200.0  # idle: RST
 MAX_CONNS_CAP = 65536
-FD_RESERVE = 64  # fds kept free for everything else
 WS_TO_GUEST = 8  # our window scale (passt uses at most 8: 16 MiB window)
 WND_MAX = 0xFFFF << WS_TO_GUEST
 WND_MIN_HANDSHAKE = 14600
@@ -207,7 +206,7 @@ class TcpFlows:
         cfg = w.cfg
         self.conns: dict[tuple[bytes, int, bytes, int], Conn] = {}
         self.by_fd: dict[int, Conn] = {}
-        self.max_conns = max_conns or max(16, min(MAX_CONNS_CAP, NOFILE - FD_RESERVE))
+        self.max_conns = max_conns or max(16, min(MAX_CONNS_CAP, TCP_FDS))  # its share of the fd budget
         self.pending: list[Conn] = []
         # half-closes and closes left for the end of the batch (see flush)
         self.ending: list[Conn] = []

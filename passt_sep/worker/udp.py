@@ -68,15 +68,15 @@ from ..proto.packet import Packet
 from .addrmap import ANY6, LOOP6, HostAddrs
 from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SockFlow, SockFlows
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
-from .limits import NOFILE
+from .limits import UDP_FDS
 from .udpsplice import KIND_HOST, loopback_family
 
 if TYPE_CHECKING:
     from .loop import Worker
 
 # FLOW_TIMEOUT (here only guest activity counts), RETRY_AFTER, QUEUE_MAX and RECV_BUDGET:
-# worker/flowsock.py; NOFILE: worker/limits.py
-MAX_FLOWS = max(16, min(8192, NOFILE // 4))  # outbound flows, both families together
+# worker/flowsock.py; UDP_FDS: worker/limits.py (a flow's socket, and its port's at most)
+MAX_FLOWS = max(16, min(8192, UDP_FDS // 2))  # outbound flows, both families together
 MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
 
 _V4MAPPED = bytes(10) + b"\xff\xff"

@@ -41,18 +41,18 @@ from .. import ipc
 from ..log import DEBUG, log
 from .flowsock import FLOW_TIMEOUT as FLOW_TIMEOUT  # re-exported (only flowsock checks it)
 from .flowsock import RECV_BUDGET, SockFlow, SockFlows
-from .limits import NOFILE
+from .limits import UDP_SPLICE_FDS
 
 if TYPE_CHECKING:
     from .loop import Worker
 
 # FLOW_TIMEOUT (here a datagram either way counts), RETRY_AFTER, QUEUE_MAX and RECV_BUDGET:
-# worker/flowsock.py; NOFILE: worker/limits.py
+# worker/flowsock.py; UDP_SPLICE_FDS: worker/limits.py
 MAX_DGRAM = 65535
 
 KIND_NS, KIND_HOST = 0, 1  # -U (namespace sender), -u (host sender)
 
-MAX_FLOWS = max(16, min(4096, NOFILE // 16))  # each flow holds two fds
+MAX_FLOWS = max(16, min(4096, UDP_SPLICE_FDS // 2))  # each flow holds two fds
 
 
 def loopback_family(host: str) -> int | None:

@@ -225,7 +225,7 @@ def test_ns_reply_socket_only_for_loopback_senders_of_a_U_port() -> None:
     bind = LocalBind(socket.AF_INET, LOOP4, b"", True)
     b.fwd = SimpleNamespace(  # type: ignore[assignment]
         ns_udp_bind=lambda fam, p, peer: bind if p == port and fam == socket.AF_INET else None,
-        ns=SimpleNamespace(call=lambda fn: fn()))
+        ns=SimpleNamespace(call=lambda fn, *_wait: fn()))
     r = ask(b, w, ipc.OP_NS_UDP_REPLY, socket.AF_INET, port, socket.inet_aton("127.0.0.1"), 4000)
     assert isinstance(r, socket.socket) and r.getpeername() == (LOOP4, 4000) and r.getsockname() == (LOOP4, port)
     r.close()

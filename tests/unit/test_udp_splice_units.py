@@ -28,7 +28,7 @@ def _broker(allowed: set[int], **opts: object) -> Broker:
     b = Broker(config(**opts), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
     b.fwd = SimpleNamespace(  # type: ignore[assignment]
         host_udp_target_ok=lambda p: p in allowed, ns_udp_target_ok=lambda p: p in allowed,
-        ns=SimpleNamespace(call=lambda fn: fn(), post=lambda job: job()))
+        ns=SimpleNamespace(call=lambda fn, *_wait: fn(), post=lambda job: job()))
     return b
 
 
