@@ -434,8 +434,24 @@ class Parent:
             data = b""
         if data:
             self.broker.handle(data)
-        else:
+        elif self._worker_hung_up():
             unwatch(self.sock.fileno())
+        else:
+            raise ProtocolViolation("zero-length request")
+
+    def _worker_hung_up(self) -> bool:
+        """recv() gave b"": the end of the broker socket, or a zero-length message?
+
+        On SOCK_SEQPACKET both read as b"". The end comes only with the
+        worker's end closed, which shows as EPOLLHUP on ours (and stays so);
+        without it, what was read was a zero-length message. Asked only
+        when b"" is read: a one-off epoll, as the loop's may be a selector."""
+        ep = select.epoll(1)
+        try:
+            ep.register(self.sock.fileno(), select.EPOLLIN)
+            return any(ev & select.EPOLLHUP for _fd, ev in ep.poll(0))
+        finally:
+            ep.close()
 
     def supervise(self, watch_path: str | None) -> int:
         """Serve the broker until something ends the run."""
