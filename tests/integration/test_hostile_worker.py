@@ -179,12 +179,16 @@ def test_flood_without_reading_replies_is_cut_off(host: HostNS, tmp_path: Path, 
     run.assert_clean_end()
 
 
-def test_flood_reading_replies_parent_still_ends_on_sigterm(host: HostNS, tmp_path: Path) -> None:
-    """Refused requests as fast as the worker can send them, replies read (no
-    protocol violation): the parent, busy serving them, still ends on SIGTERM
-    within a second, with 0."""
-    run = start(host, tmp_path, "flood-read")
-    run.wait_line("hostile: flooding steadily")
+@pytest.mark.parametrize("scenario", ["flood-read", "flood-read-ns", "log-flood", "ignore"])
+def test_busy_parent_still_ends_on_sigterm(host: HostNS, tmp_path: Path, scenario: str) -> None:
+    """Requests as fast as the worker can send them, replies read (no protocol
+    violation): refused connects, or splice connects served through the
+    parent's namespace thread; or log lines as fast as the channel takes them;
+    or nothing at all, the broker socket never read again (so the parent's close
+    of it at the end goes unnoticed and the worker must be killed). The parent
+    still ends on SIGTERM within a second, with 0."""
+    run = start(host, tmp_path, scenario)
+    run.wait_line("hostile: flooding steadily" if scenario != "ignore" else "hostile: done ignoring")
     time.sleep(0.3)  # well into the flood
     assert run.p.poll() is None, run.stderr()
     assert run.terminate() == 0, run.stderr()

@@ -243,10 +243,10 @@ def sc_flood_fds_noread(d: Door) -> None:
     _send_flood(d, ipc.pack_request(1, ipc.OP_UDP_SOCKET, V4, 9, _a(V4, FAR4)))
 
 
-def sc_flood_read(d: Door) -> None:
-    """Refused connects in batches of 64, each batch's replies read: a worker that
-    keeps the parent as busy as it can without breaking the protocol."""
-    addr = _a(V4, "127.0.0.1")
+def _flood_read(d: Door, op: int, family: int, port: int, addr: bytes = b"") -> None:
+    """Requests in batches of 64, each batch's replies read (fds closed): a worker
+    that keeps the parent as busy as it can without breaking the protocol, for
+    up to 30 s (the test ends it sooner)."""
     batch = 64
     sent = 0
     t_end = time.monotonic() + 30.0
@@ -255,14 +255,40 @@ def sc_flood_read(d: Door) -> None:
         while sent < 10 * FLOOD and time.monotonic() < t_end:
             last = 0
             for _ in range(batch):
-                last = d.send(ipc.OP_TCP_CONNECT, V4, 9, addr)
+                last = d.send(op, family, port, addr)
             sent += batch
-            d.reply(last)
+            _status, fds = d.reply(last)
+            for fd in fds:
+                os.close(fd)
             if sent == 20 * batch:
                 say(f"flooding steadily sent={sent}")
     except (OSError, EOFError):
         os._exit(0)  # the parent went away
     say(f"done flood sent={sent}")
+
+
+def sc_flood_read(d: Door) -> None:
+    """Connects the policy refuses (EACCES, no fd)."""
+    _flood_read(d, ipc.OP_TCP_CONNECT, V4, 9, _a(V4, "127.0.0.1"))
+
+
+def sc_flood_read_ns(d: Door) -> None:
+    """Splice connects to the forwarded port: each made by (or with a socket
+    from) the parent's thread inside the guest's namespace, each reply an fd."""
+    _flood_read(d, ipc.OP_NS_LOOP_CONNECT, V4, FWD_PORT)
+
+
+def sc_log_flood(d: Door) -> None:
+    """Log records as fast as the channel takes them (dropped when it is full),
+    for up to 30 s: the parent reads a bounded number per wake-up."""
+    t_end = time.monotonic() + 30.0
+    say("flooding")
+    n = 0
+    while n < 100 * FLOOD and time.monotonic() < t_end:
+        log.err(f"hostile: log flood line {n}")
+        n += 1
+        if n == 1000:
+            say("flooding steadily")
 
 
 def sc_sendto_udp(d: Door) -> None:
@@ -333,6 +359,15 @@ def sc_flood_eperm(d: Door) -> None:
     say(f"done flood sent={sent}")
 
 
+def sc_ignore(d: Door) -> None:
+    """Say so, then spin (up to 30 s) without ever reading the broker socket: the
+    parent's close of it goes unnoticed."""
+    say("done ignoring")
+    t_end = time.monotonic() + 30.0
+    while time.monotonic() < t_end:
+        pass
+
+
 def sc_stdio(d: Door) -> None:
     """Write to fds 0, 1 and 2 (the user's terminal, if the worker still held it)."""
     wrote = []
@@ -355,6 +390,8 @@ SCENARIOS: dict[str, Callable[[Door], None]] = {
     "flood-noread": sc_flood_noread,
     "flood-fds-noread": sc_flood_fds_noread,
     "flood-read": sc_flood_read,
+    "flood-read-ns": sc_flood_read_ns,
+    "log-flood": sc_log_flood,
     "sendto-udp": sc_sendto_udp,
     "sendto-udp-lo": sc_sendto_udp_lo,
     "sendto-ping": sc_sendto_ping,
@@ -362,6 +399,7 @@ SCENARIOS: dict[str, Callable[[Door], None]] = {
     "socket": sc_socket,
     "fastopen": sc_fastopen,
     "flood-eperm": sc_flood_eperm,
+    "ignore": sc_ignore,
     "stdio": sc_stdio,
 }
 _scenario: Callable[[Door], None] = sc_refuse
