@@ -158,6 +158,19 @@ class Door:
             raise RuntimeError(f"op {op} not granted (status {status})")
         return socket.socket(family, kind, proto, fileno=fds[0])
 
+    def announced(self, magic: bytes) -> socket.socket:
+        """The socket of the next port announcement with this magic (the parent
+        sends them right after the start message); other messages dropped."""
+        while True:
+            data, fds = recv_fds(self.sock, 64, 4)
+            if not data and not fds:
+                raise EOFError("the parent closed the broker socket")
+            msg = ipc.unpack_port_msg(data)
+            if msg is not None and msg[0] == magic and len(fds) == 1:
+                return socket.socket(fileno=fds[0])
+            for fd in fds:
+                os.close(fd)
+
     def wait_for_parent(self) -> NoReturn:
         """Read (and drop) whatever comes until the parent closes the socket."""
         while True:
@@ -291,11 +304,19 @@ def sc_log_flood(d: Door) -> None:
             say("flooding steadily")
 
 
+def _clear_error(s: socket.socket) -> None:
+    """Take the ICMP port unreachable of the allowed datagram off the socket (or
+    the sendto below would fail with it before sending, were it allowed)."""
+    time.sleep(0.05)
+    s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
 def sc_sendto_udp(d: Door) -> None:
     """A UDP socket connected to the far host: send() goes there; sendto() elsewhere kills."""
     s = d.socket_for(ipc.OP_UDP_SOCKET, V4, 9, _a(V4, FAR4))
     s.send(OK_MARK)
     say(f"sent on the granted udp socket; now sendto {GW4}:{DENIED_PORT}")
+    _clear_error(s)
     s.sendto(DENIED_MARK, (GW4, DENIED_PORT))
     say("BAD: sendto returned")
 
@@ -306,6 +327,7 @@ def sc_sendto_udp_lo(d: Door) -> None:
     s = d.socket_for(ipc.OP_UDP_SOCKET, V4, LO_OK_PORT, _a(V4, GW4))
     s.send(OK_MARK)
     say(f"sent on the granted loopback udp socket; now sendto 127.0.0.1:{LO_DENIED_PORT}")
+    _clear_error(s)
     s.sendto(DENIED_MARK, ("127.0.0.1", LO_DENIED_PORT))
     say("BAD: sendto returned")
 
@@ -317,6 +339,30 @@ def sc_sendto_ping(d: Door) -> None:
     say("sent on the granted ping socket; now sendto 192.0.2.1")
     s.sendto(ECHO + DENIED_MARK, (GW4, 0))
     say("BAD: sendto returned")
+
+
+def _unconnected_then_sendto(s: socket.socket, what: str) -> None:
+    try:
+        s.send(DENIED_MARK)
+        say(f"BAD: send() without an address on the {what} went somewhere")
+    except OSError as e:
+        say(f"send() on the {what}: errno {e.errno}; now sendto {GW4}:{DENIED_PORT}")
+    dest = GW4 if s.family == V4 else f"::ffff:{GW4}"  # a dual-stack -u socket: v4-mapped
+    s.sendto(DENIED_MARK, (dest, DENIED_PORT))
+    say("BAD: sendto returned")
+
+
+def sc_sendto_u_socket(d: Door) -> None:
+    """The -u socket the parent announced (bound on the host, not connected)."""
+    _unconnected_then_sendto(d.announced(ipc.UDP_LISTENER_MAGIC), "-u socket")
+
+
+def sc_sendto_udp_port(d: Door) -> None:
+    """The receive-only socket of a guest source port (OP_UDP_PORT, not connected)."""
+    status, fds = d.ask(ipc.OP_UDP_PORT, V4, 40000)
+    if not fds:
+        raise RuntimeError(f"OP_UDP_PORT not granted (status {status})")
+    _unconnected_then_sendto(socket.socket(V4, socket.SOCK_DGRAM, 0, fileno=fds[0]), "udp port socket")
 
 
 def sc_connect(d: Door) -> None:
@@ -395,6 +441,8 @@ SCENARIOS: dict[str, Callable[[Door], None]] = {
     "sendto-udp": sc_sendto_udp,
     "sendto-udp-lo": sc_sendto_udp_lo,
     "sendto-ping": sc_sendto_ping,
+    "sendto-u-socket": sc_sendto_u_socket,
+    "sendto-udp-port": sc_sendto_udp_port,
     "connect": sc_connect,
     "socket": sc_socket,
     "fastopen": sc_fastopen,
