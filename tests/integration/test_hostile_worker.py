@@ -146,8 +146,8 @@ def test_out_of_policy_requests_are_refused(host: HostNS, tmp_path: Path) -> Non
 @pytest.mark.parametrize(("scenario", "reason"), [
     ("short", "malformed request (35 bytes)"),
     ("long", "malformed request (37 bytes)"),
-    ("big", "malformed request (256 bytes)"),
-    ("zero", "zero-length request"),  # not the end of the door: the worker's end is still open  # 64 KiB, cut to the parent's 256-byte read
+    ("big", "malformed request (256 bytes)"),  # 64 KiB, cut to the parent's 256-byte read
+    ("zero", "zero-length request"),  # not the end of the socket: the worker's end is still open
     ("unknown-op", "unknown request op 48879"),
     ("op-zero", "unknown request op 0"),
 ])
@@ -197,7 +197,11 @@ def test_busy_parent_still_ends_on_sigterm(host: HostNS, tmp_path: Path, scenari
     run.assert_clean_end()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 5: the broker logs every EPERM refusal "
+class Unbounded(Exception):
+    """The known defect the xfail below is about (any other failure fails)."""
+
+
+@pytest.mark.xfail(strict=True, raises=Unbounded, reason="issue 17 item 5: the broker logs every EPERM refusal "
                    "(log.warn in Broker._answer, no rate limit): a worker makes the parent write "
                    "one line per request; the per-op quotas are to bound this")
 def test_refusal_flood_does_not_flood_the_log(host: HostNS, tmp_path: Path) -> None:
@@ -210,7 +214,8 @@ def test_refusal_flood_does_not_flood_the_log(host: HostNS, tmp_path: Path) -> N
     run.assert_clean_end()
     lines = run.stderr().count("broker: refused request")
     assert sent > 1000, sent  # a flood it was
-    assert lines <= 200, f"{lines} log lines for {sent} refused requests"
+    if lines > 200:  # today: one line per request (about 40,000 for a second of flood)
+        raise Unbounded(f"{lines} log lines for {sent} refused requests")
 
 
 def _capture(ns: HostNS | GuestNS, ifname: str, filt: str, tmp_path: Path) -> subprocess.Popen:
