@@ -6,7 +6,7 @@ start-up message (parent to worker: the Config and the fds the worker
 starts with), every message is one fixed-layout request from the worker
 and one reply from the parent, which may carry one fd over SCM_RIGHTS.
 
-Request (worker to parent), 40 bytes::
+Request (worker to parent), 36 bytes::
 
     u32 seq     echoed in the reply, so the worker can match it
     u16 op      OP_* below

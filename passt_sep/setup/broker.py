@@ -107,6 +107,7 @@ class Broker:
         self.ns_pool: SocketPool | None = None
         self.ns_udp_pool: SocketPool | None = None
         self.after_reply: Callable[[], None] | None = None  # a pool to top up once the reply is out
+        self.refused_log: dict[int, tuple[int, int]] = {}  # op -> (second of its last warning, held back)
         self.queue: deque[tuple[bytes, list[int]]] = deque()  # waiting for room (fds: our duplicates)
         self.queued_fds = 0
         # ipc.QUOTAS: requests received per op in the current window
@@ -529,8 +530,7 @@ class Broker:
         if isinstance(result, int):
             if result == errno.EPERM:
                 self.refused += 1
-                log.warn(f"broker: refused request op {req.op} "
-                         f"({ipc.OP_NAMES.get(req.op, 'unknown')}), family {req.family}")
+                self._warn_refused(req)
             else:
                 log.debug(f"broker: {ipc.OP_NAMES.get(req.op, req.op)}: errno {result}")
             self._send(ipc.pack_reply(req.seq, result), [])
@@ -572,6 +572,20 @@ class Broker:
             raise ProtocolViolation("zero-length message")
         if worker_pid and _alive_after(worker_pid, EOS_WAIT):
             raise ProtocolViolation("zero-length message, or the worker closed its end of the broker socket")
+
+    def _warn_refused(self, req: ipc.Request) -> None:
+        """One warning per op and second at most: a worker cannot make the
+        parent write a line per request; the lines it held back are counted
+        in the next one."""
+        now = int(time.monotonic())
+        last, held = self.refused_log.get(req.op, (-1, 0))
+        if last == now:
+            self.refused_log[req.op] = (last, held + 1)
+            return
+        self.refused_log[req.op] = (now, 0)
+        more = f" ({held} more refused since the last line)" if held else ""
+        log.warn(f"broker: refused request op {req.op} "
+                 f"({ipc.OP_NAMES.get(req.op, 'unknown')}), family {req.family}{more}")
 
     def send(self, msg: bytes, fds: list[int]) -> None:
         """Send one message to the worker without ever blocking.

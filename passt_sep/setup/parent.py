@@ -57,6 +57,10 @@ if TYPE_CHECKING:
 
 CAP_NET_BIND_SERVICE = 10
 WORKER_READY_TIMEOUT = 10.0  # seconds the worker may take to isolate itself
+# seconds the worker has to leave once the broker socket is closed (the real
+# one takes milliseconds), before SIGKILL: short enough that a worker which
+# ignores the close cannot hold the parent's exit past a second after SIGTERM
+WORKER_STOP_GRACE = 0.5
 LOG_TRIM_INTERVAL = 0.25  # seconds between --log-size checks (an fstat) while busy
 SIG_NAMES = {signal.SIGSYS: "SIGSYS (seccomp policy violation)", signal.SIGKILL: "SIGKILL",
              signal.SIGSEGV: "SIGSEGV", signal.SIGTERM: "SIGTERM", signal.SIGABRT: "SIGABRT"}
@@ -414,7 +418,7 @@ class Parent:
             self.sock.close()  # the worker leaves its loop when the socket closes
         except OSError:
             pass
-        _reap_or_kill(self.worker_pid)
+        _reap_or_kill(self.worker_pid, WORKER_STOP_GRACE)
         self.worker_pid = 0
 
     # -- supervision --------------------------------------------------------

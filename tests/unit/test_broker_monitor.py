@@ -23,6 +23,7 @@ from passt_sep.config import V4, V6, Config
 from passt_sep.errors import ProtocolViolation
 from passt_sep.setup import broker as brokermod
 from passt_sep.setup.broker import Broker
+from passt_sep.setup.parent import Parent
 from sandbox.fdpass import recv_fds
 
 
@@ -43,6 +44,40 @@ def pair() -> Iterator[tuple[Broker, socket.socket]]:
     yield b, worker
     parent.close()
     worker.close()
+
+
+def _serving_parent(b: Broker) -> Parent:
+    """A Parent with only what _serve_broker uses: the broker and its socket."""
+    p = Parent.__new__(Parent)
+    p.sock, p.broker = b.sock, b
+    p.worker_pid = 0  # no worker process to ask: the record, not the process, decides
+    return p
+
+
+def test_a_zero_length_request_is_a_protocol_violation(pair: tuple[Broker, socket.socket]) -> None:
+    """On SOCK_SEQPACKET a zero-length message reads as b"" like the end of the
+    socket; with the worker's end still open it is a message, and a violation."""
+    b, worker = pair
+    worker.send(b"")
+    unwatched: list[int] = []
+    with pytest.raises(ProtocolViolation, match="zero-length"):
+        _serving_parent(b)._serve_broker(unwatched.append)
+    assert unwatched == []
+
+
+@pytest.mark.parametrize("zero_first", [False, True])
+def test_the_end_of_the_broker_socket_is_not_a_violation(pair: tuple[Broker, socket.socket],
+                                                         zero_first: bool) -> None:
+    """The worker closed its end (it is leaving): the parent stops watching the
+    socket, the worker's exit is reported by its pidfd; a zero-length message
+    just before the close reads as the end too (the worker is gone either way)."""
+    b, worker = pair
+    if zero_first:
+        worker.send(b"")
+    worker.close()
+    unwatched: list[int] = []
+    _serving_parent(b)._serve_broker(unwatched.append)
+    assert unwatched == [b.sock.fileno()]
 
 
 @pytest.mark.parametrize("data", [b"\0" * (ipc.REQ.size - 1), b"\0" * (ipc.REQ.size + 1), b"x", b"\0" * 4096])
