@@ -32,47 +32,65 @@ PCAP_SIZE_DEFAULT = 1 << 30  # passt-sep extension: the worker's RLIMIT_FSIZE as
 PCAP_SIZE_MIN = 4096
 
 
+# What a second occurrence of an option does, per option, as passt does it
+# (conf.c of 2023: the tree in the mirror is of May 2023, Debian 12 ships
+# 0.0~git20230309; both behave alike, checked option by option against
+# /usr/bin/pasta). docs/options.md lists the classes.
+REPLACE = "replace"  # the later value wins; a flag given twice counts once
+REFUSE = "refuse"    # exit 1 with passt's message, "Multiple --NAME options given" by default
+FAMILY = "family"    # once per address family; a second one of a family is refused
+ADD = "add"          # each occurrence adds: lists, port specifiers, rules
+
+
 @dataclass(frozen=True)
 class Opt:
-    """One option: names, whether it takes a value, modes accepting it."""
+    """One option: names, whether it takes a value, modes, what a repeat does."""
 
     long: str
     short: str | None = None
     arg: bool = False
     modes: tuple[str, ...] = BOTH
-    repeat: bool = False  # may be given more than once
+    again: str = REPLACE  # REPLACE, REFUSE, FAMILY or ADD
+    refusal: str | None = None  # passt's message for a refused repeat ({value}: the repeat)
+
+    def refuse(self, value: str | None, family: int | None = None) -> UsageError:
+        """The error for a repeat passt refuses: passt's words, naming the option."""
+        msg = (self.refusal or "Multiple --{name} options given").format(name=self.long, value=value)
+        if f"--{self.long}" not in msg:
+            msg += f" (--{self.long} given twice{f' for IPv{family}' if family else ''})"
+        return UsageError(msg)
 
 
 OPTIONS: tuple[Opt, ...] = (
-    Opt("debug", "d"),
-    Opt("trace"),
-    Opt("quiet", "q"),
-    Opt("foreground", "f"),
-    Opt("stderr", "e"),
-    Opt("log-file", "l", True),
-    Opt("log-size", None, True),
-    Opt("runas", None, True),
+    Opt("debug", "d", again=REFUSE),
+    Opt("trace", again=REFUSE),
+    Opt("quiet", "q", again=REFUSE),
+    Opt("foreground", "f", again=REFUSE),
+    Opt("stderr", "e", again=REFUSE),
+    Opt("log-file", "l", True, again=REFUSE),
+    Opt("log-size", None, True, again=REFUSE),
+    Opt("runas", None, True, again=REFUSE),
     Opt("help", "h"),
     Opt("version"),
-    Opt("pcap", "p", True),
-    Opt("pcap-size", None, True),
-    Opt("pid", "P", True),
-    Opt("mtu", "m", True),
-    Opt("address", "a", True, repeat=True),
+    Opt("pcap", "p", True, again=REFUSE),
+    Opt("pcap-size", None, True, again=REFUSE),  # ours; as --pcap
+    Opt("pid", "P", True, again=REFUSE),
+    Opt("mtu", "m", True, again=REFUSE),
+    Opt("address", "a", True, again=FAMILY, refusal="Invalid address: {value}"),
     Opt("netmask", "n", True),
     Opt("mac-addr", "M", True),
-    Opt("gateway", "g", True, repeat=True),
-    Opt("interface", "i", True),
-    Opt("outbound", "o", True, repeat=True),
-    Opt("outbound-if4", None, True),
-    Opt("outbound-if6", None, True),
-    Opt("dns", "D", True, repeat=True),
-    Opt("search", "S", True),
+    Opt("gateway", "g", True, again=FAMILY, refusal="Invalid gateway address: {value}"),
+    Opt("interface", "i", True, again=REFUSE, refusal="Redundant interface: {value}"),
+    Opt("outbound", "o", True, again=FAMILY, refusal="Invalid or redundant outbound address: {value}"),
+    Opt("outbound-if4", None, True, again=REFUSE, refusal="Redundant outbound interface: {value}"),
+    Opt("outbound-if6", None, True, again=REFUSE, refusal="Redundant outbound interface: {value}"),
+    Opt("dns", "D", True, again=ADD),
+    Opt("search", "S", True, again=ADD),
     Opt("no-dhcp-dns", None, False, (PASST,)),
     Opt("dhcp-dns", None, False, (PASTA,)),
     Opt("no-dhcp-search", None, False, (PASST,)),
     Opt("dhcp-search", None, False, (PASTA,)),
-    Opt("dns-forward", None, True, repeat=True),
+    Opt("dns-forward", None, True, again=FAMILY, refusal="Invalid DNS forwarding address: {value}"),
     Opt("ipv4-only", "4"),
     Opt("ipv6-only", "6"),
     Opt("no-tcp"),
@@ -83,24 +101,24 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("no-dhcpv6"),
     Opt("no-ra"),
     Opt("no-map-gw"),
-    Opt("map-host-loopback", None, True, repeat=True),
-    Opt("map-guest-addr", None, True, repeat=True),
-    Opt("socket", "s", True, (PASST,)),
-    Opt("fd", "F", True),
-    Opt("one-off", "1", False, (PASST,)),
-    Opt("tcp-ports", "t", True, repeat=True),
-    Opt("udp-ports", "u", True, repeat=True),
-    Opt("ns-ifname", "I", True, (PASTA,)),
-    Opt("tcp-ns", "T", True, (PASTA,), repeat=True),
-    Opt("udp-ns", "U", True, (PASTA,), repeat=True),
+    Opt("map-host-loopback", None, True),  # per family, the last one wins; "none" clears
+    Opt("map-guest-addr", None, True),
+    Opt("socket", "s", True, (PASST,), again=REFUSE),
+    Opt("fd", "F", True, again=REFUSE),
+    Opt("one-off", "1", False, (PASST,), again=REFUSE, refusal="Redundant --one-off option"),
+    Opt("tcp-ports", "t", True, again=ADD),
+    Opt("udp-ports", "u", True, again=ADD),
+    Opt("ns-ifname", "I", True, (PASTA,), again=REFUSE),
+    Opt("tcp-ns", "T", True, (PASTA,), again=ADD),
+    Opt("udp-ns", "U", True, (PASTA,), again=ADD),
     Opt("userns", None, True, (PASTA,)),
     Opt("netns", None, True, (PASTA,)),
     Opt("netns-only", None, False, (PASTA,)),
     Opt("no-netns-quit", None, False, (PASTA,)),
     Opt("config-net", None, False, (PASTA,)),
     Opt("ns-mac-addr", None, True, (PASTA,)),
-    Opt("egress-deny", None, True, repeat=True),
-    Opt("egress-allow", None, True, repeat=True),
+    Opt("egress-deny", None, True, again=ADD),
+    Opt("egress-allow", None, True, again=ADD),
 )
 _BY_LONG = {o.long: o for o in OPTIONS}
 _BY_SHORT = {o.short: o for o in OPTIONS if o.short}
@@ -308,19 +326,30 @@ def parse_args(mode: str, argv: list[str]) -> Options:
     o = Options(mode=mode)
     kw: dict[str, object] = {}
     seen: set[str] = set()
+    seen_family: set[tuple[str, int]] = set()
     tcp_in, udp_in, tcp_out, udp_out = PortFwd(), PortFwd(), PortFwd(), PortFwd()
     addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    dns_none = False
+    dns_none = search_none = False
+    search: list[str] = []
     egress: dict[str, list[EgressRule]] = {"egress-deny": [], "egress-allow": []}
     for opt, spelling, value in pairs:
         name = opt.long
         if mode not in opt.modes:
             raise UsageError(f"Option '{spelling}' is not supported by {mode}")
-        if name in seen and not opt.repeat and opt.arg:
-            raise UsageError(f"Multiple --{name} options given")
-        seen.add(name)
         v = value or ""
+        if opt.again == REFUSE and name in seen:
+            raise opt.refuse(value)
+        if opt.again == FAMILY:
+            try:
+                fam = (name, ipaddress.ip_address(v).version)
+            except ValueError:
+                fam = None  # the handler names the bad value
+            if fam in seen_family:
+                raise opt.refuse(value, fam[1])  # type: ignore[index]
+            if fam:
+                seen_family.add(fam)
+        seen.add(name)
         if name in ("debug", "trace", "quiet", "foreground", "stderr", "no-tcp", "no-udp",
                     "no-icmp", "no-dhcp", "no-ndp", "no-dhcpv6", "no-ra", "one-off",
                     "netns-only", "no-netns-quit", "config-net"):
@@ -344,10 +373,7 @@ def parse_args(mode: str, argv: list[str]) -> Options:
         elif name == "mtu":
             kw["mtu"] = 0 if v == "0" else _int(name, v, 68, 65535)
         elif name == "address":
-            ip = _assignable(name, v)
-            if any(a.version == ip.version for a in addrs):
-                raise UsageError(f"Multiple --address options given for IPv{ip.version}")
-            addrs.append(ip)
+            addrs.append(_assignable(name, v))
         elif name == "netmask":
             kw["prefix4"] = _netmask(v)
         elif name == "mac-addr":
@@ -357,40 +383,48 @@ def parse_args(mode: str, argv: list[str]) -> Options:
         elif name == "gateway":
             ip = _ip(name, v)
             key = f"gw{ip.version}"
-            if key in kw:
-                raise UsageError(f"Multiple --gateway options given for IPv{ip.version}")
             if ip.is_unspecified or ip.is_multicast or ip.is_loopback:
                 raise UsageError(f"Invalid address for --gateway: '{v}'")
             kw[key] = ip
         elif name == "outbound":
             ip = _ip(name, v)
-            key = f"outbound{ip.version}"
-            if key in kw:
-                raise UsageError(f"Multiple --outbound options given for IPv{ip.version}")
-            kw[key] = ip
+            kw[f"outbound{ip.version}"] = ip
         elif name in ("interface", "outbound-if4", "outbound-if6", "ns-ifname"):
             kw[{"interface": "ifname", "outbound-if4": "outbound_if4",
                 "outbound-if6": "outbound_if6", "ns-ifname": "ns_ifname"}[name]] = _ifname(name, v)
-        elif name == "dns":
+        elif name == "dns":  # as passt: each adds one; "none" alone, once
             if v == "none":
+                if dns_none:
+                    raise UsageError("Redundant DNS options (--dns none given twice)")
+                if dns:
+                    raise UsageError("Conflicting DNS options (--dns none and addresses)")
                 dns_none = True
+            elif dns_none:
+                raise UsageError("Conflicting DNS options (--dns none and addresses)")
             else:
                 dns.append(_ip(name, v))
-        elif name == "search":
-            kw["search"] = () if v == "none" else tuple(d for d in v.split() if d)
-            for d in kw["search"]:  # type: ignore[attr-defined]
+        elif name == "search":  # as passt: each adds; "none" alone, once
+            if v == "none":
+                if search_none:
+                    raise UsageError("Redundant DNS search options (--search none given twice)")
+                if search:
+                    raise UsageError("Conflicting DNS search options (--search none and domains)")
+                search_none = True
+            elif search_none:
+                raise UsageError("Conflicting DNS search options (--search none and domains)")
+            elif not v.split():
+                raise UsageError(f"Invalid search domain for --search: '{v}'")
+            for d in v.split() if v != "none" else ():
                 if len(d) > 253 or any(not 0 < len(lbl) < 64 for lbl in d.rstrip(".").split(".")):
                     raise UsageError(f"Invalid search domain for --search: '{d}'")
+                search.append(d)
         elif name in ("no-dhcp-dns", "dhcp-dns"):
             kw["dhcp_dns"] = name == "dhcp-dns"
         elif name in ("no-dhcp-search", "dhcp-search"):
             kw["dhcp_search"] = name == "dhcp-search"
         elif name == "dns-forward":
             ip = _assignable(name, v)
-            key = f"dns_forward{ip.version}"
-            if key in kw:
-                raise UsageError(f"Multiple --dns-forward options given for IPv{ip.version}")
-            kw[key] = ip
+            kw[f"dns_forward{ip.version}"] = ip
         elif name == "ipv4-only":
             kw["ipv6"] = False
         elif name == "ipv6-only":
@@ -449,12 +483,10 @@ def parse_args(mode: str, argv: list[str]) -> Options:
         kw[f"addr{ip.version}"] = ip
     kw["egress_deny"] = tuple(egress["egress-deny"])
     kw["egress_allow"] = tuple(egress["egress-allow"])
-    if dns_none:
-        if dns:
-            raise UsageError("Option --dns none conflicts with other --dns options")
-        kw["dns"] = ()
-    elif dns:
+    if dns_none or dns:
         kw["dns"] = tuple(dns)
+    if search_none or search:
+        kw["search"] = tuple(search)
     if mode == PASTA:
         # pasta sends resolvers and search list only when asked to
         kw.setdefault("dhcp_dns", False)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from passt_sep.cli import parse_args
+from passt_sep.cli import ADD, FAMILY, OPTIONS, REFUSE, REPLACE, parse_args
 from passt_sep.config import Config, build_config
 from passt_sep.errors import SetupError, UsageError
 from passt_sep.ports import PortFwd
@@ -212,3 +212,122 @@ def test_a_gateway_that_resolves_keeps_its_port_53():
     cfg = _cfg([], nameservers=(gw,))
     assert cfg.v4 is not None
     assert cfg.v4.dns == (gw,) and cfg.v4.dns_match == gw and cfg.v4.dns_host == gw
+
+
+# --- A repeated option does what passt does with it (cli.OPTIONS, "again") ---
+# The messages are the ones Debian's C pasta 0.0~git20230309 prints for the
+# same command lines (checked by hand in an empty network namespace), plus,
+# where passt's line does not name the option, the option in brackets.
+
+def test_podman_containers_conf_then_cli_later_ns_mac_wins():
+    # podman 4.7: containers.conf's pasta_options first, --net=pasta: options after
+    o = parse_args("pasta", ["--config-net", "-I", "myname", "--ns-mac-addr", "9a:dd:31:ea:92:98",
+                             "--ns-mac-addr", "aa:bb:cc:dd:ee:ff"])
+    assert o.ns_mac == bytes.fromhex("aabbccddeeff") and o.ns_ifname == "myname"
+
+
+@pytest.mark.parametrize("args, attr, want", [
+    (["-M", "02:00:00:00:00:01", "-M", "02:00:00:00:00:02"], "our_mac", bytes.fromhex("020000000002")),
+    (["-n", "24", "-n", "255.255.0.0"], "prefix4", 16),
+    (["--netns", "a", "--netns", "/b"], "netns", "/b"),
+    (["--userns", "/a", "--userns", "/b", "--netns", "/n"], "userns", "/b"),
+    (["--map-guest-addr", "192.0.2.7", "--map-guest-addr", "192.0.2.8"], "map_guest4",
+     ipaddress.IPv4Address("192.0.2.8")),
+    (["--no-tcp", "--no-tcp"], "no_tcp", True),
+    (["-4", "-4"], "ipv6", False),
+    (["--config-net", "--config-net"], "config_net", True),
+    (["--dhcp-dns", "--dhcp-dns"], "dhcp_dns", True),
+    (["--no-netns-quit", "--no-netns-quit", "--netns-only", "--netns-only"], "no_netns_quit", True),
+])
+def test_replace_class_later_value_wins(args, attr, want):
+    assert getattr(parse_args("pasta", args), attr) == want
+
+
+@pytest.mark.parametrize("mode, args, msg", [
+    ("pasta", ["-m", "1500", "-m", "1400"], "Multiple --mtu options given"),
+    ("pasta", ["-I", "a", "-I", "b"], "Multiple --ns-ifname options given"),
+    ("pasta", ["-p", "/tmp/x", "-p", "/tmp/y"], "Multiple --pcap options given"),
+    ("pasta", ["--pcap-size", "8192", "--pcap-size", "8192"], "Multiple --pcap-size options given"),
+    ("pasta", ["-P", "/tmp/x", "-P", "/tmp/y"], "Multiple --pid options given"),
+    ("pasta", ["--runas", "0", "--runas", "0"], "Multiple --runas options given"),
+    ("pasta", ["--log-size", "100000", "--log-size", "100000"], "Multiple --log-size options given"),
+    ("pasta", ["-l", "/tmp/x", "-l", "/tmp/y"], "Multiple --log-file options given"),
+    ("pasta", ["-d", "-d"], "Multiple --debug options given"),
+    ("pasta", ["-dd"], "Multiple --debug options given"),
+    ("pasta", ["--trace", "--trace"], "Multiple --trace options given"),
+    ("pasta", ["-q", "-q"], "Multiple --quiet options given"),
+    ("pasta", ["-e", "-e"], "Multiple --stderr options given"),
+    ("pasta", ["-f", "-f"], "Multiple --foreground options given"),
+    ("pasta", ["-F", "3", "-F", "4"], "Multiple --fd options given"),
+    ("passt", ["-s", "/tmp/a", "-s", "/tmp/b"], "Multiple --socket options given"),
+    ("passt", ["-1", "-1"], "Redundant --one-off option"),
+    ("pasta", ["-i", "lo", "-i", "lo"], "Redundant interface: lo (--interface given twice)"),
+    ("pasta", ["--outbound-if4", "lo", "--outbound-if4", "lo"],
+     "Redundant outbound interface: lo (--outbound-if4 given twice)"),
+    ("pasta", ["--outbound-if6", "lo", "--outbound-if6", "eth0"],
+     "Redundant outbound interface: eth0 (--outbound-if6 given twice)"),
+])
+def test_refuse_class_says_what_passt_says(mode, args, msg):
+    with pytest.raises(UsageError) as e:
+        parse_args(mode, args)
+    assert str(e.value) == msg
+
+
+@pytest.mark.parametrize("opt, first4, second4, first6, second6, msg", [
+    ("-a", "192.0.2.5", "192.0.2.6", "2001:db8::5", "2001:db8::6", "Invalid address: {v} (--address"),
+    ("-g", "192.0.2.5", "192.0.2.6", "2001:db8::5", "2001:db8::6", "Invalid gateway address: {v} (--gateway"),
+    ("-o", "192.0.2.5", "192.0.2.6", "2001:db8::5", "2001:db8::6",
+     "Invalid or redundant outbound address: {v} (--outbound"),
+    ("--dns-forward", "192.0.2.5", "192.0.2.6", "2001:db8::5", "2001:db8::6",
+     "Invalid DNS forwarding address: {v} (--dns-forward"),
+])
+def test_family_class_once_per_family(opt, first4, second4, first6, second6, msg):
+    parse_args("pasta", [opt, first4, opt, first6])  # one of each family: fine
+    for a, b, fam in ((first4, second4, 4), (first6, second6, 6)):
+        with pytest.raises(UsageError) as e:
+            parse_args("pasta", [opt, a, opt, b])
+        assert str(e.value).startswith(msg.format(v=b)) and f"for IPv{fam})" in str(e.value)
+
+
+def test_add_class_collects_every_occurrence():
+    o = parse_args("pasta", ["-D", "192.0.2.5", "-D", "2001:db8::5", "-D", "192.0.2.6",
+                             "-S", "a.example", "-S", "b.example c.example",
+                             "-t", "80", "-t", "81", "-T", "90", "-T", "91"])
+    assert [str(a) for a in o.dns] == ["192.0.2.5", "2001:db8::5", "192.0.2.6"]
+    assert o.search == ("a.example", "b.example", "c.example")
+    assert (o.tcp_in.delta(80), o.tcp_in.delta(81), o.tcp_in.delta(82)) == (80, 81, None)
+    assert (o.tcp_out.delta(90), o.tcp_out.delta(91)) == (90, 91)
+    assert parse_args("pasta", ["-D", "none", "-S", "none"]).dns == ()
+    assert parse_args("pasta", ["-S", "none"]).search == ()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["-D", "none", "-D", "none"], "Redundant DNS options (--dns none given twice)"),
+    (["-D", "none", "-D", "192.0.2.5"], "Conflicting DNS options (--dns none and addresses)"),
+    (["-D", "192.0.2.5", "-D", "none"], "Conflicting DNS options (--dns none and addresses)"),
+    (["-S", "none", "-S", "none"], "Redundant DNS search options (--search none given twice)"),
+    (["-S", "a.example", "-S", "none"], "Conflicting DNS search options (--search none and domains)"),
+    (["-S", "none", "-S", "a.example"], "Conflicting DNS search options (--search none and domains)"),
+])
+def test_add_class_none_stands_alone_as_in_passt(args, msg):
+    with pytest.raises(UsageError) as e:
+        parse_args("pasta", args)
+    assert str(e.value) == msg
+
+
+def test_every_option_has_a_repeat_class():
+    assert {o.again for o in OPTIONS} == {ADD, FAMILY, REFUSE, REPLACE}
+    for o in OPTIONS:
+        assert (o.again == FAMILY) <= o.arg  # per family needs an address value
+        assert o.refusal is None or o.again in (REFUSE, FAMILY)
+
+
+def test_podman_shape_through_the_console_entry_is_not_refused(tmp_path):
+    # the same command line through main: parsing passes, the run stops at the
+    # missing namespace, not at the option
+    r = subprocess.run([sys.executable, "-m", "passt_sep.main", "pasta", "--config-net",
+                        "--ns-mac-addr", "9a:dd:31:ea:92:98", "--ns-mac-addr", "aa:bb:cc:dd:ee:ff",
+                        "--netns", str(tmp_path / "none")],
+                       capture_output=True, text=True, timeout=30)
+    assert "Multiple" not in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and str(tmp_path / "none") in r.stderr, r.stderr
