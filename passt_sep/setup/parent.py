@@ -186,6 +186,10 @@ class Parent:
         self.fwd: Forwarder | None = None
         self.next_trim = 0.0  # --log-size: when the log file is checked next
         self.trim_fd: int | None = None  # the parent's read-write fd on the log file
+        self.watch_path: str | None = None  # pasta --netns PATH: exit when it is deleted
+        self.netns_watch: _NetnsWatch | None = None
+        self.netns_event = False
+        self.next_watch = 0.0
         self.ids = target_ids(opts.runas)  # who we run as after set-up (None: as we are)
         self.worklog: WorkerLog | None = None  # the worker's log lines (fork_worker)
 
@@ -442,14 +446,23 @@ class Parent:
             self.broker.end_of_stream(self.worker_pid)  # a zero-length record from a live worker: violation
             unwatch(self.sock.fileno())
 
-    def supervise(self, watch_path: str | None) -> int:
-        """Serve the broker until something ends the run."""
-        parentfilter.apply(self.opts.mode)  # from here on: policies/pasta-parent.policy
+    def supervise(self, watch_path: str | None = None) -> int:
+        """Serve the broker and supervise until something ends the run.
+
+        One loop for both modes: the worker, the broker socket, signals, the
+        worker's log lines and --log-size are the same; what differs is
+        what each mode adds (``watch_mode``), does between polls (``tick``)
+        and does on the way out (``end_mode``). pasta's: the spawned
+        command, the netns file, auto scans; passt's (PasstParent): the
+        qemu socket and the worker's control messages.
+        """
+        parentfilter.apply(self.opts.mode)  # from here on: policies/<mode>-parent.policy
+        self.watch_path = watch_path
         # epoll itself, not selectors: the broker's requests come once per new
         # connection and wait for this loop (a few µs less each)
         ep = select.epoll()
         try:
-            return self._supervise(ep, watch_path)
+            return self._supervise(ep)
         except ProtocolViolation as e:
             return self.violation(e)
         finally:
@@ -465,100 +478,131 @@ class Parent:
             except OSError:
                 pass
             self.worker_pid = 0
-        if self.spawned is not None:
-            _terminate(self.spawned)
+        self.end_mode()
         return 1
 
-    def _supervise(self, ep: select.epoll, watch_path: str | None) -> int:
-        what_of: dict[int, str] = {}
+    def _supervise(self, ep: select.epoll) -> int:
+        handlers: dict[int, Callable[[int], int | None]] = {}
 
-        def watch_fd(fd: int, what: str) -> None:
-            what_of[fd] = what
+        def watch(fd: int, handler: Callable[[int], int | None]) -> None:
+            handlers[fd] = handler
             ep.register(fd, select.EPOLLIN)
+
+        def unwatch(fd: int) -> None:
+            if handlers.pop(fd, None) is not None:
+                ep.unregister(fd)
 
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         got: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, lambda s, _f: got.append(s))
-        if self.spawned is not None:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command gets it
-        else:
-            signal.signal(signal.SIGINT, lambda s, _f: got.append(s))
-        wfd = os.pidfd_open(self.worker_pid)
-        watch_fd(wfd, "worker")
-        cfd = None
-        if self.spawned is not None:
-            cfd = os.pidfd_open(self.spawned.pid)
-            watch_fd(cfd, "command")
-        watch_fd(self.sock.fileno(), "broker")
-        out_watched = False  # EPOLLOUT on the broker socket while replies queue
-        watch_fd(wake_r, "signal")
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+        def woken(_ev: int) -> None:
+            try:
+                os.read(wake_r, 64)
+            except OSError:
+                pass
+
+        def broker(ev: int) -> None:
+            if ev & select.EPOLLOUT:
+                self.broker.flush()
+            if ev & ~select.EPOLLOUT:
+                self._serve_broker(unwatch)
+
+        watch(os.pidfd_open(self.worker_pid), self._worker_ended)
+        watch(self.sock.fileno(), broker)
+        watch(wake_r, woken)
         worklog = self.worklog
         if worklog is not None:
-            watch_fd(worklog.fd, "worklog")
-        watch = _NetnsWatch(watch_path) if watch_path and not self.opts.no_netns_quit else None
-        if watch is not None and watch.fd >= 0:
-            watch_fd(watch.fd, "netns")
-        fwd = self.fwd
-        next_watch = 0.0
+            def log_lines(_ev: int) -> None:
+                worklog.on_readable(unwatch)
+
+            watch(worklog.fd, log_lines)
+        self.watch_mode(watch, unwatch)
+        out_watched = False  # EPOLLOUT on the broker socket while messages queue
         while True:
-            timeout = 1.0
-            if fwd is not None and fwd.auto:
-                timeout = max(0.0, min(1.0, fwd.next_scan - time.monotonic()))
             try:
-                events = ep.poll(timeout)
+                events = ep.poll(self.poll_timeout())
             except InterruptedError:
                 events = []
-            netns_event = not events
             for fd, ev in events:
-                what = what_of.get(fd)
-                if what == "broker":
-                    if ev & select.EPOLLOUT:
-                        self.broker.flush()
-                    if ev & ~select.EPOLLOUT:
-                        self._serve_broker(ep.unregister)
-                elif what == "worklog" and worklog is not None:
-                    worklog.on_readable(ep.unregister)
-                elif what == "netns":
-                    netns_event = True
-                elif what == "signal":
-                    try:
-                        os.read(wake_r, 64)
-                    except OSError:
-                        pass
-                elif what == "command":
-                    assert self.spawned is not None
-                    _pid, status = os.waitpid(self.spawned.pid, 0)
-                    self.spawned.pid = 0
-                    return netns.exit_status(status)
-                elif what == "worker":
-                    _pid, status = os.waitpid(self.worker_pid, 0)
-                    self.worker_pid = 0
-                    if worklog is not None:
-                        worklog.drain()
-                    log.err(f"worker {describe_status(status)}, exiting")
-                    if self.spawned is not None:
-                        _terminate(self.spawned)
-                    return 1
+                handler = handlers.get(fd)
+                rc = handler(ev) if handler is not None else None
+                if rc is not None:
+                    return rc
             if got:
-                if self.spawned is not None:
-                    _terminate(self.spawned)
+                self.end_mode()
                 return 0
             now = time.monotonic()
-            if fwd is not None and fwd.due(now):
-                fwd.scan(now)
-            if bool(self.broker.queue) != out_watched and self.sock.fileno() in what_of:
+            rc = self.tick(now, quiet=not events)
+            if rc is not None:
+                return rc
+            if bool(self.broker.queue) != out_watched and self.sock.fileno() in handlers:
                 out_watched = not out_watched
                 ep.modify(self.sock.fileno(), select.EPOLLIN | (select.EPOLLOUT if out_watched else 0))
             self.trim_log(now)
-            # the netns file: on an inotify event or a quiet second, and at
-            # least once a second (not on every broker request: two calls each)
-            if watch is not None and (netns_event or now >= next_watch):
-                next_watch = now + 1.0
-                if watch.gone():
-                    log.info(f"Namespace {watch.path} is gone, exiting")
-                    return 0
+
+    def _worker_ended(self, _ev: int) -> int:
+        _pid, status = os.waitpid(self.worker_pid, 0)
+        self.worker_pid = 0
+        if self.worklog is not None:
+            self.worklog.drain()  # its last words before ours
+        log.err(f"worker {describe_status(status)}, exiting")
+        self.end_mode()
+        return 1
+
+    # -- what pasta adds to the loop (PasstParent has its own) ----------------
+    def watch_mode(self, watch: Callable[[int, Callable[[int], int | None]], None],
+                   unwatch: Callable[[int], None]) -> None:
+        """pasta: the spawned command (its end is the run's), the netns file."""
+        if self.spawned is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command gets it
+            watch(os.pidfd_open(self.spawned.pid), self._command_ended)
+        path = self.watch_path
+        self.netns_watch = _NetnsWatch(path) if path and not self.opts.no_netns_quit else None
+        self.netns_event = False
+        self.next_watch = 0.0
+        if self.netns_watch is not None and self.netns_watch.fd >= 0:
+            watch(self.netns_watch.fd, self._netns_changed)
+
+    def _command_ended(self, _ev: int) -> int:
+        assert self.spawned is not None
+        _pid, status = os.waitpid(self.spawned.pid, 0)
+        self.spawned.pid = 0
+        return netns.exit_status(status)
+
+    def _netns_changed(self, _ev: int) -> None:
+        self.netns_event = True
+
+    def poll_timeout(self) -> float:
+        """Until the next auto scan, a second at most."""
+        fwd = self.fwd
+        if fwd is not None and fwd.auto:
+            return max(0.0, min(1.0, fwd.next_scan - time.monotonic()))
+        return 1.0
+
+    def tick(self, now: float, quiet: bool) -> int | None:
+        """Between polls: auto scans, and whether the netns file is gone (0: exit)."""
+        fwd = self.fwd
+        if fwd is not None and fwd.due(now):
+            fwd.scan(now)
+        # the netns file: on an inotify event or a quiet second, and at
+        # least once a second (not on every broker request: two calls each)
+        watch = self.netns_watch
+        if watch is not None and (self.netns_event or quiet or now >= self.next_watch):
+            self.netns_event = False
+            self.next_watch = now + 1.0
+            if watch.gone():
+                log.info(f"Namespace {watch.path} is gone, exiting")
+                return 0
+        return None
+
+    def end_mode(self) -> None:
+        """The run ends (a signal, the worker): end the spawned command too."""
+        if self.spawned is not None:
+            _terminate(self.spawned)
 
 
 def _terminate(sp: netns.Spawned) -> None:

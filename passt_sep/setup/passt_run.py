@@ -37,20 +37,18 @@ from __future__ import annotations
 
 import os
 import pickle
-import selectors
-import signal
 import socket
 import struct
-import time
+from collections.abc import Callable
 
 from sandbox.fdpass import send_fds
 
 from .. import ipc
-from ..errors import ProtocolViolation, SetupError
+from ..errors import SetupError
 from ..log import log
 from ..worker.stream import CLIENT, GONE
-from . import parentfilter, passt_socket
-from .parent import Parent, _open_pcap, _open_pid, _write_pid, describe_status, import_the_rest
+from . import passt_socket
+from .parent import Parent, _open_pcap, _open_pid, _write_pid, import_the_rest
 from .privs import drop_to
 
 
@@ -71,6 +69,7 @@ class PasstParent(Parent):
         self.path = ""
         self.ctl: socket.socket | None = None
         self.client_on = False
+        self.one_off = False  # --one-off, or -F: the run ends with the first client
 
     def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
         o = self.opts
@@ -132,7 +131,8 @@ class PasstParent(Parent):
             for line in passt_socket.qemu_hint(self.path).split("\n"):
                 log.info(line)
         self.release_launcher()
-        return self.supervise_passt(one_off=o.one_off or first is not None)
+        self.one_off = o.one_off or first is not None
+        return self.supervise()
 
     def _hand_over(self, conn: socket.socket) -> None:
         """Give the connected client to the worker; we keep no copy."""
@@ -164,80 +164,43 @@ class PasstParent(Parent):
             log.info(f"accepted connection{who}")
             self._hand_over(conn)
 
-    def supervise_passt(self, one_off: bool) -> int:
-        """Serve broker and socket until something ends the run."""
-        parentfilter.apply(self.opts.mode)  # from here on: policies/passt-parent.policy
-        try:
-            return self._supervise_passt(one_off)
-        except ProtocolViolation as e:
-            return self.violation(e)
-
-    def _supervise_passt(self, one_off: bool) -> int:
+    # -- what passt adds to the supervision loop (Parent.supervise) ----------
+    def watch_mode(self, watch: Callable[[int, Callable[[int], int | None]], None],
+                   unwatch: Callable[[int], None]) -> None:
+        """passt: the worker's control messages (client gone) and the socket qemu connects to."""
         assert self.ctl is not None
-        sel = selectors.DefaultSelector()
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        got: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGINT):
-            signal.signal(sig, lambda s, _f: got.append(s))
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        wfd = os.pidfd_open(self.worker_pid)
-        sel.register(wfd, selectors.EVENT_READ, "worker")
-        sel.register(self.sock, selectors.EVENT_READ, "broker")
-        out_watched = False  # EVENT_WRITE on the broker socket while replies queue
-        sel.register(self.ctl, selectors.EVENT_READ, "ctl")
-        sel.register(wake_r, selectors.EVENT_READ, "signal")
-        worklog = self.worklog
-        if worklog is not None:
-            sel.register(worklog.fd, selectors.EVENT_READ, "worklog")
+        ctl = self.ctl
+        watch(ctl.fileno(), lambda _ev: self._ctl_message(unwatch))
         if self.listener is not None:
-            sel.register(self.listener, selectors.EVENT_READ, "accept")
-        while True:
-            for key, ev in sel.select(1.0):
-                what = key.data
-                if what == "broker":
-                    if ev & selectors.EVENT_WRITE:
-                        self.broker.flush()
-                    if ev & selectors.EVENT_READ:
-                        self._serve_broker(sel.unregister)
-                elif what == "accept":
-                    self._accept()
-                elif what == "worklog" and worklog is not None:
-                    worklog.on_readable(sel.unregister)
-                elif what == "ctl":
-                    try:
-                        data = self.ctl.recv(16)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        data = b""
-                    if data == GONE:
-                        self.client_on = False
-                        if one_off:
-                            log.info("Client closed connection, exiting")
-                            return 0
-                        log.info("Client connection closed")
-                    elif not data:
-                        sel.unregister(self.ctl)
-                elif what == "signal":
-                    try:
-                        os.read(wake_r, 64)
-                    except OSError:
-                        pass
-                elif what == "worker":
-                    _pid, status = os.waitpid(self.worker_pid, 0)
-                    self.worker_pid = 0
-                    if worklog is not None:
-                        worklog.drain()
-                    log.err(f"worker {describe_status(status)}, exiting")
-                    return 1
-            if got:
+            def accept(_ev: int) -> None:
+                self._accept()
+
+            watch(self.listener.fileno(), accept)
+
+    def _ctl_message(self, unwatch: Callable[[int], None]) -> int | None:
+        """The worker says the client is gone: exit 0 with --one-off (or -F), else wait for the next."""
+        assert self.ctl is not None
+        try:
+            data = self.ctl.recv(16)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if data == GONE:
+            self.client_on = False
+            if self.one_off:
+                log.info("Client closed connection, exiting")
                 return 0
-            if bool(self.broker.queue) != out_watched:
-                try:
-                    sel.modify(self.sock, selectors.EVENT_READ | (0 if out_watched else selectors.EVENT_WRITE),
-                               "broker")
-                    out_watched = not out_watched
-                except KeyError:  # unregistered: the worker closed its end
-                    pass
-            self.trim_log(time.monotonic())
+            log.info("Client connection closed")
+        elif not data:
+            unwatch(self.ctl.fileno())
+        return None
+
+    def poll_timeout(self) -> float:
+        return 1.0
+
+    def tick(self, now: float, quiet: bool) -> int | None:
+        return None
+
+    def end_mode(self) -> None:
+        pass
