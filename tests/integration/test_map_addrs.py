@@ -36,7 +36,7 @@ def _send(ns: HostNS | GuestNS, addr: str, port: int, *args: str) -> dict:
 def test_podman5_defaults_reach_the_hosts_own_address(host: HostNS) -> None:
     """TCP, UDP and ping to 169.254.1.2 reach the host's address; the gateway stays itself."""
     guest = host.guest()
-    p = host.pasta(guest, *PODMAN5)
+    p = host.pasta(guest, *PODMAN5, quiet=False)  # PODMAN5 has --quiet: a second -q is refused, as by passt
     try:
         sink = host.serve("tcp-sink", HOST_ADDR4)
         res = _send(guest, GUEST_MAP4, sink.port)
