@@ -13,7 +13,6 @@ refuses. Only loopback traffic of this test process is involved.
 from __future__ import annotations
 
 import errno
-import select
 import socket
 import struct
 from collections.abc import Callable
@@ -23,7 +22,8 @@ from ipaddress import IPv4Address
 from passt_sep import ipc
 from passt_sep.proto.packet import Packet, parse_frame
 from passt_sep.worker import icmp as wicmp
-from tests.unit.test_udp_flows import ADDR4, GUEST_MAC, GW4, OUR_MAC, config
+from tests.unit.test_udp_flows import ADDR4, GUEST_MAC, GW4, OUR_MAC
+from tests.unit.test_udp_flows import FakeWorker as UdpFakeWorker
 
 
 class FakeBroker:
@@ -50,35 +50,19 @@ class FakeBroker:
         cb(s.detach(), 0)
 
 
-class FakeWorker:
+class FakeWorker(UdpFakeWorker):
+    """test_udp_flows' fake loop, with this file's broker and the frames it sends kept."""
+
     def __init__(self, peer: tuple[str, int], **opts: object) -> None:
-        self.cfg = config(**opts)
-        self.broker = FakeBroker(peer)
-        self.handlers: dict[int, Callable[[int], None]] = {}
-        self.drops: dict[str, int] = {}
+        super().__init__(**opts)
+        self.broker = FakeBroker(peer)  # type: ignore[assignment]
         self.sent: list[bytes] = []
-        self.guest_mac = GUEST_MAC
-        self.clock = 1000.0
-
-    def now(self) -> float:
-        return self.clock
-
-    def add(self, fd: int, handler: Callable[[int], None], events: int = select.EPOLLIN) -> None:
-        self.handlers[fd] = handler
-
-    def remove(self, fd: int) -> None:
-        self.handlers.pop(fd, None)
-
-    def drop(self, reason: str) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def send(self, frame: bytes) -> None:
         self.sent.append(frame)
 
     def pump(self, timeout: float = 2.0) -> None:
-        ready, _, _ = select.select(list(self.handlers), [], [], timeout)
-        for fd in ready:
-            self.handlers[fd](select.EPOLLIN)
+        super().pump(timeout)
 
 
 def echo(dst: str, ident: int = 0x1234, seq: int = 1, data: bytes = b"ping") -> Packet:
