@@ -1,21 +1,40 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""--egress-deny and --egress-allow end to end, with a real pasta.
+"""--egress-deny and --egress-allow end to end, with a real pasta and a real passt.
 
 Everything runs in a HostNS: servers on its loopback (where the guest's
 gateway address leads) and on the far host (192.0.2.2 / 2001:db8::2, in
 the gateway namespace); the guest is the namespace pasta creates around a
 shell script, which reports what it could reach. A refused TCP connect must
 be refused (RST) quickly, not time out; a refused echo gets no reply; the
-refusal shows once in pasta's log whatever the number of attempts.
+refusal shows once in pasta's log whatever the number of attempts. In
+passt mode the test plays the guest itself on passt's UNIX socket, with
+hand-made frames (a TCP SYN, an ICMP echo request).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import struct
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.netenv import FAR_ADDR4, FAR_ADDR6, GW_ADDR4, GW_ADDR6, PASTA, PYTHON, HostNS
+from tests.netenv import (
+    FAR_ADDR4,
+    FAR_ADDR6,
+    GW_ADDR4,
+    GW_ADDR6,
+    HOST_ADDR4,
+    PASST,
+    PASTA,
+    PYTHON,
+    HostNS,
+    stop_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +138,101 @@ def test_bad_spec_exits_1_before_anything_starts(host: HostNS) -> None:
     r = host.run([PASTA, "--config-net", "--egress-allow", "[2001:db8::1", "--", "true"], check=False)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == ["pasta: Invalid --egress-allow rule '[2001:db8::1': missing ']'"]
+
+
+# -- passt mode: the test plays the guest on passt's UNIX socket ----------------------
+
+GUEST_MAC = bytes.fromhex("525400abcd01")
+
+
+def _csum(data: bytes) -> int:
+    """RFC 1071 checksum (independent of passt_sep)."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return 0xFFFF - s
+
+
+def _ip4_frame(proto: int, dst: str, l4: bytes) -> bytes:
+    """A length-prefixed IPv4 frame from the guest (HOST_ADDR4, as passt gives it) to dst."""
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0x4000, 64, proto, 0,
+                               socket.inet_aton(HOST_ADDR4), socket.inet_aton(dst)))
+    struct.pack_into("!H", ip, 10, _csum(bytes(ip)))
+    frame = b"\xff" * 6 + GUEST_MAC + b"\x08\x00" + bytes(ip) + l4
+    return struct.pack("!I", len(frame)) + frame
+
+
+def _syn(dst: str, sport: int, dport: int) -> bytes:
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, 1000, 0, 5 << 4, 0x02, 65535, 0, 0))
+    pseudo = socket.inet_aton(HOST_ADDR4) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
+    struct.pack_into("!H", tcp, 16, _csum(pseudo + bytes(tcp)))
+    return _ip4_frame(6, dst, bytes(tcp))
+
+
+def _echo(dst: str, ident: int) -> bytes:
+    icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"egress-passt")
+    struct.pack_into("!H", icmp, 2, _csum(bytes(icmp)))
+    return _ip4_frame(1, dst, bytes(icmp))
+
+
+def _frames(s: socket.socket, seconds: float) -> list[bytes]:
+    """Every IPv4 frame passt sends the guest within seconds (bounded by time)."""
+    out, buf = [], b""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            break
+        assert chunk, "passt closed the connection"
+        buf += chunk
+        while len(buf) >= 4 and len(buf) >= 4 + (n := struct.unpack_from("!I", buf)[0]):
+            f, buf = buf[4 : 4 + n], buf[4 + n :]
+            if f[12:14] == b"\x08\x00":
+                out.append(f)
+    return out
+
+
+def _passt_answers(host: HostNS, tmp_path: Path, port: int, *args: str) -> tuple[set[str], str]:
+    """passt (with args) and a guest on its socket that sends a TCP SYN to the
+    gateway's port and an echo request to the gateway; what came back:
+    'rst', 'synack', 'echo-reply'; and passt's stderr."""
+    os.chmod(tmp_path, 0o777)  # passt started by root runs as nobody
+    sock, err = tmp_path / "passt.socket", tmp_path / "passt.err"
+    with open(err, "w") as e:
+        p = host.popen([PASST, "-f", "-s", str(sock), *args], stderr=e)
+    try:
+        assert wait_for(sock.exists, 15), err.read_text()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(sock))
+            s.sendall(_syn(GW_ADDR4, 40001, port) + _echo(GW_ADDR4, 0x4242))
+            got = set()
+            for f in _frames(s, 1.5):
+                l4 = f[14 + (f[14] & 15) * 4 :]
+                if f[23] == 6 and struct.unpack_from("!H", l4, 2)[0] == 40001:
+                    flags = l4[13]
+                    got.add("rst" if flags & 0x04 else "synack" if flags & 0x12 == 0x12 else f"tcp{flags:#x}")
+                elif f[23] == 1 and l4[0] == 0 and struct.unpack_from("!H", l4, 4)[0] == 0x4242:
+                    got.add("echo-reply")
+    finally:
+        stop_process(p)
+    return got, err.read_text()
+
+
+def test_passt_deny_loopback_closes_the_mapped_gateway(host: HostNS, tmp_path: Path) -> None:
+    """passt mode, the guest played over the UNIX socket: with --egress-deny
+    127.0.0.0/8 a SYN to the gateway (the host's loopback, a server listening
+    there) gets an RST and an echo to the gateway no reply; without the rule
+    (the control) a SYN-ACK and an echo reply."""
+    lo = host.serve("tcp-sink", "127.0.0.1")
+    (tmp_path / "deny").mkdir()
+    (tmp_path / "allow").mkdir()
+    got, err = _passt_answers(host, tmp_path / "deny", lo.port, "--egress-deny", "127.0.0.0/8")
+    assert got == {"rst"}, (got, err)
+    assert f"egress: refused TCP to 127.0.0.1:{lo.port}: --egress-deny 127.0.0.0/8" in err, err
+    assert "egress: refused ICMP echo to 127.0.0.1: --egress-deny 127.0.0.0/8" in err, err
+    got, err = _passt_answers(host, tmp_path / "allow", lo.port)
+    assert got == {"synack", "echo-reply"}, (got, err)

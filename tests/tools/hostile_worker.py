@@ -1,19 +1,24 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The real pasta parent with a stand-in worker that behaves like an exploited one.
+"""The real pasta or passt parent with a stand-in worker that behaves like an exploited one.
 
 Usage (inside a HostNS, by tests/integration/test_hostile_worker.py)::
 
-    python hostile_worker.py SCENARIO -- PASTA-ARGS...
+    python hostile_worker.py [--passt] SCENARIO -- PASTA-OR-PASST-ARGS...
 
 Replaces ``passt_sep.worker.main.worker_main`` (``Parent.fork_worker``
 imports it from that module when it forks, so the module attribute is what
-it calls) with ``standin``, then runs ``passt_sep.main.main`` as ``pasta``.
-Nothing in the product code knows about this. The stand-in does what the
-real worker does up to the point where a guest could have taken it over:
-the same signal dispositions, the same let-go of the user's stdio and
-RLIMIT_FSIZE, the same ``isolate_worker`` call with the policy the parent
-loaded (policies/pasta.policy), the start message and its fds received the
-same way, ``b"ready"`` sent; then it runs SCENARIO.
+it calls) with ``standin``, then runs ``passt_sep.main.main`` as ``pasta``
+(or, with --passt, as ``passt``: the parent of passt mode, whose start
+message carries one end of its control socketpair where pasta's has the
+tap; the stand-in takes it and ignores it). Nothing in the product code
+knows about this. The stand-in does what the real worker does up to the
+point where a guest could have taken it over: the same signal
+dispositions, the same let-go of the user's stdio and RLIMIT_FSIZE, the
+same ``isolate_worker`` call with the policy the parent loaded
+(policies/pasta.policy or policies/passt.policy; in passt mode the parent's
+fork has already dropped the child to the target user, as for the real
+worker), the start message and its fds received the same way, ``b"ready"``
+sent; then it runs SCENARIO.
 
 It reports over the one channel it has left, the log channel to the parent
 (the parent writes each record to its stderr): ``hostile: pid N`` before
@@ -118,6 +123,11 @@ GRANT = [
     ("ping far host", ipc.OP_PING_SOCKET, V4, 0, _a(V4, FAR4), 0),
     ("ns loop connect forwarded", ipc.OP_NS_LOOP_CONNECT, V4, FWD_PORT, b"", 0),
 ]
+# passt has no namespace of the guest's: its splice op is refused there, forwarded port or not
+PASST_GRANT = [g for g in GRANT if g[1] != ipc.OP_NS_LOOP_CONNECT]
+PASST_REFUSE = REFUSE + [(f"{g[0]} (passt: no namespace)", *g[1:]) for g in GRANT
+                         if g[1] == ipc.OP_NS_LOOP_CONNECT]
+_mode = "pasta"
 
 
 class Door:
@@ -189,25 +199,35 @@ def say(msg: str) -> None:
     log.err(f"hostile: {msg}")
 
 
+def _supervised(d: Door) -> None:
+    """One request and its reply: the broker answers from the parent's supervision
+    loop only, so once this returns the parent's SIGTERM handler is in place
+    (before, during set-up, a SIGTERM ends it by the default action). Scenarios
+    after which the test sends SIGTERM call it before they say they are done."""
+    d.ask(ipc.OP_TCP_CONNECT, V4, 9, _a(V4, "127.0.0.1"))
+
+
 # -- scenarios (each gets the broker socket, after b"ready") -------------------
 def sc_refuse(d: Door) -> None:
     """Every op with out-of-policy arguments: an errno, no fd; the controls granted."""
     bad = 0
-    for name, op, fam, port, addr, arg in REFUSE:
+    refuse = PASST_REFUSE if _mode == "passt" else REFUSE
+    for name, op, fam, port, addr, arg in refuse:
         status, fds = d.ask(op, fam, port, addr, arg)
         ok = status > 0 and not fds
         bad += not ok
         say(f"check {name}: {'ok' if ok else 'BAD'} status={status} fds={len(fds)}")
         for fd in fds:
             os.close(fd)
-    for name, op, fam, port, addr, arg in GRANT:
+    for name, op, fam, port, addr, arg in (PASST_GRANT if _mode == "passt" else GRANT):
         status, fds = d.ask(op, fam, port, addr, arg)
         ok = status <= 0 and len(fds) == 1
         bad += not ok
         say(f"check {name} granted: {'ok' if ok else 'BAD'} status={status} fds={len(fds)}")
         for fd in fds:
             os.close(fd)
-    say(f"done refused={len(REFUSE)} granted={len(GRANT)} bad={bad}")
+    granted = len(PASST_GRANT if _mode == "passt" else GRANT)
+    say(f"done refused={len(refuse)} granted={granted} bad={bad}")
 
 
 def _raw(data: bytes) -> Callable[[Door], None]:
@@ -304,6 +324,7 @@ def sc_flood_read_ns(d: Door) -> None:
 def sc_log_flood(d: Door) -> None:
     """Log records as fast as the channel takes them (dropped when it is full),
     for up to 30 s: the parent reads a bounded number per wake-up."""
+    _supervised(d)
     t_end = time.monotonic() + 30.0
     say("flooding")
     n = 0
@@ -418,6 +439,7 @@ def sc_flood_eperm(d: Door) -> None:
 def sc_ignore(d: Door) -> None:
     """Say so, then spin (up to 30 s) without ever reading the broker socket: the
     parent's close of it goes unnoticed."""
+    _supervised(d)
     say("done ignoring")
     t_end = time.monotonic() + 30.0
     while time.monotonic() < t_end:
@@ -432,6 +454,7 @@ def sc_stdio(d: Door) -> None:
             wrote.append(str(os.write(fd, STDIO_MARK + b"\n")))
         except OSError as e:
             wrote.append(f"errno{e.errno}")
+    _supervised(d)
     say(f"done stdio wrote={','.join(wrote)}")
 
 
@@ -491,16 +514,19 @@ def standin(sock: socket.socket, mode: str, policy: Policy, log_sock: socket.soc
 
 
 def main() -> None:
-    """hostile_worker.py SCENARIO -- PASTA-ARGS..."""
-    global _scenario
+    """hostile_worker.py [--passt] SCENARIO -- PASTA-OR-PASST-ARGS..."""
+    global _scenario, _mode
     argv = sys.argv[1:]
+    if argv[:1] == ["--passt"]:
+        _mode = "passt"
+        argv = argv[1:]
     if len(argv) < 2 or argv[1] != "--" or argv[0] not in SCENARIOS:
-        sys.stderr.write(f"usage: hostile_worker.py {{{'|'.join(SCENARIOS)}}} -- PASTA-ARGS...\n")
+        sys.stderr.write(f"usage: hostile_worker.py [--passt] {{{'|'.join(SCENARIOS)}}} -- ARGS...\n")
         sys.exit(2)
     _scenario = SCENARIOS[argv[0]]
     struct.calcsize("=I")  # (struct and everything else used later is imported now)
     wmain.worker_main = standin  # type: ignore[assignment]
-    passt_sep.main.main(["pasta", *argv[2:]])
+    passt_sep.main.main([_mode, *argv[2:]])
 
 
 if __name__ == "__main__":
