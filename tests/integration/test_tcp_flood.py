@@ -112,24 +112,22 @@ def _tree(pid: int) -> list[int]:
 
 
 def _pss(pids: list[int]) -> int:
-    """Sum of Pss over pids, in bytes (smaps_rollup)."""
+    """Sum of Pss over pids, in bytes (smaps_rollup). A process whose Pss
+    cannot be read fails the test: a check that cannot measure never passes."""
     total = 0
     for p in pids:
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
+        with open(f"/proc/{p}/smaps_rollup") as f:  # OSError: the test fails, naming the file
+            pss = [int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:")]
+        assert len(pss) == 1 and pss[0] > 0, f"/proc/{p}/smaps_rollup: no Pss line ({pss})"
+        total += pss[0]
     return total
 
 
 def _fds(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return 0
+    """Open fds of pid; the test fails if /proc/PID/fd cannot be read."""
+    n = len(os.listdir(f"/proc/{pid}/fd"))
+    assert n > 0, f"/proc/{pid}/fd: empty"
+    return n
 
 
 def _nofile(pid: int) -> int:
@@ -137,7 +135,7 @@ def _nofile(pid: int) -> int:
         for line in f:
             if line.startswith("Max open files"):
                 return int(line.split()[3])
-    return 0
+    raise AssertionError(f"/proc/{pid}/limits: no 'Max open files' line")
 
 
 def test_syn_flood_bounded(tmp_path: Path) -> None:
