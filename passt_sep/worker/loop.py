@@ -369,6 +369,8 @@ class Worker:
 
     def run(self) -> int:
         """Serve until the parent goes away; return the exit status."""
+        if hasattr(self.tap, "on_gone"):  # pasta's tap (passt's stream reports its client itself)
+            self.tap.on_gone = self._tap_gone
         self.add(self.tap.fd, functools.partial(self.tap.readable, self.on_frame))
         self.add(self.broker.sock.fileno(), self._broker_event)
         next_timer = time.monotonic() + TIMER_INTERVAL
@@ -410,6 +412,12 @@ class Worker:
                 next_timer = now + TIMER_INTERVAL
                 self.timer(now)
         return 0
+
+    def _tap_gone(self, why: str) -> None:
+        """The guest's side is gone for good: end the loop (the parent then ends the run)."""
+        if self.running:
+            log.err(f"{why}, exiting")
+        self.running = False
 
     def _broker_event(self, ev: int) -> None:
         if not self.broker.readable() or ev & (select.EPOLLHUP | select.EPOLLERR):

@@ -10,6 +10,7 @@ are complete. Every frame in both directions goes to the pcap file, if any.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import struct
@@ -81,11 +82,18 @@ class Tap:
         self.view = memoryview(self.buf)
         self.errors = 0
         self.moved = 0  # frame bytes read and written; the loop reads and clears it
+        # called once the device is gone (deleted in the namespace, or the
+        # namespace with it): the fd then polls EPOLLERR for ever and reads
+        # EBADFD, so the loop must end instead of spinning on it
+        self.on_gone: Callable[[str], None] | None = None
 
     def readable(self, on_frame: Callable[[memoryview], None], events: int) -> None:
         """Read and dispatch frames until the tap is empty or the budget is spent."""
         if events & (select.EPOLLERR | select.EPOLLHUP):
             self.errors += 1
+            if self.on_gone is not None:
+                self.on_gone("tap device gone")
+                return
         fd, buf, view = self.fd, [self.buf], self.view
         for _ in range(READ_BUDGET):
             try:
@@ -94,6 +102,8 @@ class Tap:
                 return
             except OSError as e:
                 log.debug(f"tap read: {e.strerror}")
+                if e.errno == errno.EBADFD and self.on_gone is not None:
+                    self.on_gone("tap device gone")
                 return
             if n <= VNET_HDR_LEN:
                 continue

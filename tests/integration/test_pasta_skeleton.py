@@ -287,3 +287,24 @@ def test_unprivileged_user_gets_a_namespace_too(host):
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{HOST_ADDR4}/24" in r.stdout
     assert f"64 bytes from {GW_ADDR4}" in r.stdout and f"64 bytes from {FAR_ADDR6}" in r.stdout
+
+
+def test_deleted_tap_ends_the_run_at_once(host):
+    """`ip link del` of the namespace's interface: the tap fd polls EPOLLERR for
+    ever (it made the worker spin, nearly a CPU, until the command ended);
+    now the worker says so and leaves, and pasta exits 1 within a second."""
+    guest = host.guest()
+    p = host.pasta(guest)
+    try:
+        w = worker_of(p.pid)
+        t0 = time.monotonic()
+        guest.run(["ip", "link", "del", "eth0"])
+        rc = p.wait(10)
+        took = time.monotonic() - t0
+        err = p.stderr.read() if p.stderr else ""
+        assert rc == 1, err
+        assert took < 1.0, (took, err)
+        assert "tap device gone, exiting" in err, err
+        assert wait_for(lambda: not os.path.exists(f"/proc/{w}"), 5)
+    finally:
+        stop_process(p)
