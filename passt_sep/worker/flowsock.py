@@ -19,10 +19,11 @@ This module owns that part:
   (``FLOW_TIMEOUT``).
 
 What differs stays with the tables: the flow's key and other state, which
-request goes to the broker (``_ask``), how a socket is wrapped (``_wrap``),
-what its readiness means (``_flow_readable``), how a queued datagram goes
-out (``_send_queued``), when to ask again after a refusal, the stats dict
-(its keys and their order are the tables' summaries) and the drop reasons.
+request goes to the broker (``_ask``), what its readiness means
+(``_flow_readable``), how a queued datagram goes out (``_send_queued``),
+when to ask again after a refusal, the stats dict (its keys and their
+order are the tables' summaries) and the drop reasons. ``adopt`` wraps
+every fd the parent hands over, for the tables and the listeners alike.
 
 Imported at module level by both (which the worker's loop imports before
 the sandbox goes up: nothing here may be imported late).
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..log import log
@@ -46,6 +48,23 @@ RECV_BUDGET = 64  # datagrams read from one socket per wake-up
 SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
 
 
+
+
+def adopt(fd: int, what: str, report: Callable[[str], None] = log.debug) -> socket.socket | None:
+    """A non-blocking socket object around an fd the parent handed over.
+
+    None if that fails: the fd is closed and ``report`` says why, naming
+    ``what``. (Every table takes its sockets through here: flows, reply
+    sockets, listeners.)
+    """
+    try:
+        s = socket.socket(fileno=fd)
+        s.setblocking(False)
+    except OSError as e:
+        report(f"{what}: {e.strerror}")
+        os.close(fd)
+        return None
+    return s
 
 class SockFlow:
     """A flow's socket from the broker, and what waits for it."""
@@ -84,10 +103,6 @@ class SockFlows(Generic[F]):
     def _ask(self, flow: F) -> tuple[int, int, int, bytes, int]:
         """The broker request for flow's socket: (op, family, port, addr, arg)."""
         raise NotImplementedError
-
-    def _wrap(self, flow: F, fd: int) -> socket.socket:
-        """A socket object around the fd the broker sent."""
-        return socket.socket(fileno=fd)
 
     def _flow_readable(self, flow: F, ev: int) -> None:
         """flow's socket is readable."""
@@ -142,12 +157,8 @@ class SockFlows(Generic[F]):
             flow.failed = self.w.now() or 1e-9
             flow.queue.clear()
             return
-        try:
-            sock = self._wrap(flow, fd)
-            sock.setblocking(False)
-        except OSError as e:
-            log.debug(f"{flow}: {e.strerror}")
-            os.close(fd)
+        sock = adopt(fd, str(flow))
+        if sock is None:
             flow.failed = self.w.now() or 1e-9
             return
         flow.sock, flow.fd = sock, fd

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from .. import ipc
 from ..log import DEBUG, log
+from .flowsock import adopt
 from .limits import SPLICE_FDS
 from .udpsplice import loopback_family
 
@@ -169,12 +170,8 @@ class Splicer:
             os.close(fd)
 
     def _add(self, fd: int, port: int, target: int, kind: int) -> None:
-        try:
-            s = socket.socket(fileno=fd)
-            s.setblocking(False)
-        except OSError as e:
-            log.warn(f"TCP listener for port {port}: {e.strerror}")
-            os.close(fd)
+        s = adopt(fd, f"TCP listener for port {port}", log.warn)
+        if s is None:
             return
         ls = Listener(s, port, target, kind)
         self.listeners[ls.fd] = ls

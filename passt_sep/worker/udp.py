@@ -57,7 +57,6 @@ socket does not receive them; TFTP servers answer that way).
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -66,7 +65,7 @@ from ..log import DEBUG, log
 from ..proto import udp as pudp
 from ..proto.packet import Packet
 from .addrmap import ANY6, LOOP6, HostAddrs
-from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SockFlow, SockFlows
+from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SockFlow, SockFlows, adopt
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .limits import UDP_FDS
 from .udpsplice import KIND_HOST, loopback_family
@@ -319,12 +318,8 @@ class UdpFlows(SockFlows[Flow]):
     # -- inbound (-u) ---------------------------------------------------------
     def add_listener(self, fd: int, port: int, target: int) -> None:
         """A UDP socket bound by the parent for a -u forward."""
-        try:
-            s = socket.socket(fileno=fd)
-            s.setblocking(False)
-        except OSError as e:
-            log.warn(f"UDP forward of port {port}: {e.strerror}")
-            os.close(fd)
+        s = adopt(fd, f"UDP forward of port {port}", log.warn)
+        if s is None:
             return
         ib = Inbound(s, port, target)
         self.inbound[fd] = ib

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from .. import ipc
 from ..log import DEBUG, log
 from .flowsock import FLOW_TIMEOUT as FLOW_TIMEOUT  # re-exported (only flowsock checks it)
-from .flowsock import RECV_BUDGET, SockFlow, SockFlows
+from .flowsock import RECV_BUDGET, SockFlow, SockFlows, adopt
 from .limits import UDP_SPLICE_FDS
 
 if TYPE_CHECKING:
@@ -120,12 +120,8 @@ class UdpSplicer(SockFlows[Flow]):
         if not self.enabled:
             os.close(fd)
             return
-        try:
-            s = socket.socket(fileno=fd)
-            s.setblocking(False)
-        except OSError as e:
-            log.warn(f"UDP forward of namespace port {port}: {e.strerror}")
-            os.close(fd)
+        s = adopt(fd, f"UDP forward of namespace port {port}", log.warn)
+        if s is None:
             return
         ns = NsSocket(s, port, target)
         self.ns_socks[ns.fd] = ns
@@ -222,12 +218,8 @@ class UdpSplicer(SockFlows[Flow]):
             self.stats["refused"] += 1
             log.debug(f"{flow}: no reply socket ({os.strerror(status) if status else 'refused'})")
             return
-        try:
-            rsock = socket.socket(fileno=fd)
-            rsock.setblocking(False)
-        except OSError as e:
-            log.debug(f"{flow}: {e.strerror}")
-            os.close(fd)
+        rsock = adopt(fd, str(flow))
+        if rsock is None:
             return
         flow.rsock, flow.rfd = rsock, fd
         self.w.add(fd, lambda ev, f=flow: self._reply_readable(f))
