@@ -42,8 +42,9 @@ UDP_BIND_MIN = 1024  # guest source ports below this are not bound on the host (
 # (worker/loop.py), so only a burst of port announcements (an `auto` scan)
 # queues at all; a worker that stops reading is cut off at these bounds.
 QUEUE_MAX = 4096
-_monotonic = time.monotonic
+QUEUE_FDS_MAX = 256
 EOS_WAIT = 1.0  # seconds for an exiting worker's pidfd to turn readable after its socket closed
+_monotonic = time.monotonic
 
 
 def _alive_after(pid: int, wait: float) -> bool:
@@ -62,7 +63,6 @@ def _alive_after(pid: int, wait: float) -> bool:
     finally:
         ep.close()
         os.close(pidfd)
-QUEUE_FDS_MAX = 256
 
 
 class Broker:
@@ -207,7 +207,7 @@ class Broker:
             return target
         s, dest = target
         try:
-            self._send(ipc.pack_reply(req.seq, ipc.STATUS_PENDING), [s.fileno()])
+            self.send(ipc.pack_reply(req.seq, ipc.STATUS_PENDING), [s.fileno()])
             try:
                 rc = s.connect_ex((dest, req.port))
             except OSError as e:
@@ -216,7 +216,7 @@ class Broker:
             s.close()  # the worker's copy is the connection now
         if rc not in (0, errno.EINPROGRESS):
             log.debug(f"broker: tcp connect: errno {rc}")
-            self._send(ipc.pack_reply(req.seq, rc), [])
+            self.send(ipc.pack_reply(req.seq, rc), [])
         return None
 
     def _tcp_target(self, req: ipc.Request) -> tuple[socket.socket, str] | int:
@@ -271,25 +271,13 @@ class Broker:
         --outbound-if* apply unless the destination is the host's loopback
         (a socket bound to eth1 could not reach 127.0.0.1).
         """
-        cfg = self.cfg
-        if cfg.opts.no_udp or not self._family_ok(req.family):
+        if self.cfg.opts.no_udp or not self._family_ok(req.family):
             return errno.EPERM
         target = self.dest.resolve(PROTO_UDP, req.family, req.addr, req.port)
         if isinstance(target, int):
             return target
-        v4 = req.family == socket.AF_INET
-        s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        s = self._guest_udp_socket(req.family, req.arg, outbound=not target.loopback)
         try:
-            if not v4:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            src = None
-            if not target.loopback:
-                ifname = cfg.opts.outbound_if4 if v4 else cfg.opts.outbound_if6
-                if ifname:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-                src = cfg.opts.outbound4 if v4 else cfg.opts.outbound6
-            addr = str(src) if src is not None else ("0.0.0.0" if v4 else "::")
-            self._bind_guest_port(s, req.family, addr, req.arg)
             s.connect((target.addr, target.port))
         except OSError:
             s.close()
@@ -305,20 +293,24 @@ class Broker:
         still reaches the guest. The worker cannot send on it: it is not
         connected, and a sendto with an address kills the worker.
         """
-        cfg = self.cfg
-        if cfg.opts.no_udp or not self._family_ok(req.family):
+        if self.cfg.opts.no_udp or not self._family_ok(req.family):
             return errno.EPERM
-        v4 = req.family == socket.AF_INET
-        s = socket.socket(req.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        return self._guest_udp_socket(req.family, req.port, outbound=True)
+
+    def _guest_udp_socket(self, family: int, gport: int, outbound: bool) -> socket.socket:
+        """A UDP socket of the host netns for guest source port gport, bound
+        (``_bind_guest_port``), not connected. ``outbound``: --outbound-if*
+        and --outbound apply (not on the way to the host's loopback, which a
+        socket bound to eth1 could not reach)."""
+        s = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
-            if not v4:
+            if family == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            ifname = cfg.opts.outbound_if4 if v4 else cfg.opts.outbound_if6
+            ifname, src = self.outbound[family] if outbound else (b"", None)
             if ifname:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-            src = cfg.opts.outbound4 if v4 else cfg.opts.outbound6
-            self._bind_guest_port(s, req.family, str(src) if src is not None else ("0.0.0.0" if v4 else "::"),
-                                  req.port)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname)
+            any_addr = "0.0.0.0" if family == socket.AF_INET else "::"
+            self._bind_guest_port(s, family, src if src is not None else any_addr, gport)
         except OSError:
             s.close()
             raise
@@ -533,7 +525,7 @@ class Broker:
                 self._warn_refused(req)
             else:
                 log.debug(f"broker: {ipc.OP_NAMES.get(req.op, req.op)}: errno {result}")
-            self._send(ipc.pack_reply(req.seq, result), [])
+            self.send(ipc.pack_reply(req.seq, result), [])
             return
         status = 0
         if req.op in _CONNECT_OPS:
@@ -543,12 +535,9 @@ class Broker:
             except OSError:
                 pass
         try:
-            self._send(ipc.pack_reply(req.seq, status), [result.fileno()])
+            self.send(ipc.pack_reply(req.seq, status), [result.fileno()])
         finally:
             result.close()
-
-    def _send(self, msg: bytes, fds: list[int]) -> None:
-        self.send(msg, fds)
 
     def end_of_stream(self, worker_pid: int) -> None:
         """recv() gave b"": the worker's end closed, or a zero-length record.
@@ -576,8 +565,8 @@ class Broker:
     def _warn_refused(self, req: ipc.Request) -> None:
         """One warning per op and second at most: a worker cannot make the
         parent write a line per request; the lines it held back are counted
-        in the next one."""
-        now = int(time.monotonic())
+        in the next one. (The second is the quota's, just counted in _answer.)"""
+        now = self.quota_window
         last, held = self.refused_log.get(req.op, (-1, 0))
         if last == now:
             self.refused_log[req.op] = (last, held + 1)
