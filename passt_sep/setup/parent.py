@@ -53,7 +53,9 @@ from .worklog import WorkerLog, channel
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..config import Config
     from .autofwd import Forwarder
+    from .listeners import LocalBind
 
 CAP_NET_BIND_SERVICE = 10
 WORKER_READY_TIMEOUT = 10.0  # seconds the worker may take to isolate itself
@@ -192,6 +194,7 @@ class Parent:
         self.next_watch = 0.0
         self.ids = target_ids(opts.runas)  # who we run as after set-up (None: as we are)
         self.worklog: WorkerLog | None = None  # the worker's log lines (fork_worker)
+        self.udp_local: dict[int, list[LocalBind]] = {}  # how the host's -u sockets are bound
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
@@ -253,25 +256,12 @@ class Parent:
 
     def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
         o = self.opts
-        if self.ids is not None and o.runas is None:
-            log.warn("Don't run as root. Changing to nobody...")
+        cfg = self.configure()
         # What needs root is done while we still are: the files are opened
         # (O_NOFOLLOW), the host's forwarded ports bound (low ones too)
         pid_fd = _open_pid(o.pid_file)
         pcap_fd = _open_pcap(o.pcap)
-        from ..config import build_config
-        from .hostaddr import read_host
-        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds
-
-        host = read_host(o.ifname, o.outbound_if4, o.outbound_if6)
-        cfg = build_config(o, host)
-        for line in cfg.summary():
-            for part in line.split("\n"):
-                log.info(part)
-        listeners = bind_tcp_listeners(cfg)
-        udp_listeners = bind_udp_listeners(cfg)
-        udp_local: dict = {}  # how they are bound: the broker's reply sockets bind alike
-        note_binds(udp_local, udp_listeners)
+        listeners, udp_listeners = self.bind_host_ports(cfg)
         import_the_rest(o.mode)
 
         privileged = netns.has_cap_sys_admin()
@@ -342,10 +332,7 @@ class Parent:
             os.close(pcap_fd)
         self._wait_ready()
 
-        from .broker import Broker
-
-        self.broker = Broker(cfg, self.sock)
-        self.broker.udp_local = udp_local
+        self.start_broker(cfg)
         self.broker.fwd = self.fwd
         self.fwd.start(self.broker.send)  # first auto scan: forwards in place before the command runs
         if attach:
@@ -360,6 +347,40 @@ class Parent:
             _write_pid(pid_fd, o.pid_file, os.getpid())
             self.release_launcher()
         return self.supervise(netns_path if attach else None)
+
+    # -- what both modes' set-up shares -------------------------------------------
+    def configure(self) -> Config:
+        """Host addressing, the frozen Config and its summary in the log."""
+        o = self.opts
+        if self.ids is not None and o.runas is None:
+            log.warn("Don't run as root. Changing to nobody...")
+        from ..config import build_config
+        from .hostaddr import read_host
+
+        cfg = build_config(o, read_host(o.ifname, o.outbound_if4, o.outbound_if6))
+        for line in cfg.summary():
+            for part in line.split("\n"):
+                log.info(part)
+        return cfg
+
+    def bind_host_ports(self, cfg: Config) -> tuple[list[tuple[socket.socket, int, int]],
+                                                     list[tuple[socket.socket, int, int]]]:
+        """The host's -t listeners and -u sockets (as root: low ports too), and
+        how the -u ones are bound, kept for the broker (their senders' reply
+        sockets bind alike)."""
+        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds
+
+        listeners = bind_tcp_listeners(cfg)
+        udp_listeners = bind_udp_listeners(cfg)
+        note_binds(self.udp_local, udp_listeners)
+        return listeners, udp_listeners
+
+    def start_broker(self, cfg: Config) -> None:
+        """The broker, once the worker is ready; it knows how the -u sockets are bound."""
+        from .broker import Broker
+
+        self.broker = Broker(cfg, self.sock)
+        self.broker.udp_local = self.udp_local
 
     def keep_needed_caps(self) -> None:
         """Set-up is over: keep only the capabilities the run still needs.

@@ -73,27 +73,13 @@ class PasstParent(Parent):
 
     def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
         o = self.opts
-        if self.ids is not None and o.runas is None:
-            log.warn("Don't run as root. Changing to nobody...")
-        from ..config import build_config
-        from .hostaddr import read_host
-        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds
-
-        host = read_host(o.ifname, o.outbound_if4, o.outbound_if6)
-        cfg = build_config(o, host)
-        for line in cfg.summary():
-            for part in line.split("\n"):
-                log.info(part)
-
+        cfg = self.configure()
         first: socket.socket | None = None
         if o.fd is not None:
             first = passt_socket.inherited(o.fd)
         else:
             self.listener, self.path = passt_socket.listen(o.socket_path)
-        listeners = bind_tcp_listeners(cfg)
-        udp_listeners = bind_udp_listeners(cfg)
-        udp_local: dict = {}  # how they are bound: the broker's reply sockets bind alike
-        note_binds(udp_local, udp_listeners)
+        listeners, udp_listeners = self.bind_host_ports(cfg)
         pcap_fd = _open_pcap(o.pcap)
         pid_fd = _open_pid(o.pid_file)
 
@@ -117,10 +103,7 @@ class PasstParent(Parent):
         self._wait_ready()
         self.ctl.setblocking(False)
 
-        from .broker import Broker
-
-        self.broker = Broker(cfg, self.sock)
-        self.broker.udp_local = udp_local
+        self.start_broker(cfg)
         _write_pid(pid_fd, o.pid_file, os.getpid())
         import_the_rest(o.mode)
         drop_to(self.ids)
