@@ -39,6 +39,7 @@ from tests.netenv import (
     TOOLS,
     GuestNS,
     HostNS,
+    _alive,
     stop_process,
     wait_for,
 )
@@ -106,14 +107,6 @@ class Run:
         assert wait_for(lambda: not _alive(pid), 2), f"worker {pid} still there"
         assert "Traceback" not in self.stderr(), self.stderr()
         assert "hostile: error" not in self.stderr(), self.stderr()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def start(host: HostNS, tmp_path: Path, scenario: str, *extra: str, mode: str = "pasta") -> Run:
