@@ -162,7 +162,7 @@ class SockFlows(Generic[F]):
             flow.failed = self.w.now() or 1e-9
             return
         flow.sock, flow.fd = sock, fd
-        self.w.add(fd, lambda ev, f=flow: self._flow_readable(f, ev))
+        self.w.add(fd, lambda ev, f=flow: self._flow_readable(f, ev), reset=lambda f=flow: self.fault_flow(f))
         for item in flow.queue:
             self._send_queued(sock, flow, item)
         flow.queue.clear()
@@ -197,6 +197,11 @@ class SockFlows(Generic[F]):
             flow.sock = None
             flow.fd = -1
         flow.queue.clear()
+
+    def fault_flow(self, flow: F) -> None:
+        """A handler of flow raised (worker/faults.py): drop the flow and its socket."""
+        self.stats["faults"] = self.stats.get("faults", 0) + 1
+        self._close(flow)
 
     def _expire_flows(self, now: float) -> int:
         """Close the flows idle for longer than FLOW_TIMEOUT; how many."""

@@ -145,7 +145,7 @@ class PingFlows:
         proto = socket.IPPROTO_ICMP if flow.version == 4 else socket.IPPROTO_ICMPV6
         flow.sock = socket.socket(fam, socket.SOCK_DGRAM, proto, fileno=fd)
         flow.sock.setblocking(False)
-        self.w.add(fd, lambda ev, f=flow: self._readable(f))
+        self.w.add(fd, lambda ev, f=flow: self._readable(f), reset=lambda f=flow: self.fault_flow(f))
         for e in flow.queue:
             self._send(flow, e)
         flow.queue.clear()
@@ -185,6 +185,23 @@ class PingFlows:
             reply = icmp.Echo(flow.ident, r.seq, r.data)
             w.send(icmp.echo_reply_frame(flow.version, w.guest_mac, w.cfg.our_mac, flow.dst,
                                          flow.guest_src, reply))
+
+    def fault_name(self, p: Packet) -> str:
+        """The flow of a guest echo request, for a fault's log line."""
+        return f"icmp flow to {socket.inet_ntop(socket.AF_INET if p.version == 4 else socket.AF_INET6, p.dst)}"
+
+    def fault(self, p: Packet) -> None:
+        """A guest frame's handling raised (worker/faults.py): drop its flow."""
+        e = icmp.parse_echo(p)
+        if isinstance(e, icmp.Echo):
+            flow = self.flows.get((p.version, e.ident, bytes(p.dst)))
+            if flow is not None:
+                self.fault_flow(flow)
+
+    def fault_flow(self, flow: Flow) -> None:
+        """A handler of flow raised: drop the flow and its socket."""
+        self.stats["faults"] = self.stats.get("faults", 0) + 1
+        self._close(flow)
 
     def _close(self, flow: Flow) -> None:
         self.flows.pop((flow.version, flow.ident, flow.dst), None)

@@ -42,6 +42,7 @@ from ..proto.packet import (
 )
 from . import dhcp as dhcp_glue
 from .busypoll import BusyPoll
+from .faults import EXIT_FAULTS, FaultLimit, Faults
 from .icmp import PingFlows
 from .splice import Splicer
 from .tap import Tap
@@ -226,6 +227,10 @@ class Worker:
         self.ep = select.epoll()
         self.waiter = BusyPoll(self.ep.poll)
         self.handlers: dict[int, Callable[[int], None]] = {}
+        # per-flow fds: what resets the flow when its handler raises (worker/faults.py)
+        self.resets: dict[int, Callable[[], None]] = {}
+        self.faults = Faults()
+        self.core: set[int] = set()  # fds of no flow whose faults end the worker (run)
         self.drops: dict[str, int] = {}
         self.drops_logged = 0
         self.frames_in = 0
@@ -258,13 +263,23 @@ class Worker:
     now = staticmethod(time.monotonic)
 
     # -- fd registry --------------------------------------------------------
-    def add(self, fd: int, handler: Callable[[int], None], events: int = select.EPOLLIN) -> None:
-        """Watch fd; handler(events) runs when it is ready."""
+    def add(self, fd: int, handler: Callable[[int], None], events: int = select.EPOLLIN,
+            reset: Callable[[], None] | None = None) -> None:
+        """Watch fd; handler(events) runs when it is ready.
+
+        ``reset``: fd belongs to one flow, and reset() ends that flow should
+        handler raise (worker/faults.py). Without it (listeners, the tap, the
+        broker socket) an exception from handler is counted as a fault and
+        nothing is reset; for the tap and the broker socket it ends the worker.
+        """
         self.handlers[fd] = handler
+        if reset is not None:
+            self.resets[fd] = reset
         self.ep.register(fd, events)
 
     def remove(self, fd: int) -> None:
         """Stop watching fd (the caller closes it)."""
+        self.resets.pop(fd, None)
         if self.handlers.pop(fd, None) is not None:
             try:
                 self.ep.unregister(fd)
@@ -283,7 +298,63 @@ class Worker:
         self.tap.write(frame)
 
     def on_frame(self, frame: memoryview) -> None:
-        """Dispatch one frame from the guest."""
+        """Dispatch one frame from the guest; a fault resets the frame's flow (worker/faults.py)."""
+        try:
+            self.dispatch(frame)
+        except FaultLimit:
+            raise
+        except Exception as e:  # noqa: BLE001 - the per-flow boundary: see worker/faults.py
+            self._frame_fault(frame, e)
+
+    def _frame_fault(self, frame: memoryview, exc: Exception) -> None:
+        """A guest frame's handler raised: count, log, reset its flow (TCP, UDP, ICMP)."""
+        p = None
+        try:
+            p = parse_frame(frame)
+        except Exception:  # noqa: BLE001 - the parser itself failed: no flow to reset
+            pass
+        table = None
+        if isinstance(p, Packet) and p.version in (4, 6):
+            if p.proto == IPPROTO_TCP:
+                table = self.tcp
+            elif p.proto == IPPROTO_UDP:
+                table = self.udp
+            elif p.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+                table = self.pings
+        where = "a guest frame" if table is None else f"a guest frame of {table.fault_name(p)}"
+        self.faults.record(where, exc)
+        if table is not None:
+            try:
+                table.fault(p)
+            except FaultLimit:
+                raise
+            except Exception as e:  # noqa: BLE001
+                self.faults.reset_failed += 1
+                self.faults.record(f"the reset of {where}", e)
+
+    def _fd_fault(self, fd: int, exc: Exception) -> None:
+        """The handler of a host fd raised: count, log, reset the flow it belongs to.
+
+        The tap and the broker socket belong to no flow: their faults end
+        the worker (re-raised), as before.
+        """
+        if fd in self.core:
+            raise exc
+        reset = self.resets.get(fd)
+        self.faults.record(f"the handler of fd {fd}" + ("" if reset is not None else " (no flow)"), exc)
+        if reset is None:
+            return
+        try:
+            reset()
+        except FaultLimit:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self.faults.reset_failed += 1
+            self.remove(fd)  # at least stop its events; the fd stays with its flow
+            self.faults.record(f"the reset of fd {fd}'s flow", e)
+
+    def dispatch(self, frame: memoryview) -> None:
+        """Dispatch one frame from the guest (unguarded: on_frame is the guard)."""
         self.frames_in += 1
         p = parse_frame(frame)
         if isinstance(p, str):
@@ -368,11 +439,22 @@ class Worker:
             self.send(ndp.router_advert(self.ra_params, ndp.ALL_NODES, ndp.ALL_NODES_MAC))
 
     def run(self) -> int:
-        """Serve until the parent goes away; return the exit status."""
+        """Serve until the parent goes away; return the exit status.
+
+        EXIT_FAULTS when too many flow handlers raised (worker/faults.py).
+        """
+        try:
+            return self._run()
+        except FaultLimit as e:
+            log.err(f"too many faults in flow handlers: {e}; worker exiting (fail closed)")
+            return EXIT_FAULTS
+
+    def _run(self) -> int:
         if hasattr(self.tap, "on_gone"):  # pasta's tap (passt's stream reports its client itself)
             self.tap.on_gone = self._tap_gone
         self.add(self.tap.fd, functools.partial(self.tap.readable, self.on_frame))
         self.add(self.broker.sock.fileno(), self._broker_event)
+        self.core = {self.tap.fd, self.broker.sock.fileno()}
         next_timer = time.monotonic() + TIMER_INTERVAL
         wait = self.waiter.wait
         tap = self.tap
@@ -398,7 +480,12 @@ class Worker:
             for fd, ev in wait(timeout, EPOLL_EVENTS, bulk):
                 h = handlers.get(fd)
                 if h is not None:
-                    h(ev)
+                    try:
+                        h(ev)
+                    except FaultLimit:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - the per-flow boundary (worker/faults.py)
+                        self._fd_fault(fd, e)
             if tcp.pending or tcp.ending:
                 tcp.flush()
             now = time.monotonic()
@@ -434,7 +521,8 @@ class Worker:
         return (f"frames from guest: {self.frames_in}, {self.drop_summary()}, {self.udp.summary()}, "
                 f"{self.tcp.summary()}, {self.splice.summary()}, {self.udpsplice.summary()}, "
                 f"broker requests refused over quota: {self.broker.refused}, "
-                f"replies whose fd was lost: {self.broker.lost_fds}, {self.waiter.summary()}")
+                f"replies whose fd was lost: {self.broker.lost_fds}, {self.faults.summary()}, "
+                f"{self.waiter.summary()}")
 
 
 def host_addr(version: int, raw: bytes) -> str:

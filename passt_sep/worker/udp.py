@@ -81,6 +81,14 @@ MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
 _V4MAPPED = bytes(10) + b"\xff\xff"
 
 
+def _show(version: int, raw: bytes) -> str:
+    """Text form of a packed address (hex if it is none)."""
+    try:
+        return socket.inet_ntop(socket.AF_INET if version == 4 else socket.AF_INET6, raw)
+    except (OSError, ValueError):
+        return raw.hex()
+
+
 def _bad_destination(version: int, raw: bytes) -> str | None:
     """Why a guest may not send to raw, or None."""
     if version == 4:
@@ -262,6 +270,22 @@ class UdpFlows(SockFlows[Flow]):
         except OSError as e:  # EAGAIN included: a datagram lost, as on any full queue
             self._send_error(e, flow)
         return None
+
+    def fault_name(self, p: Packet) -> str:
+        """The flow of a guest datagram, for a fault's log line."""
+        d = pudp.parse_datagram(p)
+        if isinstance(d, str):
+            return "udp (malformed)"
+        return f"udp flow :{d.sport} -> {_show(p.version, bytes(p.dst))}:{d.dport}"
+
+    def fault(self, p: Packet) -> None:
+        """A guest datagram's handling raised (worker/faults.py): drop its flow."""
+        d = pudp.parse_datagram(p)
+        if isinstance(d, str):
+            return
+        flow = self.flows.get((p.version, d.sport, bytes(p.dst), d.dport))
+        if flow is not None:
+            self.fault_flow(flow)
 
     # -- the flow's socket (worker/flowsock.py does the rest) -------------------------
     def _ask(self, flow: Flow) -> tuple[int, int, int, bytes, int]:

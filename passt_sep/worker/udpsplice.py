@@ -222,7 +222,7 @@ class UdpSplicer(SockFlows[Flow]):
         if rsock is None:
             return
         flow.rsock, flow.rfd = rsock, fd
-        self.w.add(fd, lambda ev, f=flow: self._reply_readable(f))
+        self.w.add(fd, lambda ev, f=flow: self._reply_readable(f), reset=lambda f=flow: self.fault_flow(f))
 
     def _reply_readable(self, flow: Flow) -> None:
         """The sender's next datagrams, which the kernel now gives its reply socket."""

@@ -127,7 +127,8 @@ class FakeWorker:
     def now(self) -> float:
         return self.clock
 
-    def add(self, fd: int, handler: Callable[[int], None], events: int = select.EPOLLIN) -> None:
+    def add(self, fd: int, handler: Callable[[int], None], events: int = select.EPOLLIN,
+            reset: Callable[[], None] | None = None) -> None:
         self.handlers[fd] = handler
 
     def remove(self, fd: int) -> None:
