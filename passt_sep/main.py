@@ -10,10 +10,11 @@ exit status 1; no traceback reaches a user.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
-from .cli import PASST, PASTA, parse_args, usage, version_text
-from .errors import SetupError, UsageError
+from .cli import PASST, PASTA, Options, parse_args, usage, version_text
+from .errors import SETUP_SIGNALS, Interrupted, SetupError, UsageError, interrupt_setup
 
 
 def _mode(argv: list[str]) -> tuple[str, list[str]] | None:
@@ -32,6 +33,8 @@ def _daemonize() -> int | None:
     r, w = os.pipe()
     pid = os.fork()
     if pid:
+        for sig in SETUP_SIGNALS:  # the launcher: the default actions, as before
+            signal.signal(sig, signal.SIG_DFL)
         os.close(w)
         ok = os.read(r, 1)
         os._exit(0 if ok == b"0" else 1)
@@ -53,6 +56,16 @@ def run(mode: str, args: list[str]) -> int:
     if opts.action == "version":
         sys.stdout.write(version_text(mode))
         return 0
+    # SIGTERM, SIGQUIT, SIGHUP, SIGINT from here on: clean up, exit 0 (docs/faults.md)
+    interrupt_setup()
+    try:
+        return _run(mode, opts)
+    except Interrupted as e:
+        sys.stderr.write(f"{mode}: {signal.Signals(e.sig).name} during set-up, exiting\n")
+        return 0
+
+
+def _run(mode: str, opts: Options) -> int:
     from .setup.parent import Parent
 
     if mode == PASST:

@@ -79,9 +79,12 @@ class PasstParent(Parent):
             first = passt_socket.inherited(o.fd)
         else:
             self.listener, self.path = passt_socket.listen(o.socket_path)
+            self.setup_files.append(self.path)
         listeners, udp_listeners = self.bind_host_ports(cfg)
         pcap_fd = _open_pcap(o.pcap)
         pid_fd = _open_pid(o.pid_file)
+        if pid_fd is not None and o.pid_file:
+            self.setup_files.append(o.pid_file)
 
         self.ctl, wctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = [wctl.fileno()] + ([pcap_fd] if pcap_fd is not None else [])
@@ -115,6 +118,7 @@ class PasstParent(Parent):
                 log.info(line)
         self.release_launcher()
         self.one_off = o.one_off or first is not None
+        self.setup_files.clear()
         return self.supervise()
 
     def _hand_over(self, conn: socket.socket) -> None:

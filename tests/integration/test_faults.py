@@ -1,0 +1,506 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Faults, each with its documented exit status and nothing left behind (docs/faults.md).
+
+pasta attached to a GuestNS (``--netns``) inside a HostNS, or passt on a
+socket in a temporary directory. After each fault the test reads back
+that nothing stayed: no process of the run (/proc), no tap in the guest
+(``ip link``), no forwarded port still bound (/proc/net/tcp of the
+HostNS), and the files as documented (PID file, socket file).
+
+The fault isolation test (worker/faults.py) puts a bug into a real flow's
+handler with no hook in the product: the command runs with PYTHONPATH
+pointing at a ``sitecustomize`` that the interpreter loads at start-up,
+which wraps ``TcpFlows._established`` to raise for one port. The worker is
+forked from the parent, so it carries the wrapped method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.netenv import (
+    GW_ADDR4,
+    PASST,
+    PASTA,
+    PYTHON,
+    GuestNS,
+    HostNS,
+    cpu_seconds,
+    proc_children,
+    proc_status,
+    stop_process,
+    wait_for,
+    worker_of,
+)
+
+pytestmark = pytest.mark.integration
+
+MIB = 1 << 20
+FWD = 10180  # -t FWD: a port the run binds in the HostNS, gone after it
+
+HELPER = textwrap.dedent('''
+    """Fault helper: servers print READY <port>; clients print one JSON line."""
+    import hashlib, json, random, socket, struct, sys, threading, time
+
+    def data(n, seed):
+        return random.Random(seed).randbytes(n)
+
+    def listen(port):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen(1024)
+        print("READY", s.getsockname()[1], flush=True)
+        return s
+
+    def serve_reset(port, n, seed, cut):
+        """Per connection: send the first `cut` of n seeded bytes, then RST."""
+        payload = data(n, seed)
+        s = listen(port)
+        while True:
+            c, _ = s.accept()
+            c.sendall(payload[:cut])
+            time.sleep(0.3)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+
+    def hold(port):
+        """Accept and keep every connection; echo what comes (threads)."""
+        s = listen(port)
+        def echo(c):
+            while d := c.recv(65536):
+                c.sendall(d)
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=echo, args=(c,), daemon=True).start()
+
+    def fetch(addr, port):
+        """Read to EOF or error: sha256 of what came, how much, the error."""
+        h, n, err = hashlib.sha256(), 0, None
+        try:
+            with socket.create_connection((addr, port), timeout=20) as c:
+                while d := c.recv(1 << 16):
+                    h.update(d)
+                    n += len(d)
+        except OSError as e:
+            err = type(e).__name__
+        print(json.dumps({"sha": h.hexdigest(), "bytes": n, "error": err}), flush=True)
+
+    def many(addr, port, count, keep_bytes):
+        """Open `count` connections and keep them; then echo `keep_bytes` seeded
+        bytes over the first one and check them (sha256)."""
+        conns, refused = [], {}
+        for _ in range(count):
+            try:
+                c = socket.create_connection((addr, port), timeout=5)
+                c.sendall(b"x")
+                c.settimeout(5)
+                if c.recv(1) != b"x":
+                    raise OSError("no echo")
+                conns.append(c)
+            except OSError as e:
+                refused[type(e).__name__] = refused.get(type(e).__name__, 0) + 1
+        payload = data(keep_bytes, 7)
+        first = conns[0]
+        threading.Thread(target=first.sendall, args=(payload,), daemon=True).start()
+        got = bytearray()
+        first.settimeout(20)
+        while len(got) < keep_bytes:
+            d = first.recv(1 << 16)
+            if not d:
+                break
+            got += d
+        ok = hashlib.sha256(got).hexdigest() == hashlib.sha256(payload).hexdigest()
+        print(json.dumps({"open": len(conns), "refused": refused, "first_ok": ok}), flush=True)
+
+    def burst(addr, port, count):
+        """`count` connections that each send a little: how each ended."""
+        out = {}
+        for _ in range(count):
+            try:
+                with socket.create_connection((addr, port), timeout=5) as c:
+                    c.sendall(b"trigger")
+                    c.settimeout(5)
+                    c.recv(100)
+                    r = "eof"
+            except OSError as e:
+                r = type(e).__name__
+            out[r] = out.get(r, 0) + 1
+        print(json.dumps(out), flush=True)
+
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "serve_reset":
+        serve_reset(*map(int, args))
+    elif cmd == "hold":
+        hold(int(args[0]))
+    elif cmd == "fetch":
+        fetch(args[0], int(args[1]))
+    elif cmd == "many":
+        many(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif cmd == "burst":
+        burst(args[0], int(args[1]), int(args[2]))
+''')
+
+# A bug put into the product from outside it (module doc): TCP segments with
+# data toward PASST_SEP_TEST_FAULT_PORT make the tap path's handler raise.
+INJECT = textwrap.dedent('''
+    import os
+    _port = int(os.environ.get("PASST_SEP_TEST_FAULT_PORT") or 0)
+    if _port:
+        from passt_sep.worker import tcp as _tcp
+        _real = _tcp.TcpFlows._established
+
+        def _established(self, c, p, seg):
+            if c.key[3] == _port and seg.dlen:
+                raise RuntimeError("injected by the test")
+            return _real(self, c, p, seg)
+
+        _tcp.TcpFlows._established = _established
+''')
+
+
+@pytest.fixture
+def helper(tmp_path: Path) -> str:
+    path = tmp_path / "faults_helper.py"
+    path.write_text(HELPER)
+    return str(path)
+
+
+@pytest.fixture
+def host() -> Iterator[HostNS]:
+    with HostNS() as h:
+        yield h
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start(host: HostNS, helper: str, *args: str) -> tuple[subprocess.Popen, int]:
+    """A helper server in the HostNS; (process, port) once it listens."""
+    p = host.popen([PYTHON, helper, *args], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.startswith("READY"), line
+    return p, int(line.split()[1])
+
+
+def _json(r: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    try:
+        out: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise AssertionError(f"no result: {r.stdout!r} {r.stderr!r}") from None
+    return out
+
+
+def _fwd_bound(host: HostNS) -> bool:
+    """Whether the HostNS has a socket listening on FWD (the run's -t port)."""
+    text = host.run("cat /proc/net/tcp /proc/net/tcp6").stdout
+    return f":{FWD:04X} " in text
+
+
+def _tap_exists(guest: GuestNS) -> bool:
+    return guest.run("ip link show eth0", check=False).returncode == 0
+
+
+def _nothing_left(host: HostNS, guest: GuestNS | None, pids: list[int]) -> None:
+    """No process of the run, no tap in the guest, no forwarded port (read back)."""
+    assert wait_for(lambda: not any(alive(p) for p in pids), 5), [p for p in pids if alive(p)]
+    if guest is not None:
+        assert wait_for(lambda: not _tap_exists(guest), 5), "the tap is still in the guest"
+    assert wait_for(lambda: not _fwd_bound(host), 5), "the forwarded port is still bound"
+
+
+def _pasta(host: HostNS, guest: GuestNS, *args: str, **kw: Any) -> tuple[subprocess.Popen, int]:
+    p = host.pasta(guest, "-t", str(FWD), *args, **kw)
+    assert wait_for(lambda: worker_of(p.pid), 10)
+    w = worker_of(p.pid)
+    assert _tap_exists(guest) and _fwd_bound(host)
+    return p, w
+
+
+def _sha_send(guest: GuestNS, port: int, nbytes: int) -> dict[str, Any]:
+    from tests.netenv import NETSERVE
+
+    r = guest.run([PYTHON, NETSERVE, "tcp-send", GW_ADDR4, str(port), "--bytes", str(nbytes),
+                   "--timeout", "30"], timeout=60, check=False)
+    return _json(r)
+
+
+# -- item 2: fault isolation ---------------------------------------------------------
+
+
+def _inject_env(tmp_path: Path, port: int) -> dict[str, str]:
+    d = tmp_path / "inject"
+    d.mkdir(exist_ok=True)
+    (d / "sitecustomize.py").write_text(INJECT)
+    return dict(os.environ, PYTHONPATH=str(d), PASST_SEP_TEST_FAULT_PORT=str(port))
+
+
+def test_a_faulty_flow_is_reset_and_a_concurrent_transfer_completes(host: HostNS, tmp_path: Path,
+                                                                     helper: str) -> None:
+    """The bug resets its own connection (the guest sees ECONNRESET), its
+    traceback is logged once with the count, a 20 MiB transfer running at
+    the same time arrives whole (sha256), and the run goes on."""
+    from tests.netenv import NETSERVE
+
+    good = host.serve("tcp-sink")
+    bad = host.serve("tcp-sink")
+    guest = host.guest()
+    p, w = _pasta(host, guest, env=_inject_env(tmp_path, bad.port))
+    try:
+        transfer = guest.popen([PYTHON, NETSERVE, "tcp-send", GW_ADDR4, str(good.port), "--bytes",
+                                str(20 * MIB), "--timeout", "30"], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.2)  # the transfer is under way
+        faulty = _json(guest.run([PYTHON, helper, "burst", GW_ADDR4, str(bad.port), "2"], timeout=60))
+        out, _ = transfer.communicate(timeout=60)
+        res = json.loads(out.strip().splitlines()[-1])
+        assert res["ok"], res
+        assert faulty == {"ConnectionResetError": 2}, faulty
+        assert _sha_send(guest, good.port, MIB)["ok"]  # a new connection after the faults
+        assert alive(w) and p.poll() is None
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _out, err = p.communicate(timeout=15)
+        stop_process(p)
+    assert p.returncode == 0, err
+    assert err.count("Traceback (most recent call last)") == 1, err
+    assert "fault 1 in a guest frame of tcp connection" in err, err
+    assert "fault 2 in a guest frame of tcp connection" in err and "traceback shown before" in err, err
+    assert "RuntimeError: injected by the test" in err
+    assert 'in _established' in err
+    _nothing_left(host, guest, [p.pid, w])
+
+
+def test_faults_past_the_rate_end_the_worker(host: HostNS, tmp_path: Path, helper: str) -> None:
+    """More than 10 faults in a second: the worker ends with status 3 (fail
+    closed), pasta exits 1 saying why."""
+    bad = host.serve("tcp-sink")
+    guest = host.guest()
+    p, w = _pasta(host, guest, env=_inject_env(tmp_path, bad.port))
+    try:
+        r = guest.run([PYTHON, helper, "burst", GW_ADDR4, str(bad.port), "30"], timeout=120, check=False)
+        rc = p.wait(15)
+        err = p.stderr.read() if p.stderr else ""
+    finally:
+        stop_process(p)
+    assert rc == 1, err
+    assert "too many faults in flow handlers: 11 faults in 1 s (at most 10); worker exiting" in err, err
+    assert "worker exited with status 3, exiting" in err, err
+    assert _json(r).get("ConnectionResetError", 0) >= 10, r.stdout  # the 11th fault ends the worker
+    _nothing_left(host, guest, [p.pid, w])
+
+
+# -- item 4: faults ---------------------------------------------------------------------
+
+
+def test_worker_killed(host: HostNS) -> None:
+    guest = host.guest()
+    p, w = _pasta(host, guest)
+    os.kill(w, signal.SIGKILL)
+    try:
+        rc = p.wait(10)
+        err = p.stderr.read() if p.stderr else ""
+    finally:
+        stop_process(p)
+    assert rc == 1 and "worker killed by signal SIGKILL, exiting" in err, err
+    _nothing_left(host, guest, [p.pid, w])
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["running", "worker-stopped"])
+def test_parent_killed_the_worker_dies_too(host: HostNS, stopped: bool) -> None:
+    """SIGKILL of the parent: the worker goes too. With the worker stopped
+    (SIGSTOP) first it cannot notice its broker socket close: only
+    PR_SET_PDEATHSIG (SIGKILL) ends it."""
+    guest = host.guest()
+    p, w = _pasta(host, guest)
+    if stopped:
+        os.kill(w, signal.SIGSTOP)
+        assert wait_for(lambda: proc_status(w)["State"].startswith("T"), 5)
+    os.kill(p.pid, signal.SIGKILL)
+    try:
+        assert p.wait(10) == -signal.SIGKILL
+    finally:
+        stop_process(p)
+    _nothing_left(host, guest, [p.pid, w])
+
+
+SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT]
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=[s.name for s in SIGNALS])
+def test_signal_while_running_exits_0(host: HostNS, sig: signal.Signals, tmp_path: Path) -> None:
+    guest = host.guest()
+    pidf = tmp_path / "pid"
+    p, w = _pasta(host, guest, "-P", str(pidf))
+    assert int(pidf.read_text()) == p.pid
+    p.send_signal(sig)
+    try:
+        rc = p.wait(10)
+    finally:
+        stop_process(p)
+    assert rc == 0
+    _nothing_left(host, guest, [p.pid, w])
+    assert pidf.exists()  # as passt: the PID file of a run that was set up stays
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b"?"
+
+
+def _signal_in_setup(p: subprocess.Popen, sig: int) -> int:
+    """Send sig as soon as the worker is forked (the first set-up step); the worker's pid."""
+    w = 0
+    deadline = time.monotonic() + 10
+    while not w and time.monotonic() < deadline:
+        try:
+            kids = proc_children(p.pid)
+        except OSError:
+            kids = []
+        w = next((k for k in kids if _cmdline(k) == _cmdline(p.pid)), 0)  # a fork, not ldconfig
+        if not w:
+            time.sleep(0.001)
+    assert w, "no worker was forked"
+    p.send_signal(sig)
+    return w
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=[s.name for s in SIGNALS])
+def test_signal_during_setup_pasta(host: HostNS, sig: signal.Signals, tmp_path: Path) -> None:
+    """During set-up: exit 0, saying so; no worker, no tap, no port, no PID file."""
+    guest = host.guest()
+    pidf = tmp_path / "pid"
+    p = host.popen([PASTA, "-f", "--config-net", "-t", str(FWD), "-P", str(pidf),
+                    "--netns", guest.netns_path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                   text=True)
+    w = _signal_in_setup(p, sig)
+    try:
+        rc = p.wait(15)
+        err = p.stderr.read() if p.stderr else ""
+    finally:
+        stop_process(p)
+    assert rc == 0, err
+    assert f"{sig.name} during set-up, exiting" in err, err
+    assert "Traceback" not in err
+    _nothing_left(host, guest, [p.pid, w])
+    assert not pidf.exists()
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=[s.name for s in SIGNALS])
+def test_signal_during_setup_passt(host: HostNS, sig: signal.Signals, tmp_path: Path) -> None:
+    """passt during set-up: exit 0; no worker, no socket file, no PID file."""
+    tmp_path.chmod(0o755)
+    sock, pidf = tmp_path / "s", tmp_path / "pid"
+    p = host.popen([PASST, "-f", "-s", str(sock), "-P", str(pidf), "-t", str(FWD)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    w = _signal_in_setup(p, sig)
+    try:
+        _out, err = p.communicate(timeout=15)
+        rc = p.returncode
+    finally:
+        stop_process(p)
+    assert rc == 0, err
+    assert f"{sig.name} during set-up, exiting" in err, err
+    _nothing_left(host, None, [p.pid, w])
+    assert not sock.exists() and not pidf.exists()
+
+
+def test_netns_file_deleted(host: HostNS, tmp_path: Path) -> None:
+    """As pasta: the bound namespace file goes, the run exits 0 ("Namespace ... is gone")."""
+    guest = host.guest()
+    nsfile = tmp_path / "netns"
+    nsfile.touch()
+    subprocess.run(["mount", "--bind", guest.netns_path, str(nsfile)], check=True, timeout=10)
+    try:
+        p = host.popen([PASTA, "-f", "--config-net", "-t", str(FWD), "--netns", str(nsfile)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert wait_for(lambda: _tap_exists(guest) and _fwd_bound(host), 15)
+        w = worker_of(p.pid)
+    finally:
+        subprocess.run(["umount", "-l", str(nsfile)], timeout=10)
+        nsfile.unlink()
+    try:
+        rc = p.wait(10)
+        err = p.stderr.read() if p.stderr else ""
+    finally:
+        stop_process(p)
+    assert rc == 0 and f"Namespace {nsfile} is gone, exiting" in err, err
+    _nothing_left(host, guest, [p.pid, w])
+
+
+def test_tap_deleted(host: HostNS) -> None:
+    guest = host.guest()
+    p, w = _pasta(host, guest)
+    guest.run("ip link del eth0")
+    try:
+        rc = p.wait(10)
+        err = p.stderr.read() if p.stderr else ""
+    finally:
+        stop_process(p)
+    assert rc == 1 and "tap device gone, exiting" in err, err
+    _nothing_left(host, guest, [p.pid, w])
+
+
+def test_tap_set_down_then_up(host: HostNS) -> None:
+    """Down is not gone (as pasta): the run stays, the worker does not spin
+    while the link is down, and once it is up again (the guest restores
+    its default route, which the kernel removed) transfers work."""
+    server = host.serve("tcp-sink")
+    guest = host.guest()
+    p, w = _pasta(host, guest)
+    try:
+        assert _sha_send(guest, server.port, MIB)["ok"]
+        guest.run("ip link set eth0 down")
+        c0 = cpu_seconds([w])
+        time.sleep(2.0)
+        assert cpu_seconds([w]) - c0 < 0.3, "the worker spins while the tap is down"
+        assert p.poll() is None and alive(w)
+        guest.run(f"ip link set eth0 up && ip route replace default via {GW_ADDR4}")
+        assert _sha_send(guest, server.port, 4 * MIB)["ok"]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(10)
+        stop_process(p)
+    assert rc == 0
+    _nothing_left(host, guest, [p.pid, w])
+
+
+def test_host_server_resets_mid_transfer(host: HostNS, helper: str) -> None:
+    """The guest sees the reset; what it got before is the sent prefix, byte for byte."""
+    n, cut = 8 * MIB, 3 * MIB
+    _srv, port = _start(host, helper, "serve_reset", "0", str(n), "11", str(cut))
+    guest = host.guest()
+    p, w = _pasta(host, guest)
+    try:
+        r = guest.run([PYTHON, helper, "fetch", GW_ADDR4, str(port)], timeout=60, check=False)
+        res = _json(r)
+        payload = random.Random(11).randbytes(n)
+        assert res["error"] == "ConnectionResetError", res
+        assert 0 < res["bytes"] <= cut, res
+        assert res["sha"] == hashlib.sha256(payload[:res["bytes"]]).hexdigest(), "data invented or lost"
+        assert p.poll() is None
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(10)
+        stop_process(p)
+    _nothing_left(host, guest, [p.pid, w])
