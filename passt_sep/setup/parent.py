@@ -84,7 +84,14 @@ def _open_log(opts: Options, prog: str) -> int | None:
                      | os.O_NOFOLLOW, 0o600)
     except OSError as e:
         raise SetupError(f"log file {opts.log_file}", e) from None
-    os.write(fd, f"{prog} passt-sep: {os.path.realpath('/proc/self/exe')} ({os.getpid()})\n".encode())
+    try:
+        os.write(fd, f"{prog} passt-sep: {os.path.realpath('/proc/self/exe')} ({os.getpid()})\n".encode())
+    except OSError as e:  # a full disk: the run goes on without its log lines, said once
+        log.file_errors += 1
+        try:
+            os.write(2, f"{prog}: WARNING: log file: {e.strerror}, lines are lost\n".encode())
+        except OSError:
+            pass
     return fd
 
 

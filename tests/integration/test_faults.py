@@ -504,3 +504,73 @@ def test_host_server_resets_mid_transfer(host: HostNS, helper: str) -> None:
         p.wait(10)
         stop_process(p)
     _nothing_left(host, guest, [p.pid, w])
+
+
+def _pasta_wrapped(host: HostNS, guest: GuestNS, prefix: list[str], *args: str) -> tuple[subprocess.Popen, int]:
+    """pasta attached to guest, started through ``prefix`` (which must exec it:
+    prlimit, unshare + sh -c "... exec"), once the guest is configured."""
+    p = host.popen([*prefix, PASTA, "-f", "--config-net", "-t", str(FWD), *args, "--netns", guest.netns_path]
+                   if prefix[:1] != ["unshare"] else prefix,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ok = wait_for(lambda: "192.0.2.10" in guest.run("ip -4 addr show eth0", check=False).stdout, 15)
+    if not ok:
+        p.terminate()
+        err = p.communicate(timeout=10)[1]
+        raise AssertionError(f"guest not configured: {err}")
+    assert wait_for(lambda: worker_of(p.pid), 10)
+    return p, worker_of(p.pid)
+
+
+def test_fds_exhausted_new_flows_reset_existing_go_on(host: HostNS, helper: str) -> None:
+    """A budget of 256 fds (RLIMIT_NOFILE of both processes): connections past
+    what the tables hold are refused with RST; those open go on (sha256)."""
+    _srv, port = _start(host, helper, "hold", "0")
+    guest = host.guest()
+    p, w = _pasta_wrapped(host, guest, ["prlimit", "--nofile=256:256", "--"])
+    try:
+        r = guest.run([PYTHON, helper, "many", GW_ADDR4, str(port), "80", str(4 * MIB)], timeout=120,
+                      check=False)
+        res = _json(r)
+        assert res["first_ok"], res
+        assert 0 < res["open"] < 80, res
+        assert res["refused"].get("ConnectionRefusedError", 0) >= 1, res  # RST to the SYN
+        nfds = len(os.listdir(f"/proc/{w}/fd"))  # read back: fails (no pass) if unreadable
+        assert nfds <= 256, nfds
+        assert p.poll() is None and alive(w)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(10)
+        stop_process(p)
+    assert rc == 0
+    _nothing_left(host, guest, [p.pid, w])
+
+
+@pytest.mark.parametrize("what", ["log", "pcap"])
+def test_disk_full(host: HostNS, tmp_path: Path, what: str) -> None:
+    """--log-file or --pcap on a full file system (a 64 KiB tmpfs mounted in
+    the run's own mount namespace, 63 KiB of it filled first): one warning on
+    stderr, the data path goes on (8 MiB transfers, sha256), the run ends 0."""
+    server = host.serve("tcp-sink")
+    guest = host.guest()
+    d = tmp_path / "small"
+    d.mkdir()
+    out = ["-l", str(d / "log"), "-d"] if what == "log" else ["-p", str(d / "pcap")]
+    cmd = " ".join([PASTA, "-f", "--config-net", "-t", str(FWD), *out, "--netns", guest.netns_path])
+    p, w = _pasta_wrapped(host, guest, ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                                        f"mount -t tmpfs -o size=64k none {d} && head -c 63k /dev/zero > {d}/fill && exec {cmd}"])
+    try:
+        for _ in range(2):
+            assert _sha_send(guest, server.port, 8 * MIB)["ok"]
+        assert p.poll() is None and alive(w)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _o, err = p.communicate(timeout=10)
+        stop_process(p)
+    assert p.returncode == 0, err
+    if what == "log":
+        warn = [ln for ln in err.splitlines() if "log file: No space left on device, lines are lost" in ln]
+    else:
+        warn = [ln for ln in err.splitlines() if "pcap: No space left on device, capture stopped" in ln]
+    assert len(warn) == 1, err
+    assert not os.path.exists(d / "log") and not os.path.exists(d / "pcap")  # the tmpfs was the run's own
+    _nothing_left(host, guest, [p.pid, w])
