@@ -76,6 +76,17 @@ HELPER = textwrap.dedent('''
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
 
+    def serve(port, n, seed):
+        """Per connection: send n seeded bytes, then close."""
+        payload = data(n, seed)
+        s = listen(port)
+        def send(c):
+            with c:
+                c.sendall(payload)
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=send, args=(c,), daemon=True).start()
+
     def hold(port):
         """Accept and keep every connection; echo what comes (threads)."""
         s = listen(port)
@@ -141,7 +152,9 @@ HELPER = textwrap.dedent('''
         print(json.dumps(out), flush=True)
 
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "serve_reset":
+    if cmd == "serve":
+        serve(*map(int, args))
+    elif cmd == "serve_reset":
         serve_reset(*map(int, args))
     elif cmd == "hold":
         hold(int(args[0]))
@@ -574,3 +587,51 @@ def test_disk_full(host: HostNS, tmp_path: Path, what: str) -> None:
     assert len(warn) == 1, err
     assert not os.path.exists(d / "log") and not os.path.exists(d / "pcap")  # the tmpfs was the run's own
     _nothing_left(host, guest, [p.pid, w])
+
+
+def test_passt_client_reconnects_mid_transfer(host: HostNS, tmp_path: Path) -> None:
+    """qemu with reconnect=: the client goes mid-transfer and comes back; passt
+    (without --one-off) takes the new connection, its flows were kept, and the
+    transfer running across the gap arrives whole (sha256) in both directions."""
+    from tests.netenv import NETSERVE, TOOLS
+
+    tmp_path.chmod(0o755)
+    sock = tmp_path / "s"
+    p = host.popen([PASST, "-f", "-s", str(sock), "-t", str(FWD)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: sock.exists() and worker_of(p.pid), 15)
+    w = worker_of(p.pid)
+    guest = host.guest()
+    bridge = guest.popen([PYTHON, str(TOOLS / "streambridge.py"), str(sock), "--gap", "1"],
+                         stdout=subprocess.PIPE, text=True)
+    assert bridge.stdout is not None
+    assert bridge.stdout.readline().startswith("READY")
+    helper = tmp_path / "h.py"
+    helper.write_text(HELPER)
+    n = 16 * MIB
+    _srv, port = _start(host, str(helper), "serve", "0", str(n), "5")
+    sink = host.serve("tcp-sink")
+    try:
+        down = guest.popen([PYTHON, str(helper), "fetch", GW_ADDR4, str(port)], stdout=subprocess.PIPE,
+                           text=True)
+        up = guest.popen([PYTHON, NETSERVE, "tcp-send", GW_ADDR4, str(sink.port), "--bytes", str(n),
+                          "--timeout", "60"], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        bridge.send_signal(signal.SIGUSR1)
+        assert bridge.stdout.readline().split() == ["RECONNECTED", "1"]
+        assert down.poll() is None and up.poll() is None, "the transfers ended before the gap"
+        out_up, _ = up.communicate(timeout=90)
+        assert json.loads(out_up.strip().splitlines()[-1])["ok"], out_up
+        out_down, _ = down.communicate(timeout=90)
+        res = json.loads(out_down.strip().splitlines()[-1])
+        payload = random.Random(5).randbytes(n)
+        assert res["bytes"] == n and res["sha"] == hashlib.sha256(payload).hexdigest(), res
+        assert p.poll() is None and alive(w)
+    finally:
+        stop_process(bridge)
+        p.send_signal(signal.SIGTERM)
+        _o, err = p.communicate(timeout=10)
+        stop_process(p)
+    assert p.returncode == 0, err
+    _nothing_left(host, None, [p.pid, w])
+    assert sock.exists()  # as passt: the socket file stays (libvirt removes it)
