@@ -2,9 +2,9 @@
 """Fault isolation: an unexpected exception in one flow's handler ends that flow, not the worker.
 
 Sandboxed only. The worker's loop (worker/loop.py) calls every handler
-through two guards at the per-flow boundary: the dispatch of one guest
-frame (``Worker.on_frame``) and the call of one host fd's handler (the
-epoll loop). An exception that escapes either is a bug (every expected
+through guards at the per-flow boundary: the dispatch of one guest frame
+(``Worker.on_frame``), the call of one host fd's handler (the epoll loop)
+and a flow's broker reply callback (``Broker.request(..., reset=)``). An exception that escapes either is a bug (every expected
 error, a socket error, a malformed frame, is handled where it happens); the
 guard hands it to ``Faults.record``, which
 

@@ -143,7 +143,7 @@ class SockFlows(Generic[F]):
         flow.failed = 0.0
         op, family, port, addr, arg = self._ask(flow)
         self.w.broker.request(op, family, lambda fd, status, f=flow: self._got_socket(f, fd, status),
-                              port=port, addr=addr, arg=arg)
+                              port=port, addr=addr, arg=arg, reset=lambda f=flow: self.fault_flow(f))
 
     def _got_socket(self, flow: F, fd: int | None, status: int) -> None:
         """The broker's answer: an fd, or None (status: an errno, or 0) when refused."""

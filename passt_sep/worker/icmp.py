@@ -125,7 +125,8 @@ class PingFlows:
         flow.failed = 0.0
         fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
         self.w.broker.request(ipc.OP_PING_SOCKET, fam,
-                              lambda fd, err, f=flow: self._got_socket(f, fd, err), addr=flow.dst)
+                              lambda fd, err, f=flow: self._got_socket(f, fd, err), addr=flow.dst,
+                              reset=lambda f=flow: self.fault_flow(f))
 
     def _got_socket(self, flow: Flow, fd: int | None, err: int) -> None:
         if self.flows.get((flow.version, flow.ident, flow.dst)) is not flow:  # expired or evicted meanwhile

@@ -88,9 +88,12 @@ class Broker:
         # every port message (ipc.PORT_MAGICS: listener announcements and
         # drops, -t and -u included) when set
         self.on_port_msg: Callable[[tuple[bytes, int, int], list[int]], None] | None = None
+        # the worker's fault guard for a flow's reply callback (worker/faults.py)
+        self.on_fault: Callable[[Exception, Callable[[], None]], None] | None = None
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
-                port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
+                port: int = 0, addr: bytes = b"", arg: int = 0,
+                reset: Callable[[], None] | None = None) -> None:
         """Ask for an fd; cb(fd or None, status) runs when the reply comes.
 
         status: 0, a positive errno (no fd), ipc.STATUS_CONNECTED (a
@@ -102,7 +105,12 @@ class Broker:
 
         Also the in-flight bound keeps a burst (1,000 guest SYNs) from
         filling both directions of the socket pair.
+
+        ``reset``: the request is a flow's, and reset() ends that flow should
+        cb raise (worker/faults.py, through ``on_fault``).
         """
+        if reset is not None and self.on_fault is not None:
+            cb = self._guarded(cb, reset)
         now = int(_monotonic())
         if now != self.window:
             self._new_window(now)
@@ -119,6 +127,22 @@ class Broker:
             self.waiting += 1
             return
         self._send(op, family, cb, port, addr, arg)
+
+    def _guarded(self, cb: Callable[[int | None, int], None],
+                 reset: Callable[[], None]) -> Callable[[int | None, int], None]:
+        """cb behind the per-flow fault guard: an exception resets the flow."""
+        on_fault = self.on_fault
+        assert on_fault is not None
+
+        def guarded(fd: int | None, status: int) -> None:
+            try:
+                cb(fd, status)
+            except FaultLimit:
+                raise
+            except Exception as e:  # noqa: BLE001 - the per-flow boundary (worker/faults.py)
+                on_fault(e, reset)
+
+        return guarded
 
     def _send(self, op: int, family: int, cb: Callable[[int | None, int], None],
               port: int, addr: bytes, arg: int) -> None:
@@ -244,6 +268,7 @@ class Worker:
         self.udp = UdpFlows(self)
         self.splice = Splicer(self)  # owns the forwarded ports; splices in pasta
         self.broker.on_port_msg = self.splice.port_msg
+        self.broker.on_fault = self._reply_fault
         o = cfg.opts
         self.ra_on = cfg.v6 is not None and not o.no_ndp and not o.no_ra
         self.ra_params = None
@@ -352,6 +377,17 @@ class Worker:
             self.faults.reset_failed += 1
             self.remove(fd)  # at least stop its events; the fd stays with its flow
             self.faults.record(f"the reset of fd {fd}'s flow", e)
+
+    def _reply_fault(self, exc: Exception, reset: Callable[[], None]) -> None:
+        """A flow's broker reply callback raised: count, log, reset the flow."""
+        self.faults.record("a broker reply of a flow", exc)
+        try:
+            reset()
+        except FaultLimit:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self.faults.reset_failed += 1
+            self.faults.record("the reset of a flow after its broker reply", e)
 
     def dispatch(self, frame: memoryview) -> None:
         """Dispatch one frame from the guest (unguarded: on_frame is the guard)."""

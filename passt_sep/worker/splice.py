@@ -237,7 +237,7 @@ class Splicer:
         self.conns.add(c)
         op = ipc.OP_NS_LOOP_CONNECT if kind == KIND_IN else ipc.OP_HOST_LOOP_CONNECT
         self.w.broker.request(op, family, lambda fd, err, c=c: self._got_socket(c, family, fd, err),
-                              port=target)
+                              port=target, reset=lambda c=c: self.fault_conn(c))
 
     def _got_socket(self, c: SpliceConn, family: int, fd: int | None, err: int) -> None:
         if c.closed:

@@ -329,7 +329,8 @@ class TcpFlows:
         self.conns[key] = c
         # ask first: the parent connects while the rest is set up here
         self.w.broker.request(ipc.OP_TCP_CONNECT, socket.AF_INET if p.version == 4 else socket.AF_INET6,
-                              functools.partial(self._connected_fd, c), port=seg.dport, addr=p.dst)
+                              functools.partial(self._connected_fd, c), port=seg.dport, addr=p.dst,
+                              reset=functools.partial(self.fault_conn, c))
         if c.tmpl is None:  # (a refusal that came back at once prepared it)
             self._prepare(c)
         mss, ws = ptcp.parse_options(p.frame, p.l4 + ptcp.TCP_HLEN, seg.off)

@@ -207,7 +207,7 @@ class UdpSplicer(SockFlows[Flow]):
         except OSError:
             return
         self.w.broker.request(op, fam, lambda fd, status, f=flow: self._got_reply(f, fd, status),
-                              port=flow.lport, addr=raw, arg=flow.sender[1])
+                              port=flow.lport, addr=raw, arg=flow.sender[1], reset=lambda f=flow: self.fault_flow(f))
 
     def _got_reply(self, flow: Flow, fd: int | None, status: int) -> None:
         if self.flows.get(flow.key) is not flow or flow.rsock is not None:  # gone, or asked twice

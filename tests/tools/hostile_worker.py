@@ -487,15 +487,18 @@ _scenario: Callable[[Door], None] = sc_refuse
 
 
 def standin(sock: socket.socket, mode: str, policy: Policy, log_sock: socket.socket,
-            fsize: int) -> NoReturn:
+            fsize: int, parent_pid: int = 0) -> NoReturn:
     """worker_main's stand-in: isolated as the real worker is, then hostile."""
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as worker_main
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         wmain._let_go_of_the_user(log_sock, fsize)
         say(f"pid {os.getpid()}")
-        isolate_worker(policy, keep_fds=[0, 1, 2, sock.fileno(), log_sock.fileno()])
+        isolate_worker(policy, keep_fds=[0, 1, 2, sock.fileno(), log_sock.fileno()],
+                       parent_death_signal=signal.SIGKILL if parent_pid else 0, parent_pid=parent_pid)
         data, fds = recv_fds(sock, ipc.START_MAX, ipc.MAX_START_FDS)
         if not data:
             os._exit(0)

@@ -77,7 +77,7 @@ class FakeBroker:
         self.log: list[tuple[int, int, int, bytes, int]] = []  # every request, answered or not
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
-                port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
+                port: int = 0, addr: bytes = b"", arg: int = 0, reset: object = None) -> None:
         assert op in (ipc.OP_UDP_SOCKET, ipc.OP_UDP_PORT, ipc.OP_UDP_REPLY)
         self.requests.append((op, family, port, addr, arg, cb))
         self.log.append((op, family, port, addr, arg))

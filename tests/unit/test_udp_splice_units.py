@@ -63,7 +63,7 @@ class FakeBroker:
         self.ops: list[int] = []
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
-                port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
+                port: int = 0, addr: bytes = b"", arg: int = 0, reset: object = None) -> None:
         self.ops.append(op)
         if op in (ipc.OP_UDP_REPLY, ipc.OP_NS_UDP_REPLY):
             loop = "127.0.0.1" if family == socket.AF_INET else "::1"

@@ -273,3 +273,26 @@ def test_tap_and_broker_faults_still_end_the_worker(rw: _RealWorker) -> None:
     finally:
         os.close(r)
         os.close(wr)
+
+
+def test_an_icmp_flow_fault_drops_that_flow(rw: _RealWorker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the echo request path: the frame's flow is dropped and counted;
+    the next echo to that destination makes a new flow (a new socket request)."""
+    from passt_sep.worker.icmp import PingFlows
+    from tests.unit.test_icmp_flows import echo
+
+    w = rw.w
+    w.on_frame(echo("192.0.2.1", ident=7).frame)  # a flow, waiting for its socket
+    assert len(w.pings.flows) == 1
+    n = len(rw.requests)
+    real = PingFlows.from_guest
+
+    def buggy(self: PingFlows, p: object) -> None:
+        raise Boom("a bug in the echo request path")
+
+    monkeypatch.setattr(PingFlows, "from_guest", buggy)
+    w.on_frame(echo("192.0.2.1", ident=7, seq=2).frame)
+    assert not w.pings.flows and w.faults.count == 1 and w.pings.stats["faults"] == 1
+    monkeypatch.setattr(PingFlows, "from_guest", real)
+    w.on_frame(echo("192.0.2.1", ident=7, seq=3).frame)
+    assert len(w.pings.flows) == 1 and len(rw.requests) == n + 1
