@@ -113,8 +113,25 @@ HELPER = textwrap.dedent('''
             return {"error": type(e).__name__, "bytes": n}
         return {"sha": h.hexdigest(), "bytes": n, "seconds": round(time.monotonic() - t0, 3)}
 
+    def stall_sink(addr, stall):
+        """One connection: read nothing for `stall` s, then to EOF; answer "<sha256> <bytes>"."""
+        s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+        s.bind((addr, 0))
+        s.listen(1)
+        print("READY", s.getsockname()[1], flush=True)
+        c, _ = s.accept()
+        time.sleep(stall)
+        h, n = hashlib.sha256(), 0
+        while d := c.recv(1 << 20):
+            h.update(d)
+            n += len(d)
+        c.sendall(f"{h.hexdigest()} {n}\n".encode())
+        c.close()
+
     if sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1] == "stall_sink":
+        stall_sink(sys.argv[2], float(sys.argv[3]))
     else:
         print(json.dumps(fetch(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)))
 ''')
@@ -287,6 +304,23 @@ def test_host_to_ns_zero_window_3s(imp: Impaired, version: int) -> None:
     assert res["seconds"] >= ZERO_WINDOW_S
     assert imp.guest_tcp_stats()["TCPToZeroWindowAdv"] > before, "the window never reached zero"
     imp.results[f"v{version}/host_to_ns_zero_window_s"] = res["seconds"]
+
+
+@pytest.mark.parametrize("version", [4, 6], ids=["v4", "v6"])
+def test_ns_to_host_zero_window_3s(imp: Impaired, version: int) -> None:
+    """The host's reader stops for 3 s: its window goes to zero toward
+    passt-sep, which must hold the guest back (it stops acknowledging)
+    without losing a byte: the sink's sha256 of the 20 MiB matches."""
+    _fam, _me, gw, loop, _q, _cmd = FAMILIES[version]
+    p = imp.host.popen([PYTHON, str(imp.helper), "stall_sink", loop, str(ZERO_WINDOW_S)],
+                       stdout=subprocess.PIPE)
+    port = int(_readline(p, 10).split()[1])
+    res = imp.guest.client("tcp-send", gw, port, "--bytes", str(BULK), "--timeout", "60", timeout=90)
+    stop_process(p)
+    assert res["ok"], res
+    assert ZERO_WINDOW_S <= res["seconds"] < SECONDS_MAX + ZERO_WINDOW_S, res
+    assert imp.pasta.poll() is None
+    imp.results[f"v{version}/ns_to_host_zero_window_s"] = res["seconds"]
 
 
 def _missing(counters: dict[str, int]) -> list[str]:
