@@ -28,7 +28,8 @@ segment. The test shows the impairment happened (the rules' counters, the
 holder's count, the guest's TCP counters) and that 20 MiB each way, per
 family, arrive with the right sha256 in bounded time. The zero window: the
 guest connects and reads nothing for 3 s (its TCPToZeroWindowAdv counter
-shows it advertised a zero window), then the 20 MiB must still arrive whole.
+shows it advertised a zero window), then the 20 MiB must still arrive whole;
+likewise a host reader that stalls 3 s before taking the guest's 20 MiB.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ HELPER = textwrap.dedent('''
         while d := c.recv(1 << 20):
             h.update(d)
             n += len(d)
-        c.sendall(f"{h.hexdigest()} {n}\n".encode())
+        c.sendall(f"{h.hexdigest()} {n}\\n".encode())
         c.close()
 
     if sys.argv[1] == "serve":
