@@ -682,3 +682,28 @@ def test_passt_client_reconnects_mid_transfer(host: HostNS, tmp_path: Path) -> N
     assert p.returncode == 0, err
     _nothing_left(host, None, [p.pid, w])
     assert sock.exists()  # as passt: the socket file stays (libvirt removes it)
+
+
+@pytest.mark.parametrize("victim", ["worker", "parent"])
+def test_passt_process_killed(host: HostNS, tmp_path: Path, victim: str) -> None:
+    """passt: the worker killed ends the run with 1; the parent killed takes
+    the worker with it (stopped first: only PR_SET_PDEATHSIG can end it)."""
+    tmp_path.chmod(0o755)
+    sock = tmp_path / "s"
+    p = host.popen([PASST, "-f", "-s", str(sock), "-t", str(FWD)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: sock.exists() and worker_of(p.pid) and _fwd_bound(host), 15)
+        w = worker_of(p.pid)
+        if victim == "worker":
+            os.kill(w, signal.SIGKILL)
+            _o, err = p.communicate(timeout=10)
+            assert p.returncode == 1 and "worker killed by signal SIGKILL, exiting" in err, err
+        else:
+            os.kill(w, signal.SIGSTOP)
+            assert wait_for(lambda: proc_status(w)["State"].startswith("T"), 5)
+            os.kill(p.pid, signal.SIGKILL)
+            assert p.wait(10) == -signal.SIGKILL
+    finally:
+        stop_process(p)
+    _nothing_left(host, None, [p.pid, w])
