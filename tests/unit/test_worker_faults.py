@@ -296,3 +296,46 @@ def test_an_icmp_flow_fault_drops_that_flow(rw: _RealWorker, monkeypatch: pytest
     monkeypatch.setattr(PingFlows, "from_guest", real)
     w.on_frame(echo("192.0.2.1", ident=7, seq=3).frame)
     assert len(w.pings.flows) == 1 and len(rw.requests) == n + 1
+
+
+def test_a_flow_reply_callback_fault_resets_that_flow_only() -> None:
+    """Broker.request(..., reset=): a callback that raises is a fault of its
+    flow (on_fault gets the exception and the flow's reset); the broker goes
+    on and the next reply reaches its callback; FaultLimit still passes."""
+    from passt_sep.worker.loop import Broker
+
+    ours, parent = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    got: list[tuple[str, object]] = []
+    b = Broker(ours)
+    b.on_fault = lambda e, reset: (got.append(("fault", str(e))), reset())  # type: ignore[func-returns-value]
+
+    def bad(fd: int | None, status: int) -> None:
+        raise Boom("bug in a reply")
+
+    def good(fd: int | None, status: int) -> None:
+        got.append(("good", status))
+
+    try:
+        b.request(ipc.OP_TCP_CONNECT, socket.AF_INET, bad, port=80, addr=bytes(4),
+                  reset=lambda: got.append(("reset", "bad")))
+        b.request(ipc.OP_TCP_CONNECT, socket.AF_INET, good, port=80, addr=bytes(4),
+                  reset=lambda: got.append(("reset", "good")))
+        for _ in range(2):
+            req = ipc.unpack_request(parent.recv(64))
+            assert req is not None
+            parent.send(ipc.pack_reply(req.seq, 111))  # ECONNREFUSED, no fd
+        assert b.readable()
+        assert got == [("fault", "bug in a reply"), ("reset", "bad"), ("good", 111)]
+
+        def limit(fd: int | None, status: int) -> None:
+            raise FaultLimit("too many")
+
+        b.request(ipc.OP_TCP_CONNECT, socket.AF_INET, limit, port=80, addr=bytes(4), reset=lambda: None)
+        req = ipc.unpack_request(parent.recv(64))
+        assert req is not None
+        parent.send(ipc.pack_reply(req.seq, 111))
+        with pytest.raises(FaultLimit):
+            b.readable()
+    finally:
+        ours.close()
+        parent.close()
