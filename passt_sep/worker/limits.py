@@ -18,13 +18,13 @@ The split (docs/architecture.md, "The fd budget"), of BUDGET - RESERVE:
 ============  =====  =============================================
 table         share  what one entry holds
 ============  =====  =============================================
-TCP (tap)     18/32  one socket (worker/tcp.py)
-TCP splice    6/32   two sockets and a pipe pair: 6 (worker/splice.py)
+TCP (tap)     17/32  one socket (worker/tcp.py)
+TCP splice    5/32   two sockets and a pipe pair: 6 (worker/splice.py)
 UDP flows     4/32   a connected socket, and at most one port socket
                      per flow (worker/udp.py: half the share each)
 UDP splice    1/32   two sockets (worker/udpsplice.py)
 ICMP echo     1/32   one socket (worker/icmp.py, per family half)
-listeners     2/32   -t, -u, -T, -U sockets announced (auto included)
+listeners     4/32   -t, -u, -T, -U sockets announced (auto included)
 ============  =====  =============================================
 
 TCP through the tap gets more than half: it is what guests hold most of
@@ -44,7 +44,7 @@ from __future__ import annotations
 FD_BUDGET_MAX = 131072  # passt's FLOW_MAX is 128k flows; beyond this the tables' caps apply anyway
 RESERVE = 192  # fixed fds and a window of in-flight replies (ipc.QUOTAS: 120)
 SHARES_OF = 32
-SHARES = {"tcp": 18, "splice": 6, "udp": 4, "udp_splice": 1, "icmp": 1, "listeners": 2}
+SHARES = {"tcp": 17, "splice": 5, "udp": 4, "udp_splice": 1, "icmp": 1, "listeners": 4}
 
 
 def _hard_nofile() -> int:
