@@ -19,7 +19,9 @@ reaches through the gateway address:
    default as systemd gives services and user sessions; the machine's own
    may be lower and caps passt-sep's worker budget: worker/limits.py)
 6. the same during a SYN flood from the guest (raw frames to the listening
-   port, test_tcp_flood.py's generator), and PSS after it.
+   port, test_tcp_flood.py's generator), and PSS after it;
+7. a bulk transfer (32 MiB, its sha256 checked by the sink) beside the held
+   connections, before and during the flood: what an existing flow keeps.
 
 One JSON line per implementation; --md prints a Markdown table.
 
@@ -41,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.integration.test_tcp_flood import FLOOD  # noqa: E402
 from tests.netenv import GW_ADDR4, HOST_ADDR4, PASTA, PYTHON, HostNS, wait_for, worker_of  # noqa: E402
 
+BULK = 32 << 20
 HOLD = str(Path(__file__).resolve().parent / "connhold.py")
 COMMON = ["-f", "-q", "--config-net", "-t", "none", "-u", "none", "-T", "none", "-U", "none"]
 IMPLS = {"passt-sep": [PASTA, *COMMON], "pasta-c": ["/usr/bin/pasta", "--runas", "0:0", *COMMON]}
@@ -113,10 +116,19 @@ def measure(name: str, cmd: list[str], conns: int, flood_count: int, tmp: Path) 
         chk["sha_equal"] = chk["sha_sent"] == chk["sha_recv"]
         out["check"] = {k: chk[k] for k in ("ok", "bad", "sha_equal")}
         out["rate_held"] = ask(cl, "rate 3")
+        sink = host.serve("tcp-sink", "127.0.0.1")
+
+        def bulk() -> dict:
+            r = guest.client("tcp-send", GW_ADDR4, sink.port, "--bytes", str(BULK), "--timeout", "30",
+                             timeout=60)
+            return {"ok": r["ok"], "gbit_s": round(BULK * 8 / r["seconds"] / 1e9, 3) if r["ok"] else 0.0}
+
+        out["bulk_held"] = bulk()
         fl = guest.popen([PYTHON, str(flood), "eth0", GW_ADDR4, HOST_ADDR4, str(port), str(flood_count)],
                          stdout=subprocess.PIPE, text=True)
         time.sleep(0.3)
-        out["rate_flood"] = ask(cl, "rate 5")
+        out["bulk_flood"] = bulk()
+        out["rate_flood"] = ask(cl, "rate 3")
         try:
             fout, _ = fl.communicate(timeout=120)
             out["flood"] = json.loads(fout.strip().splitlines()[-1])
@@ -145,6 +157,10 @@ def md(rows: list[dict], conns: int) -> str:
     for label, key in (("new conn/s, none held", "rate_empty"), (f"new conn/s, {conns:,} held", "rate_held"),
                        ("new conn/s during SYN flood", "rate_flood")):
         lines.append(f"| {label} | " + " | ".join(str(r[key]["per_s"]) for r in rows) + " |")
+    for label, key in (("bulk Gbit/s beside them (sha256 ok)", "bulk_held"),
+                       ("bulk Gbit/s during the flood", "bulk_flood")):
+        lines.append(f"| {label} | " + " | ".join(
+            f"{r[key]['gbit_s']} ({'ok' if r[key]['ok'] else 'FAILED'})" for r in rows) + " |")
     lines.append("| SYNs sent by the flood | " + " | ".join(
         str(r["flood"].get("sent", r["flood"])) for r in rows) + " |")
     return "\n".join(lines)
@@ -153,7 +169,7 @@ def md(rows: list[dict], conns: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--conns", type=int, default=10000)
-    ap.add_argument("--flood", type=int, default=60000, help="SYNs the flood sends")
+    ap.add_argument("--flood", type=int, default=80000, help="SYNs the flood sends")
     ap.add_argument("--impls", default="passt-sep,pasta-c")
     ap.add_argument("--md", action="store_true")
     ap.add_argument("--nofile", type=int, default=524288,
