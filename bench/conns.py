@@ -26,6 +26,7 @@ reaches through the gateway address:
 One JSON line per implementation; --md prints a Markdown table.
 
     .venv/bin/python bench/conns.py [--conns 10000] [--impls passt-sep,pasta-c] [--md]
+    .venv/bin/python bench/conns.py --impls passt-sep-passt,passt-c --md    # passt mode
 """
 
 from __future__ import annotations
@@ -41,12 +42,52 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.integration.test_tcp_flood import FLOOD  # noqa: E402
-from tests.netenv import GW_ADDR4, HOST_ADDR4, PASTA, PYTHON, HostNS, wait_for, worker_of  # noqa: E402
+from tests.netenv import (  # noqa: E402
+    GW_ADDR4,
+    HOST_ADDR4,
+    PASST,
+    PASTA,
+    PYTHON,
+    TOOLS,
+    GuestNS,
+    HostNS,
+    wait_for,
+    worker_of,
+)
 
 BULK = 32 << 20
 HOLD = str(Path(__file__).resolve().parent / "connhold.py")
 COMMON = ["-f", "-q", "--config-net", "-t", "none", "-u", "none", "-T", "none", "-U", "none"]
-IMPLS = {"passt-sep": [PASTA, *COMMON], "pasta-c": ["/usr/bin/pasta", "--runas", "0:0", *COMMON]}
+IMPLS = {"passt-sep": [PASTA, *COMMON], "pasta-c": ["/usr/bin/pasta", "--runas", "0:0", *COMMON],
+         "passt-sep-passt": [PASST, "-f", "-q", "-t", "none", "-u", "none"],
+         "passt-c": ["/usr/bin/passt", "-f", "-q", "--runas", "0:0", "-t", "none", "-u", "none"]}
+STREAMTAP = str(TOOLS / "streamtap.py")
+
+
+def start(name: str, host: HostNS, guest: GuestNS, tmp: Path) -> subprocess.Popen:
+    """The implementation, attached to guest and the guest configured.
+
+    pasta attaches to the namespace; passt listens on a UNIX socket that
+    tests/tools/streamtap.py, in the guest, relays to a tap device there
+    (the guest is a kernel either way; in passt mode through one more hop,
+    the same for both passt implementations)."""
+    cmd = IMPLS[name]
+    if name not in ("passt-sep-passt", "passt-c"):
+        p = host.popen(cmd + ["--netns", guest.netns_path], stderr=subprocess.PIPE, text=True)
+        if not wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15):
+            raise RuntimeError(f"{name}: the namespace was not configured")
+        return p
+    sock = tmp / f"{name}.socket"
+    p = host.popen(cmd + ["-s", str(sock)], stderr=subprocess.PIPE, text=True)
+    if not wait_for(sock.exists, 15):
+        raise RuntimeError(f"{name}: no socket at {sock}")
+    relay = guest.popen([PYTHON, STREAMTAP, str(sock), "eth0", "--addr", f"{HOST_ADDR4}/24",
+                         "--gw", GW_ADDR4], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert relay.stdout is not None
+    line = relay.stdout.readline()
+    if line.strip() != "READY":
+        raise RuntimeError(f"{name}: relay: {line!r} {relay.stderr.read() if relay.stderr else ''}")
+    return p
 
 
 def pss_kib(pid: int) -> int:
@@ -78,7 +119,7 @@ def ask(p: subprocess.Popen, cmd: str, timeout: float = 120) -> dict:
     return json.loads(line)
 
 
-def measure(name: str, cmd: list[str], conns: int, flood_count: int, tmp: Path) -> dict:
+def measure(name: str, conns: int, flood_count: int, tmp: Path) -> dict:
     flood = tmp / "flood.py"
     flood.write_text(FLOOD)
     out: dict = {"impl": name, "case": "conns"}
@@ -87,12 +128,10 @@ def measure(name: str, cmd: list[str], conns: int, flood_count: int, tmp: Path) 
         assert srv.stdout is not None
         port = int(srv.stdout.readline().split()[1])
         guest = host.guest()
-        p = host.popen(cmd + ["--netns", guest.netns_path], stderr=subprocess.PIPE, text=True)
-        if not wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr show eth0", check=False).stdout, 15):
-            raise RuntimeError(f"{name}: the namespace was not configured")
+        p = start(name, host, guest, tmp)
         guest.run(["ping", "-c1", "-W2", GW_ADDR4], check=False)   # the gateway's MAC, for the flood
         procs = {"parent": p.pid}
-        if name == "passt-sep":
+        if name.startswith("passt-sep"):
             procs["worker"] = worker_of(p.pid)
 
         def pss() -> dict[str, int]:
@@ -190,7 +229,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.impls.split(","):
-            r = measure(name, IMPLS[name], a.conns, a.flood, Path(tmp))
+            r = measure(name, a.conns, a.flood, Path(tmp))
             rows.append(r)
             print(json.dumps(r), flush=True)
     if a.md:
