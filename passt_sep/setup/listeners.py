@@ -24,9 +24,20 @@ from ..ports import PortFwd
 from .sockpool import set_peek_off, tcp_peek_off_supported
 
 BACKLOG = 128
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+IPV6_FREEBIND = getattr(socket, "IPV6_FREEBIND", 78)
 
 
-def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool) -> socket.socket:
+def _set_freebind(s: socket.socket, family: int) -> None:
+    """--freebind: let s bind an address the host does not have (yet)."""
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+    else:
+        s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+
+
+def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool,
+            freebind: bool = False) -> socket.socket:
     s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -42,6 +53,8 @@ def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
         if ifname:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        if freebind:
+            _set_freebind(s, family)
         s.bind((addr, port))
         s.listen(BACKLOG)
     except OSError:
@@ -51,7 +64,7 @@ def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool)
 
 
 def _bind_forwards(cfg: Config, fwd: PortFwd, proto: str,
-                   bind: Callable[[int, str, int, str | None, bool], socket.socket],
+                   bind: Callable[..., socket.socket],
                    ) -> list[tuple[socket.socket, int, int]]:
     """Sockets for every port of a -t or -u spec: (socket, port, target port).
 
@@ -76,7 +89,8 @@ def _bind_forwards(cfg: Config, fwd: PortFwd, proto: str,
             target = r.target + (port - r.first)
             for fam, addr, v6only in binds:
                 try:
-                    out.append((bind(fam, addr, port, r.ifname, v6only), port, target))
+                    out.append((bind(fam, addr, port, r.ifname, v6only, cfg.opts.freebind),
+                                port, target))
                 except OSError as e:
                     if e.errno in (errno.EMFILE, errno.ENFILE):
                         log.warn(f"Can't open enough sockets for {proto} port forwarding, "
@@ -98,7 +112,8 @@ def bind_tcp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
     return _bind_forwards(cfg, fwd, "TCP", _listen)
 
 
-def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: bool) -> socket.socket:
+def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: bool,
+              freebind: bool = False) -> socket.socket:
     s = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         # bound without SO_REUSEADDR: a port in use is an error, not a
@@ -108,6 +123,8 @@ def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: boo
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
         if ifname:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        if freebind:
+            _set_freebind(s, family)
         s.bind((addr, port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     except OSError:
