@@ -145,15 +145,19 @@ def test_the_render_check_catches_a_broken_page(tmp_path):
 
 
 def test_pip_install_puts_the_pages_in_share_man_man1(tmp_path):
+    """pip install of a copy of the tree into a throw-away venv (never the
+    running one: pip --prefix would uninstall the package from it)."""
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
         ".git", ".venv", "build", "*.egg-info", ".pytest_cache", ".ruff_cache", ".cache",
         "__pycache__"))
-    prefix = tmp_path / "prefix"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                        "--prefix", str(prefix), str(src)],
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
+                        "--disable-pip-version-check", str(src)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     for page in PAGES:
-        installed = prefix / "share" / "man" / "man1" / page
+        installed = venv / "share" / "man" / "man1" / page
         assert installed.read_text() == (MAN / page).read_text()
+    assert (venv / "bin" / "pasta").exists()
