@@ -388,3 +388,38 @@ def test_pasta_fd_is_refused_through_the_console_entry():
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "pasta: Option '-F' is not supported by pasta (a pre-opened tap fd: passt-sep opens the tap itself)"]
+
+
+# --- libvirt's and KubeVirt's command lines (docs/libvirt.md) -----------------
+
+LIBVIRT_CURRENT = [  # qemu_passt.c of 2025: --pid, --hostname/--fqdn from <backend>
+    "--one-off", "--socket", "/run/libvirt/qemu/passt/1-vm-net0.socket",
+    "--pid", "/run/libvirt/qemu/passt/1-vm-net0-passt.pid", "--mtu", "1500",
+    "--interface", "eth0", "--log-file", "/var/run/kubevirt/passt.log",
+    "--hostname", "vm1", "--fqdn", "vm1.example.org",
+    "--address", "192.0.2.5", "--netmask", "24", "--address", "2001:db8::5",
+    "--tcp-ports", "2022:22", "--udp-ports", "1.2.3.4/5000-5020:6000-6020,~5010-5015",
+    "--tcp-ports", "2001:db8:ac10:fd01::1:10%eth0/8080,4433:3444",
+]
+
+
+def test_libvirt_command_lines_parse_to_what_they_mean():
+    o = parse_args("passt", LIBVIRT_CURRENT)
+    assert (o.one_off, o.hostname, o.fqdn, o.mtu, o.ifname) == (True, "vm1", "vm1.example.org", 1500, "eth0")
+    assert (o.tcp_in.delta(2022), o.tcp_in.delta(8080), o.tcp_in.delta(4433)) == (22, 8080, 3444)
+    assert o.udp_in.delta(5001) == 6001 and o.udp_in.delta(5012) is None
+    # libvirt 9.0-9.3: no --pid, the guest's MAC as --mac-addr (taken as ours, as passt does)
+    old = parse_args("passt", ["--one-off", "--socket", "/run/s", "--mac-addr", "52:54:00:b4:5b:1e"])
+    assert old.our_mac == bytes.fromhex("525400b45b1e")
+    # KubeVirt's binding: <portForward dev='eth0'> without ranges, and Istio's exclusions
+    k = parse_args("passt", ["--one-off", "--socket", "/run/s", "--tcp-ports", "%eth0/all",
+                             "--udp-ports", "%eth0/all"])
+    assert k.tcp_in.mode == "all" and k.udp_in.mode == "all"
+    i = parse_args("passt", ["--tcp-ports", "%eth0/~15000,~15001,~15020-15021"])
+    assert i.tcp_in.delta(22) == 22 and i.tcp_in.delta(15001) is None and i.tcp_in.delta(49152) is None
+
+
+def test_libvirt_vhost_user_backend_is_refused_with_one_line():
+    with pytest.raises(UsageError) as e:
+        parse_args("passt", ["--vhost-user", "--one-off", "--socket", "/run/s"])
+    assert str(e.value) == "Unrecognized option '--vhost-user'"
