@@ -359,8 +359,8 @@ def qrap_page() -> str:
 qemu before 7.2 cannot connect to a UNIX socket for its network back end, but it can use an
 already connected one. B<qrap> connects to B<passt>(1), makes sure it is the client that
 instance serves (it sends one ARP request and waits up to a second for a frame back), puts the
-connection on file descriptor I<FDNUM> and executes I<QEMU_CMD> with its arguments, which
-inherits it.
+connection on file descriptor I<FDNUM> (3 or more) and executes I<QEMU_CMD> with its
+arguments, which inherits it.
 
 B<qrap> does not edit qemu's arguments: give qemu the socket yourself, as
 B<-netdev socket,id=n,fd=>I<FDNUM> (with a B<-device> using it) or
