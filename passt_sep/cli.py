@@ -103,6 +103,14 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("no-map-gw"),
     Opt("map-host-loopback", None, True),  # per family, the last one wins; "none" clears
     Opt("map-guest-addr", None, True),
+    # newer passt (2024-2025) options that podman 5 and libvirt pass
+    Opt("dns-host", None, True),  # per family, the last one wins (as passt's code)
+    Opt("hostname", "H", True),
+    Opt("fqdn", None, True),
+    Opt("freebind"),
+    Opt("host-lo-to-ns-lo", None, False, (PASTA,)),
+    Opt("no-copy-routes", None, False, (PASTA,)),
+    Opt("no-copy-addrs", None, False, (PASTA,)),
     Opt("socket", "s", True, (PASST,), again=REFUSE),
     Opt("fd", "F", True, (PASST,), again=REFUSE),  # pasta's tap fd: not supported
     Opt("one-off", "1", False, (PASST,), again=REFUSE, refusal="Redundant --one-off option"),
@@ -119,14 +127,6 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("ns-mac-addr", None, True, (PASTA,)),
     Opt("egress-deny", None, True, again=ADD),
     Opt("egress-allow", None, True, again=ADD),
-    # newer passt (2024-2025) options that podman 5 and libvirt pass
-    Opt("dns-host", None, True),  # per family, the last one wins (as passt's code)
-    Opt("hostname", "H", True),
-    Opt("fqdn", None, True),
-    Opt("freebind"),
-    Opt("host-lo-to-ns-lo", None, False, (PASTA,)),
-    Opt("no-copy-routes", None, False, (PASTA,)),
-    Opt("no-copy-addrs", None, False, (PASTA,)),
 )
 _BY_LONG = {o.long: o for o in OPTIONS}
 _BY_SHORT = {o.short: o for o in OPTIONS if o.short}
@@ -180,6 +180,14 @@ class Options:
     map_host_lo6: ipaddress.IPv6Address | None = None
     map_guest4: ipaddress.IPv4Address | None = None  # --map-guest-addr, per family
     map_guest6: ipaddress.IPv6Address | None = None
+    dns_host4: ipaddress.IPv4Address | None = None  # --dns-host: where --dns-forward queries go
+    dns_host6: ipaddress.IPv6Address | None = None
+    hostname: str | None = None  # -H: DHCP option 12
+    fqdn: str | None = None  # --fqdn: DHCP option 81, DHCPv6 option 39
+    freebind: bool = False  # IP_FREEBIND / IPV6_FREEBIND on -t/-u sockets
+    host_lo_to_ns_lo: bool = False  # what passt-sep's splice always does (splice.md)
+    no_copy_routes: bool = False  # what --config-net always does: one default route
+    no_copy_addrs: bool = False  # ... and one address per family
     socket_path: str | None = None
     fd: int | None = None
     one_off: bool = False
@@ -196,14 +204,6 @@ class Options:
     ns_mac: bytes | None = None
     egress_deny: tuple[EgressRule, ...] = ()  # --egress-deny, in the order given
     egress_allow: tuple[EgressRule, ...] = ()  # --egress-allow: with any, everything else is denied
-    dns_host4: ipaddress.IPv4Address | None = None  # --dns-host: where --dns-forward queries go
-    dns_host6: ipaddress.IPv6Address | None = None
-    hostname: str | None = None  # -H: DHCP option 12
-    fqdn: str | None = None  # --fqdn: DHCP option 81, DHCPv6 option 39
-    freebind: bool = False  # IP_FREEBIND / IPV6_FREEBIND on -t/-u sockets
-    host_lo_to_ns_lo: bool = False  # what passt-sep's splice always does (splice.md)
-    no_copy_routes: bool = False  # what --config-net always does: one default route
-    no_copy_addrs: bool = False  # ... and one address per family
     command: tuple[str, ...] = ()
     target_pid: int | None = None
     action: str = "run"  # run, help, version

@@ -13,6 +13,7 @@ passt; ``all`` skips the ports it cannot have (in use, privileged).
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 from collections.abc import Callable
 from typing import NamedTuple
@@ -64,7 +65,7 @@ def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool,
 
 
 def _bind_forwards(cfg: Config, fwd: PortFwd, proto: str,
-                   bind: Callable[..., socket.socket],
+                   bind: Callable[[int, str, int, str | None, bool], socket.socket],
                    ) -> list[tuple[socket.socket, int, int]]:
     """Sockets for every port of a -t or -u spec: (socket, port, target port).
 
@@ -75,6 +76,8 @@ def _bind_forwards(cfg: Config, fwd: PortFwd, proto: str,
     """
     out: list[tuple[socket.socket, int, int]] = []
     quiet = fwd.mode == "all"
+    if cfg.opts.freebind:  # IP_FREEBIND / IPV6_FREEBIND before each bind
+        bind = functools.partial(bind, freebind=True)
     for r in fwd.ranges:
         if r.addr is not None:
             fam = socket.AF_INET6 if ":" in r.addr else socket.AF_INET
@@ -89,8 +92,7 @@ def _bind_forwards(cfg: Config, fwd: PortFwd, proto: str,
             target = r.target + (port - r.first)
             for fam, addr, v6only in binds:
                 try:
-                    out.append((bind(fam, addr, port, r.ifname, v6only, cfg.opts.freebind),
-                                port, target))
+                    out.append((bind(fam, addr, port, r.ifname, v6only), port, target))
                 except OSError as e:
                     if e.errno in (errno.EMFILE, errno.ENFILE):
                         log.warn(f"Can't open enough sockets for {proto} port forwarding, "
