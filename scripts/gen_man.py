@@ -143,6 +143,11 @@ TEXT: dict[str, tuple[str | None, str | dict[str, str]]] = {
                              "rule matches (B<--egress-deny> rules apply first). Same I<SPEC> "
                              "as B<--egress-deny>; may be given several times. A passt-sep "
                              "addition."),
+    # branch api's option: its text waits here, used once the option is in the table
+    "api-socket": ("PATH", "Serve a JSON control API on the UNIX socket I<PATH>: "
+                           "slirp4netns's B<add_hostfwd>, B<list_hostfwd> and B<remove_hostfwd>, "
+                           "and B<list_flows> and B<stats>; B<passt-sep ctl> is a client. A "
+                           "passt-sep addition."),
     "socket": ("PATH", "Listen for the hypervisor on the UNIX socket I<PATH>. Default: the "
                        "first of /tmp/passt_1.socket to /tmp/passt_64.socket that is free."),
     "fd": ("FD", "Use the already connected stream socket I<FD> instead of listening; "
