@@ -30,6 +30,8 @@ packages=(
 	iperf3 busybox-static passt slirp4netns strace dnsmasq-base tcpdump cpio nftables iptables
 	# dhclient -6 is the real DHCPv6 client of the tests (busybox 1.35 has no udhcpc6)
 	isc-dhcp-client
+	# man -l and groff render the manual pages in tests/unit/test_manpages.py
+	man-db groff-base
 	# The VM tests (tests/vm/) boot Debian's kernel under qemu (passt mode):
 	qemu-system-x86 linux-image-amd64
 )
