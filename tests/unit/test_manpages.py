@@ -145,19 +145,26 @@ def test_the_render_check_catches_a_broken_page(tmp_path):
 
 
 def test_pip_install_puts_the_pages_in_share_man_man1(tmp_path):
-    """pip install of a copy of the tree into a throw-away venv (never the
-    running one: pip --prefix would uninstall the package from it)."""
+    """The wheel pip builds from a copy of the tree carries every page to
+    share/man/man1 (what ``pip install`` unpacks into PREFIX/share/man/man1).
+    Built with the running venv's setuptools and wheel (test extras), no
+    build isolation and no index, so no network; building installs nothing."""
+    import zipfile
+
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
         ".git", ".venv", "build", "*.egg-info", ".pytest_cache", ".ruff_cache", ".cache",
-        "__pycache__"))
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
-                        "--disable-pip-version-check", str(src)],
+        "__pycache__", "results"))
+    out = tmp_path / "wheel"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                        "--no-index", "--disable-pip-version-check", "-w", str(out), str(src)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    for page in PAGES:
-        installed = venv / "share" / "man" / "man1" / page
-        assert installed.read_text() == (MAN / page).read_text()
-    assert (venv / "bin" / "pasta").exists()
+    (whl,) = out.glob("passt_sep-*.whl")
+    with zipfile.ZipFile(whl) as z:
+        names = z.namelist()
+        for page in PAGES:
+            (member,) = [n for n in names if n.endswith(f".data/data/share/man/man1/{page}")]
+            assert z.read(member).decode() == (MAN / page).read_text()
+        assert any(n.endswith("entry_points.txt") and b"pasta" in z.read(n) for n in names)
+
