@@ -185,6 +185,7 @@ class Options:
     netns_only: bool = False
     no_netns_quit: bool = False
     config_net: bool = False
+    config_net6: bool = True  # --config-net gives IPv6 its address and route too (the slirp4netns front end: SLAAC only)
     ns_mac: bytes | None = None
     egress_deny: tuple[EgressRule, ...] = ()  # --egress-deny, in the order given
     egress_allow: tuple[EgressRule, ...] = ()  # --egress-allow: with any, everything else is denied
