@@ -2,7 +2,8 @@
 """Program entry: the mode from the name we are called by, errors as one line.
 
 ``pasta ...`` and ``passt ...`` choose the mode from argv[0];
-``passt-sep pasta ...`` and ``passt-sep passt ...`` name it explicitly.
+``passt-sep pasta ...`` and ``passt-sep passt ...`` name it explicitly;
+``passt-sep ctl ...`` is the control API's client (passt_sep/ctl.py).
 Every error a user can cause ends here as ``NAME: message`` on stderr and
 exit status 1; no traceback reaches a user.
 """
@@ -77,9 +78,14 @@ def run(mode: str, args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Console script entry for pasta, passt and passt-sep."""
     argv = list(sys.argv if argv is None else argv)
+    if len(argv) > 1 and argv[1] == "ctl" and "passt-sep" in os.path.basename(argv[0]):
+        from .ctl import main as ctl
+
+        sys.stdout.flush()
+        sys.exit(ctl(argv[2:]))
     found = _mode(argv)
     if found is None:
-        sys.stderr.write("passt-sep: call as pasta or passt, or as 'passt-sep pasta|passt ...'\n")
+        sys.stderr.write("passt-sep: call as pasta or passt, or as 'passt-sep pasta|passt|ctl ...'\n")
         sys.exit(1)
     mode, args = found
     try:
