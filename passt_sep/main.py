@@ -4,7 +4,8 @@
 ``pasta ...`` and ``passt ...`` choose the mode from argv[0];
 ``passt-sep pasta ...`` and ``passt-sep passt ...`` name it explicitly;
 ``slirp4netns ...`` and ``passt-sep slirp4netns ...`` run the slirp4netns
-front end (passt_sep.slirp4netns) on pasta's machinery.
+front end (passt_sep.slirp4netns) on pasta's machinery;
+``passt-sep ctl ...`` is the control API's client (passt_sep/ctl.py).
 Every error a user can cause ends here as ``NAME: message`` on stderr and
 exit status 1; no traceback reaches a user.
 """
@@ -83,10 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     if _slirp(argv):
         _slirp_main(argv)
+    if len(argv) > 1 and argv[1] == "ctl" and "passt-sep" in os.path.basename(argv[0]):
+        from .ctl import main as ctl
+
+        sys.stdout.flush()
+        sys.exit(ctl(argv[2:]))
     found = _mode(argv)
     if found is None:
         sys.stderr.write("passt-sep: call as pasta, passt or slirp4netns, "
-                         "or as 'passt-sep pasta|passt|slirp4netns ...'\n")
+                         "or as 'passt-sep pasta|passt|slirp4netns|ctl ...'\n")
         sys.exit(1)
     mode, args = found
     try:

@@ -416,6 +416,7 @@ def to_options(a: SlirpArgs) -> Options:
         userns=a.userns_path,
         no_netns_quit=True,  # slirp4netns runs until killed or its exit fd says so
         egress_deny=tuple(deny),
+        api_socket=a.api_socket,  # slirp4netns's JSON API, served by the parent (setup/api.py)
     )
 
 
