@@ -16,9 +16,11 @@ podman 4.x:       --disable-host-loopback --mtu=65520 --enable-sandbox --enable-
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -46,6 +48,7 @@ BULK = str(2 << 20)
 # SIGTERM ends a run with 0 once supervision has begun; right after the
 # ready byte it may still kill it, as it kills slirp4netns
 STOPPED = (0, -signal.SIGTERM)
+API_PORT = 18090  # in HostNS's network namespace only
 PODMAN = ["--disable-host-loopback", "--mtu=65520", "--enable-sandbox", "--enable-seccomp",
           "--enable-ipv6", "-c", "-r", "3"]
 
@@ -115,6 +118,20 @@ class Slirp:
         return self.proc.returncode, out, err
 
 
+def _api(path: str, req: dict) -> dict:
+    """One request on the API socket, as rootlesskit and podman send it (JSON, then EOF)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(10)
+        c.connect(path)
+        c.sendall(json.dumps(req).encode())
+        c.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    reply: dict = json.loads(data)
+    return reply
+
+
 def _send(ns: GuestNS, addr: str, port: int) -> dict:
     return ns.client("tcp-send", addr, port, "--bytes", BULK, "--timeout", "20", timeout=40)
 
@@ -131,7 +148,8 @@ def _configured(guest: GuestNS) -> str:
 
 def test_rootlesskit_argv(host: HostNS) -> None:
     """No -c: tap0 made, left alone; configured as rootlesskit's child does, it
-    works, and --disable-host-loopback keeps 10.0.2.2 off the host's loopback."""
+    works, --disable-host-loopback keeps 10.0.2.2 off the host's loopback, and
+    the API socket forwards a port in (add, list, remove_hostfwd)."""
     guest = host.guest()
     api = f"/tmp/passt-sep-test-{os.getpid()}.s4nn.sock"
     s = Slirp(host, ["--mtu", "65520", "-r", "3", "--disable-host-loopback", "--api-socket", api,
@@ -149,11 +167,25 @@ def test_rootlesskit_argv(host: HostNS) -> None:
         lo = host.serve("tcp-sink", "127.0.0.1")
         res = guest.client("tcp-send", "10.0.2.2", lo.port, "--bytes", "1000", "--timeout", "5", timeout=20)
         assert not res["ok"] and "refused" in res["error"], res
+        # rootlessctl add-ports / list-ports / remove-ports, as rootlesskit's slirp4netns port driver asks
+        inner = guest.serve("tcp-sink", "0.0.0.0", 80)
+        add = _api(api, {"execute": "add_hostfwd", "arguments": {
+            "proto": "tcp", "host_addr": "127.0.0.1", "host_port": API_PORT,
+            "guest_addr": "10.0.2.100", "guest_port": inner.port}})
+        fid = add["return"]["id"]
+        entries = _api(api, {"execute": "list_hostfwd"})["return"]["entries"]
+        assert [(e["id"], e["host_port"], e["guest_port"]) for e in entries] == [(fid, API_PORT, 80)], entries
+        res = host.client("tcp-send", "127.0.0.1", API_PORT, "--bytes", BULK, "--timeout", "20", timeout=40)
+        assert res["ok"], res
+        assert _api(api, {"execute": "remove_hostfwd", "arguments": {"id": fid}}) == {"return": {}}
+        res = host.client("tcp-send", "127.0.0.1", API_PORT, "--bytes", "1000", "--timeout", "5", timeout=20)
+        assert not res["ok"], res
         assert s.proc.poll() is None
     finally:
         rc, out, err = s.stop()
     assert rc in STOPPED, err
     assert "WARNING: 127.0.0.1:* on the host" not in out
+    assert not os.path.exists(api)  # removed at exit, as by slirp4netns
 
 
 def test_podman_argv_with_exit_fd(host: HostNS) -> None:
