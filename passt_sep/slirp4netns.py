@@ -23,7 +23,6 @@ slirp4netns stays in the foreground. ``--help`` prints slirp4netns's help
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import ipaddress
 import os
@@ -31,14 +30,12 @@ import re
 import socket
 import struct
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import __version__
 from .cli import PASTA, Options, parse_mac
 from .egress import EgressRule, parse_egress_spec
 from .errors import SetupError, UsageError
-from .setup.parent import Parent
 
 PROG = "slirp4netns"
 DEFAULT_MTU = 1500
@@ -443,48 +440,6 @@ def banner(a: SlirpArgs) -> str:
     return "\n".join(lines) + "\n"
 
 
-class SlirpParent(Parent):
-    """pasta's Parent in attach mode, with slirp4netns's ready and exit fds."""
-
-    def __init__(self, opts: Options, ready_fd: int | None, exit_fd: int | None) -> None:
-        super().__init__(opts, PROG, None)
-        self.slirp_ready_fd = ready_fd
-        self.exit_fd = exit_fd
-
-    def release_launcher(self) -> None:
-        """Set-up is done: "1" on the ready fd, which is then closed (as slirp4netns)."""
-        super().release_launcher()
-        fd, self.slirp_ready_fd = self.slirp_ready_fd, None
-        if fd is None:
-            return
-        try:
-            os.write(fd, b"1")
-        except OSError as e:
-            if e.errno != errno.EPIPE:  # a reader that went away is its own business
-                raise SetupError(f"ready-fd {fd}", e) from None
-        finally:
-            os.close(fd)
-
-    def watch_mode(self, watch: Callable[[int, Callable[[int], int | None]], None],
-                   unwatch: Callable[[int], None]) -> None:
-        """pasta's, and the exit fd: any event on it (data, its writer gone) ends the run."""
-        super().watch_mode(watch, unwatch)
-        if self.exit_fd is not None:
-            try:
-                watch(self.exit_fd, self._exit_fd_event)
-            except OSError as e:  # a file epoll cannot watch: it never signals, as in slirp4netns
-                from .log import log
-
-                log.warn(f"exit-fd {self.exit_fd}: {e.strerror}, not watched")
-
-    def _exit_fd_event(self, _ev: int) -> int:
-        from .log import log
-
-        log.info("exitfd event")
-        self.end_mode()
-        return 0
-
-
 def main(argv: list[str], argv0: str = PROG) -> int:
     """Run slirp4netns's command line; returns the exit status."""
     try:
@@ -502,8 +457,10 @@ def main(argv: list[str], argv0: str = PROG) -> int:
         sys.stdout.write(w + "\n")
     sys.stdout.write(banner(a))
     sys.stdout.flush()
+    from .setup.slirpparent import SlirpParent  # not before: --help is probed before every start
+
     try:
-        return SlirpParent(to_options(a), a.ready_fd, a.exit_fd).run()
+        return SlirpParent(to_options(a), PROG, a.ready_fd, a.exit_fd).run()
     except SetupError as e:
         sys.stderr.write(f"{PROG}: {e}\n")
         return 1
