@@ -127,6 +127,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("ns-mac-addr", None, True, (PASTA,)),
     Opt("egress-deny", None, True, again=ADD),
     Opt("egress-allow", None, True, again=ADD),
+    Opt("api-socket", None, True, again=REFUSE),  # ours: slirp4netns's JSON API (setup/api.py)
 )
 _BY_LONG = {o.long: o for o in OPTIONS}
 _BY_SHORT = {o.short: o for o in OPTIONS if o.short}
@@ -201,9 +202,11 @@ class Options:
     netns_only: bool = False
     no_netns_quit: bool = False
     config_net: bool = False
+    config_net6: bool = True  # --config-net gives IPv6 its address and route too (the slirp4netns front end: SLAAC only)
     ns_mac: bytes | None = None
     egress_deny: tuple[EgressRule, ...] = ()  # --egress-deny, in the order given
     egress_allow: tuple[EgressRule, ...] = ()  # --egress-allow: with any, everything else is denied
+    api_socket: str | None = None  # --api-socket: the control API's UNIX socket (setup/api.py)
     command: tuple[str, ...] = ()
     target_pid: int | None = None
     action: str = "run"  # run, help, version
@@ -397,6 +400,10 @@ def parse_args(mode: str, argv: list[str]) -> Options:
             kw["pcap_size"] = _int(name, v, PCAP_SIZE_MIN, 1 << 40)
         elif name == "pid":
             kw["pid_file"] = v
+        elif name == "api-socket":
+            if not v or len(os.fsencode(v)) >= 108:
+                raise UsageError(f"Invalid --api-socket path (empty, or 108 bytes or more): {v}")
+            kw["api_socket"] = v
         elif name == "mtu":
             kw["mtu"] = 0 if v == "0" else _int(name, v, 68, 65535)
         elif name == "address":
@@ -599,6 +606,9 @@ def usage(mode: str) -> str:
                         without: every protocol, ICMP echo too. Repeatable
   --egress-allow SPEC   Refuse guest traffic to anything no --egress-allow SPEC
                         matches (deny rules still apply first). Repeatable
+  --api-socket PATH     Serve slirp4netns's JSON API (add_hostfwd, list_hostfwd,
+                        remove_hostfwd) and list_flows, stats on UNIX socket
+                        PATH (passt-sep extension; client: passt-sep ctl)
 """
     if mode == PASST:
         return common + """  -s, --socket PATH     UNIX domain socket path (default: probe free path /tmp/passt_N.socket)

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..config import Config
+    from .api import ApiServer
     from .autofwd import Forwarder
     from .listeners import LocalBind
 
@@ -159,7 +160,7 @@ def import_the_rest(mode: str) -> None:
     import threading  # noqa: F401
 
     from ..worker import stream  # noqa: F401 - passt: the control messages
-    from . import broker, sockdiag, sockpool  # noqa: F401
+    from . import api, broker, sockdiag, sockpool  # noqa: F401 - api: --api-socket, and the broker's reports
     if mode == "pasta":
         from . import autofwd, tap  # noqa: F401
 
@@ -176,6 +177,9 @@ def describe_status(status: int) -> str:
 
 class Parent:
     """One run of pasta: set-up, then supervision."""
+
+    api: ApiServer | None = None  # --api-socket (setup/api.py)
+    rbuf = bytearray(ipc.RECV_MAX + 1)  # the worker's messages (_serve_broker); one parent per process
 
     def __init__(self, opts: Options, prog: str, ready_fd: int | None = None) -> None:
         self.opts = opts
@@ -248,6 +252,8 @@ class Parent:
         try:
             return self._run(level, stderr_fd, log_fd)
         finally:
+            if self.api is not None:
+                self.api.close()
             self._stop_worker()
             if self.worklog is not None:  # the worker's last lines
                 self.worklog.drain()
@@ -262,6 +268,7 @@ class Parent:
         pid_fd = _open_pid(o.pid_file)
         pcap_fd = _open_pcap(o.pcap)
         listeners, udp_listeners = self.bind_host_ports(cfg)
+        self.bind_api(cfg)
         import_the_rest(o.mode)
 
         privileged = netns.has_cap_sys_admin()
@@ -375,6 +382,15 @@ class Parent:
         note_binds(self.udp_local, udp_listeners)
         return listeners, udp_listeners
 
+    def bind_api(self, cfg: Config) -> None:
+        """--api-socket: bind it now, while privileged, owned by who we will run as."""
+        if not self.opts.api_socket:
+            return
+        from .api import ApiServer, bind_api_socket
+
+        path = self.opts.api_socket
+        self.api = ApiServer(path, bind_api_socket(path, self.ids), cfg)
+
     def start_broker(self, cfg: Config) -> None:
         """The broker, once the worker is ready; it knows how the -u sockets are bound."""
         from .broker import Broker
@@ -456,7 +472,9 @@ class Parent:
     def _serve_broker(self, unwatch: Callable[[int], object]) -> None:
         """Answer one request; ``unwatch`` the socket once the worker closed it."""
         try:
-            data = self.sock.recv(256)
+            # a request is ipc.REQ.size bytes, a report (control API) up to ipc.RECV_MAX
+            n = self.sock.recv_into(self.rbuf)
+            data = self.rbuf[:n]
         except BlockingIOError:
             return
         except OSError:
@@ -542,10 +560,17 @@ class Parent:
 
             watch(worklog.fd, log_lines)
         self.watch_mode(watch, unwatch)
+        api = self.api
+        if api is not None:
+            api.start(self.broker, watch, unwatch)
         out_watched = False  # EPOLLOUT on the broker socket while messages queue
         while True:
+            timeout = self.poll_timeout()
+            due = api.next_due() if api is not None else None
+            if due is not None:
+                timeout = max(0.0, min(timeout, due - time.monotonic()))
             try:
-                events = ep.poll(self.poll_timeout())
+                events = ep.poll(timeout)
             except InterruptedError:
                 events = []
             for fd, ev in events:
@@ -560,6 +585,8 @@ class Parent:
             rc = self.tick(now, quiet=not events)
             if rc is not None:
                 return rc
+            if api is not None and api.clients:
+                api.expire(now)
             if bool(self.broker.queue) != out_watched and self.sock.fileno() in handlers:
                 out_watched = not out_watched
                 ep.modify(self.sock.fileno(), select.EPOLLIN | (select.EPOLLOUT if out_watched else 0))

@@ -80,6 +80,7 @@ class PasstParent(Parent):
         else:
             self.listener, self.path = passt_socket.listen(o.socket_path)
         listeners, udp_listeners = self.bind_host_ports(cfg)
+        self.bind_api(cfg)
         pcap_fd = _open_pcap(o.pcap)
         pid_fd = _open_pid(o.pid_file)
 

@@ -41,6 +41,7 @@ from ..proto.packet import (
     parse_frame,
 )
 from . import dhcp as dhcp_glue
+from . import report
 from .busypoll import BusyPoll
 from .icmp import PingFlows
 from .splice import Splicer
@@ -87,6 +88,8 @@ class Broker:
         # every port message (ipc.PORT_MAGICS: listener announcements and
         # drops, -t and -u included) when set
         self.on_port_msg: Callable[[tuple[bytes, int, int], list[int]], None] | None = None
+        # the control API's report (worker/report.py) for a query id, when set
+        self.on_query: Callable[[int], bytes] | None = None
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
                 port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
@@ -190,6 +193,9 @@ class Broker:
                 for fd in fds:
                     os.close(fd)
                 return False
+            if data[:4] == ipc.QUERY_MAGIC:
+                self._query(data, fds)
+                continue
             pmsg = ipc.unpack_port_msg(data) if self.on_port_msg is not None else None
             if pmsg is not None and self.on_port_msg is not None:
                 self.on_port_msg(pmsg, fds)
@@ -216,6 +222,19 @@ class Broker:
             cb(fd, status)
 
 
+    def _query(self, data: bytes, fds: list[int]) -> None:
+        """The parent asks for a report (control API): one OP_REPORT record, not waited on."""
+        for fd in fds:
+            os.close(fd)
+        qid = ipc.unpack_query(data)
+        if qid is None or self.on_query is None:
+            return
+        try:
+            self.sock.send(self.on_query(qid), socket.MSG_DONTWAIT)
+        except OSError as e:  # full: the parent's client gets "worker did not answer"
+            log.debug(f"broker: report not sent: {e.strerror}")
+
+
 class Worker:
     """State of the translation loop."""
 
@@ -229,6 +248,9 @@ class Worker:
         self.drops: dict[str, int] = {}
         self.drops_logged = 0
         self.frames_in = 0
+        self.proto_frames: dict[int, int] = {}  # frames from the guest by IP protocol (-1: not IP)
+        self.proto_bytes: dict[int, int] = {}  # their bytes
+        self.bytes_moved = 0  # frame bytes read from and written to the tap (or the stream)
         self.running = True
         self.guest_mac = guest_mac or b"\xff" * 6
         self.guest4 = cfg.v4.addr.packed if cfg.v4 else None
@@ -239,6 +261,7 @@ class Worker:
         self.udp = UdpFlows(self)
         self.splice = Splicer(self)  # owns the forwarded ports; splices in pasta
         self.broker.on_port_msg = self.splice.port_msg
+        self.broker.on_query = functools.partial(report.build, self)
         o = cfg.opts
         self.ra_on = cfg.v6 is not None and not o.no_ndp and not o.no_ra
         self.ra_params = None
@@ -289,6 +312,11 @@ class Worker:
         if isinstance(p, str):
             self.drop(p)
             return
+        k = p.proto if p.version else -1
+        pf = self.proto_frames
+        pf[k] = pf.get(k, 0) + 1
+        pb = self.proto_bytes
+        pb[k] = pb.get(k, 0) + len(frame)
         if p.src_mac[0] & 1:
             self.drop("source mac multicast")
             return
@@ -393,6 +421,7 @@ class Worker:
             timeout = max(0.0, due - time.monotonic())
             # a wake-up that moved bulk data sleeps at once: polling would
             # take the CPU from the processes at both ends of the transfer
+            self.bytes_moved += tap.moved
             bulk = tap.moved + splice.moved > BULK_BYTES
             tap.moved = splice.moved = 0
             for fd, ev in wait(timeout, EPOLL_EVENTS, bulk):
