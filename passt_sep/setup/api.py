@@ -63,6 +63,10 @@ if TYPE_CHECKING:
 MAX_REQUEST = 64 << 10  # bytes of one request
 CLIENT_TIMEOUT = 2.0  # seconds from connect to a complete request (and to the worker's answer)
 MAX_CLIENTS = 8  # connected at once; more are closed at accept
+# parses of a request still coming, per connection: then only the
+# half-close or the deadline ends it (a client trickling bytes cannot make
+# the loop re-parse up to 64 KiB on every one of them)
+PARSE_TRIES = 4
 QUERY_TIMEOUT = 1.0  # seconds the worker has to answer a report query
 SUN_PATH_MAX = 108
 
@@ -160,11 +164,12 @@ class PortTables:
 
 
 class _Client:
-    __slots__ = ("buf", "deadline", "sock", "waiting")
+    __slots__ = ("buf", "deadline", "sock", "tries", "waiting")
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.tries = 0  # parses of an incomplete request so far (PARSE_TRIES)
         self.deadline = deadline
         self.waiting = ""  # "list_flows" or "stats": waits for the worker's report
 
@@ -316,6 +321,9 @@ class ApiServer:
                 log.debug(f"API socket: request over {MAX_REQUEST} bytes")
                 self._reply(c, _err(_E + "too large message"))
                 return
+            if c.tries >= PARSE_TRIES or not c.buf.rstrip().endswith(b"}"):
+                return  # not an object's end: more, the half-close or the deadline
+            c.tries += 1
             try:
                 json.loads(c.buf)
             except (ValueError, RecursionError):

@@ -464,6 +464,8 @@ SCENARIOS: dict[str, Callable[[Door], None]] = {
     "long": _raw(b"\0" * (ipc.REQ.size + 1)),
     "zero": _raw(b""),
     "big": _raw(b"\x01" * 65536),
+    # a control-API report nobody asked for (ipc.OP_REPORT): a violation like any other
+    "report-unsolicited": _raw(ipc.pack_report(7, b'{"stats":{},"flows":[],"truncated":0}')),
     "unknown-op": sc_unknown_op,
     "op-zero": sc_op_zero,
     "flood-noread": sc_flood_noread,
