@@ -403,6 +403,8 @@ class ApiServer:
         if not 0 < host_port < 65536:
             return _err(e + "bad arguments.host_port")
         guest_addr = _str(args.get("guest_addr")) or self.guest4
+        if self.cfg.v4 is None:  # -6: no IPv4 guest to forward to
+            return _err(e + "slirp_add_hostfwd failed")
         try:
             guest_ok = socket.inet_pton(socket.AF_INET, guest_addr) == socket.inet_pton(socket.AF_INET, self.guest4)
         except OSError:
