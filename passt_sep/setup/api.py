@@ -231,8 +231,9 @@ class ApiServer:
         self.watch: Watch | None = None
         self.unwatch: Unwatch | None = None
         self.guest4 = str(cfg.v4.addr) if cfg.v4 is not None else ""
-        # the worker's report: at most one query outstanding (its id), and
-        # the parent asks at most ipc.QUOTAS[OP_REPORT].per_second a second
+        # the worker's report: one query the API waits for at a time (its
+        # id), at most ipc.QUOTAS[OP_REPORT].per_second a second; an answer
+        # that comes after QUERY_TIMEOUT serves whoever waits then
         self.qid = 0
         self.q_open = False
         self.q_deadline = 0.0
@@ -472,10 +473,14 @@ class ApiServer:
         window = int(now)
         if window != self.q_window:
             self.q_window, self.q_sent = window, 0
-        if self.q_sent >= ipc.QUOTAS[ipc.OP_REPORT].per_second:
+        assert self.broker is not None
+        quota = ipc.QUOTAS[ipc.OP_REPORT]
+        if len(self.broker.reports_expected) >= quota.inflight:  # the worker has not answered for a while
+            self._reply(c, _err("worker did not answer"))
+            return
+        if self.q_sent >= quota.per_second:
             self._reply(c, _err("busy: too many requests, try again"))
             return
-        assert self.broker is not None
         self.q_sent += 1
         self.qid = (self.qid % 0xFFFF) + 1
         self.q_open = True
