@@ -139,8 +139,11 @@ class Quota(NamedTuple):
 # in-flight slot then (at most inflight). Sizes: OP_TCP_CONNECT runs once
 # per new connection (crr reaches ~5,000/s, docs/performance.md), so a SYN
 # flood is cut at 16,384/s in the worker; UDP flows, splices and echo
-# sockets are rarer. The in-flight sum (120) keeps the requests of one
-# burst well inside the socket pair's buffer, so neither side ever blocks.
+# sockets are rarer. The in-flight sum of the requests (120) keeps the
+# requests of one burst well inside the socket pair's buffer, so neither
+# side ever blocks on them. (OP_REPORT, the answer to a query of the
+# parent's own, is apart: its send may wait for the parent to read, and
+# the parent never waits for the worker.)
 QUOTAS: dict[int, Quota] = {
     OP_PING_SOCKET: Quota(4, 256),
     OP_TCP_CONNECT: Quota(32, 16384),
