@@ -15,8 +15,9 @@ clients parse them (rootlesskit's slirp4netns port driver, podman 4.x):
   "host_addr": "0.0.0.0", "host_port": N, "guest_addr": "10.0.2.100",
   "guest_port": M}}`` -> ``{"return":{"id":K}}``
 - ``{"execute": "list_hostfwd"}`` -> ``{"return":{"entries":[{"id":..,
-  "proto":..,"host_addr":..,"host_port":..,"guest_addr":..,"guest_port":..}]}}``
-  (the shape slirp4netns documents; its 1.x code omits the "return" level)
+  "proto":..,"host_addr":..,"host_port":..,"guest_addr":..,"guest_port":..}]},
+  "entries":[...]}`` (the shape slirp4netns documents, and the one its
+  1.2.0 code writes, without the "return" level: the same list twice)
 - ``{"execute": "remove_hostfwd", "arguments": {"id": K}}`` -> ``{"return":{}}``
 - errors: ``{"error":{"desc":"bad request: ..."}}`` with slirp4netns's texts.
 
@@ -446,10 +447,15 @@ class ApiServer:
         return _ok({"id": fid})
 
     def list_hostfwd(self) -> bytes:
-        """The API's forwards, in the order they were made."""
+        """The API's forwards, in the order they were made.
+
+        Both shapes: ``return.entries`` as slirp4netns's man page and test
+        script read it, and ``entries`` at the top as its code (1.2.0)
+        writes it; a client of either finds its list.
+        """
         entries = [{"id": f.id, "proto": f.proto, "host_addr": f.host_addr, "host_port": f.host_port,
                     "guest_addr": self.guest4, "guest_port": f.guest_port} for f in self.fwds.values()]
-        return _ok({"entries": entries})
+        return json.dumps({"return": {"entries": entries}, "entries": entries}, separators=(",", ":")).encode()
 
     def remove_hostfwd(self, args: dict[str, Any]) -> bytes:
         """Drop one forward: the worker closes its socket, the port is free again."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import struct
@@ -32,6 +33,7 @@ from tests.netenv import (
     GW_ADDR4,
     HOST_ADDR4,
     PASST,
+    PASTA,
     PYTHON,
     REPO,
     GuestNS,
@@ -118,7 +120,9 @@ def test_add_list_remove_tcp(env: tuple) -> None:
         assert raw == b'{"return":{"id":%d}}' % fid  # slirp4netns's bytes
         assert send_ok(host, "127.0.0.1", hport, 8 * MIB)  # spliced into the namespace's loopback
         assert send_ok(host, HOST_ADDR4, hport, 8 * MIB)  # over the tap, to the guest's address
-        entries = call(path, "list_hostfwd")["return"]["entries"]
+        listed = call(path, "list_hostfwd")
+        entries = listed["return"]["entries"]
+        assert listed["entries"] == entries  # slirp4netns's code's shape too
         guest_addr = HOST_ADDR4  # pasta's guest has the host's address
         assert {"id": fid, "proto": "tcp", "host_addr": "0.0.0.0", "host_port": hport,
                 "guest_addr": guest_addr, "guest_port": gport} in entries
@@ -255,7 +259,7 @@ def test_owner_is_the_dropped_user_and_socket_removed(host: HostNS) -> None:
             st = os.lstat(path)
             assert stat.S_IMODE(st.st_mode) == 0o600
             assert st.st_uid == 65534, st.st_uid
-            assert call(path, "list_hostfwd") == {"return": {"entries": []}}
+            assert call(path, "list_hostfwd") == {"return": {"entries": []}, "entries": []}
         finally:
             stop_process(pasta)
         assert pasta.returncode == 0
@@ -311,6 +315,67 @@ def test_hostile_clients_do_not_stall_a_transfer(env: tuple) -> None:
             s.close()
         srv.stop()
     assert pasta.poll() is None
+
+
+SLIRP_REQUESTS = [
+    b"badjson",
+    b"[1, 2]",
+    b'{"unexpectedjson": 42}',
+    b'{"execute": "bad"}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "bad"}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "nonsense", "host_port": 10531}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 0, "guest_port": 80}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 10531}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 10531, "guest_port": 80, "guest_addr": "x"}}',
+    b'{"execute": "remove_hostfwd", "arguments": {"id": 7}}',
+    b'{"execute": "list_hostfwd"}',
+    # rootlesskit's request, newline included (Go's json.Encoder)
+    b'{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"0.0.0.0","host_port":10531,'
+    b'"guest_addr":"10.0.2.100","guest_port":80}}\n',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "udp", "host_port": 10532, "guest_port": 53}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 10531, "guest_port": 81}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": 10533,'
+    b' "guest_port": 82.7}}',
+    b'{"execute": "list_hostfwd"}',
+    b'{"execute": "remove_hostfwd", "arguments": {"id": 1}}',
+    b'{"execute": "remove_hostfwd", "arguments": {"id": 1}}',
+    b'{"execute": "list_hostfwd"}',
+]
+
+
+def _slirp_replies(host: HostNS, d: Path, argv: list[str], path: Path) -> list[bytes]:
+    p = host.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(path.exists, 15), argv
+        return [api(path, r) for r in SLIRP_REQUESTS]
+    finally:
+        stop_process(p)
+
+
+@pytest.mark.skipif(shutil.which("slirp4netns") is None, reason="slirp4netns not installed")
+def test_same_replies_as_slirp4netns(host: HostNS) -> None:
+    """The same requests to the real slirp4netns and to pasta with slirp4netns's
+    addressing (10.0.2.100/24), one after the other in the same run: the same
+    bytes, but for list_hostfwd, whose entries are the same (passt-sep adds
+    the documented return level, docs/api.md)."""
+    with tempfile.TemporaryDirectory(prefix="passt-api-") as tmp:
+        d = Path(tmp)
+        os.chmod(d, 0o755)
+        ref_guest, our_guest = host.guest(), host.guest()
+        ref = _slirp_replies(host, d, ["slirp4netns", "--configure", "--netns-type=path", "--api-socket",
+                                       str(d / "slirp.api"), ref_guest.netns_path, "tap0"], d / "slirp.api")
+        ours = _slirp_replies(host, d, [PASTA, "-f", "-q", "--runas", "0", "--config-net", "-a", "10.0.2.100",
+                                        "-n", "24", "-g", "10.0.2.2", "-t", "none", "-u", "none", "-T", "none",
+                                        "-U", "none", "--api-socket", str(d / "ours.api"),
+                                        "--netns", our_guest.netns_path], d / "ours.api")
+    for req, a, b in zip(SLIRP_REQUESTS, ref, ours, strict=True):
+        if b"list_hostfwd" in req:
+            ja, jb = json.loads(a), json.loads(b)
+            assert jb["entries"] == ja["entries"] == jb["return"]["entries"], (req, a, b)
+        else:
+            assert a == b, (req, a, b)
+    # the run did what it says: three forwards made, the first removed
+    assert ref[14] == b'{"return":{"id":3}}' and b'"id":1,' not in ref[-1] and b'"id":3,' in ref[-1]
 
 
 def _frame_client(sock: Path) -> socket.socket:
