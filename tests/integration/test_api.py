@@ -239,6 +239,28 @@ def test_ctl_client(env: tuple) -> None:
     assert r.returncode == 0 and "tcp" in json.loads(r.stdout)["return"]
 
 
+def test_trickled_request_and_nc(env: tuple) -> None:
+    """A request that comes a byte at a time, without a half-close, is answered
+    once complete; so is nc -U's (echo | nc -U, as slirp4netns's man page shows)."""
+    _host, _guest, pasta, path = env
+    req = b'{"execute": "list_hostfwd"}'
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        t0 = time.monotonic()
+        for i in range(len(req)):
+            s.send(req[i:i + 1])
+            time.sleep(0.005)
+        reply = s.recv(65536)
+        assert json.loads(reply)["return"]["entries"] is not None
+        assert time.monotonic() - t0 < 1.5  # answered at the closing brace, not at the deadline
+    if shutil.which("nc"):
+        r = subprocess.run(f"echo '{req.decode()}' | nc -U {path}", shell=True, capture_output=True,
+                           timeout=15, text=True)
+        assert "entries" in json.loads(r.stdout.strip())["return"], r
+    assert pasta.poll() is None
+
+
 def test_socket_mode_and_owner(env: tuple) -> None:
     _host, _guest, _pasta, path = env
     st = os.lstat(path)
