@@ -400,6 +400,35 @@ def test_same_replies_as_slirp4netns(host: HostNS) -> None:
     assert ref[14] == b'{"return":{"id":3}}' and b'"id":1,' not in ref[-1] and b'"id":3,' in ref[-1]
 
 
+def test_bad_api_socket_paths_are_one_line_and_exit_1(host: HostNS) -> None:
+    """A missing directory, a regular file in the way, a socket someone serves:
+    one line naming the socket, exit 1; a stale socket file is replaced."""
+    with tempfile.TemporaryDirectory(prefix="passt-api-") as tmp:
+        d = Path(tmp)
+        os.chmod(d, 0o755)
+        (d / "file").write_text("x")
+        busy = socket.socket(socket.AF_UNIX)
+        busy.bind(str(d / "busy"))
+        busy.listen(1)
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(str(d / "stale"))
+        stale.close()
+        cases = [(d / "missing" / "api", "No such file or directory"), (d / "file", "File exists"),
+                 (d / "busy", "Address already in use")]
+        for i, (path, why) in enumerate(cases):
+            r = host.run([PASST, "-f", "-s", str(d / f"s{i}"), "--api-socket", str(path)], check=False, timeout=30)
+            assert r.returncode == 1, r
+            assert r.stderr.strip().splitlines()[-1] == f"passt: API socket {path}: {why}", r.stderr
+            assert "Traceback" not in r.stderr
+        busy.close()
+        p = host.popen([PASST, "-f", "-q", "-s", str(d / "s"), "--api-socket", str(d / "stale")],
+                       stderr=subprocess.PIPE)
+        try:
+            assert wait_for(lambda: call(d / "stale", "list_hostfwd")["entries"] == [], 10)
+        finally:
+            stop_process(p)
+
+
 def _frame_client(sock: Path) -> socket.socket:
     c = socket.socket(socket.AF_UNIX)
     assert wait_for(lambda: c.connect_ex(str(sock)) == 0, 10)
