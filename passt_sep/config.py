@@ -118,7 +118,7 @@ def _mac_ll(mac: bytes) -> IPv6:
     return IPv6(b"\xfe\x80" + bytes(6) + eui)
 
 
-def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool):
+def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool, dns_host=None):
     """Resolvers of one family: (advertised, dns_match, dns_host).
 
     dns_host is the first resolver (where forwarded queries go, even on
@@ -129,7 +129,9 @@ def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool):
     home networks): its port 53 must lead to the resolver, not to the
     host's loopback; with
     --dns-forward, that address is what port 53 matches, and it is what is
-    advertised unless resolvers were given with -D.
+    advertised unless resolvers were given with -D. ``dns_host``
+    (--dns-host) replaces the first resolver as the place forwarded
+    queries go; what is advertised does not change.
     """
     match = host = None
     adv = []
@@ -147,7 +149,7 @@ def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool):
     if forward:
         match = forward
         adv = [forward] if not adv or not explicit else adv
-    return adv, match, host
+    return adv, match, dns_host or host
 
 
 def _check_maps(version: int, host_lo, explicit_lo, guest_map, addr) -> None:
@@ -178,7 +180,8 @@ def build_config(o: Options, host: HostInfo) -> Config:
                 prefix = 8 if first < 128 else 16 if first < 192 else 24 if first < 224 else 32
             host_lo = o.map_host_lo4 or (gw if o.map_gw else None)
             _check_maps(4, host_lo, o.map_host_lo4, o.map_guest4, addr)
-            adv, match, host_ns = _resolvers(dns_all, IPv4, host_lo, o.dns_forward4, o.dns is not None)
+            adv, match, host_ns = _resolvers(dns_all, IPv4, host_lo, o.dns_forward4, o.dns is not None,
+                                            o.dns_host4)
             v4 = V4(addr=addr, prefix=prefix, gw=gw, dns=tuple(adv[:3]),
                     dns_match=match, dns_host=host_ns,
                     ifname=f.ifname if f else (o.ifname or "eth0"),
@@ -195,7 +198,8 @@ def build_config(o: Options, host: HostInfo) -> Config:
             our_ll = gw if gw.is_link_local else ((f.addr_ll if f else None) or _mac_ll(mac))
             host_lo6 = o.map_host_lo6 or (gw if o.map_gw else None)
             _check_maps(6, host_lo6, o.map_host_lo6, o.map_guest6, addr)
-            adv6, match6, host6 = _resolvers(dns_all, IPv6, host_lo6, o.dns_forward6, o.dns is not None)
+            adv6, match6, host6 = _resolvers(dns_all, IPv6, host_lo6, o.dns_forward6, o.dns is not None,
+                                           o.dns_host6)
             v6 = V6(addr=addr, prefix=64, gw=gw, our_ll=our_ll, dns=tuple(adv6[:3]),
                     dns_match=match6, dns_host=host6,
                     ifname=f.ifname if f else (o.ifname or "eth0"),

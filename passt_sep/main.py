@@ -3,6 +3,8 @@
 
 ``pasta ...`` and ``passt ...`` choose the mode from argv[0];
 ``passt-sep pasta ...`` and ``passt-sep passt ...`` name it explicitly;
+``slirp4netns ...`` and ``passt-sep slirp4netns ...`` run the slirp4netns
+front end (passt_sep.slirp4netns) on pasta's machinery;
 ``passt-sep ctl ...`` is the control API's client (passt_sep/ctl.py).
 Every error a user can cause ends here as ``NAME: message`` on stderr and
 exit status 1; no traceback reaches a user.
@@ -15,6 +17,8 @@ import sys
 
 from .cli import PASST, PASTA, parse_args, usage, version_text
 from .errors import SetupError, UsageError
+
+SLIRP4NETNS = "slirp4netns"
 
 
 def _mode(argv: list[str]) -> tuple[str, list[str]] | None:
@@ -78,6 +82,8 @@ def run(mode: str, args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Console script entry for pasta, passt and passt-sep."""
     argv = list(sys.argv if argv is None else argv)
+    if _slirp(argv):
+        _slirp_main(argv)
     if len(argv) > 1 and argv[1] == "ctl" and "passt-sep" in os.path.basename(argv[0]):
         from .ctl import main as ctl
 
@@ -85,13 +91,34 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ctl(argv[2:]))
     found = _mode(argv)
     if found is None:
-        sys.stderr.write("passt-sep: call as pasta or passt, or as 'passt-sep pasta|passt|ctl ...'\n")
+        sys.stderr.write("passt-sep: call as pasta, passt or slirp4netns, "
+                         "or as 'passt-sep pasta|passt|slirp4netns|ctl ...'\n")
         sys.exit(1)
     mode, args = found
     try:
         status = run(mode, args)
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
         sys.stderr.write(f"{mode}: internal error: {type(e).__name__}: {e}\n")
+        status = 1
+    sys.stdout.flush()
+    os._exit(status)
+
+
+def _slirp(argv: list[str]) -> bool:
+    """Whether argv asks for the slirp4netns front end."""
+    name = os.path.basename(argv[0]) if argv else ""
+    return "slirp4netns" in name or (len(argv) > 1 and "passt-sep" in name and argv[1] == SLIRP4NETNS)
+
+
+def _slirp_main(argv: list[str]) -> None:
+    """Run the slirp4netns front end and exit (one line for any error, as the modes)."""
+    from .slirp4netns import main as slirp
+
+    direct = "slirp4netns" in os.path.basename(argv[0])
+    try:
+        status = slirp(argv[1:] if direct else argv[2:], argv[0] if direct else SLIRP4NETNS)
+    except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
+        sys.stderr.write(f"{SLIRP4NETNS}: internal error: {type(e).__name__}: {e}\n")
         status = 1
     sys.stdout.flush()
     os._exit(status)

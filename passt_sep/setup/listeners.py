@@ -13,6 +13,7 @@ passt; ``all`` skips the ports it cannot have (in use, privileged).
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 from collections.abc import Callable
 from typing import NamedTuple
@@ -24,9 +25,20 @@ from ..ports import PortFwd
 from .sockpool import set_peek_off, tcp_peek_off_supported
 
 BACKLOG = 128
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+IPV6_FREEBIND = getattr(socket, "IPV6_FREEBIND", 78)
 
 
-def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool) -> socket.socket:
+def _set_freebind(s: socket.socket, family: int) -> None:
+    """--freebind: let s bind an address the host does not have (yet)."""
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+    else:
+        s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+
+
+def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool,
+            freebind: bool = False) -> socket.socket:
     s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -42,6 +54,8 @@ def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
         if ifname:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        if freebind:
+            _set_freebind(s, family)
         s.bind((addr, port))
         s.listen(BACKLOG)
     except OSError:
@@ -62,6 +76,8 @@ def _bind_forwards(cfg: Config, fwd: PortFwd, proto: str,
     """
     out: list[tuple[socket.socket, int, int]] = []
     quiet = fwd.mode == "all"
+    if cfg.opts.freebind:  # IP_FREEBIND / IPV6_FREEBIND before each bind
+        bind = functools.partial(bind, freebind=True)
     for r in fwd.ranges:
         if r.addr is not None:
             fam = socket.AF_INET6 if ":" in r.addr else socket.AF_INET
@@ -98,7 +114,8 @@ def bind_tcp_listeners(cfg: Config) -> list[tuple[socket.socket, int, int]]:
     return _bind_forwards(cfg, fwd, "TCP", _listen)
 
 
-def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: bool) -> socket.socket:
+def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: bool,
+              freebind: bool = False) -> socket.socket:
     s = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         # bound without SO_REUSEADDR: a port in use is an error, not a
@@ -108,6 +125,8 @@ def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: boo
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
         if ifname:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        if freebind:
+            _set_freebind(s, family)
         s.bind((addr, port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     except OSError:
