@@ -42,6 +42,7 @@ are sent non-blocking (a client that does not read loses its reply).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -68,6 +69,13 @@ MAX_CLIENTS = 8  # connected at once; more are closed at accept
 # half-close or the deadline ends it (a client trickling bytes cannot make
 # the loop re-parse up to 64 KiB on every one of them)
 PARSE_TRIES = 4
+# add_hostfwd of a port remove_hostfwd dropped a moment ago: the worker may
+# not have closed it yet (the drop is a message), so a bind that finds it
+# in use is tried again every RETRY_STEP for RETRY_WINDOW after the drop,
+# from the loop (the client waits, nothing blocks)
+RETRY_WINDOW = 0.5
+RETRY_STEP = 0.005
+_WORKER = ("list_flows", "stats")  # requests answered from the worker's report
 QUERY_TIMEOUT = 1.0  # seconds the worker has to answer a report query
 SUN_PATH_MAX = 108
 
@@ -165,14 +173,16 @@ class PortTables:
 
 
 class _Client:
-    __slots__ = ("buf", "deadline", "sock", "tries", "waiting")
+    __slots__ = ("args", "buf", "deadline", "retry_at", "sock", "tries", "waiting")
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.buf = bytearray()
         self.tries = 0  # parses of an incomplete request so far (PARSE_TRIES)
         self.deadline = deadline
-        self.waiting = ""  # "list_flows" or "stats": waits for the worker's report
+        self.waiting = ""  # "list_flows" or "stats": waits for the worker's report; "add_hostfwd": a retry
+        self.args: dict[str, Any] = {}  # add_hostfwd's arguments, while it waits to retry
+        self.retry_at = 0.0
 
 
 def bind_api_socket(path: str, ids: tuple[int, int] | None) -> socket.socket:
@@ -226,6 +236,7 @@ class ApiServer:
         self.ident = os.stat(path).st_ino, st.st_ino
         self.clients: dict[int, _Client] = {}
         self.fwds: dict[int, HostFwd] = {}
+        self.dropped: dict[tuple[str, int], float] = {}  # (proto, port) -> when remove_hostfwd dropped it
         self.next_id = 1
         self.broker: Broker | None = None
         self.tables: PortTables | None = None
@@ -242,6 +253,7 @@ class ApiServer:
         self.q_sent = 0
         self.refused_clients = 0
         self.requests = 0
+        self.add_retries = 0  # add_hostfwd binds tried again (a port just dropped, not yet closed)
 
     # -- wiring -------------------------------------------------------------
     def start(self, broker: Broker, watch: Watch, unwatch: Unwatch) -> None:
@@ -268,7 +280,8 @@ class ApiServer:
         """When expire() has something to do (None: nothing pending)."""
         if not self.clients:
             return None
-        due = min(c.deadline for c in self.clients.values())
+        due = min(min(c.deadline, c.retry_at) if c.waiting == "add_hostfwd" else c.deadline
+                  for c in self.clients.values())
         return min(due, self.q_deadline) if self.q_open else due
 
     def expire(self, now: float) -> None:
@@ -277,8 +290,10 @@ class ApiServer:
             return
         if self.q_open and now >= self.q_deadline:
             self.q_open = False
-            for c in [c for c in self.clients.values() if c.waiting]:
+            for c in [c for c in self.clients.values() if c.waiting in _WORKER]:
                 self._reply(c, _err("worker did not answer"))
+        for c in [c for c in self.clients.values() if c.waiting == "add_hostfwd" and now >= c.retry_at]:
+            self._add(c, now)
         for c in [c for c in self.clients.values() if now >= c.deadline]:
             if c.buf and not c.waiting:
                 self._handle(c, bytes(c.buf))  # what came (e.g. without a half-close) is the request
@@ -380,7 +395,8 @@ class ApiServer:
             args = {}
         log.debug(f"API socket: {execute}")
         if execute == "add_hostfwd":
-            self._reply(c, self.add_hostfwd(args))
+            c.args = args
+            self._add(c, time.monotonic())
         elif execute == "list_hostfwd":
             self._reply(c, self.list_hostfwd())
         elif execute == "remove_hostfwd":
@@ -390,8 +406,23 @@ class ApiServer:
         else:
             self._reply(c, _err(_E + "unknown execute"))
 
-    def add_hostfwd(self, args: dict[str, Any]) -> bytes:
-        """Bind host_addr:host_port, hand it to the worker with guest_port as target."""
+    def _add(self, c: _Client, now: float) -> None:
+        """add_hostfwd for client c: answered, or (a port just dropped, still held) tried again."""
+        reply = self.add_hostfwd(c.args, now)
+        if reply is None:
+            self.add_retries += 1
+            c.waiting = "add_hostfwd"
+            c.retry_at = now + RETRY_STEP
+            c.deadline = max(c.deadline, now + RETRY_WINDOW + 0.1)  # the retries end first
+            return
+        self._reply(c, reply)
+
+    def add_hostfwd(self, args: dict[str, Any], now: float = 0.0) -> bytes | None:
+        """Bind host_addr:host_port, hand it to the worker with guest_port as target.
+
+        None: the port is in use, but remove_hostfwd dropped it less than
+        RETRY_WINDOW ago (the worker has not closed it yet): try again.
+        """
         e = _E + "add_hostfwd: "
         proto = _str(args.get("proto"))
         if proto not in ("tcp", "udp"):
@@ -432,8 +463,12 @@ class ApiServer:
         try:
             s = bind(socket.AF_INET, host_addr, host_port, None, True)
         except OSError as ex:
+            dropped = self.dropped.get((proto, host_port))
+            if ex.errno == errno.EADDRINUSE and dropped is not None and now - dropped < RETRY_WINDOW:
+                return None
             log.info(f"API: add_hostfwd {proto} {host_addr}:{host_port}: {ex.strerror}")
             return failed
+        self.dropped.pop((proto, host_port), None)
         fid = self.next_id
         self.next_id += 1
         try:
@@ -466,6 +501,10 @@ class ApiServer:
         self.tables.remove(f.proto, f.host_port)
         drop = ipc.DROP_TCP_MAGIC if f.proto == "tcp" else ipc.DROP_UDP_MAGIC
         self.broker.send(ipc.pack_port_msg(drop, f.host_port), [])
+        now = time.monotonic()
+        for k in [k for k, t in self.dropped.items() if now - t >= RETRY_WINDOW]:
+            del self.dropped[k]  # bounded: only the last RETRY_WINDOW's drops stay
+        self.dropped[(f.proto, f.host_port)] = now
         log.info(f"API: forward {f.id} ({f.proto} port {f.host_port}) removed")
         return _ok({})
 
@@ -500,7 +539,8 @@ class ApiServer:
         assert self.broker is not None
         parent = self.broker.counters()
         parent["api_clients_refused"] = self.refused_clients
-        for c in [c for c in self.clients.values() if c.waiting]:
+        parent["api_add_retries"] = self.add_retries
+        for c in [c for c in self.clients.values() if c.waiting in _WORKER]:
             if c.waiting == "stats":
                 out = dict(report["stats"])
                 out["parent"] = parent

@@ -150,6 +150,36 @@ def test_add_udp(env: tuple) -> None:
         srv.stop()
 
 
+def test_remove_then_add_the_same_port_at_once(env: tuple) -> None:
+    """remove_hostfwd's drop is a message to the worker; an add_hostfwd of the
+    same port right after it waits for the port (retried from the loop), it
+    does not fail. 40 rounds while a transfer keeps the worker busy, then the
+    last forward carries a transfer (sha256)."""
+    host, guest, pasta, path = env
+    hport, gport, bport = 10541, 10542, 10543
+    srv = guest.serve("tcp-sink", "0.0.0.0", gport)
+    busy = call(path, "add_hostfwd", proto="tcp", host_port=bport, guest_port=gport)["return"]["id"]
+    results: dict[str, object] = {}
+    t = threading.Thread(target=lambda: results.update(ok=send_ok(host, "127.0.0.1", bport, 64 * MIB)))
+    try:
+        t.start()
+        fid = call(path, "add_hostfwd", proto="tcp", host_port=hport, guest_port=gport)["return"]["id"]
+        for _ in range(40):
+            assert call(path, "remove_hostfwd", id=fid) == {"return": {}}
+            rep = call(path, "add_hostfwd", proto="tcp", host_port=hport, guest_port=gport)
+            assert "return" in rep, rep
+            fid = rep["return"]["id"]
+        t.join(60)
+        assert results.get("ok"), results
+        assert call(path, "stats")["return"]["parent"]["api_add_retries"] >= 0
+        assert send_ok(host, "127.0.0.1", hport, 4 * MIB)
+        assert call(path, "remove_hostfwd", id=fid) == {"return": {}}
+        assert call(path, "remove_hostfwd", id=busy) == {"return": {}}
+    finally:
+        t.join(60)
+        srv.stop()
+
+
 def test_error_texts(env: tuple) -> None:
     host, guest, pasta, path = env
     desc = lambda raw: json.loads(raw)["error"]["desc"]  # noqa: E731
