@@ -235,6 +235,24 @@ def test_list_flows_and_stats(env: tuple) -> None:
                        and f["state"].startswith("ESTABLISHED") for f in fl)
 
         assert wait_for(seen, 5), call(path, "list_flows")
+        # and a spliced one: the host's loopback through an API forward to the namespace's
+        gsrv = guest.serve("tcp-echo", "0.0.0.0", 10516)
+        fid = call(path, "add_hostfwd", proto="tcp", host_port=10526, guest_port=10516)["return"]["id"]
+        hold2 = host.popen([PYTHON, "-c", (
+            "import socket, time\n"
+            "s = socket.create_connection(('127.0.0.1', 10526), timeout=5)\n"
+            "s.sendall(b'x'); s.recv(1); print('up', flush=True); time.sleep(20)\n")],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert hold2.stdout is not None and hold2.stdout.readline().strip() == "up"
+            fl = call(path, "list_flows")["return"]["flows"]
+            assert {"proto": "tcp-splice", "guest": "loopback:10516", "host": "loopback",
+                    "state": "ESTABLISHED inbound"} in fl, fl
+            assert call(path, "stats")["return"]["tcp_splice"]["open"] >= 1
+        finally:
+            stop_process(hold2)
+            gsrv.stop()
+            call(path, "remove_hostfwd", id=fid)
         after = call(path, "stats")["return"]
         assert after["frames_from_guest"]["tcp"] > before["frames_from_guest"].get("tcp", 0)
         assert after["frames_from_guest"]["total"] > before["frames_from_guest"]["total"]
