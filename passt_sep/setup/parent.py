@@ -368,10 +368,11 @@ class Parent:
         """The host's -t listeners and -u sockets (as root: low ports too), and
         how the -u ones are bound, kept for the broker (their senders' reply
         sockets bind alike)."""
-        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds
+        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds, plan_room
 
-        listeners = bind_tcp_listeners(cfg)
-        udp_listeners = bind_udp_listeners(cfg)
+        tcp_cap, udp_cap = plan_room(cfg)  # the worker's share for listeners (worker/limits.py)
+        listeners = bind_tcp_listeners(cfg, tcp_cap)
+        udp_listeners = bind_udp_listeners(cfg, udp_cap)
         note_binds(self.udp_local, udp_listeners)
         return listeners, udp_listeners
 
