@@ -195,6 +195,8 @@ class Parent:
         self.ids = target_ids(opts.runas)  # who we run as after set-up (None: as we are)
         self.worklog: WorkerLog | None = None  # the worker's log lines (fork_worker)
         self.udp_local: dict[int, list[LocalBind]] = {}  # how the host's -u sockets are bound
+        self.early_fd: int | None = None  # passt: the socket listening since passt_sep.early
+        self.early_probed: list[str] = []
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
