@@ -22,6 +22,17 @@ from .early import PASST, Early, mode_of
 _mode = mode_of
 
 
+def _say(fd: int, text: str) -> None:
+    """Write text to fd; a reader that went away (EPIPE: libvirt 9.0 closes
+    passt's stderr at once) or a closed fd is no reason to fail."""
+    data = text.encode("utf-8", "replace")
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
+
+
 def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
@@ -61,13 +72,13 @@ def _run(mode: str, args: list[str], early: Early | None) -> int:
     try:
         opts = parse_args(mode, args)
     except UsageError as e:
-        sys.stderr.write(f"{mode}: {e}\n")
+        _say(2, f"{mode}: {e}\n")
         return 1
     if opts.action == "help":
-        sys.stdout.write(usage(mode))
+        _say(1, usage(mode))
         return 0
     if opts.action == "version":
-        sys.stdout.write(version_text(mode))
+        _say(1, version_text(mode))
         return 0
     from .setup.parent import Parent
 
@@ -90,7 +101,7 @@ def _run(mode: str, args: list[str], early: Early | None) -> int:
             parent.early_probed = early.probed if early is not None else []
         status = parent.run()
     except SetupError as e:
-        sys.stderr.write(f"{mode}: {e}\n")
+        _say(2, f"{mode}: {e}\n")
         if listen_fd is not None and early is not None:  # ours since the first stage: not left behind
             _unlink_quietly(early.path)
         return 1
@@ -110,15 +121,14 @@ def main(argv: list[str] | None = None, early: Early | None = None) -> None:
             early = None
     found = _mode(argv)
     if found is None:
-        sys.stderr.write("passt-sep: call as pasta or passt, or as 'passt-sep pasta|passt ...'\n")
+        _say(2, "passt-sep: call as pasta or passt, or as 'passt-sep pasta|passt ...'\n")
         sys.exit(1)
     mode, args = found
     try:
         status = run(mode, args, early)
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
-        sys.stderr.write(f"{mode}: internal error: {type(e).__name__}: {e}\n")
+        _say(2, f"{mode}: internal error: {type(e).__name__}: {e}\n")
         status = 1
-    sys.stdout.flush()
     os._exit(status)
 
 
