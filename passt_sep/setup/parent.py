@@ -201,7 +201,7 @@ class Parent:
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
         """Step 1: the worker, isolated before anything else happens."""
-        from ..worker.main import policy_path, worker_main
+        from ..worker.main import policy_path, preload, worker_main
 
         try:
             policy = load_policy(policy_path(self.opts.mode))
@@ -214,6 +214,11 @@ class Parent:
         if pid == 0:
             self.sock.close()
             logr.close()
+            try:
+                preload()  # the worker's code, still as the user we were started as
+            except BaseException as e:  # noqa: BLE001 - the child must not unwind into the parent's code
+                os.write(2, f"{self.prog}: worker: {type(e).__name__}: {e}\n".encode())
+                os._exit(1)
             if self.ready_fd is not None:  # daemon: let go of the launcher's stdio
                 _detach_stdio()
             self.in_worker_child()
