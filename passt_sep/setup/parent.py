@@ -416,6 +416,7 @@ class Parent:
             log.stderr_fd = None
 
     def _wait_ready(self) -> None:
+        log.debug("waiting for the worker")
         self.sock.settimeout(WORKER_READY_TIMEOUT)
         try:
             msg = self.sock.recv(16)
@@ -427,6 +428,7 @@ class Parent:
         if msg != b"ready":
             why = self._worker_death() or "no answer"
             raise SetupError("start worker", why)
+        log.debug("worker ready")
 
     def _worker_death(self, block: bool = False) -> str | None:
         """If the worker has ended, reap it and say how."""

@@ -35,6 +35,7 @@ from .. import ipc
 from ..log import log
 from . import limits
 
+
 def preload() -> None:
     """Import the worker's code: in the forked child, before it switches user.
 
