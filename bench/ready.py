@@ -21,6 +21,7 @@ exec. C passt and C pasta are /usr/bin/passt and /usr/bin/pasta. Prints a
 table and one JSON line per implementation (median, p95, all samples).
 
     .venv/bin/python bench/ready.py [--reps 20] [--impl ours-passt,c-passt,ours-pasta,c-pasta]
+        [--other NAME=DIR]   (DIR/passt and DIR/pasta as NAME-passt, NAME-pasta: an older tree)
 """
 
 from __future__ import annotations
@@ -156,10 +157,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--impl", default=",".join(IMPLS))
+    ap.add_argument("--other", action="append", default=[], metavar="NAME=DIR",
+                    help="also DIR/passt and DIR/pasta, as NAME-passt and NAME-pasta")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--netns", help=argparse.SUPPRESS)
     ap.add_argument("--ifname", default="eth0", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    for spec in a.other:
+        name, _, d = spec.partition("=")
+        IMPLS[f"{name}-passt"] = ("passt", [f"{d}/passt", "--runas", "0:0"])
+        IMPLS[f"{name}-pasta"] = ("pasta", [f"{d}/pasta", "--runas", "0:0"])
+        if not a.inner and f"{name}-passt" not in a.impl:
+            a.impl += f",{name}-passt,{name}-pasta"
     if a.inner:
         inner(a)
         return
@@ -168,7 +177,8 @@ def main() -> None:
     with HostNS() as host:
         guest = host.guest()
         r = host.run([PYTHON, __file__, "--inner", "--reps", str(a.reps), "--impl", a.impl,
-                      "--netns", guest.netns_path], timeout=60 + a.reps * 40)
+                      "--netns", guest.netns_path, *[f"--other={o}" for o in a.other]],
+                     timeout=60 + a.reps * 40)
     res = json.loads(r.stdout.strip().splitlines()[-1])
     print(f"{'implementation':<12} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}  (n={a.reps})")
     for n, xs in res.items():
