@@ -13,11 +13,12 @@ How many: every socket bound here ends up in the worker, whose fds are
 one budget (worker/limits.py: the hard RLIMIT_NOFILE, which the parent
 raised its soft limit to first); the listeners' share of it is
 ``LISTENER_FDS``. The -t and -u specs are counted before anything is
-bound (``plan_room``): explicit port lists must fit, or the run ends
-with one line naming the option and the limit (passt: "Can't open enough
-sockets for port specifier"); ``all`` takes what is left, split evenly
-between -t and -u, lowest ports first, with a warning naming the first
-port left out. What the process needs for itself (broker and log
+bound (``plan_room``): explicit port lists must fit in half the worker's
+budget (``EXPLICIT_ROOM``), or the run ends with one line naming the
+option and the limit (passt: "Can't open enough sockets for port
+specifier"); ``all`` takes what they leave of the listeners' share, split
+evenly between -t and -u, lowest ports first, with a warning naming the
+first port left out. What the process needs for itself (broker and log
 channels, pools, files) is outside the share, so binding can never take
 the fds set-up still needs.
 """
@@ -33,10 +34,12 @@ from ..config import Config
 from ..errors import SetupError
 from ..log import log
 from ..ports import PortFwd
-from ..worker.limits import BUDGET, LISTENER_FDS
+from ..worker.limits import BUDGET, LISTENER_FDS, RESERVE
 from .sockpool import set_peek_off, tcp_peek_off_supported
 
 BACKLOG = 128
+# explicit port lists may take up to half the worker's fds after its reserve
+EXPLICIT_ROOM = max(0, BUDGET - RESERVE) // 2
 
 
 def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool) -> socket.socket:
@@ -89,13 +92,17 @@ def _spec_text(fwd: PortFwd) -> str:
     return ",".join(f"{r.first}" if r.first == r.last else f"{r.first}-{r.last}" for r in fwd.ranges)
 
 
-def plan_room(cfg: Config, room: int = LISTENER_FDS) -> tuple[int | None, int | None]:
+def plan_room(cfg: Config, room: int = LISTENER_FDS,
+              explicit_room: int = EXPLICIT_ROOM) -> tuple[int | None, int | None]:
     """How many sockets -t and -u may each bind: (tcp, udp), None for no cap.
 
-    Explicit specs are counted first and must fit in ``room`` together:
-    otherwise SetupError naming the option and the limit (passt exits
-    too). The ``all`` specs share what is left evenly (one may take what
-    the other does not need).
+    Explicit port lists (pasta's -T and -U included) are counted first and
+    must fit in ``explicit_room`` together (half the worker's budget: the
+    user asked for each of those ports), otherwise SetupError naming the
+    option and the limit (passt exits too). The ``all`` specs share what
+    is left of ``room``, the listeners' share, evenly (one may take what
+    the other does not need); an ``all`` left without any room at all is
+    a SetupError too.
     """
     o = cfg.opts
     specs = []
@@ -104,25 +111,33 @@ def plan_room(cfg: Config, room: int = LISTENER_FDS) -> tuple[int | None, int | 
     if not o.no_udp and o.udp_in.mode in ("spec", "all"):
         specs.append(("-u", o.udp_in))
     need = {opt: wanted(cfg, f) for opt, f in specs}
-    if sum(need.values()) <= room:
-        return None, None
+    # pasta's -T and -U: two sockets a port (127.0.0.1 and ::1 in the namespace,
+    # autofwd.py), bound later but out of the same budget: counted as explicit lists
+    for opt, f in (("-T", o.tcp_out), ("-U", o.udp_out)):
+        if f.mode == "spec" and not (o.no_tcp if opt == "-T" else o.no_udp):
+            specs.insert(0, (opt, f))
+            need[opt] = 2 * sum(1 for r in f.ranges for p in r.ports() if p not in f.exclude)
     cap: dict[str, int] = {}
-    left = room
+    left = explicit_room
     for opt, f in specs:
         if f.mode == "spec":
             if need[opt] > left:
                 raise SetupError(f"{opt} {_spec_text(f)}",
                                  f"Can't open enough sockets for port specifier: {need[opt]} wanted, "
                                  f"room for {left} under RLIMIT_NOFILE {BUDGET}")
-            cap[opt] = need[opt]
             left -= need[opt]
     alls = [(opt, f) for opt, f in specs if f.mode == "all"]
-    for i, (opt, _f) in enumerate(sorted(alls, key=lambda x: need[x[0]])):
+    if not alls:
+        return None, None
+    left = max(0, room - (explicit_room - left))
+    if sum(need[opt] for opt, _f in alls) <= left:
+        return None, None
+    for i, (opt, f) in enumerate(sorted(alls, key=lambda x: need[x[0]])):
         share = left // (len(alls) - i)
         cap[opt] = min(need[opt], share)
         left -= cap[opt]
         if cap[opt] == 0:
-            raise SetupError(f"{opt} {_spec_text(_f)}",
+            raise SetupError(f"{opt} {_spec_text(f)}",
                              f"Can't open enough sockets for port specifier: no room under "
                              f"RLIMIT_NOFILE {BUDGET}")
     return cap.get("-t"), cap.get("-u")
