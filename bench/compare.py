@@ -10,6 +10,16 @@ machine hit all of them alike), keeps every JSON line in bench/results/,
 and prints medians side by side with passt-sep's ratio to each peer.
 
     .venv/bin/python bench/compare.py --cases tcp,rr,crr,mtu1500 --reps 5 --rounds 1
+    .venv/bin/python bench/compare.py --impls passt-sep,pasta-c,slirp4netns,loopback \
+        --rounds 2 --reps 5 --plot docs/performance.png
+    .venv/bin/python bench/compare.py --from bench/results/compare-STAMP.jsonl --plot out.png
+
+``--plot FILE.png`` draws the table (matplotlib, ``pip install -e '.[bench]'``):
+one bar group per case, one bar per implementation, each bar the ratio to
+C pasta's median (drawn so that higher is better: for milliseconds and KiB
+the inverse), on a log scale; where the ``loopback`` implementation ran, its
+ceiling for the case's kind (tcp, udp, rr, crr) is marked as a line across
+the group. ``--from`` tabulates and plots a results file instead of running.
 """
 
 from __future__ import annotations
@@ -44,29 +54,98 @@ def run(impl: str, extra: list[str]) -> list[dict]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--impls", default="passt-sep,pasta-c,slirp4netns")
-    ap.add_argument("--rounds", type=int, default=1)
-    a, extra = ap.parse_known_args()
-    impls = [OURS if i == "passt-sep" else i for i in a.impls.split(",")]
-    results: list[dict] = []
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (HERE / "results").mkdir(exist_ok=True)
-    path = HERE / "results" / f"compare-{stamp}.jsonl"
-    with path.open("w") as f:
-        for _ in range(a.rounds):
-            for impl in impls:
-                for d in run(impl, extra):
-                    results.append(d)
-                    f.write(json.dumps(d) + "\n")
-                    f.flush()
+def tabulate(results: list[dict]) -> tuple[dict[str, dict[str, list[float]]], dict[str, str]]:
+    """Per case, per implementation, the medians of every run; and each case's unit."""
     table: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     units = {}
     for d in results:
         if "median" in d:
             table[d["case"]][d["impl"]].append(d["median"])
             units[d["case"]] = d["unit"]
+    return table, units
+
+
+LOWER_IS_BETTER = ("ms", "KiB")
+REFERENCE = "pasta-c"
+
+
+def plot(table: dict[str, dict[str, list[float]]], units: dict[str, str], names: list[str],
+         out: str) -> None:
+    """Bar groups of each implementation's ratio to C pasta, higher is better, log scale."""
+    import matplotlib  # only here: the suite itself needs no plotting library
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def med(case: str, impl: str) -> float | None:
+        v = table.get(case, {}).get(impl)
+        return statistics.median(v) if v else None
+
+    cases = [c for c in sorted(table) if not c.endswith("_direct") and med(c, REFERENCE)]
+    bars = [n for n in names if n not in (REFERENCE, "loopback")]
+    if not cases or not bars:
+        raise SystemExit(f"compare: nothing to plot (need {REFERENCE} and another implementation)")
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.7 * len(cases) + 2), 5.0))
+    width = 0.8 / len(bars)
+    for k, impl in enumerate(bars):
+        xs, ys = [], []
+        for i, case in enumerate(cases):
+            ours, ref = med(case, impl), med(case, REFERENCE)
+            if ours and ref:
+                xs.append(i - 0.4 + width * (k + 0.5))
+                ys.append(ref / ours if units[case] in LOWER_IS_BETTER else ours / ref)
+        ax.bar(xs, ys, width, label=impl)
+    for i, case in enumerate(cases):
+        ceiling = med(case.split("_")[0] + "_direct", "loopback")
+        ref = med(case, REFERENCE)
+        if ceiling and ref and units[case] not in LOWER_IS_BETTER:
+            ax.hlines(ceiling / ref, i - 0.45, i + 0.45, colors="black", linestyles="dashed",
+                      label="loopback ceiling" if i == 0 or "loopback ceiling" not in
+                      ax.get_legend_handles_labels()[1] else None)
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_yscale("log")
+    ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50) if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels(cases, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel(f"ratio to {REFERENCE} (higher is better; ms and KiB inverted)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--impls", default="passt-sep,pasta-c,slirp4netns")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--plot", metavar="FILE.png", help="draw the ratios to C pasta into FILE.png")
+    ap.add_argument("--from", dest="source", metavar="JSONL",
+                    help="tabulate (and plot) this results file instead of running the suite")
+    a, extra = ap.parse_known_args()
+    impls = [OURS if i == "passt-sep" else i for i in a.impls.split(",")]
+    results: list[dict] = []
+    if a.source:
+        path = Path(a.source).resolve()
+        with path.open() as f:
+            results = [json.loads(line) for line in f if line.startswith("{")]
+        seen = list(dict.fromkeys(d["impl"] for d in results))
+        impls = [i for i in ("passt-sep", "pasta-c", "slirp4netns", "loopback") if i in seen] \
+            + [i for i in seen if i not in ("passt-sep", "pasta-c", "slirp4netns", "loopback")]
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        (HERE / "results").mkdir(exist_ok=True)
+        path = HERE / "results" / f"compare-{stamp}.jsonl"
+        with path.open("w") as f:
+            for _ in range(a.rounds):
+                for impl in impls:
+                    for d in run(impl, extra):
+                        results.append(d)
+                        f.write(json.dumps(d) + "\n")
+                        f.flush()
+    table, units = tabulate(results)
     names = ["passt-sep" if i == OURS else i for i in impls]
     print(f"{'case':24} {'unit':14} " + " ".join(f"{n:>12}" for n in names)
           + "   ours/" + "  ours/".join(names[1:]))
@@ -76,7 +155,10 @@ def main() -> None:
         ratios = [f"{ours / row[n]:7.2f}" if ours and row.get(n) else "      -" for n in names[1:]]
         print(f"{case:24} {units[case]:14} "
               + " ".join(f"{row.get(n, float('nan')):12.3f}" for n in names) + "  " + "  ".join(ratios))
-    print(f"raw results: {path.relative_to(REPO)}")
+    print(f"raw results: {path}")
+    if a.plot:
+        plot(table, units, names, a.plot)
+        print(f"plot: {a.plot}")
 
 
 if __name__ == "__main__":

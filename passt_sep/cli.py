@@ -103,8 +103,16 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("no-map-gw"),
     Opt("map-host-loopback", None, True),  # per family, the last one wins; "none" clears
     Opt("map-guest-addr", None, True),
+    # newer passt (2024-2025) options that podman 5 and libvirt pass
+    Opt("dns-host", None, True),  # per family, the last one wins (as passt's code)
+    Opt("hostname", "H", True),
+    Opt("fqdn", None, True),
+    Opt("freebind"),
+    Opt("host-lo-to-ns-lo", None, False, (PASTA,)),
+    Opt("no-copy-routes", None, False, (PASTA,)),
+    Opt("no-copy-addrs", None, False, (PASTA,)),
     Opt("socket", "s", True, (PASST,), again=REFUSE),
-    Opt("fd", "F", True, again=REFUSE),
+    Opt("fd", "F", True, (PASST,), again=REFUSE),  # pasta's tap fd: not supported
     Opt("one-off", "1", False, (PASST,), again=REFUSE, refusal="Redundant --one-off option"),
     Opt("tcp-ports", "t", True, again=ADD),
     Opt("udp-ports", "u", True, again=ADD),
@@ -119,6 +127,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("ns-mac-addr", None, True, (PASTA,)),
     Opt("egress-deny", None, True, again=ADD),
     Opt("egress-allow", None, True, again=ADD),
+    Opt("api-socket", None, True, again=REFUSE),  # ours: slirp4netns's JSON API (setup/api.py)
 )
 _BY_LONG = {o.long: o for o in OPTIONS}
 _BY_SHORT = {o.short: o for o in OPTIONS if o.short}
@@ -172,6 +181,14 @@ class Options:
     map_host_lo6: ipaddress.IPv6Address | None = None
     map_guest4: ipaddress.IPv4Address | None = None  # --map-guest-addr, per family
     map_guest6: ipaddress.IPv6Address | None = None
+    dns_host4: ipaddress.IPv4Address | None = None  # --dns-host: where --dns-forward queries go
+    dns_host6: ipaddress.IPv6Address | None = None
+    hostname: str | None = None  # -H: DHCP option 12
+    fqdn: str | None = None  # --fqdn: DHCP option 81, DHCPv6 option 39
+    freebind: bool = False  # IP_FREEBIND / IPV6_FREEBIND on -t/-u sockets
+    host_lo_to_ns_lo: bool = False  # what passt-sep's splice always does (splice.md)
+    no_copy_routes: bool = False  # what --config-net always does: one default route
+    no_copy_addrs: bool = False  # ... and one address per family
     socket_path: str | None = None
     fd: int | None = None
     one_off: bool = False
@@ -185,9 +202,11 @@ class Options:
     netns_only: bool = False
     no_netns_quit: bool = False
     config_net: bool = False
+    config_net6: bool = True  # --config-net gives IPv6 its address and route too (the slirp4netns front end: SLAAC only)
     ns_mac: bytes | None = None
     egress_deny: tuple[EgressRule, ...] = ()  # --egress-deny, in the order given
     egress_allow: tuple[EgressRule, ...] = ()  # --egress-allow: with any, everything else is denied
+    api_socket: str | None = None  # --api-socket: the control API's UNIX socket (setup/api.py)
     command: tuple[str, ...] = ()
     target_pid: int | None = None
     action: str = "run"  # run, help, version
@@ -210,6 +229,15 @@ def _assignable(opt: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6A
     if bad:
         raise UsageError(f"Invalid address for --{opt}: '{value}'")
     return ip
+
+
+def _dhcp_name(opt: str, value: str) -> str:
+    """-H / --fqdn: a DNS name that fits one DHCP option (at most 253 characters)."""
+    labels = value.rstrip(".").split(".")
+    if (not value or len(value) > 253 or not value.isascii()
+            or any(not 0 < len(lbl) < 64 for lbl in labels)):
+        raise UsageError(f"Invalid {'hostname' if opt == 'hostname' else 'FQDN'} for --{opt}: '{value}'")
+    return value
 
 
 def parse_mac(opt: str, value: str) -> bytes:
@@ -336,7 +364,8 @@ def parse_args(mode: str, argv: list[str]) -> Options:
     for opt, spelling, value in pairs:
         name = opt.long
         if mode not in opt.modes:
-            raise UsageError(f"Option '{spelling}' is not supported by {mode}")
+            why = " (a pre-opened tap fd: passt-sep opens the tap itself)" if name == "fd" else ""
+            raise UsageError(f"Option '{spelling}' is not supported by {mode}{why}")
         v = value or ""
         if opt.again == REFUSE and name in seen:
             raise opt.refuse(value)
@@ -352,7 +381,8 @@ def parse_args(mode: str, argv: list[str]) -> Options:
         seen.add(name)
         if name in ("debug", "trace", "quiet", "foreground", "stderr", "no-tcp", "no-udp",
                     "no-icmp", "no-dhcp", "no-ndp", "no-dhcpv6", "no-ra", "one-off",
-                    "netns-only", "no-netns-quit", "config-net"):
+                    "netns-only", "no-netns-quit", "config-net", "freebind",
+                    "host-lo-to-ns-lo", "no-copy-routes", "no-copy-addrs"):
             kw[name.replace("-", "_")] = True
         elif name == "help":
             return replace(o, action="help")
@@ -370,6 +400,10 @@ def parse_args(mode: str, argv: list[str]) -> Options:
             kw["pcap_size"] = _int(name, v, PCAP_SIZE_MIN, 1 << 40)
         elif name == "pid":
             kw["pid_file"] = v
+        elif name == "api-socket":
+            if not v or len(os.fsencode(v)) >= 108:
+                raise UsageError(f"Invalid --api-socket path (empty, or 108 bytes or more): {v}")
+            kw["api_socket"] = v
         elif name == "mtu":
             kw["mtu"] = 0 if v == "0" else _int(name, v, 68, 65535)
         elif name == "address":
@@ -461,6 +495,13 @@ def parse_args(mode: str, argv: list[str]) -> Options:
                 udp_out = parse_port_spec(spelling, v, udp_out, allow_prefix=False, **common)
         elif name in ("egress-deny", "egress-allow"):
             egress[name].append(parse_egress_spec(spelling, v))
+        elif name == "dns-host":
+            ip = _ip(name, v)
+            if ip.is_unspecified or ip == ipaddress.IPv4Address("255.255.255.255"):
+                raise UsageError(f"Invalid host nameserver address: {v} (--dns-host)")
+            kw[f"dns_host{ip.version}"] = ip
+        elif name in ("hostname", "fqdn"):
+            kw[name] = _dhcp_name(name, v)
         elif name == "userns":
             kw["userns"] = v
         elif name == "netns":
@@ -477,6 +518,9 @@ def parse_args(mode: str, argv: list[str]) -> Options:
         raise UsageError("Options --ipv4-only and --ipv6-only are mutually exclusive")
     if "socket_path" in kw and "fd" in kw:
         raise UsageError("Options --socket and --fd are mutually exclusive")
+    if (kw.get("no_copy_routes") or kw.get("no_copy_addrs")) and not kw.get("config_net"):
+        which = "routes" if kw.get("no_copy_routes") else "addrs"
+        raise UsageError(f"--no-copy-{which} needs --config-net")
     if kw.get("netns_only") and "userns" in kw:
         raise UsageError("Options --netns-only and --userns are mutually exclusive")
     for ip in addrs:
@@ -544,6 +588,7 @@ def usage(mode: str) -> str:
   --{'dhcp-dns' if mode == PASTA else 'no-dhcp-dns'}  {'Pass' if mode == PASTA else "Don't pass"} DNS list via DHCP/DHCPv6/NDP
   --{'dhcp-search' if mode == PASTA else 'no-dhcp-search'}  {'Pass' if mode == PASTA else "Don't pass"} search list via DHCP/DHCPv6/NDP
   --dns-forward ADDR    Forward DNS queries sent to ADDR
+  --dns-host ADDR       Host nameserver to direct queries to ADDR (per family)
   -4, --ipv4-only       Enable IPv4 operation only
   -6, --ipv6-only       Enable IPv6 operation only
   --no-tcp, --no-udp, --no-icmp        Disable that protocol
@@ -551,6 +596,9 @@ def usage(mode: str) -> str:
   --no-map-gw           Don't map gateway address to host
   --map-host-loopback ADDR  Translate ADDR to refer to host (default: gateway)
   --map-guest-addr ADDR     Translate ADDR to guest's address (default: none)
+  -H, --hostname NAME   Hostname to send the client (DHCP option 12)
+  --fqdn NAME           FQDN to send the client (DHCP option 81, DHCPv6 option 39)
+  --freebind            Bind -t/-u addresses the host does not have (yet)
   --egress-deny SPEC    Refuse guest traffic to SPEC: ADDR[/PREFIX][:PORTS]
                         (IPv6 with ports: [ADDR[/PREFIX]]:PORTS), as the host
                         sees the destination (the mapped gateway is 127.0.0.1
@@ -558,10 +606,13 @@ def usage(mode: str) -> str:
                         without: every protocol, ICMP echo too. Repeatable
   --egress-allow SPEC   Refuse guest traffic to anything no --egress-allow SPEC
                         matches (deny rules still apply first). Repeatable
+  --api-socket PATH     Serve slirp4netns's JSON API (add_hostfwd, list_hostfwd,
+                        remove_hostfwd) and list_flows, stats on UNIX socket
+                        PATH (passt-sep extension; client: passt-sep ctl)
 """
     if mode == PASST:
         return common + """  -s, --socket PATH     UNIX domain socket path (default: probe free path /tmp/passt_N.socket)
-  -F, --fd FD           Use FD as pre-opened connected socket
+  -F, --fd FD           Use FD as pre-opened connected socket (passt only)
   -1, --one-off         Quit after handling one single client
   -t, --tcp-ports SPEC  TCP port forwarding to guest (none, all, or [ADDR[%IF]/]PORTS)
   -u, --udp-ports SPEC  UDP port forwarding to guest
@@ -577,6 +628,10 @@ def usage(mode: str) -> str:
   --no-netns-quit       Don't quit if filesystem-bound target namespace is gone
   --config-net          Configure tap interface in namespace
   --ns-mac-addr ADDR    Set MAC address on tap interface
+  --host-lo-to-ns-lo    Host loopback forwards reach the namespace's loopback
+                          (what passt-sep always does)
+  --no-copy-routes      With --config-net: only the default route (always so)
+  --no-copy-addrs       With --config-net: a single address (always so)
 """
 
 

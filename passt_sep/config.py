@@ -10,15 +10,13 @@ actually uses), which lives in the worker's own state, not here.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from dataclasses import dataclass
 
 from .cli import Options
 from .errors import SetupError
+from .log import log
 from .setup.hostaddr import HostInfo
 from .setup.sockpool import tcp_peek_off_supported
-
-log = logging.getLogger("passt_sep")
 
 IPv4 = ipaddress.IPv4Address
 IPv6 = ipaddress.IPv6Address
@@ -118,7 +116,7 @@ def _mac_ll(mac: bytes) -> IPv6:
     return IPv6(b"\xfe\x80" + bytes(6) + eui)
 
 
-def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool):
+def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool, dns_host=None):
     """Resolvers of one family: (advertised, dns_match, dns_host).
 
     dns_host is the first resolver (where forwarded queries go, even on
@@ -129,7 +127,9 @@ def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool):
     home networks): its port 53 must lead to the resolver, not to the
     host's loopback; with
     --dns-forward, that address is what port 53 matches, and it is what is
-    advertised unless resolvers were given with -D.
+    advertised unless resolvers were given with -D. ``dns_host``
+    (--dns-host) replaces the first resolver as the place forwarded
+    queries go; what is advertised does not change.
     """
     match = host = None
     adv = []
@@ -147,7 +147,7 @@ def _resolvers(dns_all: tuple, cls: type, host_lo, forward, explicit: bool):
     if forward:
         match = forward
         adv = [forward] if not adv or not explicit else adv
-    return adv, match, host
+    return adv, match, dns_host or host
 
 
 def _check_maps(version: int, host_lo, explicit_lo, guest_map, addr) -> None:
@@ -170,7 +170,7 @@ def build_config(o: Options, host: HostInfo) -> Config:
         gw = o.gw4 or (f.gateway if f else None)
         if addr is None or gw is None:
             if o.ipv6 and (host.v6 or o.addr6):
-                log.warning("IPv4: no usable default route or address, IPv4 disabled")
+                log.warn("IPv4: no usable default route or address, IPv4 disabled")
         else:
             prefix = o.prefix4 if o.prefix4 is not None else (f.prefix if f and f.addr == addr else 0)
             if prefix == 0:  # classful fallback, as passt does
@@ -178,7 +178,8 @@ def build_config(o: Options, host: HostInfo) -> Config:
                 prefix = 8 if first < 128 else 16 if first < 192 else 24 if first < 224 else 32
             host_lo = o.map_host_lo4 or (gw if o.map_gw else None)
             _check_maps(4, host_lo, o.map_host_lo4, o.map_guest4, addr)
-            adv, match, host_ns = _resolvers(dns_all, IPv4, host_lo, o.dns_forward4, o.dns is not None)
+            adv, match, host_ns = _resolvers(dns_all, IPv4, host_lo, o.dns_forward4, o.dns is not None,
+                                            o.dns_host4)
             v4 = V4(addr=addr, prefix=prefix, gw=gw, dns=tuple(adv[:3]),
                     dns_match=match, dns_host=host_ns,
                     ifname=f.ifname if f else (o.ifname or "eth0"),
@@ -189,13 +190,14 @@ def build_config(o: Options, host: HostInfo) -> Config:
         gw = o.gw6 or (f.gateway if f else None)
         if addr is None or gw is None:
             if o.ipv4 and v4 is not None:
-                log.warning("IPv6: no usable default route or global address, IPv6 disabled")
+                log.warn("IPv6: no usable default route or global address, IPv6 disabled")
         else:
             mac = o.our_mac or host.mac or b"\x02\x00\x00\x00\x00\x01"
             our_ll = gw if gw.is_link_local else ((f.addr_ll if f else None) or _mac_ll(mac))
             host_lo6 = o.map_host_lo6 or (gw if o.map_gw else None)
             _check_maps(6, host_lo6, o.map_host_lo6, o.map_guest6, addr)
-            adv6, match6, host6 = _resolvers(dns_all, IPv6, host_lo6, o.dns_forward6, o.dns is not None)
+            adv6, match6, host6 = _resolvers(dns_all, IPv6, host_lo6, o.dns_forward6, o.dns is not None,
+                                           o.dns_host6)
             v6 = V6(addr=addr, prefix=64, gw=gw, our_ll=our_ll, dns=tuple(adv6[:3]),
                     dns_match=match6, dns_host=host6,
                     ifname=f.ifname if f else (o.ifname or "eth0"),

@@ -45,6 +45,8 @@ announcements, each a ``LISTENER`` layout (4-byte magic, port, target):
     UNSL + fd   a -U socket bound inside the namespace (127.0.0.1 or ::1);
                 every datagram it receives is relayed to the host's loopback
     UNDR        close the -U sockets of ``port`` (and their flows)
+    QRPT        (not a port message) the control API asks for a report:
+                ``port`` is the query id; answered with OP_REPORT
 
 Announcements only ever hand the worker sockets that it may accept or
 receive on, and drops only take them away: no message makes the worker
@@ -99,12 +101,22 @@ OP_NS_UDP_REPLY = 9
 # use, it takes datagrams from senders no flow is connected to (a TFTP
 # server answers from a new port); the worker cannot send on it
 OP_UDP_PORT = 10
+# not a request: the worker's answer to a QUERY_MAGIC message from the
+# parent (the control API's list_flows and stats, setup/api.py): the
+# header (``port``: the query id), then a JSON payload of at most
+# REPORT_MAX bytes in the same record. No reply. The parent sends at most
+# per_second queries a second and has at most inflight of them unanswered
+# (it sends no more until the worker catches up), so a report it did not
+# ask for, a second one to a query, or one over the quota is a protocol
+# violation, as is a payload the parent's validation refuses.
+OP_REPORT = 11
+REPORT_MAX = 48 << 10
 OP_NAMES = {OP_PING_SOCKET: "ping socket", OP_TCP_CONNECT: "tcp connect", OP_UDP_SOCKET: "udp socket",
             OP_NS_LOOP_CONNECT: "namespace loopback connect",
             OP_HOST_LOOP_CONNECT: "host loopback connect",
             OP_NS_LOOP_UDP: "namespace loopback udp", OP_HOST_LOOP_UDP: "host loopback udp",
             OP_UDP_REPLY: "udp reply", OP_NS_UDP_REPLY: "namespace udp reply",
-            OP_UDP_PORT: "udp port"}
+            OP_UDP_PORT: "udp port", OP_REPORT: "report"}
 
 class Quota(NamedTuple):
     """What the worker may ask of one op: at most ``inflight`` requests
@@ -127,8 +139,11 @@ class Quota(NamedTuple):
 # in-flight slot then (at most inflight). Sizes: OP_TCP_CONNECT runs once
 # per new connection (crr reaches ~5,000/s, docs/performance.md), so a SYN
 # flood is cut at 16,384/s in the worker; UDP flows, splices and echo
-# sockets are rarer. The in-flight sum (120) keeps the requests of one
-# burst well inside the socket pair's buffer, so neither side ever blocks.
+# sockets are rarer. The in-flight sum of the requests (120) keeps the
+# requests of one burst well inside the socket pair's buffer, so neither
+# side ever blocks on them. (OP_REPORT, the answer to a query of the
+# parent's own, is apart: its send may wait for the parent to read, and
+# the parent never waits for the worker.)
 QUOTAS: dict[int, Quota] = {
     OP_PING_SOCKET: Quota(4, 256),
     OP_TCP_CONNECT: Quota(32, 16384),
@@ -140,6 +155,7 @@ QUOTAS: dict[int, Quota] = {
     OP_UDP_REPLY: Quota(8, 2048),
     OP_NS_UDP_REPLY: Quota(4, 1024),
     OP_UDP_PORT: Quota(8, 1024),
+    OP_REPORT: Quota(16, 16),
 }
 OP_MAX = max(QUOTAS)
 
@@ -164,6 +180,11 @@ DROP_NS_UDP_MAGIC = b"UNDR"  # close the -U sockets of a port (no fd)
 PORT_MAGICS = frozenset({LISTENER_MAGIC, UDP_LISTENER_MAGIC, NS_LISTENER_MAGIC,
                          DROP_TCP_MAGIC, DROP_UDP_MAGIC, DROP_NS_MAGIC,
                          NS_UDP_MAGIC, DROP_NS_UDP_MAGIC})
+
+# Parent to worker: a query for the control API (LISTENER layout, port:
+# the query id, target unused, no fd); the worker answers with OP_REPORT
+QUERY_MAGIC = b"QRPT"
+RECV_MAX = 36 + REPORT_MAX  # the largest record the parent reads (REQ.size + REPORT_MAX)
 
 START_MAX = 1 << 20  # largest start-up message (pickled Config)
 MAX_START_FDS = 16
@@ -223,6 +244,33 @@ def unpack_port_msg(data: bytes) -> tuple[bytes, int, int] | None:
         return None
     magic, port, target = LISTENER.unpack(data)
     return (magic, port, target) if magic in PORT_MAGICS else None
+
+
+def pack_query(qid: int) -> bytes:
+    """Encode a report query (parent to worker)."""
+    return LISTENER.pack(QUERY_MAGIC, qid, 0)
+
+
+def unpack_query(data: bytes) -> int | None:
+    """Decode a report query: its id, or None."""
+    if len(data) != LISTENER.size or data[:4] != QUERY_MAGIC:
+        return None
+    return LISTENER.unpack(data)[1]
+
+
+def pack_report(qid: int, payload: bytes) -> bytes:
+    """Encode a report (worker to parent): header, then the payload."""
+    return pack_request(0, OP_REPORT, 0, qid) + payload
+
+
+def unpack_report(data: bytes) -> tuple[Request, bytes] | None:
+    """Decode a report: (header, payload), or None if it is not one or its size is wrong."""
+    if not REQ.size < len(data) <= REQ.size + REPORT_MAX:
+        return None
+    req = unpack_request(data[:REQ.size])
+    if req is None or req.op != OP_REPORT:
+        return None
+    return req, data[REQ.size:]
 
 
 def unpack_reply(data: bytes) -> tuple[int, int] | None:

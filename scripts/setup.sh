@@ -30,6 +30,8 @@ packages=(
 	iperf3 busybox-static passt slirp4netns strace dnsmasq-base tcpdump cpio nftables iptables
 	# dhclient -6 is the real DHCPv6 client of the tests (busybox 1.35 has no udhcpc6)
 	isc-dhcp-client
+	# man -l and groff render the manual pages in tests/unit/test_manpages.py
+	man-db groff-base
 	# The VM tests (tests/vm/) boot Debian's kernel under qemu (passt mode):
 	qemu-system-x86 linux-image-amd64
 )
@@ -87,7 +89,13 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 have=$(cat "$stamp" 2>/dev/null || true)
 if [ "$want" != "$have" ] || [ ! -x "$venv/bin/pytest" ] || [ ! -x "$venv/bin/ruff" ] ||
 	! "$venv/bin/python" -c 'import passt_sep' >/dev/null 2>&1; then
-	say "installing passt-sep into $venv (editable, with test extras)"
-	"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+	say "installing passt-sep into $venv (editable, with test and bench extras)"
+	"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	printf '%s\n' "$want" >"$stamp"
 fi
+
+# pasta, passt and passt-sep as launchers that listen before site loads
+# (passt_sep/launcher.py: python -IS, passt's socket ready within a few ms
+# of exec); pip's console scripts are replaced, qrap stays pip's. Done on
+# every run: a pip install above writes pip's scripts again.
+"$venv/bin/python" -m passt_sep.launcher "$venv/bin" >/dev/null

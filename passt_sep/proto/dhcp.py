@@ -23,7 +23,9 @@ RFC rules implemented, and where we simplify:
   RFC 3397, compressed, if any), 26 (interface MTU, if set), 61 (client
   identifier echoed, RFC 6842) and 121 (RFC 3442 classless static routes)
   only when the gateway lies outside the assigned subnet: a /32 route to
-  the gateway with next hop 0.0.0.0, then the default route via the gateway.
+  the gateway with next hop 0.0.0.0, then the default route via the gateway;
+  12 (host name, -H) and 81 (client FQDN, --fqdn: flags E, RCODEs 255,
+  the name in wire format, RFC 4702) when given.
   Option 3 is sent as well for clients without RFC 3442 support. NAKs carry
   only 53, 54 and 61 (RFC 2131 table 3).
 - Ordering: option 53 first (as ISC dhcpd and dnsmasq do, for simple
@@ -79,6 +81,7 @@ OPT_PAD = 0
 OPT_SUBNET_MASK = 1
 OPT_ROUTER = 3
 OPT_DNS = 6
+OPT_HOSTNAME = 12
 OPT_MTU = 26
 OPT_REQUESTED_IP = 50
 OPT_LEASE_TIME = 51
@@ -86,6 +89,8 @@ OPT_MSG_TYPE = 53
 OPT_SERVER_ID = 54
 OPT_PARAM_REQUEST_LIST = 55
 OPT_CLIENT_ID = 61
+OPT_CLIENT_FQDN = 81
+FQDN_FLAG_E = 0x04  # option 81: the name is in DNS wire format (RFC 4702)
 OPT_DOMAIN_SEARCH = 119
 OPT_CLASSLESS_ROUTES = 121
 OPT_END = 255
@@ -112,6 +117,9 @@ class DhcpParams:
     search: search domains for option 119; empty means not sent.
     mtu: value for option 26; None means not sent.
     lease_time: option 51, in seconds; 0xFFFFFFFF is infinite.
+    hostname: option 12 (-H); empty means not sent.
+    fqdn: option 81 (--fqdn), flags E, RCODEs 255, wire-format name;
+        empty means not sent.
     """
 
     our_mac: bytes
@@ -122,6 +130,8 @@ class DhcpParams:
     search: tuple[str, ...] = ()
     mtu: int | None = None
     lease_time: int = INFINITE_LEASE
+    hostname: str = ""
+    fqdn: str = ""
 
     def __post_init__(self) -> None:
         """Reject values that cannot be put on the wire.
@@ -138,6 +148,9 @@ class DhcpParams:
         if not 0 <= self.lease_time <= 0xFFFFFFFF:
             raise ValueError("lease_time must fit in 32 bits")
         encode_names(self.search)  # raises ValueError on a bad name
+        encode_names((self.fqdn,))
+        if not self.hostname.isascii() or len(self.hostname) > 255:
+            raise ValueError("hostname must be ASCII, at most 255 octets")
 
     @property
     def network(self) -> IPv4Network:
@@ -323,6 +336,10 @@ def _reply_options(req: DhcpRequest, params: DhcpParams, reply_type: int) -> dic
             opts[OPT_MTU] = params.mtu.to_bytes(2, "big")
         if not params.gateway_on_link:
             opts[OPT_CLASSLESS_ROUTES] = classless_routes(params)
+        if params.hostname:
+            opts[OPT_HOSTNAME] = params.hostname.encode("ascii")
+        if params.fqdn:
+            opts[OPT_CLIENT_FQDN] = bytes((FQDN_FLAG_E, 255, 255)) + encode_names((params.fqdn,))
     if req.client_id is not None:
         opts[OPT_CLIENT_ID] = req.client_id
     return opts

@@ -35,7 +35,9 @@ and where we simplify:
 - RELEASE and DECLINE: the lease is fixed, so a REPLY with status Success.
 - Options 23 and 24 are sent, when non-empty, in every reply that carries
   configuration, whether or not the client listed them in its Option
-  Request option (as passt does). Names in 24 are never compressed.
+  Request option (as passt does). Names in 24 are never compressed. So is
+  option 39 (client FQDN, RFC 4704) with --fqdn: flags 0, or O when the
+  client's own option 39 set S.
 - Relay messages (RELAY-FORW) and unknown types are not answered.
 - Option parsing is bounds-checked and recursive only into the options
   that encapsulate others (IA_NA, IA_TA, IAADDR, IA_PD, IAPREFIX), at most
@@ -79,6 +81,7 @@ OPT_RAPID_COMMIT = 14
 OPT_DNS_SERVERS = 23
 OPT_DOMAIN_LIST = 24
 OPT_IA_PD = 25
+OPT_CLIENT_FQDN = 39
 OPT_IAPREFIX = 26
 
 # Status codes (RFC 8415 section 21.13).
@@ -151,6 +154,8 @@ class Dhcpv6Params:
     dns: resolvers for option 23; empty means not sent.
     search: search domains for option 24; empty means not sent.
     server_duid: our DUID; empty (the default) means make_duid_ll(our_mac).
+    fqdn: the Client FQDN option 39 (--fqdn, RFC 4704) in every reply that
+        carries 23/24; empty means not sent.
     """
 
     our_mac: bytes
@@ -158,6 +163,7 @@ class Dhcpv6Params:
     dns: tuple[IPv6Address, ...] = ()
     search: tuple[str, ...] = ()
     server_duid: bytes = field(default=b"")
+    fqdn: str = ""
 
     def __post_init__(self) -> None:
         """Fill in the default DUID and reject values unfit for the wire.
@@ -172,6 +178,7 @@ class Dhcpv6Params:
         if not MIN_DUID_LEN <= len(self.server_duid) <= MAX_DUID_LEN:
             raise ValueError("server_duid must be 2-130 octets")
         # encode_names() raises ValueError on a bad name.
+        encode_names((self.fqdn,))
         if len(encode_names(self.search)) > 0xFFFF or len(self.dns) * 16 > 0xFFFF:
             raise ValueError("dns or search list too long for one option")
 
@@ -380,10 +387,15 @@ def _ia_options(msg: Dhcpv6Message, params: Dhcpv6Params) -> bytes:
     return bytes(out)
 
 
-def _config_options(params: Dhcpv6Params) -> bytes:
-    """Encode options 23 and 24 when there is something to put in them.
+def _config_options(params: Dhcpv6Params, msg: Dhcpv6Message | None = None) -> bytes:
+    """Encode options 23, 24 and 39 when there is something to put in them.
+
+    Option 39's flags: O (the server overrode the client) when the client
+    asked with S to update the AAAA record itself, as passt sets it;
+    otherwise none.
 
     :param params: server parameters
+    :param msg: the client's message (its option 39, if any)
     :returns: the encoded options, possibly empty
     """
     out = b""
@@ -392,6 +404,10 @@ def _config_options(params: Dhcpv6Params) -> bytes:
     names = encode_names(params.search)
     if names:
         out += _option(OPT_DOMAIN_LIST, names)
+    if params.fqdn:
+        asked = [o.data for o in (msg.options if msg else ()) if o.code == OPT_CLIENT_FQDN]
+        flags = 0x02 if asked and asked[0][:1] and asked[0][0] & 0x01 else 0x00
+        out += _option(OPT_CLIENT_FQDN, bytes((flags,)) + encode_names((params.fqdn,)))
     return out
 
 
@@ -439,7 +455,7 @@ def build_reply(msg: Dhcpv6Message, params: Dhcpv6Params) -> bytes | None:
                 reply_type = ADVERTISE
                 body += _option(OPT_PREFERENCE, b"\xff")
         body += _ia_options(msg, params)
-        body += _config_options(params)
+        body += _config_options(params, msg)
     elif msg.msg_type == CONFIRM:
         addrs = [a for ia in msg.ia_na for a in ia.addresses]
         if not addrs:
@@ -449,7 +465,7 @@ def build_reply(msg: Dhcpv6Message, params: Dhcpv6Params) -> bytes | None:
         else:
             body += _status(STATUS_NOT_ON_LINK, "address not on link")
     elif msg.msg_type == INFORMATION_REQUEST:
-        body += _config_options(params)
+        body += _config_options(params, msg)
     else:  # RELEASE, DECLINE
         body += _status(STATUS_SUCCESS, "")
     head = bytes((reply_type,)) + msg.xid + _option(OPT_SERVERID, params.server_duid)

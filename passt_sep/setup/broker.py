@@ -115,6 +115,12 @@ class Broker:
         self.quota_window = 0
         self.quota_count = [0] * (ipc.OP_MAX + 1)
         self.quota_limit = [ipc.parent_limit(op) if op in ipc.QUOTAS else 0 for op in range(ipc.OP_MAX + 1)]
+        # the control API (setup/api.py): the report queries not yet answered
+        # (ids; a query the API gave up on stays until answered, so a slow
+        # worker's late answer is not a violation)
+        # and who takes the validated answer
+        self.reports_expected: deque[int] = deque()  # at most QUOTAS[OP_REPORT].inflight (api.py)
+        self.on_report: Callable[[dict], None] | None = None
 
     def _family_ok(self, family: int) -> bool:
         return (family == socket.AF_INET and self.cfg.v4 is not None) or (
@@ -498,21 +504,16 @@ class Broker:
     def _answer(self, data: bytes) -> None:
         req = ipc.unpack_request(data)
         if req is None:
-            raise ProtocolViolation(f"malformed request ({len(data)} bytes)")
+            rep = ipc.unpack_report(data)
+            if rep is None:
+                raise ProtocolViolation(f"malformed request ({len(data)} bytes)")
+            self._report(*rep)
+            return
         op = req.op
         handler = self.handlers.get(op)
         if handler is None:
             raise ProtocolViolation(f"unknown request op {op}")
-        # the op's quota (ipc.QUOTAS), before any handler runs: a few integer operations
-        now = int(_monotonic())
-        if now != self.quota_window:
-            self.quota_window = now
-            self.quota_count = [0] * (ipc.OP_MAX + 1)
-        n = self.quota_count[op] + 1
-        self.quota_count[op] = n
-        if n > self.quota_limit[op]:
-            raise ProtocolViolation(f"over quota: more than {self.quota_limit[op]} requests of op {op} "
-                                    f"({ipc.OP_NAMES[op]}) in one second")
+        self._count(op)
         try:
             result = handler(req)  # None: it has answered itself
         except OSError as e:
@@ -538,6 +539,42 @@ class Broker:
             self.send(ipc.pack_reply(req.seq, status), [result.fileno()])
         finally:
             result.close()
+
+    def _count(self, op: int) -> None:
+        """The op's quota (ipc.QUOTAS), before any handler runs: a few integer operations."""
+        now = int(_monotonic())
+        if now != self.quota_window:
+            self.quota_window = now
+            self.quota_count = [0] * (ipc.OP_MAX + 1)
+        n = self.quota_count[op] + 1
+        self.quota_count[op] = n
+        if n > self.quota_limit[op]:
+            raise ProtocolViolation(f"over quota: more than {self.quota_limit[op]} requests of op {op} "
+                                    f"({ipc.OP_NAMES[op]}) in one second")
+
+    def expect_report(self, qid: int) -> None:
+        """The control API sends query qid: the worker may answer it, once."""
+        self.reports_expected.append(qid)
+
+    def _report(self, req: ipc.Request, payload: bytes) -> None:
+        """OP_REPORT: the answer to the outstanding query, validated, or a violation."""
+        from .api import validate_report
+
+        self._count(ipc.OP_REPORT)
+        if req.port not in self.reports_expected:
+            raise ProtocolViolation(f"report {req.port} nobody asked for")
+        self.reports_expected.remove(req.port)
+        try:
+            rep = validate_report(payload)
+        except ValueError as e:
+            raise ProtocolViolation(str(e)) from None
+        if self.on_report is not None:
+            self.on_report(rep)
+
+    def counters(self) -> dict[str, int]:
+        """The parent's own counters for the control API's stats."""
+        return {"broker_refused": self.refused, "destination_refused": self.dest.refused,
+                "egress_refused": self.dest.egress_refused, "queued_to_worker": len(self.queue)}
 
     def end_of_stream(self, worker_pid: int) -> None:
         """recv() gave b"": the worker's end closed, or a zero-length record.

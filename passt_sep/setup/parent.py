@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..config import Config
+    from .api import ApiServer
     from .autofwd import Forwarder
     from .listeners import LocalBind
 
@@ -173,7 +174,7 @@ def import_the_rest(mode: str) -> None:
     import threading  # noqa: F401
 
     from ..worker import stream  # noqa: F401 - passt: the control messages
-    from . import broker, sockdiag, sockpool  # noqa: F401
+    from . import api, broker, sockdiag, sockpool  # noqa: F401 - api: --api-socket, and the broker's reports
     if mode == "pasta":
         from . import autofwd, tap  # noqa: F401
 
@@ -190,6 +191,9 @@ def describe_status(status: int) -> str:
 
 class Parent:
     """One run of pasta: set-up, then supervision."""
+
+    api: ApiServer | None = None  # --api-socket (setup/api.py)
+    rbuf = bytearray(ipc.RECV_MAX + 1)  # the worker's messages (_serve_broker); one parent per process
 
     def __init__(self, opts: Options, prog: str, ready_fd: int | None = None) -> None:
         self.opts = opts
@@ -212,11 +216,13 @@ class Parent:
         # files set-up made that a run which never got set up must not leave
         # (PID file, passt's socket); forgotten when supervision starts
         self.setup_files: list[str] = []
+        self.early_fd: int | None = None  # passt: the socket listening since passt_sep.early
+        self.early_probed: list[str] = []
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
         """Step 1: the worker, isolated before anything else happens."""
-        from ..worker.main import policy_path, worker_main
+        from ..worker.main import policy_path, preload, worker_main
 
         try:
             policy = load_policy(policy_path(self.opts.mode))
@@ -232,6 +238,11 @@ class Parent:
                 signal.signal(sig, signal.SIG_DFL)
             self.sock.close()
             logr.close()
+            try:
+                preload()  # the worker's code, still as the user we were started as
+            except BaseException as e:  # noqa: BLE001 - the child must not unwind into the parent's code
+                os.write(2, f"{self.prog}: worker: {type(e).__name__}: {e}\n".encode())
+                os._exit(1)
             if self.ready_fd is not None:  # daemon: let go of the launcher's stdio
                 _detach_stdio()
             self.in_worker_child()
@@ -277,6 +288,8 @@ class Parent:
             log.info(f"{signal.Signals(e.sig).name} during set-up, exiting")
             return 0
         finally:
+            if self.api is not None:
+                self.api.close()
             self._stop_worker()
             if self.worklog is not None:  # the worker's last lines
                 self.worklog.drain()
@@ -298,6 +311,7 @@ class Parent:
             self.setup_files.append(o.pid_file)
         pcap_fd = _open_pcap(o.pcap)
         listeners, udp_listeners = self.bind_host_ports(cfg)
+        self.bind_api(cfg)
         import_the_rest(o.mode)
 
         privileged = netns.has_cap_sys_admin()
@@ -405,12 +419,22 @@ class Parent:
         """The host's -t listeners and -u sockets (as root: low ports too), and
         how the -u ones are bound, kept for the broker (their senders' reply
         sockets bind alike)."""
-        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds
+        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds, plan_room
 
-        listeners = bind_tcp_listeners(cfg)
-        udp_listeners = bind_udp_listeners(cfg)
+        tcp_cap, udp_cap = plan_room(cfg)  # the worker's share for listeners (worker/limits.py)
+        listeners = bind_tcp_listeners(cfg, tcp_cap)
+        udp_listeners = bind_udp_listeners(cfg, udp_cap)
         note_binds(self.udp_local, udp_listeners)
         return listeners, udp_listeners
+
+    def bind_api(self, cfg: Config) -> None:
+        """--api-socket: bind it now, while privileged, owned by who we will run as."""
+        if not self.opts.api_socket:
+            return
+        from .api import ApiServer, bind_api_socket
+
+        path = self.opts.api_socket
+        self.api = ApiServer(path, bind_api_socket(path, self.ids), cfg)
 
     def start_broker(self, cfg: Config) -> None:
         """The broker, once the worker is ready; it knows how the -u sockets are bound."""
@@ -445,6 +469,7 @@ class Parent:
             log.stderr_fd = None
 
     def _wait_ready(self) -> None:
+        log.debug("waiting for the worker")
         self.sock.settimeout(WORKER_READY_TIMEOUT)
         try:
             msg = self.sock.recv(16)
@@ -456,6 +481,7 @@ class Parent:
         if msg != b"ready":
             why = self._worker_death() or "no answer"
             raise SetupError("start worker", why)
+        log.debug("worker ready")
 
     def _worker_death(self, block: bool = False) -> str | None:
         """If the worker has ended, reap it and say how."""
@@ -493,7 +519,9 @@ class Parent:
     def _serve_broker(self, unwatch: Callable[[int], object]) -> None:
         """Answer one request; ``unwatch`` the socket once the worker closed it."""
         try:
-            data = self.sock.recv(256)
+            # a request is ipc.REQ.size bytes, a report (control API) up to ipc.RECV_MAX
+            n = self.sock.recv_into(self.rbuf)
+            data = self.rbuf[:n]
         except BlockingIOError:
             return
         except OSError:
@@ -580,10 +608,17 @@ class Parent:
 
             watch(worklog.fd, log_lines)
         self.watch_mode(watch, unwatch)
+        api = self.api
+        if api is not None:
+            api.start(self.broker, watch, unwatch)
         out_watched = False  # EPOLLOUT on the broker socket while messages queue
         while True:
+            timeout = self.poll_timeout()
+            due = api.next_due() if api is not None else None
+            if due is not None:
+                timeout = max(0.0, min(timeout, due - time.monotonic()))
             try:
-                events = ep.poll(self.poll_timeout())
+                events = ep.poll(timeout)
             except InterruptedError:
                 events = []
             for fd, ev in events:
@@ -598,6 +633,8 @@ class Parent:
             rc = self.tick(now, quiet=not events)
             if rc is not None:
                 return rc
+            if api is not None and api.clients:
+                api.expire(now)
             if bool(self.broker.queue) != out_watched and self.sock.fileno() in handlers:
                 out_watched = not out_watched
                 ep.modify(self.sock.fileno(), select.EPOLLIN | (select.EPOLLOUT if out_watched else 0))

@@ -107,7 +107,7 @@ def configure(cfg: Config, ifname: str, config_net: bool) -> bytes:
             if cfg.v6 and mtu < IPV6_MIN_MTU:
                 log.warn(f"MTU {mtu} is below IPv6's minimum of {IPV6_MIN_MTU}: "
                          f"no IPv6 address or route on {ifname}")
-            elif cfg.v6:
+            elif cfg.v6 and o.config_net6:
                 v6 = cfg.v6
                 nl.add_addr(idx, socket.AF_INET6, v6.addr.packed, v6.prefix, IFA_F_NODAD)
                 net = ipaddress.IPv6Network(f"{v6.addr}/{v6.prefix}", strict=False)

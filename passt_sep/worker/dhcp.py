@@ -209,6 +209,8 @@ def dhcp_params(cfg: Config) -> dhcp.DhcpParams | None:
         dns=v4.dns if cfg.opts.dhcp_dns else (),
         search=usable_search(cfg.search) if cfg.opts.dhcp_search else (),
         mtu=cfg.mtu if cfg.mtu >= dhcp.MIN_MTU else None,
+        hostname=cfg.opts.hostname or "",
+        fqdn=cfg.opts.fqdn or "",
     )
 
 
@@ -222,6 +224,7 @@ def dhcpv6_params(cfg: Config) -> dhcpv6.Dhcpv6Params | None:
         addr=v6.addr,
         dns=v6.dns if cfg.opts.dhcp_dns else (),
         search=usable_search(cfg.search) if cfg.opts.dhcp_search else (),
+        fqdn=cfg.opts.fqdn or "",
     )
 
 

@@ -18,14 +18,18 @@ The split (docs/architecture.md, "The fd budget"), of BUDGET - RESERVE:
 ============  =====  =============================================
 table         share  what one entry holds
 ============  =====  =============================================
-TCP (tap)     6/16   one socket (worker/tcp.py)
-TCP splice    4/16   two sockets and a pipe pair: 6 (worker/splice.py)
-UDP flows     2/16   a connected socket, and at most one port socket
+TCP (tap)     17/32  one socket (worker/tcp.py)
+TCP splice    5/32   two sockets and a pipe pair: 6 (worker/splice.py)
+UDP flows     4/32   a connected socket, and at most one port socket
                      per flow (worker/udp.py: half the share each)
-UDP splice    1/16   two sockets (worker/udpsplice.py)
-ICMP echo     1/16   one socket (worker/icmp.py, per family half)
-listeners     2/16   -t, -u, -T, -U sockets announced (auto included)
+UDP splice    1/32   two sockets (worker/udpsplice.py)
+ICMP echo     1/32   one socket (worker/icmp.py, per family half)
+listeners     4/32   -t, -u, -T, -U sockets announced (auto included)
 ============  =====  =============================================
+
+TCP through the tap gets more than half: it is what guests hold most of
+at once, and at a 20,000 budget (a common hard limit) its share still
+holds 10,000 connections (bench/conns.py).
 
 RESERVE is the rest: stdio (/dev/null), tap, broker and log sockets, pcap,
 epoll, and the fds a table briefly holds beyond its entries (the reply of
@@ -39,7 +43,8 @@ from __future__ import annotations
 
 FD_BUDGET_MAX = 131072  # passt's FLOW_MAX is 128k flows; beyond this the tables' caps apply anyway
 RESERVE = 192  # fixed fds and a window of in-flight replies (ipc.QUOTAS: 120)
-SHARES_OF = 16
+SHARES_OF = 32
+SHARES = {"tcp": 17, "splice": 5, "udp": 4, "udp_splice": 1, "icmp": 1, "listeners": 4}
 
 
 def _hard_nofile() -> int:
@@ -54,12 +59,13 @@ def _hard_nofile() -> int:
 
 BUDGET = min(FD_BUDGET_MAX, _hard_nofile())  # (a tiny one: the tables' floors apply)
 _AVAIL = max(0, BUDGET - RESERVE)
-TCP_FDS = _AVAIL * 6 // SHARES_OF
-SPLICE_FDS = _AVAIL * 4 // SHARES_OF
-UDP_FDS = _AVAIL * 2 // SHARES_OF
-UDP_SPLICE_FDS = _AVAIL * 1 // SHARES_OF
-ICMP_FDS = _AVAIL * 1 // SHARES_OF
-LISTENER_FDS = _AVAIL * 2 // SHARES_OF
+assert sum(SHARES.values()) == SHARES_OF
+TCP_FDS = _AVAIL * SHARES["tcp"] // SHARES_OF
+SPLICE_FDS = _AVAIL * SHARES["splice"] // SHARES_OF
+UDP_FDS = _AVAIL * SHARES["udp"] // SHARES_OF
+UDP_SPLICE_FDS = _AVAIL * SHARES["udp_splice"] // SHARES_OF
+ICMP_FDS = _AVAIL * SHARES["icmp"] // SHARES_OF
+LISTENER_FDS = _AVAIL * SHARES["listeners"] // SHARES_OF
 
 
 def apply() -> int:

@@ -41,6 +41,7 @@ from ..proto.packet import (
     parse_frame,
 )
 from . import dhcp as dhcp_glue
+from . import report
 from .busypoll import BusyPoll
 from .faults import EXIT_FAULTS, FaultLimit, Faults
 from .icmp import PingFlows
@@ -90,6 +91,8 @@ class Broker:
         self.on_port_msg: Callable[[tuple[bytes, int, int], list[int]], None] | None = None
         # the worker's fault guard for a flow's reply callback (worker/faults.py)
         self.on_fault: Callable[[Exception, Callable[[], None]], None] | None = None
+        # the control API's report (worker/report.py) for a query id, when set
+        self.on_query: Callable[[int], bytes] | None = None
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
                 port: int = 0, addr: bytes = b"", arg: int = 0,
@@ -215,6 +218,9 @@ class Broker:
                 for fd in fds:
                     os.close(fd)
                 return False
+            if data[:4] == ipc.QUERY_MAGIC:
+                self._query(data, fds)
+                continue
             pmsg = ipc.unpack_port_msg(data) if self.on_port_msg is not None else None
             if pmsg is not None and self.on_port_msg is not None:
                 self.on_port_msg(pmsg, fds)
@@ -241,6 +247,24 @@ class Broker:
             cb(fd, status)
 
 
+    def _query(self, data: bytes, fds: list[int]) -> None:
+        """The parent asks for a report (control API): one OP_REPORT record.
+
+        A blocking send: the parent reads its end in every pass of its loop
+        and never waits for the worker, so the send completes; a report
+        lost here would leave the parent's query unanswered for good.
+        """
+        for fd in fds:
+            os.close(fd)
+        qid = ipc.unpack_query(data)
+        if qid is None or self.on_query is None:
+            return
+        try:
+            self.sock.send(self.on_query(qid))
+        except OSError as e:  # the parent is gone
+            log.debug(f"broker: report not sent: {e.strerror}")
+
+
 class Worker:
     """State of the translation loop."""
 
@@ -258,6 +282,9 @@ class Worker:
         self.drops: dict[str, int] = {}
         self.drops_logged = 0
         self.frames_in = 0
+        self.proto_frames: dict[int, int] = {}  # frames from the guest by IP protocol (-1: not IP)
+        self.proto_bytes: dict[int, int] = {}  # their bytes
+        self.bytes_moved = 0  # frame bytes read from and written to the tap (or the stream)
         self.running = True
         self.guest_mac = guest_mac or b"\xff" * 6
         self.guest4 = cfg.v4.addr.packed if cfg.v4 else None
@@ -269,6 +296,7 @@ class Worker:
         self.splice = Splicer(self)  # owns the forwarded ports; splices in pasta
         self.broker.on_port_msg = self.splice.port_msg
         self.broker.on_fault = self._reply_fault
+        self.broker.on_query = functools.partial(report.build, self)
         o = cfg.opts
         self.ra_on = cfg.v6 is not None and not o.no_ndp and not o.no_ra
         self.ra_params = None
@@ -396,6 +424,11 @@ class Worker:
         if isinstance(p, str):
             self.drop(p)
             return
+        k = p.proto if p.version else -1
+        pf = self.proto_frames
+        pf[k] = pf.get(k, 0) + 1
+        pb = self.proto_bytes
+        pb[k] = pb.get(k, 0) + len(frame)
         if p.src_mac[0] & 1:
             self.drop("source mac multicast")
             return
@@ -511,6 +544,7 @@ class Worker:
             timeout = max(0.0, due - time.monotonic())
             # a wake-up that moved bulk data sleeps at once: polling would
             # take the CPU from the processes at both ends of the transfer
+            self.bytes_moved += tap.moved
             bulk = tap.moved + splice.moved > BULK_BYTES
             tap.moved = splice.moved = 0
             for fd, ev in wait(timeout, EPOLL_EVENTS, bulk):

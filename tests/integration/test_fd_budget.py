@@ -115,7 +115,7 @@ def test_udp_flows_up_to_their_limit_leave_tcp_its_fds(tmp_path: Path) -> None:
         assert r.stdout.strip() == "1500", r.stderr
         time.sleep(0.5)  # the worker has asked for (and been refused or given) every flow's socket
         held = len(os.listdir(f"/proc/{w}/fd"))
-        udp_share = (1024 - limits.RESERVE) * 2 // limits.SHARES_OF  # as limits.py splits a 1,024 budget
+        udp_share = (1024 - limits.RESERVE) * limits.SHARES["udp"] // limits.SHARES_OF  # as limits.py splits a 1,024 budget
         assert held - baseline <= udp_share, (baseline, held, udp_share)  # the UDP table kept to its share
         assert held - baseline >= udp_share // 4, (baseline, held)  # and the test did fill it
         for _ in range(10):

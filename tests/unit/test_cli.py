@@ -258,7 +258,7 @@ def test_replace_class_later_value_wins(args, attr, want):
     ("pasta", ["-q", "-q"], "Multiple --quiet options given"),
     ("pasta", ["-e", "-e"], "Multiple --stderr options given"),
     ("pasta", ["-f", "-f"], "Multiple --foreground options given"),
-    ("pasta", ["-F", "3", "-F", "4"], "Multiple --fd options given"),
+    ("passt", ["-F", "3", "-F", "4"], "Multiple --fd options given"),
     ("passt", ["-s", "/tmp/a", "-s", "/tmp/b"], "Multiple --socket options given"),
     ("passt", ["-1", "-1"], "Redundant --one-off option"),
     ("pasta", ["-i", "lo", "-i", "lo"], "Redundant interface: lo (--interface given twice)"),
@@ -331,3 +331,95 @@ def test_podman_shape_through_the_console_entry_is_not_refused(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert "Multiple" not in r.stderr and "Traceback" not in r.stderr
     assert r.returncode == 1 and str(tmp_path / "none") in r.stderr, r.stderr
+
+
+# --- newer passt options (podman 5, libvirt): each works or is refused -------
+
+def test_newer_options_parse_to_their_meaning():
+    o = parse_args("pasta", ["--config-net", "--no-copy-routes", "--no-copy-addrs",
+                             "-H", "box", "--fqdn", "box.example.org.", "--freebind",
+                             "--host-lo-to-ns-lo", "--dns-host", "127.0.0.1",
+                             "--dns-host", "::1", "--dns-host", "127.0.0.2"])
+    assert (o.no_copy_routes, o.no_copy_addrs, o.freebind, o.host_lo_to_ns_lo) == (True,) * 4
+    assert (o.hostname, o.fqdn) == ("box", "box.example.org.")
+    # per family, the last one wins (passt's code overwrites)
+    assert (str(o.dns_host4), str(o.dns_host6)) == ("127.0.0.2", "::1")
+    p = parse_args("passt", ["--hostname", "vm", "--fqdn", "vm.example", "--freebind",
+                             "--dns-host", "192.0.2.53"])
+    assert (p.hostname, p.fqdn, p.freebind, str(p.dns_host4)) == ("vm", "vm.example", True, "192.0.2.53")
+
+
+def test_dns_host_is_where_forwarded_queries_go_not_what_is_advertised():
+    ns = (ipaddress.IPv4Address("192.0.2.200"),)
+    cfg = _cfg(["--dns-forward", "198.51.100.53", "--dns-host", "127.0.0.1"], nameservers=ns)
+    assert cfg.v4 is not None
+    assert cfg.v4.dns_match == ipaddress.IPv4Address("198.51.100.53")
+    assert cfg.v4.dns_host == ipaddress.IPv4Address("127.0.0.1")
+    assert cfg.v4.dns == (ipaddress.IPv4Address("198.51.100.53"),)
+    plain = _cfg(["--dns-forward", "198.51.100.53"], nameservers=ns)
+    assert plain.v4 is not None and plain.v4.dns_host == ns[0]
+
+
+@pytest.mark.parametrize("mode, args, msg", [
+    ("pasta", ["-F", "3"],
+     "Option '-F' is not supported by pasta (a pre-opened tap fd: passt-sep opens the tap itself)"),
+    ("pasta", ["--fd=3"],
+     "Option '--fd' is not supported by pasta (a pre-opened tap fd: passt-sep opens the tap itself)"),
+    ("passt", ["--host-lo-to-ns-lo"], "Option '--host-lo-to-ns-lo' is not supported by passt"),
+    ("passt", ["--no-copy-routes"], "Option '--no-copy-routes' is not supported by passt"),
+    ("passt", ["--no-copy-addrs"], "Option '--no-copy-addrs' is not supported by passt"),
+    ("pasta", ["--no-copy-routes"], "--no-copy-routes needs --config-net"),
+    ("pasta", ["--no-copy-addrs"], "--no-copy-addrs needs --config-net"),
+    ("pasta", ["--dns-host", "0.0.0.0"], "Invalid host nameserver address: 0.0.0.0 (--dns-host)"),
+    ("pasta", ["--dns-host", "::"], "Invalid host nameserver address: :: (--dns-host)"),
+    ("pasta", ["--dns-host", "dns"], "Invalid address for --dns-host: 'dns'"),
+    ("pasta", ["-H", "a..b"], "Invalid hostname for --hostname: 'a..b'"),
+    ("pasta", ["--fqdn", "x" * 64 + ".example"], f"Invalid FQDN for --fqdn: '{'x' * 64}.example'"),
+])
+def test_newer_options_refused_with_one_line_naming_them(mode, args, msg):
+    with pytest.raises(UsageError) as e:
+        parse_args(mode, args)
+    assert str(e.value) == msg
+
+
+def test_pasta_fd_is_refused_through_the_console_entry():
+    r = subprocess.run([sys.executable, "-m", "passt_sep.main", "pasta", "-F", "0", "true"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "pasta: Option '-F' is not supported by pasta (a pre-opened tap fd: passt-sep opens the tap itself)"]
+
+
+# --- libvirt's and KubeVirt's command lines (docs/libvirt.md) -----------------
+
+LIBVIRT_CURRENT = [  # qemu_passt.c of 2025: --pid, --hostname/--fqdn from <backend>
+    "--one-off", "--socket", "/run/libvirt/qemu/passt/1-vm-net0.socket",
+    "--pid", "/run/libvirt/qemu/passt/1-vm-net0-passt.pid", "--mtu", "1500",
+    "--interface", "eth0", "--log-file", "/var/run/kubevirt/passt.log",
+    "--hostname", "vm1", "--fqdn", "vm1.example.org",
+    "--address", "192.0.2.5", "--netmask", "24", "--address", "2001:db8::5",
+    "--tcp-ports", "2022:22", "--udp-ports", "1.2.3.4/5000-5020:6000-6020,~5010-5015",
+    "--tcp-ports", "2001:db8:ac10:fd01::1:10%eth0/8080,4433:3444",
+]
+
+
+def test_libvirt_command_lines_parse_to_what_they_mean():
+    o = parse_args("passt", LIBVIRT_CURRENT)
+    assert (o.one_off, o.hostname, o.fqdn, o.mtu, o.ifname) == (True, "vm1", "vm1.example.org", 1500, "eth0")
+    assert (o.tcp_in.delta(2022), o.tcp_in.delta(8080), o.tcp_in.delta(4433)) == (22, 8080, 3444)
+    assert o.udp_in.delta(5001) == 6001 and o.udp_in.delta(5012) is None
+    # libvirt 9.0-9.3: no --pid, the guest's MAC as --mac-addr (taken as ours, as passt does)
+    old = parse_args("passt", ["--one-off", "--socket", "/run/s", "--mac-addr", "52:54:00:b4:5b:1e"])
+    assert old.our_mac == bytes.fromhex("525400b45b1e")
+    # KubeVirt's binding: <portForward dev='eth0'> without ranges, and Istio's exclusions
+    k = parse_args("passt", ["--one-off", "--socket", "/run/s", "--tcp-ports", "%eth0/all",
+                             "--udp-ports", "%eth0/all"])
+    assert k.tcp_in.mode == "all" and k.udp_in.mode == "all"
+    i = parse_args("passt", ["--tcp-ports", "%eth0/~15000,~15001,~15020-15021"])
+    assert i.tcp_in.delta(22) == 22 and i.tcp_in.delta(15001) is None and i.tcp_in.delta(49152) is None
+
+
+def test_libvirt_vhost_user_backend_is_refused_with_one_line():
+    with pytest.raises(UsageError) as e:
+        parse_args("passt", ["--vhost-user", "--one-off", "--socket", "/run/s"])
+    assert str(e.value) == "Unrecognized option '--vhost-user'"

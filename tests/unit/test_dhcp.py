@@ -354,3 +354,15 @@ def test_parse_accepts_memoryview() -> None:
 def test_bad_params_rejected(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         params(**kw)
+
+
+def test_hostname_and_fqdn_options_12_and_81() -> None:
+    """-H and --fqdn: option 12 as text, option 81 with flags E and RCODEs 255."""
+    reply, _ = exchange(client_msg(dhcp.DHCPDISCOVER),
+                        params(hostname="box", fqdn="box.example.org"))
+    o = joined(decode_reply(reply)[1])
+    assert o[12] == b"box"
+    assert o[81][:3] == b"\x04\xff\xff"
+    assert o[81][3:] == b"\x03box\x07example\x03org\x00"
+    plain, _ = exchange(client_msg(dhcp.DHCPDISCOVER))
+    assert not {12, 81} & set(joined(decode_reply(plain)[1]))

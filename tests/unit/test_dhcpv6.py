@@ -268,3 +268,17 @@ def test_bad_params_rejected() -> None:
         d6.Dhcpv6Params(our_mac=OUR_MAC, addr=ADDR, search=("a..b",))
     with pytest.raises(ValueError):
         d6.Dhcpv6Params(our_mac=OUR_MAC, addr=ADDR, server_duid=bytes(131))
+
+
+def test_fqdn_option_39_flags_follow_the_client() -> None:
+    """--fqdn: option 39 in replies with configuration; O set when the client set S."""
+    p = d6.Dhcpv6Params(our_mac=OUR_MAC, addr=ADDR, fqdn="box.example.org")
+    name = b"\x03box\x07example\x03org\x00"
+    _, _, opts = decode(exchange(client(d6.SOLICIT, ia_na()), p))
+    assert first(opts, 39) == b"\x00" + name
+    _, _, opts = decode(exchange(client(d6.SOLICIT, ia_na(), opt(39, b"\x01")), p))
+    assert first(opts, 39) == b"\x02" + name
+    _, _, opts = decode(exchange(client(d6.INFORMATION_REQUEST), p))
+    assert first(opts, 39) == b"\x00" + name
+    _, _, opts = decode(exchange(client(d6.SOLICIT, ia_na())))
+    assert 39 not in {c for c, _ in opts}
