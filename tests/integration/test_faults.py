@@ -7,11 +7,13 @@ that nothing stayed: no process of the run (/proc), no tap in the guest
 (``ip link``), no forwarded port still bound (/proc/net/tcp of the
 HostNS), and the files as documented (PID file, socket file).
 
-The fault isolation test (worker/faults.py) puts a bug into a real flow's
-handler with no hook in the product: the command runs with PYTHONPATH
-pointing at a ``sitecustomize`` that the interpreter loads at start-up,
-which wraps ``TcpFlows._established`` to raise for one port. The worker is
-forked from the parent, so it carries the wrapped method.
+The fault isolation tests (worker/faults.py) put a bug into a real flow's
+handler with no hook in the product: pasta runs from a runner script that
+wraps ``TcpFlows._established`` (or ``Splicer._event``) to raise for one
+port, then calls ``passt_sep.main.main`` as ``pasta``. The worker is
+forked from that process, so it carries the wrapped method. (The installed
+launchers run ``python -I -S``: PYTHONPATH or a sitecustomize could not
+put anything into a real pasta.)
 """
 
 from __future__ import annotations
@@ -272,12 +274,23 @@ def _sha_send(guest: GuestNS, port: int, nbytes: int) -> dict[str, Any]:
 # -- item 2: fault isolation ---------------------------------------------------------
 
 
-def _inject_env(tmp_path: Path, port: int = 0, splice_port: int = 0) -> dict[str, str]:
-    d = tmp_path / "inject"
-    d.mkdir(exist_ok=True)
-    (d / "sitecustomize.py").write_text(INJECT)
-    return dict(os.environ, PYTHONPATH=str(d), PASST_SEP_TEST_FAULT_PORT=str(port),
-                PASST_SEP_TEST_SPLICE_FAULT_PORT=str(splice_port))
+def _pasta_injected(host: HostNS, guest: GuestNS, tmp_path: Path, *args: str, port: int = 0,
+                    splice_port: int = 0) -> tuple[subprocess.Popen, int]:
+    """pasta as host.pasta starts it, from a runner script that puts the bug
+    in (INJECT) and then calls passt_sep.main.main as ``pasta``."""
+    runner = tmp_path / "run_pasta_with_a_bug.py"
+    runner.write_text(INJECT + "\nimport sys\nfrom passt_sep.main import main\n"
+                      "main(['pasta', *sys.argv[1:]])\n")
+    env = dict(os.environ, PASST_SEP_TEST_FAULT_PORT=str(port),
+               PASST_SEP_TEST_SPLICE_FAULT_PORT=str(splice_port))
+    p = host.popen([PYTHON, str(runner), "-f", "-q", "--config-net", "-t", str(FWD), *args,
+                    "--netns", guest.netns_path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                   text=True, env=env)
+    if not wait_for(lambda: "192.0.2.10" in guest.run("ip -4 addr show eth0", check=False).stdout, 15):
+        p.terminate()
+        raise AssertionError(f"guest not configured: {p.communicate(timeout=10)[1]}")
+    assert wait_for(lambda: worker_of(p.pid), 10)
+    return p, worker_of(p.pid)
 
 
 def test_a_faulty_spliced_connection_is_reset_and_another_completes(host: HostNS, tmp_path: Path,
@@ -291,7 +304,7 @@ def test_a_faulty_spliced_connection_is_reset_and_another_completes(host: HostNS
     guest = host.guest()
     guest.serve("tcp-sink", "127.0.0.1", good)
     guest.serve("tcp-sink", "127.0.0.1", bad)
-    p, w = _pasta(host, guest, "-t", f"{good},{bad}", env=_inject_env(tmp_path, splice_port=bad))
+    p, w = _pasta_injected(host, guest, tmp_path, "-t", f"{good},{bad}", splice_port=bad)
     try:
         transfer = host.popen([PYTHON, NETSERVE, "tcp-send", "127.0.0.1", str(good), "--bytes",
                                str(20 * MIB), "--timeout", "30"], stdout=subprocess.PIPE, text=True)
@@ -323,7 +336,7 @@ def test_a_faulty_flow_is_reset_and_a_concurrent_transfer_completes(host: HostNS
     good = host.serve("tcp-sink")
     bad = host.serve("tcp-sink")
     guest = host.guest()
-    p, w = _pasta(host, guest, env=_inject_env(tmp_path, bad.port))
+    p, w = _pasta_injected(host, guest, tmp_path, port=bad.port)
     try:
         transfer = guest.popen([PYTHON, NETSERVE, "tcp-send", GW_ADDR4, str(good.port), "--bytes",
                                 str(20 * MIB), "--timeout", "30"], stdout=subprocess.PIPE, text=True)
@@ -353,7 +366,7 @@ def test_faults_past_the_rate_end_the_worker(host: HostNS, tmp_path: Path, helpe
     closed), pasta exits 1 saying why."""
     bad = host.serve("tcp-sink")
     guest = host.guest()
-    p, w = _pasta(host, guest, env=_inject_env(tmp_path, bad.port))
+    p, w = _pasta_injected(host, guest, tmp_path, port=bad.port)
     try:
         r = guest.run([PYTHON, helper, "burst", GW_ADDR4, str(bad.port), "30"], timeout=120, check=False)
         rc = p.wait(15)
