@@ -51,12 +51,12 @@ LONG_ARG = frozenset((
     "log-file", "log-size", "runas", "pcap", "pcap-size", "pid", "mtu", "address", "netmask",
     "mac-addr", "gateway", "interface", "outbound", "outbound-if4", "outbound-if6", "dns", "search",
     "dns-forward", "map-host-loopback", "map-guest-addr", "socket", "fd", "tcp-ports", "udp-ports",
-    "egress-deny", "egress-allow"))
+    "egress-deny", "egress-allow", "api-socket", "dns-host", "fqdn", "hostname"))
 LONG_FLAG = frozenset((
     "debug", "trace", "quiet", "foreground", "stderr", "help", "version", "no-dhcp-dns",
     "no-dhcp-search", "ipv4-only", "ipv6-only", "no-tcp", "no-udp", "no-icmp", "no-dhcp", "no-ndp",
-    "no-dhcpv6", "no-ra", "no-map-gw", "one-off"))
-SHORT_ARG = frozenset("lpPmanMgioDSsFtu")
+    "no-dhcpv6", "no-ra", "no-map-gw", "one-off", "freebind"))
+SHORT_ARG = frozenset("lpPmanMgioDSsFtuH")
 SHORT_FLAG = frozenset("dqfeh461")
 GIVE_UP = frozenset(("fd", "help", "version"))  # the full parse handles these alone
 
