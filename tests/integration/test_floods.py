@@ -2,7 +2,7 @@
 """Floods from the guest of every kind pasta answers itself or translates.
 
 In pasta mode and in passt mode (where the guest is a kernel behind
-tests/tools/streamtap.py: passt's socket relayed to a tap device in the
+tests/tools/streambridge.py: passt's socket relayed to a tap device in the
 guest namespace, as qemu's stream netdev would), for each kind
 (tests/tools/guestflood.py): ARP requests, IPv6 neighbour
 solicitations, DHCPDISCOVERs from random MACs, ICMP echo with random
@@ -32,9 +32,6 @@ import pytest
 from tests.integration.test_tcp_flood import GROWTH_MAX, _fds, _nofile, _pss, _tree
 from tests.netenv import (
     GW_ADDR4,
-    GW_ADDR6,
-    HOST_ADDR4,
-    HOST_ADDR6,
     PASST,
     PYTHON,
     REPO,
@@ -94,15 +91,13 @@ KINDS = [
 
 
 def _passt(host: HostNS, guest: GuestNS, tmp: Path) -> subprocess.Popen:
-    """passt, and the guest's eth0 behind streamtap.py with the host's addresses."""
+    """passt, and the guest's eth0 behind streambridge.py with the host's addresses."""
     sock = tmp / "passt.socket"
     p = host.popen([PASST, "-f", "-q", "-s", str(sock), "--api-socket", str(tmp / "api")],
                    stdout=subprocess.DEVNULL,
                    stderr=subprocess.PIPE, text=True)
     assert wait_for(sock.exists, 15), "no passt socket"
-    relay = guest.popen([PYTHON, str(TOOLS / "streamtap.py"), str(sock), "eth0",
-                         "--addr", f"{HOST_ADDR4}/24", "--gw", GW_ADDR4,
-                         "--addr6", f"{HOST_ADDR6}/64", "--gw6", GW_ADDR6],
+    relay = guest.popen([PYTHON, str(TOOLS / "streambridge.py"), str(sock), "--seconds", "300"],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert relay.stdout is not None
     line = relay.stdout.readline()
