@@ -40,12 +40,20 @@ def _daemonize() -> int | None:
     return w
 
 
+def error_line(mode: str, msg: object) -> str:
+    """The one line a failed run prints: what the user typed is quoted in
+    messages, so a control character in it (a newline, an escape sequence)
+    is shown escaped, never passed to the terminal or split into lines."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(msg))
+    return f"{mode}: {text}\n"
+
+
 def run(mode: str, args: list[str]) -> int:
     """Parse options and run; returns the exit status."""
     try:
         opts = parse_args(mode, args)
     except UsageError as e:
-        sys.stderr.write(f"{mode}: {e}\n")
+        sys.stderr.write(error_line(mode, e))
         return 1
     if opts.action == "help":
         sys.stdout.write(usage(mode))
@@ -67,7 +75,7 @@ def run(mode: str, args: list[str]) -> int:
     try:
         status = Parent(opts, mode, ready_fd).run()
     except SetupError as e:
-        sys.stderr.write(f"{mode}: {e}\n")
+        sys.stderr.write(error_line(mode, e))
         return 1
     except KeyboardInterrupt:
         return 130
@@ -85,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         status = run(mode, args)
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
-        sys.stderr.write(f"{mode}: internal error: {type(e).__name__}: {e}\n")
+        sys.stderr.write(error_line(mode, f"internal error: {type(e).__name__}: {e}"))
         status = 1
     sys.stdout.flush()
     os._exit(status)
