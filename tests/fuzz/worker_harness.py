@@ -433,21 +433,21 @@ STEPS: list[Callable[[Run, Reader], None]] = [
     Run.arp, Run.ndp, Run.answer, Run.answer, Run.host, Run.udp_peer, Run.loop, Run.tick,
 ]
 
-_baseline: set[int] | None = None
-
-
 def _open_fds() -> set[int]:
     return {int(n) for n in os.listdir("/proc/self/fd")}
 
 
 def run_input(data: bytes) -> Run:
-    """Run one input; raise on an exception out of the worker or a bad frame."""
-    global _baseline, _peers
-    if _baseline is None:
-        if _peers is None:
-            _peers = Peers()
-        gc.collect()
-        _baseline = _open_fds()
+    """Run one input; raise on an exception out of the worker, a bad frame, or an fd leak.
+
+    Every fd the input made is gone once the worker's objects are: the
+    worker keeps each in a socket object that closes it, so an fd still open
+    was lost as a bare number (a leak in a long-running worker).
+    """
+    global _peers
+    if _peers is None:
+        _peers = Peers()
+    before = _open_fds()
     r = Reader(data)
     k = r.u8()
     run = Run("passt" if k & 1 else "pasta", bool(k & 2))
@@ -462,10 +462,17 @@ def run_input(data: bytes) -> Run:
         w.ep.close()
         del w
         run.w = None  # type: ignore[assignment]
-        gc.collect()
-        for fd in _open_fds() - _baseline:
-            try:  # raw fds a flow still held as ints (nothing will close them later)
+        run.broker.pending.clear()  # unanswered requests' callbacks hold the flows
+        gc.collect(1)  # the young generations hold the run's objects, mostly
+        leaked = _open_fds() - before
+        if leaked:
+            gc.collect()
+            leaked = _open_fds() - before
+        for fd in leaked:
+            try:
                 os.close(fd)
             except OSError:
                 pass
+    if leaked:  # (not raised from finally: an exception of the run goes first)
+        raise F.BadFrame(f"fds left open once the worker's objects were gone: {len(leaked)}")
     return run
