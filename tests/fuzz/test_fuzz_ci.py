@@ -33,10 +33,11 @@ from .targets import TARGETS, quiet_log
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).parent / "corpus"
-#: wall seconds of atheris per target: 13 targets x 6 s + the worker's 20 s,
-#: plus a second or two of start-up each (about 2 minutes)
-BUDGET = dict.fromkeys(TARGETS, 6)
-BUDGET["worker"] = 20
+#: wall seconds of atheris per target: 13 targets x 5 s + the worker's 15 s,
+#: plus about 2 s of start-up each (importing instrumented code): under
+#: 2 minutes on an idle machine (docs/fuzzing.md)
+BUDGET = dict.fromkeys(TARGETS, 5)
+BUDGET["worker"] = 15
 MUTATIONS = 300  # in-process mutated inputs per target
 MUTATION_SECONDS = 2.0  # ... or this long, whichever comes first
 
