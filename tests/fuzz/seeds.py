@@ -20,8 +20,8 @@ from .worker_harness import GUEST_LL, GUEST_MAC, GW4, GW6, LL6, OUR_MAC
 CORPUS = Path(__file__).parent / "corpus"
 
 # worker program steps (worker_harness.STEPS)
-RAW, TCP, UDP, DHCP, DHCPV6, ICMP, ARP, NDP, ANSWER, HOST, UDP_PEER, LOOP, TICK = (
-    0, 1, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15)
+RAW, TCP, UDP, DHCP, DHCPV6, ICMP, ARP, NDP, ANSWER, INBOUND, HOST, UDP_PEER, LOOP, TICK = (
+    0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 SYN, ACK, PSH_ACK, FIN_ACK, RST = 0, 1, 2, 3, 4  # indexes into TCP_FLAGS
 
 
@@ -68,6 +68,14 @@ def worker_seeds() -> list[bytes]:
                        + answer(4) + bytes([LOOP, TICK, 2, TICK, 3]))
             out.append(bytes([mode]) + hs + host_send(b"y" * 250, 250) + bytes([LOOP, LOOP, TICK, 1, TICK, 2])
                        + tcp(flags=ACK, v6=v6, ack_d=5) + tcp(flags=ACK, v6=v6, ack_d=5) + bytes([LOOP]))
+        # inbound: the host connects to a forwarded port, the guest answers our SYN
+        for mode in (0, 1):
+            syn_ack = bytes([TCP, 4 if v6 else 0]) + struct.pack("!I", 5000) + bytes([6, 0x44]) \
+                + struct.pack("!H", 65535) + bytes([1]) + struct.pack("!H", 1460 - 536) + bytes([7, 0, 0])
+            out.append(bytes([mode, INBOUND, 1 if v6 else 0, LOOP]) + syn_ack + bytes([LOOP])
+                       + host_send(b"z" * 100, 3) + bytes([LOOP])
+                       + tcp(flags=PSH_ACK, v6=v6, payload=b"answer", isn=0) + bytes([LOOP])
+                       + host(1) + bytes([LOOP]) + tcp(flags=FIN_ACK, v6=v6, isn=0) + bytes([LOOP, TICK, 3]))
         # UDP, DNS, DHCP, ping, ARP, NDP
         ver = 1 if v6 else 0
         out.append(bytes([0, UDP, ver | 0x08, 0, 0x00, 0x00, 53, 0, 12]) + b"dns query..." + bytes([0])

@@ -8,7 +8,8 @@ sequence and acknowledgement numbers near the ones the connection expects,
 options and payload; UDP to the DHCP, DHCPv6 and any other port; ICMP and
 ICMPv6 echo; ARP; NDP with fuzzed options), or plays the other side:
 the broker answers a pending socket request (refused, connected,
-connecting, pending), a host peer sends, half-closes or resets, the epoll
+connecting, pending), a host client connects to a forwarded port (the
+worker sends the guest a SYN), a host peer sends, half-closes or resets, the epoll
 loop runs once, the clock jumps and the housekeeping timer runs.
 
 What is real: the Worker, its flow tables, its epoll, and the sockets it
@@ -186,13 +187,11 @@ class Run:
             l4, tot = 54, len(f)
         else:
             return
-        dport = struct.unpack_from("!H", f, l4 + 2)[0]
-        seq = struct.unpack_from("!I", f, l4 + 4)[0]
+        sport, dport, seq = struct.unpack_from("!HHI", f, l4)
         flags = f[l4 + 13]
         dlen = tot - l4 - (f[l4 + 12] >> 4) * 4
-        for k, st in self.conns.items():
-            if k >> 16 == dport:
-                st[1] = (seq + dlen + (1 if flags & 0x03 else 0)) & 0xFFFFFFFF
+        st = self.conns.setdefault(dport << 16 | sport, [0, 0])  # (our SYN of an inbound one: new)
+        st[1] = (seq + dlen + (1 if flags & 0x03 else 0)) & 0xFFFFFFFF
 
     # -- the program ---------------------------------------------------------------
     def run(self, r: Reader) -> None:
@@ -366,6 +365,25 @@ class Run:
         status = {1: ipc.STATUS_CONNECTED, 2: 0, 3: ipc.STATUS_PENDING}[how]
         cb(s.detach(), status)
 
+    def inbound(self, r: Reader) -> None:
+        """A host client connects to a -t port: the worker gets the accepted socket (SYN to the guest).
+
+        It appears as the gateway's port 80 (the guest's connection step
+        then answers on the same 4-tuple), toward guest port 40000-40003.
+        """
+        k = r.u8()
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        client.connect_ex(self.peers.listener.getsockname())
+        try:
+            acc, _ = self.peers.listener.accept()
+        except BlockingIOError:
+            client.close()
+            return
+        self.servers.append(client)
+        v6 = bool(k & 1)
+        self.w.tcp._inbound(acc.detach(), socket.AF_INET6 if v6 else socket.AF_INET,
+                            ("::1" if v6 else "127.0.0.1", 80), 40000 + (k >> 1 & 3))
+
     def host(self, r: Reader) -> None:
         if not self.servers:
             return
@@ -430,7 +448,7 @@ class Run:
 
 STEPS: list[Callable[[Run, Reader], None]] = [
     Run.frame_raw, Run.tcp, Run.tcp, Run.tcp, Run.udp, Run.dhcp, Run.dhcpv6, Run.icmp,
-    Run.arp, Run.ndp, Run.answer, Run.answer, Run.host, Run.udp_peer, Run.loop, Run.tick,
+    Run.arp, Run.ndp, Run.answer, Run.inbound, Run.host, Run.udp_peer, Run.loop, Run.tick,
 ]
 
 def _open_fds() -> set[int]:
