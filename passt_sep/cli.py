@@ -477,7 +477,7 @@ def parse_args(mode: str, argv: list[str]) -> Options:
                 ip = _assignable(name, v)
                 kw[f"{prefix}{ip.version}"] = ip
         elif name == "socket":
-            if not v or len(v.encode()) >= 108:
+            if not v or len(os.fsencode(v)) >= 108:
                 raise UsageError(f"Invalid socket path for --socket: '{v}'")
             kw["socket_path"] = v
         elif name == "fd":

@@ -67,6 +67,14 @@ def _daemonize() -> int | None:
     return w
 
 
+def error_line(mode: str, msg: object) -> str:
+    """The one line a failed run prints: what the user typed is quoted in
+    messages, so a control character in it (a newline, an escape sequence)
+    is shown escaped, never passed to the terminal or split into lines."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(msg))
+    return f"{mode}: {text}\n"
+
+
 def run(mode: str, args: list[str], early: Early | None = None) -> int:
     """Parse options and run; returns the exit status.
 
@@ -86,7 +94,7 @@ def _run(mode: str, args: list[str], early: Early | None) -> int:
     try:
         opts = parse_args(mode, args)
     except UsageError as e:
-        _say(2, f"{mode}: {e}\n")
+        _say(2, error_line(mode, e))
         return 1
     if opts.action == "help":
         _say(1, usage(mode))
@@ -130,7 +138,15 @@ def _setup_and_run(mode: str, opts: Options, early: Early | None) -> int:
                 parent.setup_files.append(early.path)
         status = parent.run()
     except SetupError as e:
-        _say(2, f"{mode}: {e}\n")
+def error_line(mode: str, msg: object) -> str:
+    """The one line a failed run prints: what the user typed is quoted in
+    messages, so a control character in it (a newline, an escape sequence)
+    is shown escaped, never passed to the terminal or split into lines."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(msg))
+    return f"{mode}: {text}\n"
+
+
+        _say(2, error_line(mode, e))
         if listen_fd is not None and early is not None:  # ours since the first stage: not left behind
             _unlink_quietly(early.path)
         return 1
@@ -164,7 +180,15 @@ def main(argv: list[str] | None = None, early: Early | None = None) -> None:
     try:
         status = run(mode, args, early)
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
-        _say(2, f"{mode}: internal error: {type(e).__name__}: {e}\n")
+def error_line(mode: str, msg: object) -> str:
+    """The one line a failed run prints: what the user typed is quoted in
+    messages, so a control character in it (a newline, an escape sequence)
+    is shown escaped, never passed to the terminal or split into lines."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(msg))
+    return f"{mode}: {text}\n"
+
+
+        _say(2, error_line(mode, f"internal error: {type(e).__name__}: {e}"))
         status = 1
     os._exit(status)
 
@@ -183,7 +207,7 @@ def _slirp_main(argv: list[str]) -> None:
     try:
         status = slirp(argv[1:] if direct else argv[2:], argv[0] if direct else SLIRP4NETNS)
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
-        _say(2, f"{SLIRP4NETNS}: internal error: {type(e).__name__}: {e}\n")
+        _say(2, error_line(SLIRP4NETNS, f"internal error: {type(e).__name__}: {e}"))
         status = 1
     sys.stdout.flush()
     os._exit(status)

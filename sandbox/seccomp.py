@@ -226,10 +226,10 @@ class Policy:
     def action(self) -> int:
         """The seccomp return value for syscalls not in the list."""
         if self.default == "kill":
-            return pyseccomp.KILL_PROCESS
+            return int(pyseccomp.KILL_PROCESS)
         if self.default == "errno":
-            return pyseccomp.ERRNO(self.errno)
-        return pyseccomp.LOG
+            return int(pyseccomp.ERRNO(self.errno))
+        return int(pyseccomp.LOG)
 
 
 def syscall_number(name: str) -> int:
@@ -245,9 +245,9 @@ def _parse_errno(word: str) -> int | None:
     if word.isdigit():
         value = int(word)
         return value if 0 < value < 4096 else None
-    value = getattr(errno, word.upper(), None)
-    if isinstance(value, int) and word.upper().startswith("E"):
-        return value
+    named = getattr(errno, word.upper(), None)
+    if isinstance(named, int) and word.upper().startswith("E"):
+        return named
     return None
 
 
@@ -345,8 +345,8 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         if not _NAME_RE.match(name) or syscall_number(name) == _NR_SCMP_ERROR:
             raise PolicyError(f"{where}: unknown syscall {name!r}")
         conds = tuple(_parse_condition(w, where) for w in words[1:])
-        args = [c.arg for c in conds]
-        if len(set(args)) != len(args):
+        indexes = [c.arg for c in conds]
+        if len(set(indexes)) != len(indexes):
             raise PolicyError(
                 f"{where}: {name!r}: one condition per argument on a line "
                 "(write a second line for an alternative)"

@@ -88,6 +88,7 @@ stamp=$venv/.passt-sep-setup
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 have=$(cat "$stamp" 2>/dev/null || true)
 if [ "$want" != "$have" ] || [ ! -x "$venv/bin/pytest" ] || [ ! -x "$venv/bin/ruff" ] ||
+	[ ! -x "$venv/bin/mypy" ] ||
 	! "$venv/bin/python" -c 'import passt_sep' >/dev/null 2>&1; then
 	say "installing passt-sep into $venv (editable, with test and bench extras)"
 	"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,bench]'
