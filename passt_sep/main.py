@@ -138,14 +138,6 @@ def _setup_and_run(mode: str, opts: Options, early: Early | None) -> int:
                 parent.setup_files.append(early.path)
         status = parent.run()
     except SetupError as e:
-def error_line(mode: str, msg: object) -> str:
-    """The one line a failed run prints: what the user typed is quoted in
-    messages, so a control character in it (a newline, an escape sequence)
-    is shown escaped, never passed to the terminal or split into lines."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(msg))
-    return f"{mode}: {text}\n"
-
-
         _say(2, error_line(mode, e))
         if listen_fd is not None and early is not None:  # ours since the first stage: not left behind
             _unlink_quietly(early.path)
@@ -180,14 +172,6 @@ def main(argv: list[str] | None = None, early: Early | None = None) -> None:
     try:
         status = run(mode, args, early)
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
-def error_line(mode: str, msg: object) -> str:
-    """The one line a failed run prints: what the user typed is quoted in
-    messages, so a control character in it (a newline, an escape sequence)
-    is shown escaped, never passed to the terminal or split into lines."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(msg))
-    return f"{mode}: {text}\n"
-
-
         _say(2, error_line(mode, f"internal error: {type(e).__name__}: {e}"))
         status = 1
     os._exit(status)
