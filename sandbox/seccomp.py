@@ -26,13 +26,14 @@ import errno
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import caps
 
 SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}  # what find_library would find
 
 
-def _import_pyseccomp():  # type: ignore[no-untyped-def]
+def _import_pyseccomp() -> Any:
     """pyseccomp, with find_library answered by dlopen for its two names (above)."""
     import ctypes
     import sys
@@ -59,7 +60,7 @@ def _import_pyseccomp():  # type: ignore[no-untyped-def]
 
     stub.find_library = find_library  # type: ignore[attr-defined]
     sys.modules["ctypes.util"] = stub
-    ctypes.util = stub  # type: ignore[attr-defined]
+    ctypes.util = stub
     try:
         import pyseccomp
     finally:
@@ -70,7 +71,10 @@ def _import_pyseccomp():  # type: ignore[no-untyped-def]
     return pyseccomp
 
 
-pyseccomp = _import_pyseccomp()
+if TYPE_CHECKING:
+    import pyseccomp
+else:
+    pyseccomp = _import_pyseccomp()
 
 __all__ = [
     "CONSTANTS",

@@ -19,13 +19,13 @@ def _argv(data: bytes) -> list[str]:
     return [a.decode("utf-8", "surrogateescape") for a in data[1:].split(b"\0")]
 
 
-def test_cli_control_character_in_an_argument_stays_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_control_character_in_an_argument_stays_one_line(capfd: pytest.CaptureFixture[str]) -> None:
     """cli target, input 36190a: `passt $'\\x19\\n'` printed the argument raw, so
     the error was two lines (and a terminal got the control character)."""
     argv = _argv(bytes.fromhex("36190a"))
     assert argv == ["\x19\n"]
     assert run("passt", argv) == 1
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert err == "passt: Extra non-option argument: '\\x19\\n'\n"
 
 
