@@ -106,15 +106,23 @@ def proc_status(pid: int) -> dict[str, str]:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
-def worker_of(pasta_pid: int) -> int:
-    """The sandboxed worker (seccomp filter mode) among pasta's or passt's children."""
-    for kid in proc_children(pasta_pid):
-        try:
-            if proc_status(kid).get("Seccomp") == "2":
-                return kid
-        except OSError:
-            continue
-    raise AssertionError("no sandboxed worker among pasta's children")
+def worker_of(pasta_pid: int, timeout: float = 5.0) -> int:
+    """The sandboxed worker (seccomp filter mode) among pasta's or passt's children.
+
+    Waits (bounded) for it: the namespace may be configured, or passt's
+    socket listen, before the worker has loaded its code and isolated
+    itself."""
+    end = time.monotonic() + timeout
+    while True:
+        for kid in proc_children(pasta_pid):
+            try:
+                if proc_status(kid).get("Seccomp") == "2":
+                    return kid
+            except OSError:
+                continue
+        if time.monotonic() > end:
+            raise AssertionError("no sandboxed worker among pasta's children")
+        time.sleep(0.01)
 
 
 def cpu_seconds(pids: list[int]) -> float:

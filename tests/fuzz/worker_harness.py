@@ -117,6 +117,11 @@ class Peers:
 _peers: Peers | None = None
 
 
+def _raise_fault(where: str, exc: BaseException) -> None:
+    """Faults.record in the harness: the caught exception escapes again."""
+    raise exc
+
+
 class FakeBroker:
     """The worker's broker client: requests wait here until the input answers them."""
 
@@ -126,7 +131,8 @@ class FakeBroker:
         self.waiting = 0
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
-                port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
+                port: int = 0, addr: bytes = b"", arg: int = 0,
+                reset: Callable[[], None] | None = None) -> None:
         self.pending.append((op, family, cb))
 
     def pump(self) -> None:
@@ -153,6 +159,9 @@ class Run:
         self.w.broker = self.broker  # type: ignore[assignment]
         self.clock = 1000.0
         self.w.now = lambda: self.clock  # type: ignore[method-assign]
+        # the worker's per-flow fault guard (worker/faults.py) would reset the
+        # flow and go on: for the fuzzer every fault it catches is a finding
+        self.w.faults.record = _raise_fault  # type: ignore[method-assign]
         self.servers: list[socket.socket] = []  # host ends of the worker's TCP connections
         self.others: list[socket.socket] = []  # ping pair ends, connecting sockets
         # the guest's view of up to 4 connections: (version, sport, dport, remote)
