@@ -57,13 +57,17 @@ socket does not receive them; TFTP servers answer that way).
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
+import struct
 from typing import TYPE_CHECKING
 
 from .. import ipc
 from ..log import DEBUG, log
 from ..proto import udp as pudp
 from ..proto.packet import Packet
+from . import mmsg
 from .addrmap import ANY6, LOOP6, HostAddrs
 from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SockFlow, SockFlows, adopt
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
@@ -79,6 +83,8 @@ MAX_FLOWS = max(16, min(8192, UDP_FDS // 2))  # outbound flows, both families to
 MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
 
 _V4MAPPED = bytes(10) + b"\xff\xff"
+VIRTIO_NET_HDR_GSO_UDP_L4 = 5  # linux/virtio_net.h (Linux 6.2)
+_GSO = struct.Struct("<BHH")  # gso_type, hdr_len, gso_size: bytes 1..5 of the virtio-net header
 
 
 def _bad_destination(version: int, raw: bytes) -> str | None:
@@ -220,6 +226,17 @@ class UdpFlows(SockFlows[Flow]):
         # pasta: -u datagrams from host loopback senders take the splice path
         self.splice_loop = cfg.opts.mode == "pasta"
         self.ports = PortSocks(self, self.max_flows)
+        # batching (docs/udp.md, "Batching"): recvmmsg on host sockets, runs of one size
+        # toward the tap as one GSO_UDP_L4 frame, guest datagrams sent per pass in runs
+        self.rb = mmsg.shared(False)
+        self.rbn = mmsg.shared(True)
+        self.gso = self.vnet_csum  # only the pasta tap takes virtio-net GSO frames
+        self.gso_frames = 0  # GSO frames written (the first one is the probe)
+        self.defer = False  # set by the loop, which then calls flush() after each tap pass
+        self.out: dict[Flow, list[bytes]] = {}
+        if log.enabled(DEBUG):
+            log.debug(f"udp: recvmmsg {'batches of ' + str(mmsg.SLOTS) if self.rb else 'unavailable'}, "
+                      f"tap GSO_UDP_L4 frames {'to be probed' if self.gso else 'off (no virtio-net header)'}")
 
     # -- guest to host --------------------------------------------------------
     def from_guest(self, p: Packet) -> None:
@@ -256,12 +273,27 @@ class UdpFlows(SockFlows[Flow]):
                 return None
             flow.queue.append(bytes(payload))
             return None
+        if self.defer:  # the loop flushes after its pass over the tap: runs go out together
+            out = self.out.get(flow)
+            if out is None:
+                self.out[flow] = [bytes(payload)]
+            else:
+                out.append(bytes(payload))
+            return None
         try:
             sock.send(payload)  # connected by the parent: no address, none allowed
             self.stats["to_host"] += 1
         except OSError as e:  # EAGAIN included: a datagram lost, as on any full queue
             self._send_error(e, flow)
         return None
+
+    def flush(self) -> None:
+        """Send what from_guest held back this pass, per flow in order (runs: ``_send_many``)."""
+        out, self.out = self.out, {}
+        for flow, payloads in out.items():
+            sock = flow.sock
+            if sock is not None:
+                self.stats["to_host"] += self._send_many(flow, sock, payloads)
 
     # -- the flow's socket (worker/flowsock.py does the rest) -------------------------
     def _ask(self, flow: Flow) -> tuple[int, int, int, bytes, int]:
@@ -292,6 +324,20 @@ class UdpFlows(SockFlows[Flow]):
         if sock is None:
             return
         version = flow.version
+        rb = self.rb
+        if rb is not None:
+            for _ in range(RECV_BUDGET // rb.slots + 1):
+                n = rb.recv(flow.fd)
+                if n == 0:
+                    if rb.errno in (errno.EAGAIN, errno.EINTR):
+                        return
+                    if log.enabled(DEBUG):  # e.g. ECONNREFUSED from an ICMP error
+                        log.trace(f"{flow}: {os.strerror(rb.errno)}")
+                    continue
+                self._to_guest_batch(version, flow.dst, flow.dport, flow.guest, flow.gport, rb, 0, n)
+                if n < rb.slots:
+                    return
+            return
         hlen = pudp.header_len(version)
         area = self.view[hlen : hlen + pudp.max_payload(version) + 1]
         for _ in range(RECV_BUDGET):
@@ -304,6 +350,62 @@ class UdpFlows(SockFlows[Flow]):
                     log.trace(f"{flow}: {e.strerror}")
                 continue
             self._to_guest(version, flow.dst, flow.dport, flow.guest, flow.gport, n)
+
+    def _to_guest_batch(self, version: int, src: bytes, sport: int, dst: bytes, dport: int,
+                        rb: mmsg.RecvBatch, i: int, end: int) -> None:
+        """Datagrams i..end-1 of rb, all of one sender, to the guest: runs of one size
+        (the last may be shorter) as one GSO_UDP_L4 frame when the tap takes them."""
+        hlen = pudp.header_len(version)
+        buf = self.buf
+        limit = pudp.max_payload(version)
+        while i < end:
+            size = rb.length(i)
+            j, total = i + 1, size
+            if self.gso and 0 < size:
+                while j < end and j - i < mmsg.MAX_SEGMENTS:
+                    m = rb.length(j)
+                    if m > size or m == 0 or total + m > limit:
+                        break
+                    total += m
+                    j += 1
+                    if m < size:
+                        break
+            if j - i == 1 or not self._gso_frame(version, src, sport, dst, dport, rb, i, j, size, total):
+                for k in range(i, j):
+                    n = rb.length(k)
+                    if n > limit:
+                        self.stats["too_big"] += 1
+                        continue
+                    buf[hlen : hlen + n] = rb.slot(k, n)
+                    self._to_guest(version, src, sport, dst, dport, n)
+            i = j
+
+    def _gso_frame(self, version: int, src: bytes, sport: int, dst: bytes, dport: int,
+                   rb: mmsg.RecvBatch, i: int, j: int, size: int, total: int) -> bool:
+        """Datagrams i..j-1 (total bytes, segments of size) as one frame; False: not sent."""
+        if not dst:
+            return False
+        hlen = pudp.header_len(version)
+        buf = self.buf
+        off = hlen
+        for k in range(i, j):
+            n = rb.length(k)
+            buf[off : off + n] = rb.slot(k, n)
+            off += n
+        length = pudp.fill_frame(buf, version, self.w.guest_mac, self.w.cfg.our_mac, src, dst,
+                                 sport, dport, total, vnet=True, offload=True)
+        _GSO.pack_into(buf, 1, VIRTIO_NET_HDR_GSO_UDP_L4, hlen - pudp.VNET_HDR_LEN, size)
+        if not self.w.tap.write_raw(self.view[:length]):
+            if self.gso_frames == 0:  # the probe: this kernel's tap does not take them
+                self.gso = False
+                log.debug("udp: the tap refused a GSO_UDP_L4 frame: one frame per datagram")
+                return False
+            return True  # a full tap: lost like any frame
+        if self.gso_frames == 0:
+            log.debug("udp: GSO_UDP_L4 frames to the tap: runs of one size go as one frame")
+        self.gso_frames += 1
+        self.stats["to_guest"] += j - i
+        return True
 
     def _to_guest(self, version: int, src: bytes, sport: int, dst: bytes, dport: int, n: int) -> None:
         if n > pudp.max_payload(version) or not dst:
@@ -342,6 +444,63 @@ class UdpFlows(SockFlows[Flow]):
         return len(gone)
 
     def _inbound_readable(self, ib: Inbound, ev: int) -> None:
+        rb = self.rbn
+        if rb is None:
+            return self._inbound_readable_one(ib)
+        for _ in range(RECV_BUDGET // rb.slots + 1):
+            n = rb.recv(ib.fd)
+            if n == 0:
+                if rb.errno in (errno.EAGAIN, errno.EINTR):
+                    return None
+                continue
+            if not self.disabled:
+                i = 0
+                while i < n:  # runs of one sender
+                    j = i + 1
+                    while j < n and rb.same_sender(i, j):
+                        j += 1
+                    self._inbound_run(ib, rb, i, j)
+                    i = j
+            if n < rb.slots:
+                return None
+        return None
+
+    def _inbound_run(self, ib: Inbound, rb: mmsg.RecvBatch, i: int, j: int) -> None:
+        """Datagrams i..j-1 of rb, from one sender on a -u socket."""
+        fam, raw, port = rb.sender(i)
+        host = socket.inet_ntop(fam, raw)
+        addr = (host, port)
+        if self.splice_loop:
+            lfam = loopback_family(host)
+            if lfam is not None:  # host loopback sender: to the namespace's loopback
+                self.w.udpsplice.relay_many(KIND_HOST, ib.sock, ib.fd, ib.port, lfam, addr, ib.target,
+                                            [rb.slot(k, rb.length(k)) for k in range(i, j)])
+                return
+        if fam == socket.AF_INET6:
+            if raw[:12] == _V4MAPPED:
+                version, raw = 4, raw[12:]
+            else:
+                version = 6
+        else:
+            version = 4
+        guest = self.guest[version]
+        src = self._visible(version, raw)
+        if guest is None or src is None or self.addrs.gw[version] is None:
+            return
+        now = self.w.now()
+        key = (version, ib.target, src, port)
+        peer = self.peers.get(key)
+        if peer is None:
+            if len(self.peers) >= self.max_peers:
+                self._expire_peers(now, force=True)
+            peer = self.peers[key] = Peer(ib, addr, now)
+            self.stats["inbound"] += 1
+        else:
+            peer.inbound, peer.sockaddr, peer.last = ib, addr, now
+        self._to_guest_batch(version, src, port, guest, ib.target, rb, i, j)
+
+    def _inbound_readable_one(self, ib: Inbound) -> None:
+        """Without recvmmsg: one datagram per call."""
         w = self.w
         for _ in range(RECV_BUDGET):
             # the payload lands behind IPv6-sized headers; IPv4 frames start 20 bytes later
