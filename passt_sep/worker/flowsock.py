@@ -49,7 +49,7 @@ QUEUE_MAX = 64  # datagrams held per flow while the broker makes its socket
 RECV_BUDGET = 64  # datagrams read from one socket per wake-up
 SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
 RUN_BYTES = 65000  # payload bytes per UDP_SEGMENT send (the datagram limit, headers aside)
-_SEG = Segmenter()  # one for the worker: its ``ok`` is the kernel's answer
+SEGMENTER = Segmenter()  # one for the worker: its ``ok`` is the kernel's answer
 
 
 
@@ -203,7 +203,7 @@ class SockFlows(Generic[F]):
         the kernel refuses segmentation the run goes one by one, and that
         flow (or, without UDP_SEGMENT at all, every flow) stops trying.
         """
-        seg = _SEG
+        seg = SEGMENTER
         sent, i, n = 0, 0, len(payloads)
         while i < n:
             first = payloads[i]

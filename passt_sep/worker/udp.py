@@ -69,7 +69,7 @@ from ..proto import udp as pudp
 from ..proto.packet import Packet
 from . import mmsg
 from .addrmap import ANY6, LOOP6, HostAddrs
-from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SockFlow, SockFlows, adopt
+from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SEGMENTER, SockFlow, SockFlows, adopt
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .limits import UDP_FDS
 from .udpsplice import KIND_HOST, loopback_family
@@ -209,7 +209,8 @@ class UdpFlows(SockFlows[Flow]):
     def __init__(self, w: Worker, max_flows: int | None = None, max_peers: int | None = None) -> None:
         super().__init__(w, max_flows or MAX_FLOWS, {
             "flows": 0, "to_host": 0, "to_guest": 0, "refused": 0, "send_errors": 0,
-            "too_big": 0, "queue_full": 0, "evicted": 0, "inbound": 0})
+            "too_big": 0, "queue_full": 0, "evicted": 0, "inbound": 0,
+            "gso_frames": 0})
         cfg = w.cfg
         self.disabled = cfg.opts.no_udp
         self.max_peers = max_peers or MAX_PEERS
@@ -231,7 +232,6 @@ class UdpFlows(SockFlows[Flow]):
         self.rb = mmsg.shared(False)
         self.rbn = mmsg.shared(True)
         self.gso = self.vnet_csum  # only the pasta tap takes virtio-net GSO frames
-        self.gso_frames = 0  # GSO frames written (the first one is the probe)
         self.defer = False  # set by the loop, which then calls flush() after each tap pass
         self.out: dict[Flow, list[bytes]] = {}
         if log.enabled(DEBUG):
@@ -396,14 +396,14 @@ class UdpFlows(SockFlows[Flow]):
                                  sport, dport, total, vnet=True, offload=True)
         _GSO.pack_into(buf, 1, VIRTIO_NET_HDR_GSO_UDP_L4, hlen - pudp.VNET_HDR_LEN, size)
         if not self.w.tap.write_raw(self.view[:length]):
-            if self.gso_frames == 0:  # the probe: this kernel's tap does not take them
+            if self.stats["gso_frames"] == 0:  # the probe: this kernel's tap does not take them
                 self.gso = False
                 log.debug("udp: the tap refused a GSO_UDP_L4 frame: one frame per datagram")
                 return False
             return True  # a full tap: lost like any frame
-        if self.gso_frames == 0:
+        if self.stats["gso_frames"] == 0:
             log.debug("udp: GSO_UDP_L4 frames to the tap: runs of one size go as one frame")
-        self.gso_frames += 1
+        self.stats["gso_frames"] += 1
         self.stats["to_guest"] += j - i
         return True
 
@@ -572,5 +572,6 @@ class UdpFlows(SockFlows[Flow]):
         """Counters, one line."""
         return (f"udp: {len(self.flows)} flows, {len(self.ports.flows)} port sockets, "
                 f"{len(self.peers)} inbound peers, "
-                + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
+                + ", ".join(f"{k} {v}" for k, v in self.stats.items())
+                + f", UDP_SEGMENT sends {SEGMENTER.runs} ({SEGMENTER.segments} datagrams, both tables)")
 
