@@ -193,6 +193,15 @@ class SockFlows(Generic[F]):
                 log.debug(f"{subject}: send to {target[0]}:{target[1]}: {e.strerror}")
         self.w.drop(self.DROP_SEND)
 
+    @staticmethod
+    def _send_one(flow: F, sock: socket.socket, payload: bytes | memoryview) -> None:
+        """send() one datagram; a socket left with a smaller UDP_SEGMENT size by a run
+        gets it turned off first (it would cut the datagram). Raises OSError."""
+        if 0 < flow.seg < len(payload):
+            SEGMENTER.set_size(sock, 0)
+            flow.seg = 0
+        sock.send(payload)
+
     def _send_many(self, flow: F, sock: socket.socket, payloads: list) -> int:
         """Send payloads in order on flow's socket; how many left (the rest are counted lost).
 

@@ -210,7 +210,7 @@ class UdpFlows(SockFlows[Flow]):
         super().__init__(w, max_flows or MAX_FLOWS, {
             "flows": 0, "to_host": 0, "to_guest": 0, "refused": 0, "send_errors": 0,
             "too_big": 0, "queue_full": 0, "evicted": 0, "inbound": 0,
-            "gso_frames": 0})
+            "gso_frames": 0, "uso_frames": 0})
         cfg = w.cfg
         self.disabled = cfg.opts.no_udp
         self.max_peers = max_peers or MAX_PEERS
@@ -232,6 +232,7 @@ class UdpFlows(SockFlows[Flow]):
         self.rb = mmsg.shared(False)
         self.rbn = mmsg.shared(True)
         self.gso = self.vnet_csum  # only the pasta tap takes virtio-net GSO frames
+        self.uso = hasattr(w.tap, "seg")  # the pasta tap: frames may be USO runs
         self.defer = False  # set by the loop, which then calls flush() after each tap pass
         self.out: dict[Flow, list[bytes]] = {}
         if log.enabled(DEBUG):
@@ -256,6 +257,14 @@ class UdpFlows(SockFlows[Flow]):
             self.guest[version] = p.src
         now = self.w.now()
         payload = p.frame[d.off : d.off + d.dlen]
+        seg = self.w.tap.seg if self.uso else 0
+        if seg and d.dlen > seg:  # a GSO_UDP_L4 frame: a run of datagrams of seg bytes
+            if d.dlen > seg * mmsg.MAX_SEGMENTS * 2:  # no kernel makes such a run
+                return self.w.drop("udp gso segments")
+            self.stats["uso_frames"] += 1
+            parts = [bytes(payload[k : k + seg]) for k in range(0, d.dlen, seg)]
+        else:
+            parts = None
         key = (version, d.sport, dst, d.dport)
         flow = self.flows.get(key)
         if flow is None:  # a reply to a sender on a -u socket, or a new destination
@@ -269,19 +278,28 @@ class UdpFlows(SockFlows[Flow]):
         if sock is None:
             if self._refused(flow, now, "udp socket refused"):
                 return None
-            if self._queue_full(flow):
+            if parts is None:
+                if not self._queue_full(flow):
+                    flow.queue.append(bytes(payload))
                 return None
-            flow.queue.append(bytes(payload))
+            for part in parts:
+                if self._queue_full(flow):
+                    return None
+                flow.queue.append(part)
             return None
-        if self.defer:  # the loop flushes after its pass over the tap: runs go out together
+        if self.defer or parts is not None:  # the loop flushes after its pass over the tap
             out = self.out.get(flow)
             if out is None:
-                self.out[flow] = [bytes(payload)]
-            else:
+                out = self.out[flow] = []
+            if parts is None:
                 out.append(bytes(payload))
+            else:
+                out.extend(parts)
+            if not self.defer:
+                self.flush()
             return None
         try:
-            sock.send(payload)  # connected by the parent: no address, none allowed
+            self._send_one(flow, sock, payload)  # connected by the parent: no address, none allowed
             self.stats["to_host"] += 1
         except OSError as e:  # EAGAIN included: a datagram lost, as on any full queue
             self._send_error(e, flow)
@@ -307,7 +325,7 @@ class UdpFlows(SockFlows[Flow]):
 
     def _send_queued(self, sock: socket.socket, flow: Flow, item: bytes) -> None:
         try:
-            sock.send(item)
+            self._send_one(flow, sock, item)
             self.stats["to_host"] += 1
         except OSError as e:
             self._send_error(e, flow)

@@ -215,7 +215,7 @@ class UdpSplicer(SockFlows[Flow]):
         sock = flow.sock
         if sock is not None:
             try:
-                sock.send(payload)
+                self._send_one(flow, sock, payload)
             except OSError as e:  # EAGAIN included: lost, as on any full queue
                 self._send_error(e, flow)
                 return
@@ -305,7 +305,7 @@ class UdpSplicer(SockFlows[Flow]):
 
     def _send_queued(self, sock: socket.socket, flow: Flow, payload: bytes) -> None:
         try:
-            sock.send(payload)
+            self._send_one(flow, sock, payload)
             self.stats["to_host" if flow.kind == KIND_NS else "to_ns"] += 1
         except OSError as e:
             self._send_error(e, flow)
