@@ -44,11 +44,17 @@ pasta tap with a NEEDS_CSUM virtio-net header and the pseudo-header sum
 only; when the tap object says ``needs_csum`` (passt's stream) with the
 whole checksum computed here and a zero virtio-net header. Each socket is
 drained up to ``RECV_BUDGET`` datagrams per wake-up (level-triggered, so
-the rest comes at the next one).
+the rest comes at the next one), 64 per ``recvmmsg`` (worker/mmsg.py); on
+the pasta tap a run of one sender and one size goes as one GSO_UDP_L4
+frame (probed at the first: a tap that refuses it gets one frame per
+datagram). Guest datagrams are held per flow until the loop's pass over
+the tap ends (``flush``) and runs of one size leave as one ``send()`` with
+UDP_SEGMENT (``flowsock.SockFlows._send_many``); a USO frame from the tap
+(``Tap.seg``) is cut into its datagrams first. docs/udp.md, "Batching".
 
 Not done: fragments (dropped by ``proto.packet``; the guest kernel sends a
-datagram up to the MTU, 65520 by default, whole: the tap offers no UDP
-segmentation offload, so no UFO/USO frames arrive), link-local, multicast
+datagram up to the MTU, 65520 by default, whole, or a UDP_SEGMENT run as
+one USO frame), link-local, multicast
 and broadcast destinations (refused: the worker drops multicast, broadcast,
 loopback and unspecified ones itself, the parent the rest), replies from
 another address or port than the one the guest wrote to (a connected
