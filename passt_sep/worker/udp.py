@@ -90,6 +90,7 @@ MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
 
 _V4MAPPED = bytes(10) + b"\xff\xff"
 VIRTIO_NET_HDR_GSO_UDP_L4 = 5  # linux/virtio_net.h (Linux 6.2)
+_UDP_HDR = struct.Struct("!HHHH")
 _GSO = struct.Struct("<BHH")  # gso_type, hdr_len, gso_size: bytes 1..5 of the virtio-net header
 
 
@@ -250,36 +251,42 @@ class UdpFlows(SockFlows[Flow]):
         """One UDP datagram from the guest (the built-in services had their turn)."""
         if self.disabled:
             return self.w.drop("udp disabled")
-        d = pudp.parse_datagram(p)
-        if isinstance(d, str):
-            return self.w.drop(d)
-        if d.sport == 0 or d.dport == 0:
+        # pudp.parse_datagram, inlined: this runs for every datagram from the guest
+        frame, l4, l4len = p.frame, p.l4, p.l4len
+        if l4len < pudp.UDP_HLEN or l4 + l4len > len(frame):
+            return self.w.drop("short udp")
+        sport, dport, length, _csum = _UDP_HDR.unpack_from(frame, l4)
+        if length < pudp.UDP_HLEN or length > l4len:
+            return self.w.drop("udp length")
+        if sport == 0 or dport == 0:
             return self.w.drop("udp port 0")
-        version, dst = p.version, p.dst
-        why = _bad_destination(version, dst)
-        if why is not None:
-            return self.w.drop(why)
-        if version == 4 or not (p.src[0] == 0xFE and p.src[1] & 0xC0 == 0x80):
-            self.guest[version] = p.src
+        version, dst, src = p.version, p.dst, p.src
+        key = (version, sport, dst, dport)
+        flow = self.flows.get(key)
+        if flow is None:  # a flow's destination passed this check when it was made
+            why = _bad_destination(version, dst)
+            if why is not None:
+                return self.w.drop(why)
+        if version == 4 or not (src[0] == 0xFE and src[1] & 0xC0 == 0x80):
+            self.guest[version] = src
         now = self.w.now()
-        payload = p.frame[d.off : d.off + d.dlen]
+        dlen = length - pudp.UDP_HLEN
+        payload = frame[l4 + pudp.UDP_HLEN : l4 + length]
         seg = self.w.tap.seg if self.uso else 0
-        if seg and d.dlen > seg:  # a GSO_UDP_L4 frame: a run of datagrams of seg bytes
-            if d.dlen > seg * mmsg.MAX_SEGMENTS * 2:  # no kernel makes such a run
+        if seg and dlen > seg:  # a GSO_UDP_L4 frame: a run of datagrams of seg bytes
+            if dlen > seg * mmsg.MAX_SEGMENTS * 2:  # no kernel makes such a run
                 return self.w.drop("udp gso segments")
             self.stats["uso_frames"] += 1
-            parts = [bytes(payload[k : k + seg]) for k in range(0, d.dlen, seg)]
+            parts = [bytes(payload[k : k + seg]) for k in range(0, dlen, seg)]
         else:
             parts = None
-        key = (version, d.sport, dst, d.dport)
-        flow = self.flows.get(key)
         if flow is None:  # a reply to a sender on a -u socket, or a new destination
             peer = self.peers.get(key)
-            if peer is None and (version, d.sport) not in self.ports.flows:
-                self.ports._add_flow(PortSock(version, d.sport, now))  # asked first: its port is the flow's
-            flow = self._add_flow(Flow(version, d.sport, dst, d.dport, now, peer))
+            if peer is None and (version, sport) not in self.ports.flows:
+                self.ports._add_flow(PortSock(version, sport, now))  # asked first: its port is the flow's
+            flow = self._add_flow(Flow(version, sport, dst, dport, now, peer))
         flow.last = now
-        flow.guest = p.src
+        flow.guest = src
         sock = flow.sock
         if sock is None:
             if self._refused(flow, now, "udp socket refused"):
