@@ -389,12 +389,15 @@ class UdpFlows(SockFlows[Flow]):
         hlen = pudp.header_len(version)
         buf = self.buf
         limit = pudp.max_payload(version)
+        lens = rb.lengths(end)
+        gso = self.gso
         while i < end:
-            size = rb.length(i)
+            size = lens[i]
             j, total = i + 1, size
-            if self.gso and 0 < size:
-                while j < end and j - i < mmsg.MAX_SEGMENTS:
-                    m = rb.length(j)
+            if gso and 0 < size:
+                stop = min(end, i + mmsg.MAX_SEGMENTS)
+                while j < stop:
+                    m = lens[j]
                     if m > size or m == 0 or total + m > limit:
                         break
                     total += m
@@ -403,7 +406,7 @@ class UdpFlows(SockFlows[Flow]):
                         break
             if j - i == 1 or not self._gso_frame(version, src, sport, dst, dport, rb, i, j, size, total):
                 for k in range(i, j):
-                    n = rb.length(k)
+                    n = lens[k]
                     if n > limit:
                         self.stats["too_big"] += 1
                         continue
@@ -418,11 +421,9 @@ class UdpFlows(SockFlows[Flow]):
             return False
         hlen = pudp.header_len(version)
         buf = self.buf
-        off = hlen
-        for k in range(i, j):
-            n = rb.length(k)
-            buf[off : off + n] = rb.slot(k, n)
-            off += n
+        slot = rb.slot
+        lens = rb.lengths(j)
+        buf[hlen : hlen + total] = b"".join([slot(k, lens[k]) for k in range(i, j)])
         length = pudp.fill_frame(buf, version, self.w.guest_mac, self.w.cfg.our_mac, src, dst,
                                  sport, dport, total, vnet=True, offload=True)
         _GSO.pack_into(buf, 1, VIRTIO_NET_HDR_GSO_UDP_L4, hlen - pudp.VNET_HDR_LEN, size)

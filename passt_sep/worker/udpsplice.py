@@ -279,7 +279,8 @@ class UdpSplicer(SockFlows[Flow]):
                     if rb.errno in (errno.EAGAIN, errno.EINTR):
                         return
                     continue
-                self._relay_many(flow, self.w.now(), [rb.slot(k, rb.length(k)) for k in range(n)])
+                slot, lens = rb.slot, rb.lengths(n)
+                self._relay_many(flow, self.w.now(), [slot(k, lens[k]) for k in range(n)])
                 if n < rb.slots or flow.rsock is None:
                     return
             return
