@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402
 from compare import impl_names, run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -57,6 +58,7 @@ def main() -> None:
                     help="runs per rung and implementation; a path passes if its best run does")
     a = ap.parse_args()
     impls, names = impl_names(a.impls)
+    compare.NAMES.update(names)  # the results name each implementation as given
     rates = a.rates.split(",")
     best: dict[tuple[str, str], float] = {}  # (impl, path) -> Mbit/s
     failed: set[tuple[str, str]] = set()  # ended
