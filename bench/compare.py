@@ -44,18 +44,25 @@ NAMES: dict[str, str] = {OURS: "passt-sep"}  # command prefix -> name in the res
 
 
 def frozen(rev: str) -> str:
-    """A command prefix running passt-sep as of git revision rev (its passt_sep and
-    sandbox packages unpacked under /tmp, first on PYTHONPATH; the worker is forked,
-    so it runs that code too): a before and an after in the same run."""
+    """A command running passt-sep as of git revision rev: its passt_sep, sandbox and
+    policies unpacked under /tmp, and a launcher there that puts them first on
+    sys.path (the venv's editable finder comes after the path; the worker is forked,
+    so it runs that code too; PYTHONPATH would not do: the venv's own launchers run
+    ``python -I``). A before and an after in the same run."""
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", rev], capture_output=True,
                             text=True, check=True).stdout.strip()
     dest = Path(f"/tmp/passt-sep-{commit}")
-    if not dest.exists():
-        dest.mkdir(parents=True)
+    launcher = dest / "pasta"
+    if not launcher.exists():
+        dest.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "passt_sep", "sandbox",
                                   "policies"], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return f"env PYTHONPATH={dest} {OURS}"
+        python = REPO / ".venv" / "bin" / "python"
+        launcher.write_text(f"#!{python} -I\nimport sys\nsys.path.insert(0, {str(dest)!r})\n"
+                            "from passt_sep.main import main\nsys.exit(main())\n")
+        launcher.chmod(0o755)
+    return str(launcher)
 
 
 def impl_names(spec: str) -> tuple[list[str], dict[str, str]]:

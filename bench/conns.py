@@ -61,14 +61,14 @@ COMMON = ["-f", "-q", "--config-net", "-t", "none", "-u", "none", "-T", "none", 
 IMPLS = {"passt-sep": [PASTA, *COMMON], "pasta-c": ["/usr/bin/pasta", "--runas", "0:0", *COMMON],
          "passt-sep-passt": [PASST, "-f", "-q", "-t", "none", "-u", "none"],
          "passt-c": ["/usr/bin/passt", "-f", "-q", "--runas", "0:0", "-t", "none", "-u", "none"]}
-STREAMTAP = str(TOOLS / "streamtap.py")
+BRIDGE = str(TOOLS / "streambridge.py")
 
 
 def start(name: str, host: HostNS, guest: GuestNS, tmp: Path) -> subprocess.Popen:
     """The implementation, attached to guest and the guest configured.
 
     pasta attaches to the namespace; passt listens on a UNIX socket that
-    tests/tools/streamtap.py, in the guest, relays to a tap device there
+    tests/tools/streambridge.py, in the guest, relays to a tap device there
     (the guest is a kernel either way; in passt mode through one more hop,
     the same for both passt implementations)."""
     cmd = IMPLS[name]
@@ -81,8 +81,8 @@ def start(name: str, host: HostNS, guest: GuestNS, tmp: Path) -> subprocess.Pope
     p = host.popen(cmd + ["-s", str(sock)], stderr=subprocess.PIPE, text=True)
     if not wait_for(sock.exists, 15):
         raise RuntimeError(f"{name}: no socket at {sock}")
-    relay = guest.popen([PYTHON, STREAMTAP, str(sock), "eth0", "--addr", f"{HOST_ADDR4}/24",
-                         "--gw", GW_ADDR4], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    relay = guest.popen([PYTHON, BRIDGE, str(sock), "--seconds", "1800"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert relay.stdout is not None
     line = relay.stdout.readline()
     if line.strip() != "READY":

@@ -66,7 +66,8 @@ class ConnectBroker:
     def __init__(self, port: int) -> None:
         self.port = port
 
-    def request(self, op: int, family: int, cb, port: int = 0, addr: bytes = b"", arg: int = 0) -> None:  # type: ignore[no-untyped-def]
+    def request(self, op: int, family: int, cb, port: int = 0, addr: bytes = b"", arg: int = 0,
+                reset=None) -> None:  # type: ignore[no-untyped-def]
         s = socket.socket()
         s.setblocking(False)
         try:

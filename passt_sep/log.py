@@ -41,6 +41,7 @@ class Log:
         self.t0 = time.monotonic()
         self.chan_fd: int | None = None  # worker: the channel to the parent
         self.dropped = 0  # worker: lines lost to a full channel, not yet reported
+        self.file_errors = 0  # lines the log file did not take (full disk, RLIMIT_FSIZE)
 
     def configure(self, name: str, level: int, stderr_fd: int | None, file_fd: int | None,
                   stamp: bool) -> None:
@@ -82,7 +83,13 @@ class Log:
             line = f"{t:.4f}: {msg}\n" if self.stamp else f"{msg}\n"
             _write(self.stderr_fd, line)
         if self.file_fd is not None:
-            _write(self.file_fd, f"{t:.4f}: {_PREFIX[level]}{msg}\n")
+            err = _write(self.file_fd, f"{t:.4f}: {_PREFIX[level]}{msg}\n")
+            if err is not None:
+                self.file_errors += 1
+                if self.file_errors == 1 and self.stderr_fd is None:
+                    # once, where someone may see it: the file is full (ENOSPC,
+                    # EFBIG past RLIMIT_FSIZE) or broken; the run goes on
+                    _write(2, f"{self.name}: WARNING: log file: {err}, lines are lost\n")
 
     def emit(self, level: int, msg: str) -> None:
         """Log at a level given as a number (the parent, for the worker's lines)."""
@@ -113,14 +120,18 @@ class Log:
         return level <= self.level
 
 
-def _write(fd: int, text: str) -> None:
+def _write(fd: int, text: str) -> str | None:
+    """Write all of text; None, or why not (the line is lost, nothing is raised)."""
     data = text.encode("utf-8", "replace")
     try:
         while data:
             n = os.write(fd, data)
+            if n == 0:
+                return "short write"
             data = data[n:]
-    except OSError:
-        pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 TRIM_CHUNK = 1 << 20  # bytes moved per read/write when trimming

@@ -109,6 +109,8 @@ def isolate_worker(
     *,
     keep_fds: Iterable[int] | None = None,
     mountpoint: str = DEFAULT_MOUNTPOINT,
+    parent_death_signal: int = 0,
+    parent_pid: int = 0,
 ) -> None:
     """Isolate the calling (freshly forked, single-threaded) process for good.
 
@@ -125,7 +127,9 @@ def isolate_worker(
          read-only, chdir("/");
       6. drop every capability (bounding, ambient, inheritable, permitted,
          effective) and lock the securebits;
-      7. no_new_privs, not dumpable;
+      7. no_new_privs, not dumpable; with parent_death_signal, PR_SET_PDEATHSIG
+         (set here, after every credential change, which would clear it), and
+         if parent_pid is no longer the parent (it died before), fail;
       8. load the seccomp filter: from here on only the listed syscalls work.
 
     Raises IsolationError naming the step. A failure leaves the process
@@ -208,8 +212,12 @@ def isolate_worker(
     try:
         caps.set_no_new_privs()
         caps.set_not_dumpable()
+        if parent_death_signal:
+            prctl.set_pdeathsig(parent_death_signal)
     except OSError as e:
         raise _fail("prctl", e) from e
+    if parent_pid and os.getppid() != parent_pid:
+        raise IsolationError("parent_death", "the parent has gone")
 
     # 8. Seccomp, last.
     try:

@@ -100,7 +100,8 @@ class Spawned:
                 if os.read(self._go_r, 1) != b"1":
                     os._exit(1)
                 os.close(self._go_r)
-                for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+                for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD,
+                            signal.SIGHUP, signal.SIGQUIT):
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 os.execvp(argv[0], argv)

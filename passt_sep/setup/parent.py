@@ -44,7 +44,14 @@ from sandbox.seccomp import load_policy
 from .. import ipc
 from .. import log as logmod
 from ..cli import Options
-from ..errors import ProtocolViolation, SetupError
+from ..errors import (
+    SETUP_SIGNALS,
+    Interrupted,
+    ProtocolViolation,
+    SetupError,
+    check_interrupted,
+    interrupt_setup,
+)
 from ..log import log, trim_file
 from . import netns, parentfilter
 from .privs import drop_to, target_ids
@@ -78,7 +85,14 @@ def _open_log(opts: Options, prog: str) -> int | None:
                      | os.O_NOFOLLOW, 0o600)
     except OSError as e:
         raise SetupError(f"log file {opts.log_file}", e) from None
-    os.write(fd, f"{prog} passt-sep: {os.path.realpath('/proc/self/exe')} ({os.getpid()})\n".encode())
+    try:
+        os.write(fd, f"{prog} passt-sep: {os.path.realpath('/proc/self/exe')} ({os.getpid()})\n".encode())
+    except OSError as e:  # a full disk: the run goes on without its log lines, said once
+        log.file_errors += 1
+        try:
+            os.write(2, f"{prog}: WARNING: log file: {e.strerror}, lines are lost\n".encode())
+        except OSError:
+            pass
     return fd
 
 
@@ -199,11 +213,16 @@ class Parent:
         self.ids = target_ids(opts.runas)  # who we run as after set-up (None: as we are)
         self.worklog: WorkerLog | None = None  # the worker's log lines (fork_worker)
         self.udp_local: dict[int, list[LocalBind]] = {}  # how the host's -u sockets are bound
+        # files set-up made that a run which never got set up must not leave
+        # (PID file, passt's socket); forgotten when supervision starts
+        self.setup_files: list[str] = []
+        self.early_fd: int | None = None  # passt: the socket listening since passt_sep.early
+        self.early_probed: list[str] = []
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
         """Step 1: the worker, isolated before anything else happens."""
-        from ..worker.main import policy_path, worker_main
+        from ..worker.main import policy_path, preload, worker_main
 
         try:
             policy = load_policy(policy_path(self.opts.mode))
@@ -212,15 +231,23 @@ class Parent:
         parentfilter.prepare(self.opts.mode)  # the parent's own, read now, applied in supervise()
         self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         logr, logw = channel()
+        me = os.getpid()
         pid = os.fork()
         if pid == 0:
+            for sig in SETUP_SIGNALS:  # set-up's Interrupted is the parent's, not ours
+                signal.signal(sig, signal.SIG_DFL)
             self.sock.close()
             logr.close()
+            try:
+                preload()  # the worker's code, still as the user we were started as
+            except BaseException as e:  # noqa: BLE001 - the child must not unwind into the parent's code
+                os.write(2, f"{self.prog}: worker: {type(e).__name__}: {e}\n".encode())
+                os._exit(1)
             if self.ready_fd is not None:  # daemon: let go of the launcher's stdio
                 _detach_stdio()
             self.in_worker_child()
             worker_main(wsock, self.opts.mode, policy, logw,
-                        self.opts.pcap_size if self.opts.pcap else 0)
+                        self.opts.pcap_size if self.opts.pcap else 0, parent_pid=me)
         wsock.close()
         logw.close()
         self.worklog = WorkerLog(logr)
@@ -248,9 +275,18 @@ class Parent:
         stderr_fd = 2 if (log_fd is None or o.stderr) else None
         log.configure(self.prog, level, stderr_fd, log_fd, o.debug)
         _raise_nofile()  # before the fork: the worker sizes its TCP table from it
+        # SIGTERM, SIGQUIT, SIGHUP, SIGINT during set-up: unwind, clean up,
+        # exit 0, as supervision does (and as passt does for SIGTERM/SIGQUIT)
+        interrupt_setup()  # (main.run did already, before the imports; again for direct callers)
+        # past RLIMIT_FSIZE a write to the log file fails (EFBIG) instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         self.fork_worker()
         try:
+            check_interrupted()
             return self._run(level, stderr_fd, log_fd)
+        except Interrupted as e:
+            log.info(f"{signal.Signals(e.sig).name} during set-up, exiting")
+            return 0
         finally:
             if self.api is not None:
                 self.api.close()
@@ -259,6 +295,11 @@ class Parent:
                 self.worklog.drain()
             if self.spawned is not None and self.spawned.pid:
                 self.spawned.abort()
+            for path in self.setup_files:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
     def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
         o = self.opts
@@ -266,6 +307,8 @@ class Parent:
         # What needs root is done while we still are: the files are opened
         # (O_NOFOLLOW), the host's forwarded ports bound (low ones too)
         pid_fd = _open_pid(o.pid_file)
+        if pid_fd is not None and o.pid_file:
+            self.setup_files.append(o.pid_file)
         pcap_fd = _open_pcap(o.pcap)
         listeners, udp_listeners = self.bind_host_ports(cfg)
         self.bind_api(cfg)
@@ -353,6 +396,7 @@ class Parent:
         else:
             _write_pid(pid_fd, o.pid_file, os.getpid())
             self.release_launcher()
+        self.setup_files.clear()
         return self.supervise(netns_path if attach else None)
 
     # -- what both modes' set-up shares -------------------------------------------
@@ -375,10 +419,11 @@ class Parent:
         """The host's -t listeners and -u sockets (as root: low ports too), and
         how the -u ones are bound, kept for the broker (their senders' reply
         sockets bind alike)."""
-        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds
+        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds, plan_room
 
-        listeners = bind_tcp_listeners(cfg)
-        udp_listeners = bind_udp_listeners(cfg)
+        tcp_cap, udp_cap = plan_room(cfg)  # the worker's share for listeners (worker/limits.py)
+        listeners = bind_tcp_listeners(cfg, tcp_cap)
+        udp_listeners = bind_udp_listeners(cfg, udp_cap)
         note_binds(self.udp_local, udp_listeners)
         return listeners, udp_listeners
 
@@ -424,6 +469,7 @@ class Parent:
             log.stderr_fd = None
 
     def _wait_ready(self) -> None:
+        log.debug("waiting for the worker")
         self.sock.settimeout(WORKER_READY_TIMEOUT)
         try:
             msg = self.sock.recv(16)
@@ -435,6 +481,7 @@ class Parent:
         if msg != b"ready":
             why = self._worker_death() or "no answer"
             raise SetupError("start worker", why)
+        log.debug("worker ready")
 
     def _worker_death(self, block: bool = False) -> str | None:
         """If the worker has ended, reap it and say how."""
@@ -495,6 +542,7 @@ class Parent:
         command, the netns file, auto scans; passt's (PasstParent): the
         qemu socket and the worker's control messages.
         """
+        check_interrupted()  # a set-up signal whose exception was lost (os.fork's hooks)
         parentfilter.apply(self.opts.mode)  # from here on: policies/<mode>-parent.policy
         self.watch_path = watch_path
         # epoll itself, not selectors: the broker's requests come once per new

@@ -7,8 +7,9 @@ connects to the UNIX socket. Order of a run:
 1. fork the worker first (``Parent.run``); here its child side first drops
    to the target user (below), then isolates itself as in pasta mode;
 2. read host addressing, build the Config, print the summary;
-3. listen on the socket (``setup.passt_socket``; or take the -F fd), bind
-   the -t listeners;
+3. listen on the socket (``setup.passt_socket``; usually it listens
+   since the first stage, ``passt_sep.early``, before any of this was
+   loaded; or take the -F fd), bind the -t listeners;
 4. send the worker its start message: the Config and, instead of a tap,
    one end of a private control socketpair (``worker.stream``); then the
    listeners, one per message, as in pasta mode; wait until it is ready;
@@ -78,11 +79,17 @@ class PasstParent(Parent):
         if o.fd is not None:
             first = passt_socket.inherited(o.fd)
         else:
-            self.listener, self.path = passt_socket.listen(o.socket_path)
+            self.listener, self.path = passt_socket.listen(o.socket_path, self.early_fd,
+                                                           self.early_probed)
+            self.early_fd = None
+            if self.path not in self.setup_files:
+                self.setup_files.append(self.path)
         listeners, udp_listeners = self.bind_host_ports(cfg)
         self.bind_api(cfg)
         pcap_fd = _open_pcap(o.pcap)
         pid_fd = _open_pid(o.pid_file)
+        if pid_fd is not None and o.pid_file:
+            self.setup_files.append(o.pid_file)
 
         self.ctl, wctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = [wctl.fileno()] + ([pcap_fd] if pcap_fd is not None else [])
@@ -116,6 +123,7 @@ class PasstParent(Parent):
                 log.info(line)
         self.release_launcher()
         self.one_off = o.one_off or first is not None
+        self.setup_files.clear()
         return self.supervise()
 
     def _hand_over(self, conn: socket.socket) -> None:

@@ -47,6 +47,7 @@ LOOP4 = socket.inet_pton(socket.AF_INET, "127.0.0.1")
 LOOP6 = socket.inet_pton(socket.AF_INET6, "::1")
 
 DROP_REFUSED = "icmp destination refused"
+DROP_BUSY = "icmp socket requests over quota"  # EAGAIN from the broker client (ipc.QUOTAS)
 DROP_QUEUE = "icmp queue full"
 DROP_STRANGER = "icmp reply from another source"
 
@@ -54,7 +55,8 @@ DROP_STRANGER = "icmp reply from another source"
 class Flow:
     """One echo identifier of the guest to one destination."""
 
-    __slots__ = ("version", "ident", "dst", "peer", "sock", "queue", "last", "guest_src", "failed")
+    __slots__ = ("version", "ident", "dst", "peer", "sock", "queue", "last", "guest_src", "failed",
+                 "why")
 
     def __init__(self, version: int, ident: int, dst: bytes, peer: bytes) -> None:
         self.version, self.ident, self.dst = version, ident, dst
@@ -64,6 +66,7 @@ class Flow:
         self.last = 0.0
         self.guest_src = b""
         self.failed = 0.0  # when the broker refused; asked again after RETRY_AFTER
+        self.why = DROP_REFUSED  # the drop reason while failed
 
 
 class PingFlows:
@@ -106,13 +109,13 @@ class PingFlows:
         elif flow.failed:
             if now - flow.failed < RETRY_AFTER:
                 flow.last = now
-                return self.w.drop(DROP_REFUSED)
+                return self.w.drop(flow.why)
             self._request(flow)
         flow.last = now
         flow.guest_src = bytes(p.src)
         if flow.sock is None:
             if flow.failed:  # (a refusal that came back at once)
-                self.w.drop(DROP_REFUSED)
+                self.w.drop(flow.why)
             elif len(flow.queue) < QUEUE_MAX:
                 flow.queue.append(e)
             else:
@@ -125,7 +128,8 @@ class PingFlows:
         flow.failed = 0.0
         fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
         self.w.broker.request(ipc.OP_PING_SOCKET, fam,
-                              lambda fd, err, f=flow: self._got_socket(f, fd, err), addr=flow.dst)
+                              lambda fd, err, f=flow: self._got_socket(f, fd, err), addr=flow.dst,
+                              reset=lambda f=flow: self.fault_flow(f))
 
     def _got_socket(self, flow: Flow, fd: int | None, err: int) -> None:
         if self.flows.get((flow.version, flow.ident, flow.dst)) is not flow:  # expired or evicted meanwhile
@@ -135,17 +139,18 @@ class PingFlows:
         if fd is None:
             self.stats["refused"] += 1
             flow.failed = self.w.now() or 1e-9
+            flow.why = DROP_BUSY if err == errno.EAGAIN else DROP_REFUSED
             log.debug(f"ICMP echo to {self._show(flow)}: "
                       f"{'refused' if err in (0, errno.EACCES) else os.strerror(err)}")
             for _ in flow.queue:
-                self.w.drop(DROP_REFUSED)
+                self.w.drop(flow.why)
             flow.queue.clear()
             return
         fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6
         proto = socket.IPPROTO_ICMP if flow.version == 4 else socket.IPPROTO_ICMPV6
         flow.sock = socket.socket(fam, socket.SOCK_DGRAM, proto, fileno=fd)
         flow.sock.setblocking(False)
-        self.w.add(fd, lambda ev, f=flow: self._readable(f))
+        self.w.add(fd, lambda ev, f=flow: self._readable(f), reset=lambda f=flow: self.fault_flow(f))
         for e in flow.queue:
             self._send(flow, e)
         flow.queue.clear()
@@ -185,6 +190,23 @@ class PingFlows:
             reply = icmp.Echo(flow.ident, r.seq, r.data)
             w.send(icmp.echo_reply_frame(flow.version, w.guest_mac, w.cfg.our_mac, flow.dst,
                                          flow.guest_src, reply))
+
+    def fault_name(self, p: Packet) -> str:
+        """The flow of a guest echo request, for a fault's log line."""
+        return f"icmp flow to {socket.inet_ntop(socket.AF_INET if p.version == 4 else socket.AF_INET6, p.dst)}"
+
+    def fault(self, p: Packet) -> None:
+        """A guest frame's handling raised (worker/faults.py): drop its flow."""
+        e = icmp.parse_echo(p)
+        if isinstance(e, icmp.Echo):
+            flow = self.flows.get((p.version, e.ident, bytes(p.dst)))
+            if flow is not None:
+                self.fault_flow(flow)
+
+    def fault_flow(self, flow: Flow) -> None:
+        """A handler of flow raised: drop the flow and its socket."""
+        self.stats["faults"] = self.stats.get("faults", 0) + 1
+        self._close(flow)
 
     def _close(self, flow: Flow) -> None:
         self.flows.pop((flow.version, flow.ident, flow.dst), None)

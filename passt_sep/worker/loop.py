@@ -43,6 +43,7 @@ from ..proto.packet import (
 from . import dhcp as dhcp_glue
 from . import report
 from .busypoll import BusyPoll
+from .faults import EXIT_FAULTS, FaultLimit, Faults
 from .icmp import PingFlows
 from .splice import Splicer
 from .tap import Tap
@@ -88,11 +89,14 @@ class Broker:
         # every port message (ipc.PORT_MAGICS: listener announcements and
         # drops, -t and -u included) when set
         self.on_port_msg: Callable[[tuple[bytes, int, int], list[int]], None] | None = None
+        # the worker's fault guard for a flow's reply callback (worker/faults.py)
+        self.on_fault: Callable[[Exception, Callable[[], None]], None] | None = None
         # the control API's report (worker/report.py) for a query id, when set
         self.on_query: Callable[[int], bytes] | None = None
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
-                port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
+                port: int = 0, addr: bytes = b"", arg: int = 0,
+                reset: Callable[[], None] | None = None) -> None:
         """Ask for an fd; cb(fd or None, status) runs when the reply comes.
 
         status: 0, a positive errno (no fd), ipc.STATUS_CONNECTED (a
@@ -104,7 +108,12 @@ class Broker:
 
         Also the in-flight bound keeps a burst (1,000 guest SYNs) from
         filling both directions of the socket pair.
+
+        ``reset``: the request is a flow's, and reset() ends that flow should
+        cb raise (worker/faults.py, through ``on_fault``).
         """
+        if reset is not None and self.on_fault is not None:
+            cb = self._guarded(cb, reset)
         now = int(_monotonic())
         if now != self.window:
             self._new_window(now)
@@ -121,6 +130,22 @@ class Broker:
             self.waiting += 1
             return
         self._send(op, family, cb, port, addr, arg)
+
+    def _guarded(self, cb: Callable[[int | None, int], None],
+                 reset: Callable[[], None]) -> Callable[[int | None, int], None]:
+        """cb behind the per-flow fault guard: an exception resets the flow."""
+        on_fault = self.on_fault
+        assert on_fault is not None
+
+        def guarded(fd: int | None, status: int) -> None:
+            try:
+                cb(fd, status)
+            except FaultLimit:
+                raise
+            except Exception as e:  # noqa: BLE001 - the per-flow boundary (worker/faults.py)
+                on_fault(e, reset)
+
+        return guarded
 
     def _send(self, op: int, family: int, cb: Callable[[int | None, int], None],
               port: int, addr: bytes, arg: int) -> None:
@@ -223,15 +248,20 @@ class Broker:
 
 
     def _query(self, data: bytes, fds: list[int]) -> None:
-        """The parent asks for a report (control API): one OP_REPORT record, not waited on."""
+        """The parent asks for a report (control API): one OP_REPORT record.
+
+        A blocking send: the parent reads its end in every pass of its loop
+        and never waits for the worker, so the send completes; a report
+        lost here would leave the parent's query unanswered for good.
+        """
         for fd in fds:
             os.close(fd)
         qid = ipc.unpack_query(data)
         if qid is None or self.on_query is None:
             return
         try:
-            self.sock.send(self.on_query(qid), socket.MSG_DONTWAIT)
-        except OSError as e:  # full: the parent's client gets "worker did not answer"
+            self.sock.send(self.on_query(qid))
+        except OSError as e:  # the parent is gone
             log.debug(f"broker: report not sent: {e.strerror}")
 
 
@@ -245,6 +275,10 @@ class Worker:
         self.ep = select.epoll()
         self.waiter = BusyPoll(self.ep.poll)
         self.handlers: dict[int, Callable[[int], None]] = {}
+        # per-flow fds: what resets the flow when its handler raises (worker/faults.py)
+        self.resets: dict[int, Callable[[], None]] = {}
+        self.faults = Faults()
+        self.core: set[int] = set()  # fds of no flow whose faults end the worker (run)
         self.drops: dict[str, int] = {}
         self.drops_logged = 0
         self.frames_in = 0
@@ -261,6 +295,7 @@ class Worker:
         self.udp = UdpFlows(self)
         self.splice = Splicer(self)  # owns the forwarded ports; splices in pasta
         self.broker.on_port_msg = self.splice.port_msg
+        self.broker.on_fault = self._reply_fault
         self.broker.on_query = functools.partial(report.build, self)
         o = cfg.opts
         self.ra_on = cfg.v6 is not None and not o.no_ndp and not o.no_ra
@@ -281,13 +316,23 @@ class Worker:
     now = staticmethod(time.monotonic)
 
     # -- fd registry --------------------------------------------------------
-    def add(self, fd: int, handler: Callable[[int], None], events: int = select.EPOLLIN) -> None:
-        """Watch fd; handler(events) runs when it is ready."""
+    def add(self, fd: int, handler: Callable[[int], None], events: int = select.EPOLLIN,
+            reset: Callable[[], None] | None = None) -> None:
+        """Watch fd; handler(events) runs when it is ready.
+
+        ``reset``: fd belongs to one flow, and reset() ends that flow should
+        handler raise (worker/faults.py). Without it (listeners, the tap, the
+        broker socket) an exception from handler is counted as a fault and
+        nothing is reset; for the tap and the broker socket it ends the worker.
+        """
         self.handlers[fd] = handler
+        if reset is not None:
+            self.resets[fd] = reset
         self.ep.register(fd, events)
 
     def remove(self, fd: int) -> None:
         """Stop watching fd (the caller closes it)."""
+        self.resets.pop(fd, None)
         if self.handlers.pop(fd, None) is not None:
             try:
                 self.ep.unregister(fd)
@@ -306,7 +351,74 @@ class Worker:
         self.tap.write(frame)
 
     def on_frame(self, frame: memoryview) -> None:
-        """Dispatch one frame from the guest."""
+        """Dispatch one frame from the guest; a fault resets the frame's flow (worker/faults.py)."""
+        try:
+            self.dispatch(frame)
+        except FaultLimit:
+            raise
+        except Exception as e:  # noqa: BLE001 - the per-flow boundary: see worker/faults.py
+            self._frame_fault(frame, e)
+
+    def _frame_fault(self, frame: memoryview, exc: Exception) -> None:
+        """A guest frame's handler raised: count, log, reset its flow (TCP, UDP, ICMP)."""
+        p = None
+        try:
+            p = parse_frame(frame)
+        except Exception:  # noqa: BLE001 - the parser itself failed: no flow to reset
+            pass
+        table = None
+        if isinstance(p, Packet) and p.version in (4, 6):
+            if p.proto == IPPROTO_TCP:
+                table = self.tcp
+            elif p.proto == IPPROTO_UDP:
+                table = self.udp
+            elif p.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+                table = self.pings
+        where = "a guest frame" if table is None else f"a guest frame of {table.fault_name(p)}"
+        self.faults.record(where, exc)
+        if table is not None:
+            try:
+                table.fault(p)
+            except FaultLimit:
+                raise
+            except Exception as e:  # noqa: BLE001
+                self.faults.reset_failed += 1
+                self.faults.record(f"the reset of {where}", e)
+
+    def _fd_fault(self, fd: int, exc: Exception) -> None:
+        """The handler of a host fd raised: count, log, reset the flow it belongs to.
+
+        The tap and the broker socket belong to no flow: their faults end
+        the worker (re-raised), as before.
+        """
+        if fd in self.core:
+            raise exc
+        reset = self.resets.get(fd)
+        self.faults.record(f"the handler of fd {fd}" + ("" if reset is not None else " (no flow)"), exc)
+        if reset is None:
+            return
+        try:
+            reset()
+        except FaultLimit:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self.faults.reset_failed += 1
+            self.remove(fd)  # at least stop its events; the fd stays with its flow
+            self.faults.record(f"the reset of fd {fd}'s flow", e)
+
+    def _reply_fault(self, exc: Exception, reset: Callable[[], None]) -> None:
+        """A flow's broker reply callback raised: count, log, reset the flow."""
+        self.faults.record("a broker reply of a flow", exc)
+        try:
+            reset()
+        except FaultLimit:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self.faults.reset_failed += 1
+            self.faults.record("the reset of a flow after its broker reply", e)
+
+    def dispatch(self, frame: memoryview) -> None:
+        """Dispatch one frame from the guest (unguarded: on_frame is the guard)."""
         self.frames_in += 1
         p = parse_frame(frame)
         if isinstance(p, str):
@@ -396,12 +508,23 @@ class Worker:
             self.send(ndp.router_advert(self.ra_params, ndp.ALL_NODES, ndp.ALL_NODES_MAC))
 
     def run(self) -> int:
-        """Serve until the parent goes away; return the exit status."""
+        """Serve until the parent goes away; return the exit status.
+
+        EXIT_FAULTS when too many flow handlers raised (worker/faults.py).
+        """
+        try:
+            return self._run()
+        except FaultLimit as e:
+            log.err(f"too many faults in flow handlers: {e}; worker exiting (fail closed)")
+            return EXIT_FAULTS
+
+    def _run(self) -> int:
         if hasattr(self.tap, "on_gone"):  # pasta's tap (passt's stream reports its client itself)
             self.tap.on_gone = self._tap_gone
         self.add(self.tap.fd, self._tap_event)
         self.udp.defer = True  # guest datagrams go out after each pass over the tap, in runs
         self.add(self.broker.sock.fileno(), self._broker_event)
+        self.core = {self.tap.fd, self.broker.sock.fileno()}
         next_timer = time.monotonic() + TIMER_INTERVAL
         wait = self.waiter.wait
         tap = self.tap
@@ -428,7 +551,12 @@ class Worker:
             for fd, ev in wait(timeout, EPOLL_EVENTS, bulk):
                 h = handlers.get(fd)
                 if h is not None:
-                    h(ev)
+                    try:
+                        h(ev)
+                    except FaultLimit:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - the per-flow boundary (worker/faults.py)
+                        self._fd_fault(fd, e)
             if tcp.pending or tcp.ending:
                 tcp.flush()
             now = time.monotonic()
@@ -470,7 +598,8 @@ class Worker:
         return (f"frames from guest: {self.frames_in}, {self.drop_summary()}, {self.udp.summary()}, "
                 f"{self.tcp.summary()}, {self.splice.summary()}, {self.udpsplice.summary()}, "
                 f"broker requests refused over quota: {self.broker.refused}, "
-                f"replies whose fd was lost: {self.broker.lost_fds}, {self.waiter.summary()}")
+                f"replies whose fd was lost: {self.broker.lost_fds}, {self.faults.summary()}, "
+                f"{self.waiter.summary()}")
 
 
 def host_addr(version: int, raw: bytes) -> str:

@@ -34,9 +34,19 @@ from sandbox.seccomp import Policy
 from .. import ipc
 from ..log import log
 from . import limits
-from .loop import Worker
-from .stream import StreamTap
-from .tap import Pcap, Tap
+
+
+def preload() -> None:
+    """Import the worker's code: in the forked child, before it switches user.
+
+    The parent does not import the loop and the tables at all (about 70 ms
+    of start-up it would spend before the socket, tap or namespace work);
+    the child loads them while the parent goes on with set-up, and before
+    its switch to --runas / nobody (the interpreter's files may be out of
+    that user's reach) and long before its seccomp filter (no file can be
+    opened afterwards).
+    """
+    from . import loop, stream, tap  # noqa: F401
 
 # The policies/ folder of a source tree (editable install), else the copy a
 # regular install puts under <prefix>/share/passt-sep/policies.
@@ -67,23 +77,34 @@ def _let_go_of_the_user(log_sock: socket.socket, fsize: int) -> int:
 
 
 def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket.socket,
-                fsize: int) -> NoReturn:
+                fsize: int, parent_pid: int = 0) -> NoReturn:
     """Become the sandboxed worker; never returns.
 
     ``log_sock``: the worker's end of the log channel (setup.worklog);
-    ``fsize``: the most it may write to a file (the pcap cap, 0 without one).
+    ``fsize``: the most it may write to a file (the pcap cap, 0 without one);
+    ``parent_pid``: the parent, whose death kills the worker (PR_SET_PDEATHSIG
+    SIGKILL, set by the isolation after its last credential change; if the
+    parent died before, the worker does not start).
     """
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        # the parent's set-up handlers (setup/parent.py) are not the worker's
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         fsize = _let_go_of_the_user(log_sock, fsize)
         limits.apply()  # the fd budget (worker/limits.py), while setrlimit is still allowed
-        isolate_worker(policy, keep_fds=[0, 1, 2, sock.fileno(), log_sock.fileno()])
+        isolate_worker(policy, keep_fds=[0, 1, 2, sock.fileno(), log_sock.fileno()],
+                       parent_death_signal=signal.SIGKILL if parent_pid else 0, parent_pid=parent_pid)
         data, fds = recv_fds(sock, ipc.START_MAX, ipc.MAX_START_FDS)
         if not data:
             os._exit(0)  # parent gave up during set-up
+        from .loop import Worker
+        from .stream import StreamTap
+        from .tap import Pcap, Tap
+
         start = pickle.loads(data)
         it = iter(fds)
         tap_fd = next(it)

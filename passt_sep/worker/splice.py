@@ -237,7 +237,7 @@ class Splicer:
         self.conns.add(c)
         op = ipc.OP_NS_LOOP_CONNECT if kind == KIND_IN else ipc.OP_HOST_LOOP_CONNECT
         self.w.broker.request(op, family, lambda fd, err, c=c: self._got_socket(c, family, fd, err),
-                              port=target)
+                              port=target, reset=lambda c=c: self.fault_conn(c))
 
     def _got_socket(self, c: SpliceConn, family: int, fd: int | None, err: int) -> None:
         if c.closed:
@@ -257,13 +257,13 @@ class Splicer:
             return
         c.b, c.bfd = b, b.fileno()
         if err == ipc.STATUS_CONNECTED:  # the usual case on loopback: the parent saw it connected
-            self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV_IN)
+            self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV_IN, reset=lambda c=c: self.fault_conn(c))
             if self._connected(c, checked=True):
                 # whatever either side sent meanwhile
                 self._event(c, c.ba, c.ab, select.EPOLLIN | select.EPOLLOUT)
             return
         # wait for the connect to complete before touching the accepted side
-        self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV_OUT)
+        self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV_OUT, reset=lambda c=c: self.fault_conn(c))
         c.out_armed.add(c.bfd)
 
     def _pipe(self) -> tuple[int, int, int] | None:
@@ -302,7 +302,7 @@ class Splicer:
         c.connected = True
         self.stats["spliced"] += 1
         self._watch_out(c, c.bfd, False)
-        self.w.add(c.afd, lambda ev, c=c: self._a_event(c, ev), EV_IN)
+        self.w.add(c.afd, lambda ev, c=c: self._a_event(c, ev), EV_IN, reset=lambda c=c: self.fault_conn(c))
         return True
 
     # -- the data path -------------------------------------------------------------
@@ -435,6 +435,16 @@ class Splicer:
     def _reset(self, c: SpliceConn) -> None:
         self.stats["resets"] += 1
         self._close(c, reset=True)
+
+    def fault_conn(self, c: SpliceConn) -> None:
+        """A handler of c raised (worker/faults.py): both sockets closed with RST."""
+        self.stats["faults"] = self.stats.get("faults", 0) + 1
+        if c.closed:  # closed half-way: what is left of it goes
+            for s, fd in ((c.a, c.afd), (c.b, c.bfd)):
+                if s is not None and fd >= 0:
+                    self.w.remove(fd)
+            return
+        self._reset(c)
 
     def _release_pipe(self, pipe: tuple[int, int, int], pending: int) -> None:
         if pending == 0 and len(self.pipes) < PIPE_POOL:

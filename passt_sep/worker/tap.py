@@ -63,8 +63,16 @@ class Pcap:
             self._stop(e.strerror or str(e))
             return
         self.size += done
-        if done != want:
-            self._stop("short write")
+        if done != want:  # the rest once more: it goes, or says why not (ENOSPC, EFBIG)
+            rest = b"".join(bytes(p) for p in parts)[done:]
+            try:
+                n = os.write(self.fd, rest)
+            except OSError as e:
+                self._stop(e.strerror or str(e))
+                return
+            self.size += n
+            if n != len(rest):
+                self._stop("short write")
 
     def _stop(self, why: str) -> None:
         log.warn(f"pcap: {why}, capture stopped")

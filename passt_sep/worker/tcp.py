@@ -329,7 +329,8 @@ class TcpFlows:
         self.conns[key] = c
         # ask first: the parent connects while the rest is set up here
         self.w.broker.request(ipc.OP_TCP_CONNECT, socket.AF_INET if p.version == 4 else socket.AF_INET6,
-                              functools.partial(self._connected_fd, c), port=seg.dport, addr=p.dst)
+                              functools.partial(self._connected_fd, c), port=seg.dport, addr=p.dst,
+                              reset=functools.partial(self.fault_conn, c))
         if c.tmpl is None:  # (a refusal that came back at once prepared it)
             self._prepare(c)
         mss, ws = ptcp.parse_options(p.frame, p.l4 + ptcp.TCP_HLEN, seg.off)
@@ -384,10 +385,11 @@ class TcpFlows:
             c.state = SYNACK_SENT
             self._send_synack(c)
         if connected:
-            self.w.add(fd, functools.partial(self._sock_event, c), EV_DATA)
+            self.w.add(fd, functools.partial(self._sock_event, c), EV_DATA, reset=functools.partial(self.fault_conn, c))
             c.ev_data = True
         else:
-            self.w.add(fd, functools.partial(self._sock_event, c), select.EPOLLOUT | select.EPOLLET)
+            self.w.add(fd, functools.partial(self._sock_event, c), select.EPOLLOUT | select.EPOLLET,
+                       reset=functools.partial(self.fault_conn, c))
 
     def _handshake(self, c: Conn, p: Packet, seg: ptcp.Segment) -> None:
         flags = seg.flags
@@ -921,7 +923,7 @@ class TcpFlows:
         c.sock = cs
         c.fd = cs.fileno()
         self.by_fd[c.fd] = c
-        self.w.add(c.fd, functools.partial(self._sock_event, c), EV_DATA)
+        self.w.add(c.fd, functools.partial(self._sock_event, c), EV_DATA, reset=functools.partial(self.fault_conn, c))
         c.ev_data = True
         mss = self.mss4 if version == 4 else self.mss6
         c.wnd_to_tap = 0xFFFF
@@ -935,6 +937,41 @@ class TcpFlows:
         except OSError:
             pass
         s.close()
+
+    # -- faults (worker/faults.py) ---------------------------------------------
+    def fault_name(self, p: Packet) -> str:
+        """The connection of a guest segment, for a fault's log line."""
+        seg = ptcp.parse_segment(p)
+        if isinstance(seg, str):
+            return "tcp (malformed)"
+        return f"tcp connection {_addr(bytes(p.src))}:{seg.sport} -> {_addr(bytes(p.dst))}:{seg.dport}"
+
+    def fault(self, p: Packet) -> None:
+        """A guest segment's handling raised: reset its connection, or answer it with RST."""
+        seg = ptcp.parse_segment(p)
+        if isinstance(seg, str):
+            return
+        c = self.conns.get((p.src, seg.sport, p.dst, seg.dport))
+        if c is None:
+            return self._rst_reply(p, seg)
+        return self.fault_conn(c)
+
+    def fault_conn(self, c: Conn) -> None:
+        """A handler of c raised: RST to the guest, the host socket closed with RST."""
+        self.stats["faults"] = self.stats.get("faults", 0) + 1
+        if not c.closed:
+            if c.state == CONNECTING and c.tmpl is not None:  # the guest's SYN, refused
+                self._ctl(c, RST | ACK, seq=0)
+                self.stats["rst_out"] += 1
+                return self._close(c, reset_peer=True)
+            return self._reset(c)
+        if c.sock is not None:  # closed half-way: the socket goes too
+            try:
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+            except OSError:
+                pass
+            self._release(c)
+        return None
 
     # -- ends -----------------------------------------------------------------
     def _reset(self, c: Conn) -> None:

@@ -75,6 +75,7 @@ from ..proto import udp as pudp
 from ..proto.packet import Packet
 from . import mmsg
 from .addrmap import ANY6, LOOP6, HostAddrs
+from .faults import FaultLimit
 from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SEGMENTER, SockFlow, SockFlows, adopt
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .limits import UDP_FDS
@@ -92,6 +93,14 @@ _V4MAPPED = bytes(10) + b"\xff\xff"
 VIRTIO_NET_HDR_GSO_UDP_L4 = 5  # linux/virtio_net.h (Linux 6.2)
 _UDP_HDR = struct.Struct("!HHHH")
 _GSO = struct.Struct("<BHH")  # gso_type, hdr_len, gso_size: bytes 1..5 of the virtio-net header
+
+
+def _show(version: int, raw: bytes) -> str:
+    """Text form of a packed address (hex if it is none)."""
+    try:
+        return socket.inet_ntop(socket.AF_INET if version == 4 else socket.AF_INET6, raw)
+    except (OSError, ValueError):
+        return raw.hex()
 
 
 def _bad_destination(version: int, raw: bytes) -> str | None:
@@ -167,7 +176,7 @@ class PortSocks(SockFlows[PortSock]):
 
     def __init__(self, flows: UdpFlows, max_socks: int) -> None:
         super().__init__(flows.w, max_socks, {"flows": 0, "refused": 0, "send_errors": 0,
-                                               "queue_full": 0, "evicted": 0})
+                                               "queue_full": 0, "evicted": 0, "full": 0})
         self.owner = flows
 
     def _ask(self, flow: PortSock) -> tuple[int, int, int, bytes, int]:
@@ -212,11 +221,12 @@ class UdpFlows(SockFlows[Flow]):
 
     DROP_QUEUE_FULL = "udp queue full"
     DROP_SEND = "udp send failed"
+    DROP_FULL = "udp table full"
 
     def __init__(self, w: Worker, max_flows: int | None = None, max_peers: int | None = None) -> None:
         super().__init__(w, max_flows or MAX_FLOWS, {
             "flows": 0, "to_host": 0, "to_guest": 0, "refused": 0, "send_errors": 0,
-            "too_big": 0, "queue_full": 0, "evicted": 0, "inbound": 0,
+            "too_big": 0, "queue_full": 0, "evicted": 0, "full": 0, "inbound": 0,
             "gso_frames": 0, "uso_frames": 0})
         cfg = w.cfg
         self.disabled = cfg.opts.no_udp
@@ -283,8 +293,11 @@ class UdpFlows(SockFlows[Flow]):
         if flow is None:  # a reply to a sender on a -u socket, or a new destination
             peer = self.peers.get(key)
             if peer is None and (version, sport) not in self.ports.flows:
-                self.ports._add_flow(PortSock(version, sport, now))  # asked first: its port is the flow's
-            flow = self._add_flow(Flow(version, sport, dst, dport, now, peer))
+                self.ports._add_flow(PortSock(version, sport, now), force=True)  # asked first: its port is the flow's
+            new = self._add_flow(Flow(version, sport, dst, dport, now, peer))
+            if new is None:  # full of flows in use: dropped and counted
+                return None
+            flow = new
         flow.last = now
         flow.guest = src
         sock = flow.sock
@@ -323,8 +336,32 @@ class UdpFlows(SockFlows[Flow]):
         out, self.out = self.out, {}
         for flow, payloads in out.items():
             sock = flow.sock
-            if sock is not None:
+            if sock is None:
+                continue
+            try:
                 self.stats["to_host"] += self._send_many(flow, sock, payloads)
+            except FaultLimit:
+                raise
+            except Exception as e:  # noqa: BLE001 - the per-flow boundary (worker/faults.py): runs
+                # from the tap's handler, whose faults would end the worker
+                self.w.faults.record(f"the datagrams held for {flow}", e)
+                self.fault_flow(flow)
+
+    def fault_name(self, p: Packet) -> str:
+        """The flow of a guest datagram, for a fault's log line."""
+        d = pudp.parse_datagram(p)
+        if isinstance(d, str):
+            return "udp (malformed)"
+        return f"udp flow :{d.sport} -> {_show(p.version, bytes(p.dst))}:{d.dport}"
+
+    def fault(self, p: Packet) -> None:
+        """A guest datagram's handling raised (worker/faults.py): drop its flow."""
+        d = pudp.parse_datagram(p)
+        if isinstance(d, str):
+            return
+        flow = self.flows.get((p.version, d.sport, bytes(p.dst), d.dport))
+        if flow is not None:
+            self.fault_flow(flow)
 
     # -- the flow's socket (worker/flowsock.py does the rest) -------------------------
     def _ask(self, flow: Flow) -> tuple[int, int, int, bytes, int]:

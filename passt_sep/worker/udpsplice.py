@@ -106,11 +106,12 @@ class UdpSplicer(SockFlows[Flow]):
 
     DROP_QUEUE_FULL = "udp splice queue full"
     DROP_SEND = "udp splice send failed"
+    DROP_FULL = "udp splice table full"
 
     def __init__(self, w: Worker, max_flows: int | None = None) -> None:
         super().__init__(w, max_flows or MAX_FLOWS, {
             "flows": 0, "to_host": 0, "to_ns": 0, "refused": 0, "send_errors": 0,
-            "queue_full": 0, "evicted": 0, "expired": 0, "no_reply_socket": 0})
+            "queue_full": 0, "evicted": 0, "full": 0, "expired": 0, "no_reply_socket": 0})
         self.enabled = w.cfg.opts.mode == "pasta" and not w.cfg.opts.no_udp
         self.ns_socks: dict[int, NsSocket] = {}
         self.buf = bytearray(MAX_DGRAM + 1)
@@ -187,7 +188,10 @@ class UdpSplicer(SockFlows[Flow]):
         flow = self.flows.get(key)
         now = self.w.now()
         if flow is None:
-            flow = self._add_flow(Flow(key, kind, lsock, lport, sender, family, target, now))
+            new = self._add_flow(Flow(key, kind, lsock, lport, sender, family, target, now))
+            if new is None:  # full of flows in use: dropped and counted
+                return
+            flow = new
         self._relay(flow, now, payload)
 
     def relay_many(self, kind: int, lsock: socket.socket, lfd: int, lport: int, family: int,
@@ -249,7 +253,7 @@ class UdpSplicer(SockFlows[Flow]):
         except OSError:
             return
         self.w.broker.request(op, fam, lambda fd, status, f=flow: self._got_reply(f, fd, status),
-                              port=flow.lport, addr=raw, arg=flow.sender[1])
+                              port=flow.lport, addr=raw, arg=flow.sender[1], reset=lambda f=flow: self.fault_flow(f))
 
     def _got_reply(self, flow: Flow, fd: int | None, status: int) -> None:
         if self.flows.get(flow.key) is not flow or flow.rsock is not None:  # gone, or asked twice
@@ -264,7 +268,7 @@ class UdpSplicer(SockFlows[Flow]):
         if rsock is None:
             return
         flow.rsock, flow.rfd = rsock, fd
-        self.w.add(fd, lambda ev, f=flow: self._reply_readable(f))
+        self.w.add(fd, lambda ev, f=flow: self._reply_readable(f), reset=lambda f=flow: self.fault_flow(f))
 
     def _reply_readable(self, flow: Flow) -> None:
         """The sender's next datagrams, which the kernel now gives its reply socket."""

@@ -36,7 +36,7 @@ class FakeBroker:
         self.asked: list[bytes] = []
 
     def request(self, op: int, family: int, cb: Callable[[int | None, int], None],
-                port: int = 0, addr: bytes = b"", arg: int = 0) -> None:
+                port: int = 0, addr: bytes = b"", arg: int = 0, reset: object = None) -> None:
         assert op == ipc.OP_PING_SOCKET and family == socket.AF_INET and port == 0
         self.asked.append(addr)
         if self.refuse:

@@ -395,7 +395,7 @@ class _LoopWorker(_FakeWorker):
     def now(self) -> float:
         return self.t
 
-    def add(self, fd: int, handler: object, events: int = 0) -> None:
+    def add(self, fd: int, handler: object, events: int = 0, reset: object = None) -> None:
         self.handlers[fd] = handler
 
     def remove(self, fd: int) -> None:
