@@ -521,7 +521,8 @@ class Worker:
     def _run(self) -> int:
         if hasattr(self.tap, "on_gone"):  # pasta's tap (passt's stream reports its client itself)
             self.tap.on_gone = self._tap_gone
-        self.add(self.tap.fd, functools.partial(self.tap.readable, self.on_frame))
+        self.add(self.tap.fd, self._tap_event)
+        self.udp.defer = True  # guest datagrams go out after each pass over the tap, in runs
         self.add(self.broker.sock.fileno(), self._broker_event)
         self.core = {self.tap.fd, self.broker.sock.fileno()}
         next_timer = time.monotonic() + TIMER_INTERVAL
@@ -569,6 +570,12 @@ class Worker:
                 next_timer = now + TIMER_INTERVAL
                 self.timer(now)
         return 0
+
+    def _tap_event(self, ev: int) -> None:
+        """Frames from the guest, then the UDP datagrams they held for their sockets."""
+        self.tap.readable(self.on_frame, ev)
+        if self.udp.out:
+            self.udp.flush()
 
     def _tap_gone(self, why: str) -> None:
         """The guest's side is gone for good: end the loop (the parent then ends the run)."""
