@@ -173,9 +173,17 @@ DROP_UDP_MAGIC = b"UDRP"  # close the -u sockets of a port (no fd)
 DROP_NS_MAGIC = b"TNDR"  # close the -T listeners of a port (no fd)
 NS_UDP_MAGIC = b"UNSL"  # a -U socket bound inside the namespace
 DROP_NS_UDP_MAGIC = b"UNDR"  # close the -U sockets of a port (no fd)
+# A -T connection the parent accepted on its listener inside the namespace
+# (setup/nssplice.py), and the socket it connected to the host's loopback
+# at the target: port = the target port, target = PAIR_* state, plus
+# PAIR_V6 for IPv6; fds: [accepted, connecting], or [accepted] alone when
+# the connect failed at once (PAIR_REFUSED: the worker resets it)
+SPLICE_PAIR_MAGIC = b"TSPP"
+PAIR_PENDING, PAIR_CONNECTED, PAIR_REFUSED = 0, 1, 2
+PAIR_V6 = 8
 PORT_MAGICS = frozenset({LISTENER_MAGIC, UDP_LISTENER_MAGIC, NS_LISTENER_MAGIC,
                          DROP_TCP_MAGIC, DROP_UDP_MAGIC, DROP_NS_MAGIC,
-                         NS_UDP_MAGIC, DROP_NS_UDP_MAGIC})
+                         NS_UDP_MAGIC, DROP_NS_UDP_MAGIC, SPLICE_PAIR_MAGIC})
 
 # Parent to worker: a query for the control API (LISTENER layout, port:
 # the query id, target unused, no fd); the worker answers with OP_REPORT

@@ -181,7 +181,7 @@ class Broker:
     def _readable(self) -> bool:
         while True:
             try:
-                data, fds = recv_fds(self.sock, 64, 1, socket.MSG_DONTWAIT)
+                data, fds = recv_fds(self.sock, 64, 2, socket.MSG_DONTWAIT)  # 2: a splice pair
             except BlockingIOError:
                 return True
             except FdPassError as e:  # out of fds: the data is whole, its fd is lost

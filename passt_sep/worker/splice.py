@@ -144,6 +144,9 @@ class Splicer:
     def port_msg(self, msg: tuple[bytes, int, int], fds: list[int]) -> None:
         """A listener announcement or a drop from the parent (ipc.PORT_MAGICS)."""
         magic, port, target = msg
+        if magic == ipc.SPLICE_PAIR_MAGIC:
+            self._pair(fds, port, target)
+            return
         fd = fds[0] if fds else None
         for extra in fds[1:]:
             os.close(extra)
@@ -238,6 +241,37 @@ class Splicer:
         op = ipc.OP_NS_LOOP_CONNECT if kind == KIND_IN else ipc.OP_HOST_LOOP_CONNECT
         self.w.broker.request(op, family, lambda fd, err, c=c: self._got_socket(c, family, fd, err),
                               port=target)
+
+    def _pair(self, fds: list[int], target: int, state: int) -> None:
+        """A -T connection the parent accepted, with the socket it connected
+        to the host's loopback at target (setup/nssplice.py): no request."""
+        family = socket.AF_INET6 if state & ipc.PAIR_V6 else socket.AF_INET
+        state &= ~ipc.PAIR_V6
+        want = 1 if state == ipc.PAIR_REFUSED else 2
+        if not self.enabled or len(fds) != want or state not in (
+                ipc.PAIR_PENDING, ipc.PAIR_CONNECTED, ipc.PAIR_REFUSED):
+            for fd in fds:
+                os.close(fd)
+            return
+        try:  # accepted by the parent: blocking until said otherwise
+            a = socket.socket(family, socket.SOCK_STREAM, 0, fileno=fds[0])
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            return
+        if len(self.conns) >= self.max_conns:
+            self.stats["full"] += 1
+            _abort(a)
+            if want == 2:
+                os.close(fds[1])
+            return
+        a.setblocking(False)
+        c = SpliceConn(a, KIND_OUT, target, self.w.now())
+        self.conns.add(c)
+        if state == ipc.PAIR_REFUSED:
+            self._got_socket(c, family, None, errno.ECONNREFUSED)
+        else:
+            self._got_socket(c, family, fds[1], ipc.STATUS_CONNECTED if state == ipc.PAIR_CONNECTED else 0)
 
     def _got_socket(self, c: SpliceConn, family: int, fd: int | None, err: int) -> None:
         if c.closed:

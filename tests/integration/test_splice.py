@@ -121,8 +121,55 @@ HELPER = textwrap.dedent('''
         shas = [fetch(addr, port, 0).get("sha") for _ in range(count)]
         return {"shas": sorted(set(map(str, shas))), "count": len(shas)}
 
+    def serve_hash(addr, port):
+        """Per connection: read to EOF, answer with the sha256 (hex) of what came."""
+        s = listen(addr, port)
+        def conn(c):
+            h = hashlib.sha256()
+            while d := c.recv(1 << 20):
+                h.update(d)
+            c.sendall(h.hexdigest().encode())
+            c.close()
+        serve_each(s, conn)
+
+    def send_hash(addr, port, n, seed):
+        """Connect and send n seeded bytes at once (before any reply), half-close,
+        read the server's answer: its sha256 of what it got."""
+        payload = random.Random(seed).randbytes(n)
+        try:
+            with socket.create_connection((addr, port), timeout=20) as c:
+                c.sendall(payload)
+                c.shutdown(socket.SHUT_WR)
+                got = b""
+                while d := c.recv(256):
+                    got += d
+        except OSError as e:
+            return {"error": type(e).__name__}
+        return {"sha": got.decode(errors="replace")}
+
+    def reset_at_once(addr, port, count):
+        """count clients that connect and reset (SO_LINGER 0) at once."""
+        done = 0
+        for _ in range(count):
+            c = socket.socket(fam(addr))
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.settimeout(5)
+            try:
+                c.connect((addr, port))
+                done += 1
+            except OSError:
+                pass
+            c.close()
+        return {"reset": done}
+
     mode = sys.argv[1]
-    if mode == "fetch-many":
+    if mode == "serve-hash":
+        serve_hash(sys.argv[2], int(sys.argv[3]))
+    elif mode == "send-hash":
+        print(json.dumps(send_hash(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+    elif mode == "reset-at-once":
+        print(json.dumps(reset_at_once(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    elif mode == "fetch-many":
         print(json.dumps(fetch_many(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
     elif mode == "serve-tail":
         serve_tail(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
@@ -309,3 +356,57 @@ def test_tap_path_still_used_for_non_loopback(env: Env) -> None:
     assert res.get("sha") == expected_sha(MIB, 6), res
     srv.terminate()
     assert T_PORTS[2] in tcp_ports_in_pcap(env.pcap)
+
+
+def _run_json(ns: HostNS | GuestNS, env: Env, *args: object) -> dict[str, Any]:
+    r = ns.run([PYTHON, str(env.helper), *map(str, args)], timeout=60, check=False)
+    try:
+        res: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        res = {"error": f"exit {r.returncode}: {r.stderr.strip()[-2000:]}"}
+    return res
+
+
+@pytest.mark.parametrize("loop", ["127.0.0.1", "::1"], ids=["v4", "v6"])
+@pytest.mark.parametrize("direction", ["to-ns", "to-host"])
+def test_data_sent_before_the_splice_is_set_up(env: Env, direction: str, loop: str) -> None:
+    """The client writes 4 MiB the moment connect() returns, before the
+    other side exists (-T: the parent has not accepted yet; -t: the broker
+    has not answered): every byte arrives, in order (the server's sha256 of
+    what it read), and the answer comes back. -T connections are accepted
+    by the parent, which hands the worker both sockets (setup/nssplice.py)."""
+    n, seed = 4 * MIB, 41 if direction == "to-ns" else 42
+    if direction == "to-ns":  # host client, -t, server on the namespace's loopback
+        srv_ns, cli_ns = env.guest, env.host
+        port = T_PORTS[0] if loop == "127.0.0.1" else T_PORTS[1]
+    else:  # namespace client, -T, server on the host's loopback
+        srv_ns, cli_ns = env.host, env.guest
+        port = NS_PORTS[0] if loop == "127.0.0.1" else NS_PORTS[1]
+    srv = env.serve_mode("serve-hash", srv_ns, loop, port)
+    try:
+        for _ in range(3):
+            res = _run_json(cli_ns, env, "send-hash", loop, port, n, seed)
+            assert res.get("sha") == expected_sha(n, seed), res
+    finally:
+        srv.terminate()
+    env.alive()
+
+
+@pytest.mark.parametrize("loop", ["127.0.0.1", "::1"], ids=["v4", "v6"])
+def test_ns_clients_that_reset_at_once(env: Env, loop: str) -> None:
+    """-T: 200 namespace clients reset their connection as soon as it is
+    made, so the parent's accept4 (or its connect, or the worker's first
+    splice) meets a dead socket. pasta carries on, and the next
+    connections are spliced whole (sha256)."""
+    port = NS_PORTS[0] if loop == "127.0.0.1" else NS_PORTS[1]
+    n, seed = 64 * 1024, 43
+    srv = env.serve(env.host, loop, port, n, seed)
+    try:
+        res = _run_json(env.guest, env, "reset-at-once", loop, port, 200)
+        assert res.get("reset") == 200, res
+        env.alive()
+        res = _run_json(env.guest, env, "fetch-many", loop, port, 20)
+        assert res == {"shas": [expected_sha(n, seed)], "count": 20}, res
+    finally:
+        srv.terminate()
+    env.alive()
