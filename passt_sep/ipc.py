@@ -58,6 +58,7 @@ requests (docs/splice.md).
 
 from __future__ import annotations
 
+import socket
 import struct
 from typing import NamedTuple
 
@@ -173,17 +174,20 @@ DROP_UDP_MAGIC = b"UDRP"  # close the -u sockets of a port (no fd)
 DROP_NS_MAGIC = b"TNDR"  # close the -T listeners of a port (no fd)
 NS_UDP_MAGIC = b"UNSL"  # a -U socket bound inside the namespace
 DROP_NS_UDP_MAGIC = b"UNDR"  # close the -U sockets of a port (no fd)
-# A -T connection the parent accepted on its listener inside the namespace
-# (setup/nssplice.py), and the socket it connected to the host's loopback
-# at the target: port = the target port, target = PAIR_* state, plus
-# PAIR_V6 for IPv6; fds: [accepted, connecting], or [accepted] alone when
-# the connect failed at once (PAIR_REFUSED: the worker resets it)
-SPLICE_PAIR_MAGIC = b"TSPP"
-PAIR_PENDING, PAIR_CONNECTED, PAIR_REFUSED = 0, 1, 2
-PAIR_V6 = 8
+# A connection the parent accepted on a forwarded listener of pasta
+# (setup/acceptor.py). ACCEPT: magic, target port, state (PAIR_* | kind <<
+# 4, kind 0: -t, 1: -T | ACCEPTED_V6: the accepted socket is AF_INET6),
+# family (4 or 6: of the spliced side, or of the listener for PAIR_TAP), the peer's address (PAIR_TAP; 4 or 16 bytes,
+# zero-padded) and port. fds: [accepted, connecting] (PAIR_CONNECTED,
+# PAIR_PENDING: spliced), or [accepted] alone: PAIR_TAP (the tap path),
+# PAIR_REFUSED (the connect failed at once: the worker resets it)
+ACCEPT = struct.Struct("=4sHBB16sH")
+ACCEPT_MAGIC = b"TACC"
+PAIR_PENDING, PAIR_CONNECTED, PAIR_REFUSED, PAIR_TAP = 0, 1, 2, 3
+ACCEPTED_V6 = 0x20
 PORT_MAGICS = frozenset({LISTENER_MAGIC, UDP_LISTENER_MAGIC, NS_LISTENER_MAGIC,
                          DROP_TCP_MAGIC, DROP_UDP_MAGIC, DROP_NS_MAGIC,
-                         NS_UDP_MAGIC, DROP_NS_UDP_MAGIC, SPLICE_PAIR_MAGIC})
+                         NS_UDP_MAGIC, DROP_NS_UDP_MAGIC})
 
 # Parent to worker: a query for the control API (LISTENER layout, port:
 # the query id, target unused, no fd); the worker answers with OP_REPORT
@@ -248,6 +252,31 @@ def unpack_port_msg(data: bytes) -> tuple[bytes, int, int] | None:
         return None
     magic, port, target = LISTENER.unpack(data)
     return (magic, port, target) if magic in PORT_MAGICS else None
+
+
+def pack_accept(target: int, state: int, family: int, peer: str = "", peer_port: int = 0) -> bytes:
+    """Encode an accepted connection (ACCEPT); peer: the -t peer's address, for PAIR_TAP."""
+    raw = b""
+    if peer:
+        fam = socket.AF_INET6 if ":" in peer else socket.AF_INET
+        raw = socket.inet_pton(fam, peer.split("%")[0])
+    return ACCEPT.pack(ACCEPT_MAGIC, target, state, 6 if family == socket.AF_INET6 else 4, raw, peer_port)
+
+
+def unpack_accept(data: bytes) -> tuple[int, int, int, int, int, tuple[str, int] | None] | None:
+    """Decode ACCEPT: (target, state, kind, family, the accepted socket's
+    family, peer or None), or None if malformed."""
+    if len(data) != ACCEPT.size or data[:4] != ACCEPT_MAGIC:
+        return None
+    _magic, target, state, fam, raw, port = ACCEPT.unpack(data)
+    if fam not in (4, 6):
+        return None
+    family = socket.AF_INET6 if fam == 6 else socket.AF_INET
+    peer = None
+    if state & 0xF == PAIR_TAP:
+        peer = (socket.inet_ntop(family, raw[:16 if fam == 6 else 4]), port)
+    afam = socket.AF_INET6 if state & ACCEPTED_V6 else socket.AF_INET
+    return target, state & 0xF, (state >> 4) & 1, family, afam, peer
 
 
 def pack_query(qid: int) -> bytes:

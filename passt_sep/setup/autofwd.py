@@ -59,7 +59,7 @@ from . import sockdiag
 from .listeners import LocalBind, _listen, _udp_bind, note_binds, pick_bind
 
 if TYPE_CHECKING:
-    from .nssplice import NsSplice
+    from .acceptor import Acceptor
 
 SCAN_INTERVAL = 1.0
 TCP_LISTEN = b"0A"
@@ -283,7 +283,7 @@ class Forwarder:
         self.ns = nst
         o = cfg.opts
         self.send: Callable[[bytes, list[int]], None] | None = None  # Broker.send, from start()
-        self.keep_T: NsSplice | None = None  # where -T listeners go (the parent keeps them)
+        self.acceptor: Acceptor | None = None  # pasta: where -t and -T listeners go (the parent accepts)
         self.tcp_in = _targets(o.tcp_in) if not o.no_tcp else {}
         self.tcp_out = _targets(o.tcp_out) if not o.no_tcp else {}
         self.tin_targets = set(self.tcp_in.values())
@@ -479,7 +479,10 @@ class Forwarder:
             bound.discard(port)
             if local is not None:
                 local.pop(port, None)
-            self._send(ipc.pack_port_msg(drop, port), [])
+            if drop == ipc.DROP_TCP_MAGIC and self.acceptor is not None:
+                self.acceptor.drop(port, 0)  # KIND_T
+            else:
+                self._send(ipc.pack_port_msg(drop, port), [])
             log.debug(f"auto: port {port} released ({drop.decode()})")
         for port in sorted(want - bound):
             socks = []
@@ -494,6 +497,9 @@ class Forwarder:
             if local is not None:
                 note_binds(local, [(s, port, port) for s in socks])
             for s in socks:
+                if magic == ipc.LISTENER_MAGIC and self.acceptor is not None:
+                    self.acceptor.add(s, port, port, 0)  # accepted by the parent (KIND_T)
+                    continue
                 self._send(ipc.pack_port_msg(magic, port, port), [s.fileno()])
                 s.close()
             log.debug(f"auto: forwarding port {port} ({magic.decode()})")
@@ -505,8 +511,8 @@ class Forwarder:
             bound.discard(port)
             if local is not None:
                 local.pop(port, None)
-            if drop == ipc.DROP_NS_MAGIC and self.keep_T is not None:
-                self.keep_T.drop(port)
+            if drop == ipc.DROP_NS_MAGIC and self.acceptor is not None:
+                self.acceptor.drop(port, 1)  # KIND_NS
                 log.debug(f"auto: namespace port {port} released (-T)")
                 continue
             self._send(ipc.pack_port_msg(drop, port), [])
@@ -523,9 +529,9 @@ class Forwarder:
             note_binds(local, got)
         for s, port, target in got:
             bound.add(port)
-            if magic == ipc.NS_LISTENER_MAGIC and self.keep_T is not None:
-                self.keep_T.add(s, port, target)  # accepted by the parent (setup/nssplice.py)
-                log.debug(f"auto: forwarding namespace port {port} to the host (-T, parent accepts)")
+            if magic == ipc.NS_LISTENER_MAGIC and self.acceptor is not None:
+                self.acceptor.add(s, port, target, 1)  # accepted by the parent (setup/acceptor.py, KIND_NS)
+                log.debug(f"auto: forwarding namespace port {port} to the host (-T)")
                 continue
             self._send(ipc.pack_port_msg(magic, port, target), [s.fileno()])
             s.close()

@@ -54,10 +54,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..config import Config
+    from .acceptor import Acceptor
     from .api import ApiServer
     from .autofwd import Forwarder
     from .listeners import LocalBind
-    from .nssplice import NsSplice
 
 CAP_NET_BIND_SERVICE = 10
 WORKER_READY_TIMEOUT = 10.0  # seconds the worker may take to isolate itself
@@ -191,7 +191,7 @@ class Parent:
         self.netns_fd = -1
         self.tap_fd = -1
         self.fwd: Forwarder | None = None
-        self.ns_splice: NsSplice | None = None  # pasta: the -T listeners (setup/nssplice.py)
+        self.acceptor: Acceptor | None = None  # pasta: the -t and -T listeners (setup/acceptor.py)
         self.next_trim = 0.0  # --log-size: when the log file is checked next
         self.trim_fd: int | None = None  # the parent's read-write fd on the log file
         self.watch_path: str | None = None  # pasta --netns PATH: exit when it is deleted
@@ -320,9 +320,6 @@ class Parent:
         except OSError as e:
             raise SetupError("start worker", self._worker_death() or e) from None
         try:
-            for lsock, port, target in listeners:  # after the start message, one per message
-                send_fds(self.sock, ipc.pack_listener(port, target), [lsock.fileno()])
-                lsock.close()
             for usock, port, target in udp_listeners:
                 send_fds(self.sock, ipc.pack_udp_listener(port, target), [usock.fileno()])
                 usock.close()
@@ -339,13 +336,16 @@ class Parent:
 
         self.start_broker(cfg)
         self.broker.fwd = self.fwd
-        from .nssplice import NsSplice
+        from .acceptor import KIND_NS, KIND_T, Acceptor
 
-        # -T listeners stay here: the parent accepts, connects, hands the worker both
-        self.ns_splice = NsSplice(self.broker)
+        # -t and -T listeners stay here: the parent accepts, connects the
+        # other side of a spliced connection, hands the worker both
+        self.acceptor = Acceptor(self.broker, splice=self.opts.mode == "pasta")
+        for lsock, port, target in listeners:
+            self.acceptor.add(lsock, port, target, KIND_T)
         for nsock, port, target in ns_listeners:
-            self.ns_splice.add(nsock, port, target)
-        self.fwd.keep_T = self.ns_splice
+            self.acceptor.add(nsock, port, target, KIND_NS)
+        self.fwd.acceptor = self.acceptor
         self.fwd.start(self.broker.send)  # first auto scan: forwards in place before the command runs
         if attach:
             drop_to(self.ids)  # as root: set-up is over (for a spawned command, the switch came first)
@@ -619,8 +619,8 @@ class Parent:
         self.next_watch = 0.0
         if self.netns_watch is not None and self.netns_watch.fd >= 0:
             watch(self.netns_watch.fd, self._netns_changed)
-        if self.ns_splice is not None:
-            self.ns_splice.start(watch, unwatch)
+        if self.acceptor is not None:
+            self.acceptor.start(watch, unwatch)
 
     def _command_ended(self, _ev: int) -> int:
         assert self.spawned is not None
@@ -643,8 +643,8 @@ class Parent:
         fwd = self.fwd
         if fwd is not None and fwd.due(now):
             fwd.scan(now)
-        if self.ns_splice is not None and self.ns_splice.paused:
-            self.ns_splice.tick()
+        if self.acceptor is not None and self.acceptor.paused:
+            self.acceptor.tick()
         # the netns file: on an inotify event or a quiet second, and at
         # least once a second (not on every broker request: two calls each)
         watch = self.netns_watch

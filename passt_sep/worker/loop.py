@@ -88,6 +88,8 @@ class Broker:
         # every port message (ipc.PORT_MAGICS: listener announcements and
         # drops, -t and -u included) when set
         self.on_port_msg: Callable[[tuple[bytes, int, int], list[int]], None] | None = None
+        # a connection the parent accepted on a forwarded listener (ipc.ACCEPT), when set
+        self.on_accept: Callable[[bytes, list[int]], None] | None = None
         # the control API's report (worker/report.py) for a query id, when set
         self.on_query: Callable[[int], bytes] | None = None
 
@@ -196,6 +198,9 @@ class Broker:
             if data[:4] == ipc.QUERY_MAGIC:
                 self._query(data, fds)
                 continue
+            if data[:4] == ipc.ACCEPT_MAGIC and self.on_accept is not None:
+                self.on_accept(data, fds)  # a connection the parent accepted (setup/acceptor.py)
+                continue
             pmsg = ipc.unpack_port_msg(data) if self.on_port_msg is not None else None
             if pmsg is not None and self.on_port_msg is not None:
                 self.on_port_msg(pmsg, fds)
@@ -261,6 +266,7 @@ class Worker:
         self.udp = UdpFlows(self)
         self.splice = Splicer(self)  # owns the forwarded ports; splices in pasta
         self.broker.on_port_msg = self.splice.port_msg
+        self.broker.on_accept = self.splice.accepted
         self.broker.on_query = functools.partial(report.build, self)
         o = cfg.opts
         self.ra_on = cfg.v6 is not None and not o.no_ndp and not o.no_ra

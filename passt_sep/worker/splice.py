@@ -144,9 +144,6 @@ class Splicer:
     def port_msg(self, msg: tuple[bytes, int, int], fds: list[int]) -> None:
         """A listener announcement or a drop from the parent (ipc.PORT_MAGICS)."""
         magic, port, target = msg
-        if magic == ipc.SPLICE_PAIR_MAGIC:
-            self._pair(fds, port, target)
-            return
         fd = fds[0] if fds else None
         for extra in fds[1:]:
             os.close(extra)
@@ -242,31 +239,38 @@ class Splicer:
         self.w.broker.request(op, family, lambda fd, err, c=c: self._got_socket(c, family, fd, err),
                               port=target)
 
-    def _pair(self, fds: list[int], target: int, state: int) -> None:
-        """A -T connection the parent accepted, with the socket it connected
-        to the host's loopback at target (setup/nssplice.py): no request."""
-        family = socket.AF_INET6 if state & ipc.PAIR_V6 else socket.AF_INET
-        state &= ~ipc.PAIR_V6
-        want = 1 if state == ipc.PAIR_REFUSED else 2
-        if not self.enabled or len(fds) != want or state not in (
-                ipc.PAIR_PENDING, ipc.PAIR_CONNECTED, ipc.PAIR_REFUSED):
+    def accepted(self, data: bytes, fds: list[int]) -> None:
+        """A connection the parent accepted on a forwarded listener
+        (setup/acceptor.py, ipc.ACCEPT): for the tap path, or spliced with
+        the socket the parent connected to the other side's loopback at
+        target (no request: the destination was the parent's to fix)."""
+        msg = ipc.unpack_accept(data)
+        want = 2 if msg is not None and msg[1] in (ipc.PAIR_PENDING, ipc.PAIR_CONNECTED) else 1
+        if msg is None or len(fds) != want or msg[1] > ipc.PAIR_TAP:
             for fd in fds:
                 os.close(fd)
             return
-        try:  # accepted by the parent: blocking until said otherwise
-            a = socket.socket(family, socket.SOCK_STREAM, 0, fileno=fds[0])
+        target, state, kind, family, afam, peer = msg
+        if state == ipc.PAIR_TAP:
+            if peer is None:
+                os.close(fds[0])
+                return
+            self.w.tcp._inbound(fds[0], family, peer, target)
+            return
+        try:  # afam: a v4 peer on a dual-stack -t listener is an AF_INET6 socket
+            a = socket.socket(afam, socket.SOCK_STREAM, 0, fileno=fds[0])
         except OSError:
             for fd in fds:
                 os.close(fd)
             return
-        if len(self.conns) >= self.max_conns:
+        if not self.enabled or len(self.conns) >= self.max_conns:
             self.stats["full"] += 1
             _abort(a)
             if want == 2:
-                os.close(fds[1])
+                _abort(socket.socket(family, socket.SOCK_STREAM, 0, fileno=fds[1]))
             return
         a.setblocking(False)
-        c = SpliceConn(a, KIND_OUT, target, self.w.now())
+        c = SpliceConn(a, kind, target, self.w.now())
         self.conns.add(c)
         if state == ipc.PAIR_REFUSED:
             self._got_socket(c, family, None, errno.ECONNREFUSED)
