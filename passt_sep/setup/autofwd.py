@@ -283,7 +283,7 @@ class Forwarder:
         self.ns = nst
         o = cfg.opts
         self.send: Callable[[bytes, list[int]], None] | None = None  # Broker.send, from start()
-        self.acceptor: Acceptor | None = None  # pasta: where -t and -T listeners go (the parent accepts)
+        self.acceptor: Acceptor | None = None  # pasta: where -T listeners go (the parent accepts)
         self.tcp_in = _targets(o.tcp_in) if not o.no_tcp else {}
         self.tcp_out = _targets(o.tcp_out) if not o.no_tcp else {}
         self.tin_targets = set(self.tcp_in.values())
@@ -479,10 +479,7 @@ class Forwarder:
             bound.discard(port)
             if local is not None:
                 local.pop(port, None)
-            if drop == ipc.DROP_TCP_MAGIC and self.acceptor is not None:
-                self.acceptor.drop(port, 0)  # KIND_T
-            else:
-                self._send(ipc.pack_port_msg(drop, port), [])
+            self._send(ipc.pack_port_msg(drop, port), [])
             log.debug(f"auto: port {port} released ({drop.decode()})")
         for port in sorted(want - bound):
             socks = []
@@ -497,9 +494,6 @@ class Forwarder:
             if local is not None:
                 note_binds(local, [(s, port, port) for s in socks])
             for s in socks:
-                if magic == ipc.LISTENER_MAGIC and self.acceptor is not None:
-                    self.acceptor.add(s, port, port, 0)  # accepted by the parent (KIND_T)
-                    continue
                 self._send(ipc.pack_port_msg(magic, port, port), [s.fileno()])
                 s.close()
             log.debug(f"auto: forwarding port {port} ({magic.decode()})")

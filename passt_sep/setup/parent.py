@@ -191,7 +191,8 @@ class Parent:
         self.netns_fd = -1
         self.tap_fd = -1
         self.fwd: Forwarder | None = None
-        self.acceptor: Acceptor | None = None  # pasta: the -t and -T listeners (setup/acceptor.py)
+        self.acceptor: Acceptor | None = None  # pasta: -T and loopback -t listeners (setup/acceptor.py)
+        self.twins: list[tuple[socket.socket, int, int]] = []  # -t's loopback twins, until the acceptor has them
         self.next_trim = 0.0  # --log-size: when the log file is checked next
         self.trim_fd: int | None = None  # the parent's read-write fd on the log file
         self.watch_path: str | None = None  # pasta --netns PATH: exit when it is deleted
@@ -320,6 +321,9 @@ class Parent:
         except OSError as e:
             raise SetupError("start worker", self._worker_death() or e) from None
         try:
+            for lsock, port, target in listeners:  # after the start message, one per message
+                send_fds(self.sock, ipc.pack_listener(port, target), [lsock.fileno()])
+                lsock.close()
             for usock, port, target in udp_listeners:
                 send_fds(self.sock, ipc.pack_udp_listener(port, target), [usock.fileno()])
                 usock.close()
@@ -338,11 +342,12 @@ class Parent:
         self.broker.fwd = self.fwd
         from .acceptor import KIND_NS, KIND_T, Acceptor
 
-        # -t and -T listeners stay here: the parent accepts, connects the
-        # other side of a spliced connection, hands the worker both
+        # -T listeners and the loopback twins of -t ones stay here: the parent
+        # accepts, connects the other side of a spliced connection, hands the worker both
         self.acceptor = Acceptor(self.broker, splice=self.opts.mode == "pasta")
-        for lsock, port, target in listeners:
+        for lsock, port, target in self.twins:
             self.acceptor.add(lsock, port, target, KIND_T)
+        self.twins = []
         for nsock, port, target in ns_listeners:
             self.acceptor.add(nsock, port, target, KIND_NS)
         self.fwd.acceptor = self.acceptor
@@ -380,9 +385,12 @@ class Parent:
         """The host's -t listeners and -u sockets (as root: low ports too), and
         how the -u ones are bound, kept for the broker (their senders' reply
         sockets bind alike)."""
-        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds
+        from .listeners import bind_tcp_listeners, bind_udp_listeners, loopback_twins, note_binds
 
-        listeners = bind_tcp_listeners(cfg)
+        splice = self.opts.mode == "pasta"  # as the worker's Splicer.enabled
+        listeners = bind_tcp_listeners(cfg, twins=splice)
+        # pasta: the parent accepts what comes to the loopback (setup/acceptor.py)
+        self.twins = loopback_twins(listeners) if splice else []
         udp_listeners = bind_udp_listeners(cfg)
         note_binds(self.udp_local, udp_listeners)
         return listeners, udp_listeners
