@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -409,4 +410,73 @@ def test_ns_clients_that_reset_at_once(env: Env, loop: str) -> None:
         assert res == {"shas": [expected_sha(n, seed)], "count": 20}, res
     finally:
         srv.terminate()
+    env.alive()
+
+
+def _listener_pids(ns: HostNS | GuestNS, port: int) -> dict[str, set[int]]:
+    """Local address -> pids holding a TCP listener of port (ss -ltnp)."""
+    out = ns.run(["ss", "-Htlnp", f"sport = :{port}"]).stdout
+    got: dict[str, set[int]] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        local = fields[3].rsplit(":", 1)[0]
+        got.setdefault(local, set()).update(int(m) for m in re.findall(r"pid=(\d+)", line))
+    return got
+
+
+def test_who_accepts_what(env: Env) -> None:
+    """-T listeners (the namespace's loopback) and the loopback twins of a
+    -t listener belong to the parent, which accepts on them; the -t
+    wildcard listener (everything not sent to the loopback: the tap path)
+    to the worker alone. Read back from the kernel (ss -p)."""
+    parent = env.pasta.pid
+    worker = set(map(int, Path(f"/proc/{parent}/task/{parent}/children").read_text().split()))
+    assert len(worker) == 1, worker
+    t = _listener_pids(env.host, T_PORTS[0])
+    assert t == {"127.0.0.1": {parent}, "[::1]": {parent}, "*": worker}, t
+    ns_t = _listener_pids(env.guest, NS_PORTS[0])
+    assert ns_t == {"127.0.0.1": {parent}, "[::1]": {parent}}, ns_t
+
+
+JOIN = textwrap.dedent('''
+    import errno, json, os, socket, sys
+    uid, port = int(sys.argv[1]), int(sys.argv[2])
+    if uid:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    res = {}
+    for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::1")):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            s.bind((addr, port))  # never listen(): a bind is enough to tell, and steals nothing
+            res[addr] = "bound"
+        except OSError as e:
+            res[addr] = errno.errorcode.get(e.errno, str(e.errno))
+        s.close()
+    print(json.dumps(res))
+''')
+
+
+def test_other_users_cannot_join_the_twins(env: Env, tmp_path: Path) -> None:
+    """The -t listener and its loopback twins share their port through
+    SO_REUSEPORT. The kernel lets a socket join such a port only for the
+    user that made them: pasta runs as root here and made them before it
+    changed to nobody, so nobody (what the parent runs as afterwards, and
+    what many daemons run as) gets EADDRINUSE on the loopback and the
+    wildcard address alike. The control: root, the owner, may bind beside
+    them (only bind, never listen: no connection is taken)."""
+    script = tmp_path / "join.py"
+    script.write_text(JOIN)
+
+    def attempt(uid: int) -> dict[str, str]:
+        r = env.host.run([PYTHON, str(script), str(uid), str(T_PORTS[0])], check=False)
+        return json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {"error": r.stderr}
+
+    assert attempt(65534) == {"127.0.0.1": "EADDRINUSE", "0.0.0.0": "EADDRINUSE", "::1": "EADDRINUSE"}
+    assert attempt(0) == {"127.0.0.1": "bound", "0.0.0.0": "bound", "::1": "bound"}
+    res = env.fetch(env.host, "127.0.0.1", T_PORTS[0])  # still served: nothing was taken
+    assert "error" in res or res["bytes"] == 0, res  # no server in the namespace: reset (as test_no_server...)
     env.alive()
