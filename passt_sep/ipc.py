@@ -38,6 +38,8 @@ announcements, each a ``LISTENER`` layout (4-byte magic, port, target):
     ULSN + fd   a -u socket in the host netns
     TNSL + fd   a -T listener bound inside the namespace (127.0.0.1 or ::1);
                 everything it accepts is spliced to the host's loopback
+                (not sent by pasta's parent any more: it accepts on its -T
+                listeners itself and sends ACCEPT, below)
     TDRP        close every -t listener of ``port`` (auto: the namespace's
                 server went away); ``target`` unused
     UDRP        the same for the -u sockets of ``port``
@@ -45,6 +47,9 @@ announcements, each a ``LISTENER`` layout (4-byte magic, port, target):
     UNSL + fd   a -U socket bound inside the namespace (127.0.0.1 or ::1);
                 every datagram it receives is relayed to the host's loopback
     UNDR        close the -U sockets of ``port`` (and their flows)
+    TACC + fds  (ACCEPT layout) a connection the parent accepted on a -T
+                listener or a -t listener's loopback twin, and the socket
+                it connected to the other side (setup/acceptor.py)
     QRPT        (not a port message) the control API asks for a report:
                 ``port`` is the query id; answered with OP_REPORT
 
