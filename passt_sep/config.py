@@ -10,15 +10,13 @@ actually uses), which lives in the worker's own state, not here.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from dataclasses import dataclass
 
 from .cli import Options
 from .errors import SetupError
+from .log import log
 from .setup.hostaddr import HostInfo
 from .setup.sockpool import tcp_peek_off_supported
-
-log = logging.getLogger("passt_sep")
 
 IPv4 = ipaddress.IPv4Address
 IPv6 = ipaddress.IPv6Address
@@ -172,7 +170,7 @@ def build_config(o: Options, host: HostInfo) -> Config:
         gw = o.gw4 or (f.gateway if f else None)
         if addr is None or gw is None:
             if o.ipv6 and (host.v6 or o.addr6):
-                log.warning("IPv4: no usable default route or address, IPv4 disabled")
+                log.warn("IPv4: no usable default route or address, IPv4 disabled")
         else:
             prefix = o.prefix4 if o.prefix4 is not None else (f.prefix if f and f.addr == addr else 0)
             if prefix == 0:  # classful fallback, as passt does
@@ -192,7 +190,7 @@ def build_config(o: Options, host: HostInfo) -> Config:
         gw = o.gw6 or (f.gateway if f else None)
         if addr is None or gw is None:
             if o.ipv4 and v4 is not None:
-                log.warning("IPv6: no usable default route or global address, IPv6 disabled")
+                log.warn("IPv6: no usable default route or global address, IPv6 disabled")
         else:
             mac = o.our_mac or host.mac or b"\x02\x00\x00\x00\x00\x01"
             our_ll = gw if gw.is_link_local else ((f.addr_ll if f else None) or _mac_ll(mac))

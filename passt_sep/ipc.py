@@ -111,8 +111,9 @@ OP_UDP_PORT = 10
 # parent (the control API's list_flows and stats, setup/api.py): the
 # header (``port``: the query id), then a JSON payload of at most
 # REPORT_MAX bytes in the same record. No reply. The parent sends at most
-# one query at a time and per_second of them a second, so a report it did
-# not ask for, a second one, or one over the quota is a protocol
+# per_second queries a second and has at most inflight of them unanswered
+# (it sends no more until the worker catches up), so a report it did not
+# ask for, a second one to a query, or one over the quota is a protocol
 # violation, as is a payload the parent's validation refuses.
 OP_REPORT = 11
 REPORT_MAX = 48 << 10
@@ -144,8 +145,11 @@ class Quota(NamedTuple):
 # in-flight slot then (at most inflight). Sizes: OP_TCP_CONNECT runs once
 # per new connection (crr reaches ~5,000/s, docs/performance.md), so a SYN
 # flood is cut at 16,384/s in the worker; UDP flows, splices and echo
-# sockets are rarer. The in-flight sum (120) keeps the requests of one
-# burst well inside the socket pair's buffer, so neither side ever blocks.
+# sockets are rarer. The in-flight sum of the requests (120) keeps the
+# requests of one burst well inside the socket pair's buffer, so neither
+# side ever blocks on them. (OP_REPORT, the answer to a query of the
+# parent's own, is apart: its send may wait for the parent to read, and
+# the parent never waits for the worker.)
 QUOTAS: dict[int, Quota] = {
     OP_PING_SOCKET: Quota(4, 256),
     OP_TCP_CONNECT: Quota(32, 16384),
@@ -157,7 +161,7 @@ QUOTAS: dict[int, Quota] = {
     OP_UDP_REPLY: Quota(8, 2048),
     OP_NS_UDP_REPLY: Quota(4, 1024),
     OP_UDP_PORT: Quota(8, 1024),
-    OP_REPORT: Quota(1, 16),
+    OP_REPORT: Quota(16, 16),
 }
 OP_MAX = max(QUOTAS)
 

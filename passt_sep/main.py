@@ -8,6 +8,10 @@ front end (passt_sep.slirp4netns) on pasta's machinery;
 ``passt-sep ctl ...`` is the control API's client (passt_sep/ctl.py).
 Every error a user can cause ends here as ``NAME: message`` on stderr and
 exit status 1; no traceback reaches a user.
+
+This module imports only ``passt_sep.early`` at load time: in passt mode
+the socket listens (early.listen) before the option table or anything
+else of ours is loaded.
 """
 
 from __future__ import annotations
@@ -15,21 +19,30 @@ from __future__ import annotations
 import os
 import sys
 
-from .cli import PASST, PASTA, parse_args, usage, version_text
-from .errors import SetupError, UsageError
+from . import early as stage1
+from .early import PASST, Early, mode_of
+
+_mode = mode_of
 
 SLIRP4NETNS = "slirp4netns"
 
 
-def _mode(argv: list[str]) -> tuple[str, list[str]] | None:
-    name = os.path.basename(argv[0]) if argv else ""
-    if "pasta" in name:
-        return PASTA, argv[1:]
-    if "passt" in name and "passt-sep" not in name:
-        return PASST, argv[1:]
-    if len(argv) > 1 and argv[1] in (PASST, PASTA):
-        return argv[1], argv[2:]
-    return None
+def _say(fd: int, text: str) -> None:
+    """Write text to fd; a reader that went away (EPIPE: libvirt 9.0 closes
+    passt's stderr at once) or a closed fd is no reason to fail."""
+    data = text.encode("utf-8", "replace")
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _daemonize() -> int | None:
@@ -45,18 +58,32 @@ def _daemonize() -> int | None:
     return w
 
 
-def run(mode: str, args: list[str]) -> int:
-    """Parse options and run; returns the exit status."""
+def run(mode: str, args: list[str], early: Early | None = None) -> int:
+    """Parse options and run; returns the exit status.
+
+    ``early``: passt's socket, listening since the first stage; handed to
+    the run if the options ask for that very socket, else removed."""
+    try:
+        return _run(mode, args, early)
+    finally:
+        if early is not None:
+            early.discard()  # not taken, or the run ended: no socket file of ours is left listening
+
+
+def _run(mode: str, args: list[str], early: Early | None) -> int:
+    from .cli import parse_args, usage, version_text
+    from .errors import SetupError, UsageError
+
     try:
         opts = parse_args(mode, args)
     except UsageError as e:
-        sys.stderr.write(f"{mode}: {e}\n")
+        _say(2, f"{mode}: {e}\n")
         return 1
     if opts.action == "help":
-        sys.stdout.write(usage(mode))
+        _say(1, usage(mode))
         return 0
     if opts.action == "version":
-        sys.stdout.write(version_text(mode))
+        _say(1, version_text(mode))
         return 0
     from .setup.parent import Parent
 
@@ -66,21 +93,31 @@ def run(mode: str, args: list[str]) -> int:
         spawn = False  # no command of its own: daemonize unless -f
     else:
         spawn = opts.target_pid is None and opts.netns is None
+    listen_fd = None
+    if early is not None and mode == PASST and opts.fd is None and opts.action == "run":
+        listen_fd = early.take(opts.socket_path)
     ready_fd = None
     if not spawn and not opts.foreground:
         ready_fd = _daemonize()
     try:
-        status = Parent(opts, mode, ready_fd).run()
+        parent = Parent(opts, mode, ready_fd)
+        if listen_fd is not None:
+            parent.early_fd = listen_fd
+            parent.early_probed = early.probed if early is not None else []
+        status = parent.run()
     except SetupError as e:
-        sys.stderr.write(f"{mode}: {e}\n")
+        _say(2, f"{mode}: {e}\n")
+        if listen_fd is not None and early is not None:  # ours since the first stage: not left behind
+            _unlink_quietly(early.path)
         return 1
     except KeyboardInterrupt:
         return 130
     return status
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console script entry for pasta, passt and passt-sep."""
+def main(argv: list[str] | None = None, early: Early | None = None) -> None:
+    """Console script entry for pasta, passt and passt-sep (``early``: from
+    early.boot, which listened already; else the first stage runs here)."""
     argv = list(sys.argv if argv is None else argv)
     if _slirp(argv):
         _slirp_main(argv)
@@ -89,18 +126,22 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.stdout.flush()
         sys.exit(ctl(argv[2:]))
+    if early is None:
+        try:
+            early = stage1.listen(argv)
+        except Exception:  # noqa: BLE001 - never fatal: the full run does it again and reports
+            early = None
     found = _mode(argv)
     if found is None:
-        sys.stderr.write("passt-sep: call as pasta, passt or slirp4netns, "
-                         "or as 'passt-sep pasta|passt|slirp4netns|ctl ...'\n")
+        _say(2, "passt-sep: call as pasta, passt or slirp4netns, "
+                "or as 'passt-sep pasta|passt|slirp4netns|ctl ...'\n")
         sys.exit(1)
     mode, args = found
     try:
-        status = run(mode, args)
+        status = run(mode, args, early)
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
-        sys.stderr.write(f"{mode}: internal error: {type(e).__name__}: {e}\n")
+        _say(2, f"{mode}: internal error: {type(e).__name__}: {e}\n")
         status = 1
-    sys.stdout.flush()
     os._exit(status)
 
 
@@ -118,7 +159,7 @@ def _slirp_main(argv: list[str]) -> None:
     try:
         status = slirp(argv[1:] if direct else argv[2:], argv[0] if direct else SLIRP4NETNS)
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, no traceback
-        sys.stderr.write(f"{SLIRP4NETNS}: internal error: {type(e).__name__}: {e}\n")
+        _say(2, f"{SLIRP4NETNS}: internal error: {type(e).__name__}: {e}\n")
         status = 1
     sys.stdout.flush()
     os._exit(status)

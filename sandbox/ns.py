@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 
 # Namespace flags, <linux/sched.h>.
 CLONE_NEWNS = 0x00020000
@@ -51,7 +50,7 @@ _PIVOT_ROOT_NR = {
     "arm64": 41,
 }
 
-_MACHINE = platform.machine()
+_MACHINE = os.uname().machine  # as platform.machine(), without importing platform
 
 _NS_NAMES = (
     (CLONE_NEWUSER, "CLONE_NEWUSER"),

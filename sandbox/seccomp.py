@@ -9,9 +9,15 @@ will ever make. apply_to_process() is the parent's variant: no_new_privs
 first, then one filter for every thread of a process that already has
 threads (SECCOMP_FILTER_FLAG_TSYNC).
 
-pyseccomp locates libseccomp with ctypes.util.find_library, which runs
-ldconfig as a subprocess at import time. It is therefore imported here, at
-module import, never lazily: after pivot_root there is no ldconfig to run.
+pyseccomp locates libc and libseccomp with ctypes.util.find_library,
+which runs ``ldconfig -p`` as a subprocess, twice, at import time. It is
+therefore imported here, at module import, never lazily: after pivot_root
+there is no ldconfig to run. And it is imported through
+``_import_pyseccomp``: for those two names, find_library answers with the
+soname the dynamic loader itself opens (libc.so.6, libseccomp.so.2), and
+falls back to the real one only if that cannot be loaded; this saves two
+fork+execs of ldconfig and the import of subprocess, shutil, tempfile and
+hashlib (about 20 ms of every start, issue 19 item 3).
 """
 
 from __future__ import annotations
@@ -21,9 +27,50 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyseccomp
-
 from . import caps
+
+SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}  # what find_library would find
+
+
+def _import_pyseccomp():  # type: ignore[no-untyped-def]
+    """pyseccomp, with find_library answered by dlopen for its two names (above)."""
+    import ctypes
+    import sys
+    import types
+
+    if "ctypes.util" in sys.modules or "pyseccomp" in sys.modules:
+        import pyseccomp
+
+        return pyseccomp
+    stub = types.ModuleType("ctypes.util")
+
+    def find_library(name: str) -> str | None:
+        soname = SONAMES.get(name)
+        if soname is not None:
+            try:
+                ctypes.CDLL(soname)
+                return soname
+            except OSError:
+                pass
+        sys.modules.pop("ctypes.util", None)  # the real one, for anything else
+        import ctypes.util as real
+
+        return real.find_library(name)
+
+    stub.find_library = find_library  # type: ignore[attr-defined]
+    sys.modules["ctypes.util"] = stub
+    ctypes.util = stub  # type: ignore[attr-defined]
+    try:
+        import pyseccomp
+    finally:
+        if sys.modules.get("ctypes.util") is stub:
+            del sys.modules["ctypes.util"]
+        if getattr(ctypes, "util", None) is stub:
+            del ctypes.util
+    return pyseccomp
+
+
+pyseccomp = _import_pyseccomp()
 
 __all__ = [
     "CONSTANTS",

@@ -93,3 +93,9 @@ if [ "$want" != "$have" ] || [ ! -x "$venv/bin/pytest" ] || [ ! -x "$venv/bin/ru
 	"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	printf '%s\n' "$want" >"$stamp"
 fi
+
+# pasta, passt and passt-sep as launchers that listen before site loads
+# (passt_sep/launcher.py: python -IS, passt's socket ready within a few ms
+# of exec); pip's console scripts are replaced, qrap stays pip's. Done on
+# every run: a pip install above writes pip's scripts again.
+"$venv/bin/python" -m passt_sep.launcher "$venv/bin" >/dev/null

@@ -22,7 +22,9 @@ gateway, -t, -u, -T, -U with their splice paths, --log-size trimming under
 released) with the netns watch on a bind-mounted file that then goes; a
 spawned command that exits. passt: ARP, ping, UDP and a TCP SYN through
 the socket (the broker's three requests), a second client refused, a
-client leaving and the next one served, SIGTERM, --one-off.
+client leaving and the next one served, SIGTERM, --one-off. Both: the
+control API (--api-socket: add, list, remove, stats, list_flows, errors,
+an idle client dropped, the socket removed at exit).
 """
 
 from __future__ import annotations
@@ -153,6 +155,55 @@ class Traced:
         return parent_syscalls(self.out.read_text(), set(json.loads(self.tids.read_text())))
 
 
+def _api(path: Path, req: bytes, half_close: bool = True) -> bytes:
+    """One control-API request (--api-socket): the whole reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        try:
+            s.sendall(req)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except OSError:
+            pass
+    return out
+
+
+def exercise_api(path: Path, host: HostNS, port: int) -> list[bool]:
+    """Every path of the control API: add (TCP, UDP) with traffic from the host's
+    loopback, list, stats, list_flows, remove, errors, a request without a
+    half-close, a too-large one, an idle client past its deadline."""
+    def call(req: dict) -> dict:
+        return json.loads(_api(path, json.dumps(req).encode()) or b"{}")
+
+    ok = []
+    t = call({"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 10601, "guest_port": port}})
+    u = call({"execute": "add_hostfwd", "arguments": {"proto": "udp", "host_port": 10602, "guest_port": port}})
+    ok.append("return" in t and "return" in u)
+    host.client("tcp-send", "127.0.0.1", 10601, "--bytes", "100000", "--timeout", "3", timeout=10)
+    host.client("udp-echo-check", "127.0.0.1", 10602, "--count", "3", "--timeout", "2", timeout=10)
+    ok.append("return" in call({"execute": "list_hostfwd"}))
+    ok.append("return" in call({"execute": "stats"}))
+    ok.append("return" in call({"execute": "list_flows"}))
+    for r in (t, u):
+        if "return" in r:
+            ok.append(call({"execute": "remove_hostfwd", "arguments": r["return"]}) == {"return": {}})
+    ok.append(b"error" in _api(path, b"garbage"))
+    ok.append(b"error" in _api(path, b'{"execute": "remove_hostfwd"}', half_close=False))
+    ok.append(b"too large" in _api(path, b"{" * (70 * 1024)))
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    idle.connect(str(path))
+    time.sleep(2.5)  # past the client deadline: dropped
+    idle.close()
+    return ok
+
+
 def pasta_runs(d: Path) -> list[collections.Counter[str]]:
     """The three pasta runs: ports given, auto with the netns watch, a spawned command."""
     results = []
@@ -167,7 +218,11 @@ def pasta_runs(d: Path) -> list[collections.Counter[str]]:
         guest.serve("udp-echo", "0.0.0.0", 10203)
         guest.serve("udp-echo", "127.0.0.1", 10204)
         log = d / "pasta.log"
+        apidir = d / "api"
+        apidir.mkdir(mode=0o1777)
+        apidir.chmod(0o1777)  # the parent, nobody by then, removes the socket at exit
         t = Traced(host, ["pasta", "-f", "-d", "-l", str(log), "--log-size", str(LOG_SIZE_MIN),
+                          "--api-socket", str(apidir / "pasta.api"),
                           "--config-net", "-t", f"{in_tap.port},{in_splice.port}",
                           "-u", "10203,10204", "-T", f"{echo.port}", "-U", f"{uecho_lo.port}",
                           "--netns", guest.netns_path], d, "pasta-ports")
@@ -192,6 +247,7 @@ def pasta_runs(d: Path) -> list[collections.Counter[str]]:
                      f" try: s.connect(('{GW_ADDR4}', 9))\n except OSError: pass\n s.close()\n")
             guest.run([PYTHON, "-c", flood], timeout=120, check=False)
             print("pasta, ports given:", results_ok, "log", log.stat().st_size, file=sys.stderr)
+            print("pasta, --api-socket:", exercise_api(apidir / "pasta.api", host, in_tap.port), file=sys.stderr)
             time.sleep(2.5)
             t.term()
         finally:
@@ -314,8 +370,12 @@ def passt_runs(d: Path) -> list[collections.Counter[str]]:
         echo = host.serve("udp-echo", "127.0.0.1")
         tcp = host.serve("tcp-echo", "127.0.0.1")
         sock = d / "passt.sock"
+        apidir = d / "api"
+        apidir.mkdir(mode=0o1777)
+        apidir.chmod(0o1777)
         t = Traced(host, ["passt", "-f", "-q", "-s", str(sock), "-l", str(d / "passt.log"),
-                          "--log-size", str(64 * 1024), "-t", "10401"], d, "passt")
+                          "--log-size", str(64 * 1024), "-t", "10401",
+                          "--api-socket", str(apidir / "passt.api")], d, "passt")
         try:
             assert t.filtered(), "passt did not reach supervision"
             first = _client(sock, guest_frames(echo.port) + guest_frames(tcp.port)[2:])
@@ -335,6 +395,7 @@ def passt_runs(d: Path) -> list[collections.Counter[str]]:
             if third is not None:
                 third.close()
             print("passt: clients", [c is not None for c in (first, second, third)], file=sys.stderr)
+            print("passt, --api-socket:", exercise_api(apidir / "passt.api", host, 10403), file=sys.stderr)
             t.term()
         finally:
             t.stop()

@@ -16,9 +16,9 @@ hash of the 4-tuple plus a 4 us clock (RFC 6528).
 from __future__ import annotations
 
 import functools
-import hashlib
 import struct
 import time
+from _blake2 import blake2s  # hashlib would load OpenSSL (about 8 ms of start-up) for this one hash
 from typing import NamedTuple
 
 from .checksum import csum_partial
@@ -127,8 +127,8 @@ class IsnGenerator:
 
     def isn(self, laddr: bytes, lport: int, raddr: bytes, rport: int, now_ns: int | None = None) -> int:
         """The ISN of one connection; ``now_ns`` for tests (monotonic clock)."""
-        h = hashlib.blake2s(laddr + raddr + struct.pack("!HH", lport, rport),
-                            key=self.secret, digest_size=4).digest()
+        h = blake2s(laddr + raddr + struct.pack("!HH", lport, rport),
+                    key=self.secret, digest_size=4).digest()
         t = (time.monotonic_ns() if now_ns is None else now_ns) >> 12  # ~4 us ticks
         return (int.from_bytes(h, "big") + t) & SEQ_MASK
 

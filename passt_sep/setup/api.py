@@ -15,8 +15,9 @@ clients parse them (rootlesskit's slirp4netns port driver, podman 4.x):
   "host_addr": "0.0.0.0", "host_port": N, "guest_addr": "10.0.2.100",
   "guest_port": M}}`` -> ``{"return":{"id":K}}``
 - ``{"execute": "list_hostfwd"}`` -> ``{"return":{"entries":[{"id":..,
-  "proto":..,"host_addr":..,"host_port":..,"guest_addr":..,"guest_port":..}]}}``
-  (the shape slirp4netns documents; its 1.x code omits the "return" level)
+  "proto":..,"host_addr":..,"host_port":..,"guest_addr":..,"guest_port":..}]},
+  "entries":[...]}`` (the shape slirp4netns documents, and the one its
+  1.2.0 code writes, without the "return" level: the same list twice)
 - ``{"execute": "remove_hostfwd", "arguments": {"id": K}}`` -> ``{"return":{}}``
 - errors: ``{"error":{"desc":"bad request: ..."}}`` with slirp4netns's texts.
 
@@ -41,6 +42,7 @@ are sent non-blocking (a client that does not read loses its reply).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -63,6 +65,17 @@ if TYPE_CHECKING:
 MAX_REQUEST = 64 << 10  # bytes of one request
 CLIENT_TIMEOUT = 2.0  # seconds from connect to a complete request (and to the worker's answer)
 MAX_CLIENTS = 8  # connected at once; more are closed at accept
+# parses of a request still coming, per connection: then only the
+# half-close or the deadline ends it (a client trickling bytes cannot make
+# the loop re-parse up to 64 KiB on every one of them)
+PARSE_TRIES = 4
+# add_hostfwd of a port remove_hostfwd dropped a moment ago: the worker may
+# not have closed it yet (the drop is a message), so a bind that finds it
+# in use is tried again every RETRY_STEP for RETRY_WINDOW after the drop,
+# from the loop (the client waits, nothing blocks)
+RETRY_WINDOW = 0.5
+RETRY_STEP = 0.005
+_WORKER = ("list_flows", "stats")  # requests answered from the worker's report
 QUERY_TIMEOUT = 1.0  # seconds the worker has to answer a report query
 SUN_PATH_MAX = 108
 
@@ -160,13 +173,16 @@ class PortTables:
 
 
 class _Client:
-    __slots__ = ("buf", "deadline", "sock", "waiting")
+    __slots__ = ("args", "buf", "deadline", "retry_at", "sock", "tries", "waiting")
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.tries = 0  # parses of an incomplete request so far (PARSE_TRIES)
         self.deadline = deadline
-        self.waiting = ""  # "list_flows" or "stats": waits for the worker's report
+        self.waiting = ""  # "list_flows" or "stats": waits for the worker's report; "add_hostfwd": a retry
+        self.args: dict[str, Any] = {}  # add_hostfwd's arguments, while it waits to retry
+        self.retry_at = 0.0
 
 
 def bind_api_socket(path: str, ids: tuple[int, int] | None) -> socket.socket:
@@ -220,14 +236,16 @@ class ApiServer:
         self.ident = os.stat(path).st_ino, st.st_ino
         self.clients: dict[int, _Client] = {}
         self.fwds: dict[int, HostFwd] = {}
+        self.dropped: dict[tuple[str, int], float] = {}  # (proto, port) -> when remove_hostfwd dropped it
         self.next_id = 1
         self.broker: Broker | None = None
         self.tables: PortTables | None = None
         self.watch: Watch | None = None
         self.unwatch: Unwatch | None = None
         self.guest4 = str(cfg.v4.addr) if cfg.v4 is not None else ""
-        # the worker's report: at most one query outstanding (its id), and
-        # the parent asks at most ipc.QUOTAS[OP_REPORT].per_second a second
+        # the worker's report: one query the API waits for at a time (its
+        # id), at most ipc.QUOTAS[OP_REPORT].per_second a second; an answer
+        # that comes after QUERY_TIMEOUT serves whoever waits then
         self.qid = 0
         self.q_open = False
         self.q_deadline = 0.0
@@ -235,6 +253,7 @@ class ApiServer:
         self.q_sent = 0
         self.refused_clients = 0
         self.requests = 0
+        self.add_retries = 0  # add_hostfwd binds tried again (a port just dropped, not yet closed)
 
     # -- wiring -------------------------------------------------------------
     def start(self, broker: Broker, watch: Watch, unwatch: Unwatch) -> None:
@@ -261,7 +280,8 @@ class ApiServer:
         """When expire() has something to do (None: nothing pending)."""
         if not self.clients:
             return None
-        due = min(c.deadline for c in self.clients.values())
+        due = min(min(c.deadline, c.retry_at) if c.waiting == "add_hostfwd" else c.deadline
+                  for c in self.clients.values())
         return min(due, self.q_deadline) if self.q_open else due
 
     def expire(self, now: float) -> None:
@@ -270,8 +290,10 @@ class ApiServer:
             return
         if self.q_open and now >= self.q_deadline:
             self.q_open = False
-            for c in [c for c in self.clients.values() if c.waiting]:
+            for c in [c for c in self.clients.values() if c.waiting in _WORKER]:
                 self._reply(c, _err("worker did not answer"))
+        for c in [c for c in self.clients.values() if c.waiting == "add_hostfwd" and now >= c.retry_at]:
+            self._add(c, now)
         for c in [c for c in self.clients.values() if now >= c.deadline]:
             if c.buf and not c.waiting:
                 self._handle(c, bytes(c.buf))  # what came (e.g. without a half-close) is the request
@@ -316,6 +338,9 @@ class ApiServer:
                 log.debug(f"API socket: request over {MAX_REQUEST} bytes")
                 self._reply(c, _err(_E + "too large message"))
                 return
+            if c.tries >= PARSE_TRIES or not c.buf.rstrip().endswith(b"}"):
+                return  # not an object's end: more, the half-close or the deadline
+            c.tries += 1
             try:
                 json.loads(c.buf)
             except (ValueError, RecursionError):
@@ -370,7 +395,8 @@ class ApiServer:
             args = {}
         log.debug(f"API socket: {execute}")
         if execute == "add_hostfwd":
-            self._reply(c, self.add_hostfwd(args))
+            c.args = args
+            self._add(c, time.monotonic())
         elif execute == "list_hostfwd":
             self._reply(c, self.list_hostfwd())
         elif execute == "remove_hostfwd":
@@ -380,8 +406,23 @@ class ApiServer:
         else:
             self._reply(c, _err(_E + "unknown execute"))
 
-    def add_hostfwd(self, args: dict[str, Any]) -> bytes:
-        """Bind host_addr:host_port, hand it to the worker with guest_port as target."""
+    def _add(self, c: _Client, now: float) -> None:
+        """add_hostfwd for client c: answered, or (a port just dropped, still held) tried again."""
+        reply = self.add_hostfwd(c.args, now)
+        if reply is None:
+            self.add_retries += 1
+            c.waiting = "add_hostfwd"
+            c.retry_at = now + RETRY_STEP
+            c.deadline = max(c.deadline, now + RETRY_WINDOW + 0.1)  # the retries end first
+            return
+        self._reply(c, reply)
+
+    def add_hostfwd(self, args: dict[str, Any], now: float = 0.0) -> bytes | None:
+        """Bind host_addr:host_port, hand it to the worker with guest_port as target.
+
+        None: the port is in use, but remove_hostfwd dropped it less than
+        RETRY_WINDOW ago (the worker has not closed it yet): try again.
+        """
         e = _E + "add_hostfwd: "
         proto = _str(args.get("proto"))
         if proto not in ("tcp", "udp"):
@@ -395,6 +436,8 @@ class ApiServer:
         if not 0 < host_port < 65536:
             return _err(e + "bad arguments.host_port")
         guest_addr = _str(args.get("guest_addr")) or self.guest4
+        if self.cfg.v4 is None:  # -6: no IPv4 guest to forward to
+            return _err(e + "slirp_add_hostfwd failed")
         try:
             guest_ok = socket.inet_pton(socket.AF_INET, guest_addr) == socket.inet_pton(socket.AF_INET, self.guest4)
         except OSError:
@@ -420,8 +463,12 @@ class ApiServer:
         try:
             s = bind(socket.AF_INET, host_addr, host_port, None, True)
         except OSError as ex:
+            dropped = self.dropped.get((proto, host_port))
+            if ex.errno == errno.EADDRINUSE and dropped is not None and now - dropped < RETRY_WINDOW:
+                return None
             log.info(f"API: add_hostfwd {proto} {host_addr}:{host_port}: {ex.strerror}")
             return failed
+        self.dropped.pop((proto, host_port), None)
         fid = self.next_id
         self.next_id += 1
         try:
@@ -435,10 +482,15 @@ class ApiServer:
         return _ok({"id": fid})
 
     def list_hostfwd(self) -> bytes:
-        """The API's forwards, in the order they were made."""
+        """The API's forwards, in the order they were made.
+
+        Both shapes: ``return.entries`` as slirp4netns's man page and test
+        script read it, and ``entries`` at the top as its code (1.2.0)
+        writes it; a client of either finds its list.
+        """
         entries = [{"id": f.id, "proto": f.proto, "host_addr": f.host_addr, "host_port": f.host_port,
                     "guest_addr": self.guest4, "guest_port": f.guest_port} for f in self.fwds.values()]
-        return _ok({"entries": entries})
+        return json.dumps({"return": {"entries": entries}, "entries": entries}, separators=(",", ":")).encode()
 
     def remove_hostfwd(self, args: dict[str, Any]) -> bytes:
         """Drop one forward: the worker closes its socket, the port is free again."""
@@ -449,6 +501,10 @@ class ApiServer:
         self.tables.remove(f.proto, f.host_port)
         drop = ipc.DROP_TCP_MAGIC if f.proto == "tcp" else ipc.DROP_UDP_MAGIC
         self.broker.send(ipc.pack_port_msg(drop, f.host_port), [])
+        now = time.monotonic()
+        for k in [k for k, t in self.dropped.items() if now - t >= RETRY_WINDOW]:
+            del self.dropped[k]  # bounded: only the last RETRY_WINDOW's drops stay
+        self.dropped[(f.proto, f.host_port)] = now
         log.info(f"API: forward {f.id} ({f.proto} port {f.host_port}) removed")
         return _ok({})
 
@@ -462,10 +518,14 @@ class ApiServer:
         window = int(now)
         if window != self.q_window:
             self.q_window, self.q_sent = window, 0
-        if self.q_sent >= ipc.QUOTAS[ipc.OP_REPORT].per_second:
+        assert self.broker is not None
+        quota = ipc.QUOTAS[ipc.OP_REPORT]
+        if len(self.broker.reports_expected) >= quota.inflight:  # the worker has not answered for a while
+            self._reply(c, _err("worker did not answer"))
+            return
+        if self.q_sent >= quota.per_second:
             self._reply(c, _err("busy: too many requests, try again"))
             return
-        assert self.broker is not None
         self.q_sent += 1
         self.qid = (self.qid % 0xFFFF) + 1
         self.q_open = True
@@ -479,7 +539,8 @@ class ApiServer:
         assert self.broker is not None
         parent = self.broker.counters()
         parent["api_clients_refused"] = self.refused_clients
-        for c in [c for c in self.clients.values() if c.waiting]:
+        parent["api_add_retries"] = self.add_retries
+        for c in [c for c in self.clients.values() if c.waiting in _WORKER]:
             if c.waiting == "stats":
                 out = dict(report["stats"])
                 out["parent"] = parent

@@ -115,9 +115,11 @@ class Broker:
         self.quota_window = 0
         self.quota_count = [0] * (ipc.OP_MAX + 1)
         self.quota_limit = [ipc.parent_limit(op) if op in ipc.QUOTAS else 0 for op in range(ipc.OP_MAX + 1)]
-        # the control API (setup/api.py): the one report query outstanding
-        # (its id, 0: none) and who takes the validated answer
-        self.report_expected = 0
+        # the control API (setup/api.py): the report queries not yet answered
+        # (ids; a query the API gave up on stays until answered, so a slow
+        # worker's late answer is not a violation)
+        # and who takes the validated answer
+        self.reports_expected: deque[int] = deque()  # at most QUOTAS[OP_REPORT].inflight (api.py)
         self.on_report: Callable[[dict], None] | None = None
 
     def _family_ok(self, family: int) -> bool:
@@ -563,17 +565,17 @@ class Broker:
                                     f"({ipc.OP_NAMES[op]}) in one second")
 
     def expect_report(self, qid: int) -> None:
-        """The control API sent query qid: its answer is the only report the worker may send."""
-        self.report_expected = qid
+        """The control API sends query qid: the worker may answer it, once."""
+        self.reports_expected.append(qid)
 
     def _report(self, req: ipc.Request, payload: bytes) -> None:
         """OP_REPORT: the answer to the outstanding query, validated, or a violation."""
         from .api import validate_report
 
         self._count(ipc.OP_REPORT)
-        if not self.report_expected or req.port != self.report_expected:
+        if req.port not in self.reports_expected:
             raise ProtocolViolation(f"report {req.port} nobody asked for")
-        self.report_expected = 0
+        self.reports_expected.remove(req.port)
         try:
             rep = validate_report(payload)
         except ValueError as e:

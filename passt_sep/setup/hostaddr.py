@@ -12,14 +12,11 @@ resolvers and search list come from resolv.conf.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 from dataclasses import dataclass
 
 from ..errors import SetupError
 from .rtnl import IFA_F_TENTATIVE, RT_TABLE_MAIN, RTN_UNICAST, Rtnl
-
-log = logging.getLogger("passt_sep")
 
 
 @dataclass(frozen=True)

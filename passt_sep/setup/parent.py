@@ -202,11 +202,13 @@ class Parent:
         self.ids = target_ids(opts.runas)  # who we run as after set-up (None: as we are)
         self.worklog: WorkerLog | None = None  # the worker's log lines (fork_worker)
         self.udp_local: dict[int, list[LocalBind]] = {}  # how the host's -u sockets are bound
+        self.early_fd: int | None = None  # passt: the socket listening since passt_sep.early
+        self.early_probed: list[str] = []
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
         """Step 1: the worker, isolated before anything else happens."""
-        from ..worker.main import policy_path, worker_main
+        from ..worker.main import policy_path, preload, worker_main
 
         try:
             policy = load_policy(policy_path(self.opts.mode))
@@ -219,6 +221,11 @@ class Parent:
         if pid == 0:
             self.sock.close()
             logr.close()
+            try:
+                preload()  # the worker's code, still as the user we were started as
+            except BaseException as e:  # noqa: BLE001 - the child must not unwind into the parent's code
+                os.write(2, f"{self.prog}: worker: {type(e).__name__}: {e}\n".encode())
+                os._exit(1)
             if self.ready_fd is not None:  # daemon: let go of the launcher's stdio
                 _detach_stdio()
             self.in_worker_child()
@@ -385,13 +392,21 @@ class Parent:
         """The host's -t listeners and -u sockets (as root: low ports too), and
         how the -u ones are bound, kept for the broker (their senders' reply
         sockets bind alike)."""
-        from .listeners import bind_tcp_listeners, bind_udp_listeners, loopback_twins, note_binds
+        from .listeners import (
+            bind_tcp_listeners,
+            bind_udp_listeners,
+            loopback_twins,
+            note_binds,
+            plan_room,
+        )
 
-        splice = self.opts.mode == "pasta"  # as the worker's Splicer.enabled
-        listeners = bind_tcp_listeners(cfg, twins=splice)
+        tcp_cap, udp_cap = plan_room(cfg)  # the worker's share for listeners (worker/limits.py)
+        # as the worker's Splicer.enabled; not for -t all (every free port: no twins for them)
+        splice = self.opts.mode == "pasta" and cfg.opts.tcp_in.mode == "spec"
+        listeners = bind_tcp_listeners(cfg, tcp_cap, twins=splice)
         # pasta: the parent accepts what comes to the loopback (setup/acceptor.py)
         self.twins = loopback_twins(listeners) if splice else []
-        udp_listeners = bind_udp_listeners(cfg)
+        udp_listeners = bind_udp_listeners(cfg, udp_cap)
         note_binds(self.udp_local, udp_listeners)
         return listeners, udp_listeners
 
@@ -437,6 +452,7 @@ class Parent:
             log.stderr_fd = None
 
     def _wait_ready(self) -> None:
+        log.debug("waiting for the worker")
         self.sock.settimeout(WORKER_READY_TIMEOUT)
         try:
             msg = self.sock.recv(16)
@@ -448,6 +464,7 @@ class Parent:
         if msg != b"ready":
             why = self._worker_death() or "no answer"
             raise SetupError("start worker", why)
+        log.debug("worker ready")
 
     def _worker_death(self, block: bool = False) -> str | None:
         """If the worker has ended, reap it and say how."""

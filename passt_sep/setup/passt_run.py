@@ -7,8 +7,9 @@ connects to the UNIX socket. Order of a run:
 1. fork the worker first (``Parent.run``); here its child side first drops
    to the target user (below), then isolates itself as in pasta mode;
 2. read host addressing, build the Config, print the summary;
-3. listen on the socket (``setup.passt_socket``; or take the -F fd), bind
-   the -t listeners;
+3. listen on the socket (``setup.passt_socket``; usually it listens
+   since the first stage, ``passt_sep.early``, before any of this was
+   loaded; or take the -F fd), bind the -t listeners;
 4. send the worker its start message: the Config and, instead of a tap,
    one end of a private control socketpair (``worker.stream``); then the
    listeners, one per message, as in pasta mode; wait until it is ready;
@@ -78,7 +79,9 @@ class PasstParent(Parent):
         if o.fd is not None:
             first = passt_socket.inherited(o.fd)
         else:
-            self.listener, self.path = passt_socket.listen(o.socket_path)
+            self.listener, self.path = passt_socket.listen(o.socket_path, self.early_fd,
+                                                           self.early_probed)
+            self.early_fd = None
         listeners, udp_listeners = self.bind_host_ports(cfg)
         self.bind_api(cfg)
         pcap_fd = _open_pcap(o.pcap)

@@ -9,6 +9,10 @@ skipped. A socket file nobody listens on (ECONNREFUSED) is stale and is
 unlinked. Anything at the path that is not a socket is left alone: an
 error, never an unlink.
 
+In passt mode the socket usually listens since the first stage
+(``passt_sep.early``, before the rest of the program loads); ``listen``
+then takes it as it is.
+
 ``-F/--fd`` takes an inherited, already connected stream socket instead.
 
 The parent keeps the listening socket (the worker never holds it) and
@@ -79,8 +83,21 @@ def _bind(path: str) -> socket.socket:
     return s
 
 
-def listen(path: str | None) -> tuple[socket.socket, str]:
-    """The listening socket and its path; SetupError if none can be had."""
+def listen(path: str | None, early_fd: int | None = None,
+           probed: list[str] | None = None) -> tuple[socket.socket, str]:
+    """The listening socket and its path; SetupError if none can be had.
+
+    ``early_fd``: the socket passt_sep.early made for this very path before
+    the rest of the program loaded (``probed``: the default paths it looked
+    at); it is taken as it is, and the log says what it did."""
+    if early_fd is not None:
+        s = socket.socket(fileno=early_fd)
+        s.setblocking(False)
+        for p in probed or []:
+            log.info(f"Probing path {p}")
+        bound = s.getsockname()
+        log.info(f"UNIX domain socket bound at {bound}")
+        return s, bound
     if path is not None:
         if in_use(path):
             raise SocketInUse(path)

@@ -9,8 +9,13 @@ This module owns that part:
 
 - the flow's socket state (``SockFlow``: socket and fd, the datagrams
   waiting for it, last activity, when the broker refused);
-- the table (``SockFlows``): a bounded dict in which the flow idle the
-  longest makes room (``evicted``), the request to the broker and its reply
+- the table (``SockFlows``): a bounded dict. When it is full, a new flow
+  takes the place of one that has no socket yet or has been idle for
+  EVICT_IDLE (the longest idle first, up to an eighth of the table in one
+  pass, so a flood of new destinations costs one sort per eighth, not a
+  scan per datagram: ``evicted``); when every flow is busy and has its
+  socket, the new one is refused (``full``, a drop), so a flood of new
+  destinations cannot push out the flows that are in use; the request to the broker and its reply
   (``_got_socket``: a late socket for a flow that is gone is closed, a
   refusal is counted as ``refused`` and logged, a socket is registered with
   the worker's loop and the queue sent), the queue bound (``QUEUE_MAX``,
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
 FLOW_TIMEOUT = 180.0  # seconds without activity, as passt's UDP_CONN_TIMEOUT
 RETRY_AFTER = 1.0  # seconds before asking the broker again after a refusal
 QUEUE_MAX = 64  # datagrams held per flow while the broker makes its socket
+EVICT_IDLE = 10.0  # seconds idle after which a flow with a socket may make room for a new one
 RECV_BUDGET = 64  # datagrams read from one socket per wake-up
 SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
 
@@ -87,11 +93,12 @@ class SockFlows(Generic[F]):
     """A bounded table of flows that get their sockets from the broker.
 
     stats must hold the counters used here: flows, refused, send_errors,
-    queue_full and evicted.
+    queue_full, evicted and full.
     """
 
     DROP_QUEUE_FULL = "queue full"  # the tables' drop reasons
     DROP_SEND = "send failed"
+    DROP_FULL = "table full"
 
     def __init__(self, w: Worker, max_flows: int, stats: dict[str, int]) -> None:
         self.w = w
@@ -113,16 +120,34 @@ class SockFlows(Generic[F]):
         raise NotImplementedError
 
     # -- shared -----------------------------------------------------------------------
-    def _add_flow(self, flow: F) -> F:
-        """Enter a new flow (the one idle the longest makes room) and ask for its socket."""
-        if len(self.flows) >= self.max_flows:
-            oldest = min(self.flows.values(), key=lambda f: f.last)
-            self.stats["evicted"] += 1
-            self._close(oldest)
+    def _add_flow(self, flow: F, force: bool = False) -> F | None:
+        """Enter a new flow and ask for its socket; None if the table is full
+        of flows in use (counted, and the caller's datagram dropped).
+
+        ``force``: the flow idle the longest always makes room (for entries
+        other flows depend on, such as udp.py's port sockets)."""
+        if len(self.flows) >= self.max_flows and not self._make_room(flow.last, force):
+            self.stats["full"] += 1
+            self.w.drop(self.DROP_FULL)
+            return None
         self.flows[flow.key] = flow
         self.stats["flows"] += 1
         self._request(flow)
         return flow
+
+    def _make_room(self, now: float, force: bool) -> bool:
+        """Close up to an eighth of the table: flows without a socket or idle
+        for EVICT_IDLE, the longest idle first. Whether any went."""
+        batch = max(1, self.max_flows // 8)
+        gone = 0
+        for f in sorted(self.flows.values(), key=lambda f: f.last):
+            if gone >= batch:
+                break
+            if f.sock is None or now - f.last > EVICT_IDLE or (force and not gone):
+                self.stats["evicted"] += 1
+                self._close(f)
+                gone += 1
+        return gone > 0
 
     def _refused(self, flow: F, now: float, reason: str) -> bool:
         """Whether a datagram for flow, which has no socket yet, is dropped.

@@ -47,6 +47,7 @@ LOOP4 = socket.inet_pton(socket.AF_INET, "127.0.0.1")
 LOOP6 = socket.inet_pton(socket.AF_INET6, "::1")
 
 DROP_REFUSED = "icmp destination refused"
+DROP_BUSY = "icmp socket requests over quota"  # EAGAIN from the broker client (ipc.QUOTAS)
 DROP_QUEUE = "icmp queue full"
 DROP_STRANGER = "icmp reply from another source"
 
@@ -54,7 +55,8 @@ DROP_STRANGER = "icmp reply from another source"
 class Flow:
     """One echo identifier of the guest to one destination."""
 
-    __slots__ = ("version", "ident", "dst", "peer", "sock", "queue", "last", "guest_src", "failed")
+    __slots__ = ("version", "ident", "dst", "peer", "sock", "queue", "last", "guest_src", "failed",
+                 "why")
 
     def __init__(self, version: int, ident: int, dst: bytes, peer: bytes) -> None:
         self.version, self.ident, self.dst = version, ident, dst
@@ -64,6 +66,7 @@ class Flow:
         self.last = 0.0
         self.guest_src = b""
         self.failed = 0.0  # when the broker refused; asked again after RETRY_AFTER
+        self.why = DROP_REFUSED  # the drop reason while failed
 
 
 class PingFlows:
@@ -106,13 +109,13 @@ class PingFlows:
         elif flow.failed:
             if now - flow.failed < RETRY_AFTER:
                 flow.last = now
-                return self.w.drop(DROP_REFUSED)
+                return self.w.drop(flow.why)
             self._request(flow)
         flow.last = now
         flow.guest_src = bytes(p.src)
         if flow.sock is None:
             if flow.failed:  # (a refusal that came back at once)
-                self.w.drop(DROP_REFUSED)
+                self.w.drop(flow.why)
             elif len(flow.queue) < QUEUE_MAX:
                 flow.queue.append(e)
             else:
@@ -135,10 +138,11 @@ class PingFlows:
         if fd is None:
             self.stats["refused"] += 1
             flow.failed = self.w.now() or 1e-9
+            flow.why = DROP_BUSY if err == errno.EAGAIN else DROP_REFUSED
             log.debug(f"ICMP echo to {self._show(flow)}: "
                       f"{'refused' if err in (0, errno.EACCES) else os.strerror(err)}")
             for _ in flow.queue:
-                self.w.drop(DROP_REFUSED)
+                self.w.drop(flow.why)
             flow.queue.clear()
             return
         fam = socket.AF_INET if flow.version == 4 else socket.AF_INET6

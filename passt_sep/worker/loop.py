@@ -228,15 +228,20 @@ class Broker:
 
 
     def _query(self, data: bytes, fds: list[int]) -> None:
-        """The parent asks for a report (control API): one OP_REPORT record, not waited on."""
+        """The parent asks for a report (control API): one OP_REPORT record.
+
+        A blocking send: the parent reads its end in every pass of its loop
+        and never waits for the worker, so the send completes; a report
+        lost here would leave the parent's query unanswered for good.
+        """
         for fd in fds:
             os.close(fd)
         qid = ipc.unpack_query(data)
         if qid is None or self.on_query is None:
             return
         try:
-            self.sock.send(self.on_query(qid), socket.MSG_DONTWAIT)
-        except OSError as e:  # full: the parent's client gets "worker did not answer"
+            self.sock.send(self.on_query(qid))
+        except OSError as e:  # the parent is gone
             log.debug(f"broker: report not sent: {e.strerror}")
 
 

@@ -34,9 +34,19 @@ from sandbox.seccomp import Policy
 from .. import ipc
 from ..log import log
 from . import limits
-from .loop import Worker
-from .stream import StreamTap
-from .tap import Pcap, Tap
+
+
+def preload() -> None:
+    """Import the worker's code: in the forked child, before it switches user.
+
+    The parent does not import the loop and the tables at all (about 70 ms
+    of start-up it would spend before the socket, tap or namespace work);
+    the child loads them while the parent goes on with set-up, and before
+    its switch to --runas / nobody (the interpreter's files may be out of
+    that user's reach) and long before its seccomp filter (no file can be
+    opened afterwards).
+    """
+    from . import loop, stream, tap  # noqa: F401
 
 # The policies/ folder of a source tree (editable install), else the copy a
 # regular install puts under <prefix>/share/passt-sep/policies.
@@ -84,6 +94,10 @@ def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket
         data, fds = recv_fds(sock, ipc.START_MAX, ipc.MAX_START_FDS)
         if not data:
             os._exit(0)  # parent gave up during set-up
+        from .loop import Worker
+        from .stream import StreamTap
+        from .tap import Pcap, Tap
+
         start = pickle.loads(data)
         it = iter(fds)
         tap_fd = next(it)

@@ -47,17 +47,22 @@ def flows(w: Worker) -> list[dict[str, str]]:
         g, gp, r, rp = c.key
         state = STATE_NAMES.get(c.state, "?") + (" inbound" if c.inbound else "")
         out.append(_flow("tcp", _ep(g, gp), _ep(r, rp), state))
-    for s in list(w.splice.conns):
-        side = "host->namespace" if s.kind == KIND_IN else "namespace->host"
-        out.append(_flow("tcp-splice", f"loopback port {s.port}", side,
-                         "ESTABLISHED" if s.connected else "CONNECTING"))
+    for s in list(w.splice.conns):  # s.port: the target, on the side the connection goes to
+        state = "ESTABLISHED" if s.connected else "CONNECTING"
+        if s.kind == KIND_IN:  # -t: from the host's loopback to the namespace's
+            out.append(_flow("tcp-splice", f"loopback:{s.port}", "loopback", state + " inbound"))
+        else:  # -T: from the namespace's loopback to the host's
+            out.append(_flow("tcp-splice", "loopback", f"loopback:{s.port}", state))
     for f in list(w.udp.flows.values()):
         guest = f.guest or w.udp.guest.get(f.version) or b""
         out.append(_flow("udp", _ep(guest, f.gport), _ep(f.dst, f.dport),
                          "inbound" if f.peer is not None else "outbound"))
     for u in list(w.udpsplice.flows.values()):
-        side = "namespace->host" if u.kind == KIND_NS else "host->namespace"
-        out.append(_flow("udp-splice", f"loopback port {u.target}", f"{u.sender[0]}:{u.sender[1]}", side))
+        sender = f"{u.sender[0]}:{u.sender[1]}"
+        if u.kind == KIND_NS:  # -U: a namespace sender to the host's loopback
+            out.append(_flow("udp-splice", sender, f"loopback:{u.target}", "outbound"))
+        else:  # -u: a host loopback sender to the namespace's loopback
+            out.append(_flow("udp-splice", f"loopback:{u.target}", sender, "inbound"))
     for p in list(w.pings.flows.values()):
         out.append(_flow("icmp", f"id {p.ident}", _ep(p.dst, "echo"), "active"))
     return out

@@ -154,7 +154,7 @@ class PortSocks(SockFlows[PortSock]):
 
     def __init__(self, flows: UdpFlows, max_socks: int) -> None:
         super().__init__(flows.w, max_socks, {"flows": 0, "refused": 0, "send_errors": 0,
-                                               "queue_full": 0, "evicted": 0})
+                                               "queue_full": 0, "evicted": 0, "full": 0})
         self.owner = flows
 
     def _ask(self, flow: PortSock) -> tuple[int, int, int, bytes, int]:
@@ -199,11 +199,12 @@ class UdpFlows(SockFlows[Flow]):
 
     DROP_QUEUE_FULL = "udp queue full"
     DROP_SEND = "udp send failed"
+    DROP_FULL = "udp table full"
 
     def __init__(self, w: Worker, max_flows: int | None = None, max_peers: int | None = None) -> None:
         super().__init__(w, max_flows or MAX_FLOWS, {
             "flows": 0, "to_host": 0, "to_guest": 0, "refused": 0, "send_errors": 0,
-            "too_big": 0, "queue_full": 0, "evicted": 0, "inbound": 0})
+            "too_big": 0, "queue_full": 0, "evicted": 0, "full": 0, "inbound": 0})
         cfg = w.cfg
         self.disabled = cfg.opts.no_udp
         self.max_peers = max_peers or MAX_PEERS
@@ -244,8 +245,11 @@ class UdpFlows(SockFlows[Flow]):
         if flow is None:  # a reply to a sender on a -u socket, or a new destination
             peer = self.peers.get(key)
             if peer is None and (version, d.sport) not in self.ports.flows:
-                self.ports._add_flow(PortSock(version, d.sport, now))  # asked first: its port is the flow's
-            flow = self._add_flow(Flow(version, d.sport, dst, d.dport, now, peer))
+                self.ports._add_flow(PortSock(version, d.sport, now), force=True)  # asked first: its port is the flow's
+            new = self._add_flow(Flow(version, d.sport, dst, d.dport, now, peer))
+            if new is None:  # full of flows in use: dropped and counted
+                return None
+            flow = new
         flow.last = now
         flow.guest = p.src
         sock = flow.sock

@@ -104,11 +104,12 @@ class UdpSplicer(SockFlows[Flow]):
 
     DROP_QUEUE_FULL = "udp splice queue full"
     DROP_SEND = "udp splice send failed"
+    DROP_FULL = "udp splice table full"
 
     def __init__(self, w: Worker, max_flows: int | None = None) -> None:
         super().__init__(w, max_flows or MAX_FLOWS, {
             "flows": 0, "to_host": 0, "to_ns": 0, "refused": 0, "send_errors": 0,
-            "queue_full": 0, "evicted": 0, "expired": 0, "no_reply_socket": 0})
+            "queue_full": 0, "evicted": 0, "full": 0, "expired": 0, "no_reply_socket": 0})
         self.enabled = w.cfg.opts.mode == "pasta" and not w.cfg.opts.no_udp
         self.ns_socks: dict[int, NsSocket] = {}
         self.buf = bytearray(MAX_DGRAM + 1)
@@ -164,7 +165,10 @@ class UdpSplicer(SockFlows[Flow]):
         flow = self.flows.get(key)
         now = self.w.now()
         if flow is None:
-            flow = self._add_flow(Flow(key, kind, lsock, lport, sender, family, target, now))
+            new = self._add_flow(Flow(key, kind, lsock, lport, sender, family, target, now))
+            if new is None:  # full of flows in use: dropped and counted
+                return
+            flow = new
         self._relay(flow, now, payload)
 
     def _relay(self, flow: Flow, now: float, payload: memoryview) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import struct
@@ -32,6 +33,7 @@ from tests.netenv import (
     GW_ADDR4,
     HOST_ADDR4,
     PASST,
+    PASTA,
     PYTHON,
     REPO,
     GuestNS,
@@ -118,7 +120,9 @@ def test_add_list_remove_tcp(env: tuple) -> None:
         assert raw == b'{"return":{"id":%d}}' % fid  # slirp4netns's bytes
         assert send_ok(host, "127.0.0.1", hport, 8 * MIB)  # spliced into the namespace's loopback
         assert send_ok(host, HOST_ADDR4, hport, 8 * MIB)  # over the tap, to the guest's address
-        entries = call(path, "list_hostfwd")["return"]["entries"]
+        listed = call(path, "list_hostfwd")
+        entries = listed["return"]["entries"]
+        assert listed["entries"] == entries  # slirp4netns's code's shape too
         guest_addr = HOST_ADDR4  # pasta's guest has the host's address
         assert {"id": fid, "proto": "tcp", "host_addr": "0.0.0.0", "host_port": hport,
                 "guest_addr": guest_addr, "guest_port": gport} in entries
@@ -143,6 +147,36 @@ def test_add_udp(env: tuple) -> None:
         assert call(path, "remove_hostfwd", id=fid) == {"return": {}}
         assert wait_for(lambda: port_free(host, hport, "udp"), 5), "UDP port not released"
     finally:
+        srv.stop()
+
+
+def test_remove_then_add_the_same_port_at_once(env: tuple) -> None:
+    """remove_hostfwd's drop is a message to the worker; an add_hostfwd of the
+    same port right after it waits for the port (retried from the loop), it
+    does not fail. 40 rounds while a transfer keeps the worker busy, then the
+    last forward carries a transfer (sha256)."""
+    host, guest, pasta, path = env
+    hport, gport, bport = 10541, 10542, 10543
+    srv = guest.serve("tcp-sink", "0.0.0.0", gport)
+    busy = call(path, "add_hostfwd", proto="tcp", host_port=bport, guest_port=gport)["return"]["id"]
+    results: dict[str, object] = {}
+    t = threading.Thread(target=lambda: results.update(ok=send_ok(host, "127.0.0.1", bport, 64 * MIB)))
+    try:
+        t.start()
+        fid = call(path, "add_hostfwd", proto="tcp", host_port=hport, guest_port=gport)["return"]["id"]
+        for _ in range(40):
+            assert call(path, "remove_hostfwd", id=fid) == {"return": {}}
+            rep = call(path, "add_hostfwd", proto="tcp", host_port=hport, guest_port=gport)
+            assert "return" in rep, rep
+            fid = rep["return"]["id"]
+        t.join(60)
+        assert results.get("ok"), results
+        assert call(path, "stats")["return"]["parent"]["api_add_retries"] >= 0
+        assert send_ok(host, "127.0.0.1", hport, 4 * MIB)
+        assert call(path, "remove_hostfwd", id=fid) == {"return": {}}
+        assert call(path, "remove_hostfwd", id=busy) == {"return": {}}
+    finally:
+        t.join(60)
         srv.stop()
 
 
@@ -201,6 +235,24 @@ def test_list_flows_and_stats(env: tuple) -> None:
                        and f["state"].startswith("ESTABLISHED") for f in fl)
 
         assert wait_for(seen, 5), call(path, "list_flows")
+        # and a spliced one: the host's loopback through an API forward to the namespace's
+        gsrv = guest.serve("tcp-echo", "0.0.0.0", 10516)
+        fid = call(path, "add_hostfwd", proto="tcp", host_port=10526, guest_port=10516)["return"]["id"]
+        hold2 = host.popen([PYTHON, "-c", (
+            "import socket, time\n"
+            "s = socket.create_connection(('127.0.0.1', 10526), timeout=5)\n"
+            "s.sendall(b'x'); s.recv(1); print('up', flush=True); time.sleep(20)\n")],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert hold2.stdout is not None and hold2.stdout.readline().strip() == "up"
+            fl = call(path, "list_flows")["return"]["flows"]
+            assert {"proto": "tcp-splice", "guest": "loopback:10516", "host": "loopback",
+                    "state": "ESTABLISHED inbound"} in fl, fl
+            assert call(path, "stats")["return"]["tcp_splice"]["open"] >= 1
+        finally:
+            stop_process(hold2)
+            gsrv.stop()
+            call(path, "remove_hostfwd", id=fid)
         after = call(path, "stats")["return"]
         assert after["frames_from_guest"]["tcp"] > before["frames_from_guest"].get("tcp", 0)
         assert after["frames_from_guest"]["total"] > before["frames_from_guest"]["total"]
@@ -235,6 +287,28 @@ def test_ctl_client(env: tuple) -> None:
     assert r.returncode == 0 and "tcp" in json.loads(r.stdout)["return"]
 
 
+def test_trickled_request_and_nc(env: tuple) -> None:
+    """A request that comes a byte at a time, without a half-close, is answered
+    once complete; so is nc -U's (echo | nc -U, as slirp4netns's man page shows)."""
+    _host, _guest, pasta, path = env
+    req = b'{"execute": "list_hostfwd"}'
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        t0 = time.monotonic()
+        for i in range(len(req)):
+            s.send(req[i:i + 1])
+            time.sleep(0.005)
+        reply = s.recv(65536)
+        assert json.loads(reply)["return"]["entries"] is not None
+        assert time.monotonic() - t0 < 1.5  # answered at the closing brace, not at the deadline
+    if shutil.which("nc"):
+        r = subprocess.run(f"echo '{req.decode()}' | nc -U {path}", shell=True, capture_output=True,
+                           timeout=15, text=True)
+        assert "entries" in json.loads(r.stdout.strip())["return"], r
+    assert pasta.poll() is None
+
+
 def test_socket_mode_and_owner(env: tuple) -> None:
     _host, _guest, _pasta, path = env
     st = os.lstat(path)
@@ -255,7 +329,7 @@ def test_owner_is_the_dropped_user_and_socket_removed(host: HostNS) -> None:
             st = os.lstat(path)
             assert stat.S_IMODE(st.st_mode) == 0o600
             assert st.st_uid == 65534, st.st_uid
-            assert call(path, "list_hostfwd") == {"return": {"entries": []}}
+            assert call(path, "list_hostfwd") == {"return": {"entries": []}, "entries": []}
         finally:
             stop_process(pasta)
         assert pasta.returncode == 0
@@ -311,6 +385,96 @@ def test_hostile_clients_do_not_stall_a_transfer(env: tuple) -> None:
             s.close()
         srv.stop()
     assert pasta.poll() is None
+
+
+SLIRP_REQUESTS = [
+    b"badjson",
+    b"[1, 2]",
+    b'{"unexpectedjson": 42}',
+    b'{"execute": "bad"}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "bad"}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "nonsense", "host_port": 10531}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 0, "guest_port": 80}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 10531}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 10531, "guest_port": 80, "guest_addr": "x"}}',
+    b'{"execute": "remove_hostfwd", "arguments": {"id": 7}}',
+    b'{"execute": "list_hostfwd"}',
+    # rootlesskit's request, newline included (Go's json.Encoder)
+    b'{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"0.0.0.0","host_port":10531,'
+    b'"guest_addr":"10.0.2.100","guest_port":80}}\n',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "udp", "host_port": 10532, "guest_port": 53}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": 10531, "guest_port": 81}}',
+    b'{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": 10533,'
+    b' "guest_port": 82.7}}',
+    b'{"execute": "list_hostfwd"}',
+    b'{"execute": "remove_hostfwd", "arguments": {"id": 1}}',
+    b'{"execute": "remove_hostfwd", "arguments": {"id": 1}}',
+    b'{"execute": "list_hostfwd"}',
+]
+
+
+def _slirp_replies(host: HostNS, d: Path, argv: list[str], path: Path) -> list[bytes]:
+    p = host.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(path.exists, 15), argv
+        return [api(path, r) for r in SLIRP_REQUESTS]
+    finally:
+        stop_process(p)
+
+
+@pytest.mark.skipif(shutil.which("slirp4netns") is None, reason="slirp4netns not installed")
+def test_same_replies_as_slirp4netns(host: HostNS) -> None:
+    """The same requests to the real slirp4netns and to pasta with slirp4netns's
+    addressing (10.0.2.100/24), one after the other in the same run: the same
+    bytes, but for list_hostfwd, whose entries are the same (passt-sep adds
+    the documented return level, docs/api.md)."""
+    with tempfile.TemporaryDirectory(prefix="passt-api-") as tmp:
+        d = Path(tmp)
+        os.chmod(d, 0o755)
+        ref_guest, our_guest = host.guest(), host.guest()
+        ref = _slirp_replies(host, d, ["slirp4netns", "--configure", "--netns-type=path", "--api-socket",
+                                       str(d / "slirp.api"), ref_guest.netns_path, "tap0"], d / "slirp.api")
+        ours = _slirp_replies(host, d, [PASTA, "-f", "-q", "--runas", "0", "--config-net", "-a", "10.0.2.100",
+                                        "-n", "24", "-g", "10.0.2.2", "-t", "none", "-u", "none", "-T", "none",
+                                        "-U", "none", "--api-socket", str(d / "ours.api"),
+                                        "--netns", our_guest.netns_path], d / "ours.api")
+    for req, a, b in zip(SLIRP_REQUESTS, ref, ours, strict=True):
+        if b"list_hostfwd" in req:
+            ja, jb = json.loads(a), json.loads(b)
+            assert jb["entries"] == ja["entries"] == jb["return"]["entries"], (req, a, b)
+        else:
+            assert a == b, (req, a, b)
+    # the run did what it says: three forwards made, the first removed
+    assert ref[14] == b'{"return":{"id":3}}' and b'"id":1,' not in ref[-1] and b'"id":3,' in ref[-1]
+
+
+def test_bad_api_socket_paths_are_one_line_and_exit_1(host: HostNS) -> None:
+    """A missing directory, a regular file in the way, a socket someone serves:
+    one line naming the socket, exit 1; a stale socket file is replaced."""
+    with tempfile.TemporaryDirectory(prefix="passt-api-") as tmp:
+        d = Path(tmp)
+        os.chmod(d, 0o755)
+        (d / "file").write_text("x")
+        busy = socket.socket(socket.AF_UNIX)
+        busy.bind(str(d / "busy"))
+        busy.listen(1)
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(str(d / "stale"))
+        stale.close()
+        cases = [(d / "missing" / "api", "No such file or directory"), (d / "file", "File exists"),
+                 (d / "busy", "Address already in use")]
+        for i, (path, why) in enumerate(cases):
+            r = host.run([PASST, "-f", "-s", str(d / f"s{i}"), "--api-socket", str(path)], check=False, timeout=30)
+            assert r.returncode == 1, r
+            assert r.stderr.strip().splitlines()[-1] == f"passt: API socket {path}: {why}", r.stderr
+            assert "Traceback" not in r.stderr
+        busy.close()
+        p = host.popen([PASST, "-f", "-q", "-s", str(d / "s"), "--api-socket", str(d / "stale")],
+                       stderr=subprocess.PIPE)
+        try:
+            assert wait_for(lambda: call(d / "stale", "list_hostfwd")["entries"] == [], 10)
+        finally:
+            stop_process(p)
 
 
 def _frame_client(sock: Path) -> socket.socket:

@@ -32,6 +32,7 @@ from tests.netenv import (
     PASTA,
     PYTHON,
     HostNS,
+    proc_status,
     stop_process,
     wait_for,
 )
@@ -206,6 +207,9 @@ def _passt_answers(host: HostNS, tmp_path: Path, port: int, *args: str) -> tuple
         p = host.popen([PASST, "-f", "-s", str(sock), *args], stderr=e)
     try:
         assert wait_for(sock.exists, 15), err.read_text()
+        # listening since the first stage; set-up is done once the parent is under its filter
+        assert wait_for(lambda: p.poll() is not None or proc_status(p.pid).get("Seccomp") == "2", 15), \
+            err.read_text()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(str(sock))
             s.sendall(_syn(GW_ADDR4, 40001, port) + _echo(GW_ADDR4, 0x4242))

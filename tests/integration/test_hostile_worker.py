@@ -23,6 +23,7 @@ import errno
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -154,7 +155,8 @@ def test_out_of_policy_requests_are_refused(host: HostNS, tmp_path: Path, mode: 
 @pytest.mark.parametrize(("scenario", "reason"), [
     ("short", "malformed request (35 bytes)"),
     ("long", "malformed request (37 bytes)"),
-    ("big", "malformed request (256 bytes)"),  # 64 KiB, cut to the parent's 256-byte read
+    ("big", "malformed request (49189 bytes)"),  # 64 KiB, cut to the parent's read (ipc.RECV_MAX + 1)
+    ("report-unsolicited", "report 7 nobody asked for"),
     ("zero", "zero-length message"),  # not the end of the socket: the worker's end is still open
     ("unknown-op", "unknown request op 48879"),
     ("op-zero", "unknown request op 0"),
@@ -169,6 +171,39 @@ def test_malformed_message_kills_the_worker(host: HostNS, tmp_path: Path, scenar
     rc = run.exit_within(t0, KILL_WITHIN)
     assert rc == 1, run.stderr()
     assert f"worker protocol violation: {reason}, exiting" in run.stderr(), run.stderr()
+    run.assert_clean_end()
+
+
+@pytest.mark.parametrize(("scenario", "reason"), [
+    ("report-bad", "report: stats"),
+    ("report-twice", "nobody asked for"),
+])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_bad_report_to_the_control_api_kills_the_worker(host: HostNS, tmp_path: Path, scenario: str,
+                                                          reason: str, mode: str) -> None:
+    """--api-socket's stats: the parent asks the worker for a report; one of the
+    wrong shape, or a second one, is a protocol violation (docs/api.md). The
+    API client of the bad report gets no reply, only the end of the connection
+    (the first of two reports is a good one: that client gets its answer)."""
+    api = tmp_path / f"api-{mode}.sock"
+    run = start(host, tmp_path, scenario, "--api-socket", str(api), mode=mode)
+    run.wait_line("hostile: waiting for a query")
+    assert wait_for(api.exists, 5)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(10)
+        c.connect(str(api))
+        c.sendall(b'{"execute": "stats"}')
+        t0 = time.monotonic()
+        got = b""
+        try:
+            while chunk := c.recv(4096):
+                got += chunk
+        except ConnectionResetError:
+            pass
+    assert (got == b"") == (scenario == "report-bad"), got
+    rc = run.exit_within(t0, KILL_WITHIN)
+    assert rc == 1, run.stderr()
+    assert "worker protocol violation: " in run.stderr() and reason in run.stderr(), run.stderr()
     run.assert_clean_end()
 
 

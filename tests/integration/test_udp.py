@@ -40,6 +40,7 @@ from tests.netenv import (
     GuestNS,
     HostNS,
     Namespace,
+    proc_status,
     stop_process,
     wait_for,
 )
@@ -432,6 +433,9 @@ def passt_sock(host, tmp_path) -> Iterator[tuple[HostNS, socket.socket]]:
     sock = tmp_path / "passt.socket"
     p = host.popen([PASST, "-f", "-q", "-s", str(sock), "-u", "16000:6000"], stderr=subprocess.PIPE)
     assert wait_for(sock.exists, 15), "passt did not listen"
+    # the socket listens from the first milliseconds (passt_sep.early), the -u
+    # socket only once set-up is done: the parent under its filter means it is
+    assert wait_for(lambda: proc_status(p.pid).get("Seccomp") == "2", 15), "passt set-up did not finish"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(str(sock))
     yield host, s

@@ -30,6 +30,7 @@ is imported and computed before it (no file can be opened then).
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -249,6 +250,39 @@ def sc_op_zero(d: Door) -> None:
     say("sent op 0")
 
 
+def _wait_query(d: Door) -> int:
+    """The next control-API query (ipc.QUERY_MAGIC) from the parent: its id."""
+    while True:
+        data, fds = recv_fds(d.sock, 64, 4)
+        for fd in fds:
+            os.close(fd)
+        if not data:
+            raise EOFError("the parent closed the broker socket")
+        qid = ipc.unpack_query(data)
+        if qid is not None:
+            return qid
+
+
+_GOOD_REPORT = json.dumps({"stats": {}, "flows": [], "truncated": 0}).encode()
+
+
+def sc_report_bad(d: Door) -> None:
+    """Answer the parent's query with a report of the wrong shape."""
+    say("waiting for a query")
+    qid = _wait_query(d)
+    d.sock.send(ipc.pack_report(qid, b'{"stats": 1, "flows": [], "truncated": 0}'))
+    say(f"sent a bad report to query {qid}")
+
+
+def sc_report_twice(d: Door) -> None:
+    """Answer the parent's query twice: the second report was not asked for."""
+    say("waiting for a query")
+    qid = _wait_query(d)
+    d.sock.send(ipc.pack_report(qid, _GOOD_REPORT))
+    d.sock.send(ipc.pack_report(qid, _GOOD_REPORT))
+    say(f"sent two reports to query {qid}")
+
+
 FLOOD = 100_000
 FLOOD_EPERM_SECONDS = 1.0
 
@@ -464,6 +498,10 @@ SCENARIOS: dict[str, Callable[[Door], None]] = {
     "long": _raw(b"\0" * (ipc.REQ.size + 1)),
     "zero": _raw(b""),
     "big": _raw(b"\x01" * 65536),
+    # a control-API report nobody asked for (ipc.OP_REPORT): a violation like any other
+    "report-bad": sc_report_bad,
+    "report-twice": sc_report_twice,
+    "report-unsolicited": _raw(ipc.pack_report(7, b'{"stats":{},"flows":[],"truncated":0}')),
     "unknown-op": sc_unknown_op,
     "op-zero": sc_op_zero,
     "flood-noread": sc_flood_noread,

@@ -69,6 +69,8 @@ def relay(tap: int, sock: socket.socket) -> int:
                     data = sock.recv(1 << 20)
                 except BlockingIOError:
                     data = None
+                except OSError:  # reset by passt going away: the end, as a close is
+                    return 0
                 if data == b"":
                     return 0
                 if data:

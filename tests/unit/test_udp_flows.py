@@ -309,19 +309,49 @@ def test_destinations_refused(version: int, dst: str, why: str) -> None:
     assert w.drops == {why: 1} and not flows.flows
 
 
-def test_table_is_bounded_oldest_evicted_and_closed() -> None:
+def test_table_full_of_flows_in_use_refuses_new_ones() -> None:
+    """A flood of new destinations cannot push out flows in use: while every
+    flow has its socket and was active within EVICT_IDLE, a new one is
+    dropped and counted; then the longest idle makes room, and its socket
+    is no longer watched."""
     w = FakeWorker()
     flows = wudp.UdpFlows(w, max_flows=8)  # type: ignore[arg-type]
-    for i in range(20):
+    for i in range(8):
         w.clock += 1
         flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30000 + i))
-        assert len(flows.flows) <= 8
-    assert sorted(k[1] for k in flows.flows) == list(range(30012, 30020))
-    assert flows.stats["evicted"] == 12
-    # evicted sockets are no longer watched: 8 flows and 8 port sockets
-    assert len(w.handlers) == 16 and sorted(k[1] for k in flows.ports.flows) == list(range(30012, 30020))
+    for i in range(8, 12):
+        w.clock += 0.1
+        flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30000 + i))
+    assert sorted(k[1] for k in flows.flows) == list(range(30000, 30008))
+    assert flows.stats["full"] == 4 and w.drops.get("udp table full") == 4 and flows.stats["evicted"] == 0
+    w.clock += flowsock.EVICT_IDLE + 1
+    flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30007))  # still in use
+    flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30100))
+    ports = sorted(k[1] for k in flows.flows)
+    assert 30100 in ports and 30007 in ports and 30000 not in ports, ports
+    assert flows.stats["evicted"] == 1 and len(flows.flows) == 8
+    # no socket of a closed flow is still watched
+    assert len(w.handlers) == len(flows.flows) + len(flows.ports.flows)
     assert wudp.MAX_FLOWS >= 16
 
+
+def test_flows_without_a_socket_make_room_first() -> None:
+    """Flows the broker refused (no socket) go before any flow in use."""
+    w = FakeWorker()
+    flows = wudp.UdpFlows(w, max_flows=8)  # type: ignore[arg-type]
+    for i in range(4):
+        w.clock += 1
+        flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30000 + i))
+    w.broker.refuse = True
+    for i in range(4, 8):
+        w.clock += 1
+        flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30000 + i))
+    w.broker.refuse = False
+    assert len(flows.flows) == 8
+    flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30200))
+    ports = sorted(k[1] for k in flows.flows)
+    assert ports[:4] == [30000, 30001, 30002, 30003] and 30200 in ports, ports
+    assert flows.stats["evicted"] == 1 and flows.stats["full"] == 0
 
 def test_flows_expire_after_180s_without_guest_activity(echo4: socket.socket) -> None:
     w = FakeWorker()

@@ -20,6 +20,7 @@ from passt_sep import ipc
 from passt_sep.setup.autofwd import loop_udp
 from passt_sep.setup.broker import Broker
 from passt_sep.setup.listeners import LocalBind, udp_reply_socket
+from passt_sep.worker import flowsock
 from passt_sep.worker import udpsplice as us
 from tests.unit.test_udp_flows import config
 
@@ -143,18 +144,28 @@ def test_U_socket_relays_and_replies_come_back_from_it() -> None:
         s.close()
 
 
-def test_flow_table_bounded_oldest_evicted() -> None:
+def test_flow_table_bounded_oldest_idle_evicted() -> None:
+    """A new sender finds the table full of flows in use: dropped and counted;
+    once the oldest has been idle EVICT_IDLE, it makes room."""
     w: Any = FakeWorker()
     sp = us.UdpSplicer(w, max_flows=2)
     server = _udp("::1")
     lsock = _udp("::1")
     lfd = lsock.fileno()
     clients = [_udp("::1") for _ in range(3)]
-    for i, c in enumerate(clients):
-        w.clock += 1
+    def send(i: int, c: socket.socket) -> None:
         sp.relay(us.KIND_HOST, lsock, lfd, lsock.getsockname()[1], socket.AF_INET6, c.getsockname(),
                  server.getsockname()[1], memoryview(b"x%d" % i))
+
+    for i, c in enumerate(clients[:2]):
+        w.clock += 1
+        send(i, c)
         assert server.recv(10) == b"x%d" % i
+    send(2, clients[2])
+    assert sp.stats["full"] == 1 and sp.stats["evicted"] == 0 and len(sp.flows) == 2
+    w.clock += flowsock.EVICT_IDLE + 1
+    send(2, clients[2])
+    assert server.recv(10) == b"x2"
     assert len(sp.flows) == 2 and sp.stats["evicted"] == 1
     assert (lfd, clients[0].getsockname()) not in sp.flows
     sp.forget_socket(lfd)
