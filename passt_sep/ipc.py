@@ -63,7 +63,6 @@ requests (docs/splice.md).
 
 from __future__ import annotations
 
-import socket
 import struct
 from typing import NamedTuple
 
@@ -263,28 +262,36 @@ def unpack_port_msg(data: bytes) -> tuple[bytes, int, int] | None:
     return (magic, port, target) if magic in PORT_MAGICS else None
 
 
+_AF_INET, _AF_INET6 = 2, 10  # Linux's; socket is not imported here (see unpack_accept)
+
+
 def pack_accept(target: int, state: int, family: int, peer: str = "", peer_port: int = 0) -> bytes:
     """Encode an accepted connection (ACCEPT); peer: the -t peer's address, for PAIR_TAP."""
     raw = b""
     if peer:
-        fam = socket.AF_INET6 if ":" in peer else socket.AF_INET
-        raw = socket.inet_pton(fam, peer.split("%")[0])
-    return ACCEPT.pack(ACCEPT_MAGIC, target, state, 6 if family == socket.AF_INET6 else 4, raw, peer_port)
+        from socket import inet_pton  # the parent has it loaded already
+
+        raw = inet_pton(_AF_INET6 if ":" in peer else _AF_INET, peer.split("%")[0])
+    return ACCEPT.pack(ACCEPT_MAGIC, target, state, 6 if family == _AF_INET6 else 4, raw, peer_port)
 
 
 def unpack_accept(data: bytes) -> tuple[int, int, int, int, int, tuple[str, int] | None] | None:
     """Decode ACCEPT: (target, state, kind, family, the accepted socket's
-    family, peer or None), or None if malformed."""
+    family, peer or None), or None if malformed. Families are AF_INET (2) or
+    AF_INET6 (10) as ints: ipc is imported by processes that keep the
+    socket module out (worker start-up)."""
     if len(data) != ACCEPT.size or data[:4] != ACCEPT_MAGIC:
         return None
     _magic, target, state, fam, raw, port = ACCEPT.unpack(data)
     if fam not in (4, 6):
         return None
-    family = socket.AF_INET6 if fam == 6 else socket.AF_INET
+    family = _AF_INET6 if fam == 6 else _AF_INET
     peer = None
     if state & 0xF == PAIR_TAP:
-        peer = (socket.inet_ntop(family, raw[:16 if fam == 6 else 4]), port)
-    afam = socket.AF_INET6 if state & ACCEPTED_V6 else socket.AF_INET
+        from _socket import inet_ntop
+
+        peer = (inet_ntop(family, raw[:16 if fam == 6 else 4]), port)
+    afam = _AF_INET6 if state & ACCEPTED_V6 else _AF_INET
     return target, state & 0xF, (state >> 4) & 1, family, afam, peer
 
 
