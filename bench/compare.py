@@ -13,6 +13,9 @@ and prints medians side by side with passt-sep's ratio to each peer.
     .venv/bin/python bench/compare.py --impls passt-sep,pasta-c,slirp4netns,loopback \
         --rounds 2 --reps 5 --plot docs/performance.png
     .venv/bin/python bench/compare.py --from bench/results/compare-STAMP.jsonl --plot out.png
+    .venv/bin/python bench/compare.py --impls passt-sep@main,passt-sep,pasta-c --cases udp
+
+``passt-sep@REV`` runs a git revision's code (``frozen``) beside this tree's.
 
 ``--plot FILE.png`` draws the table (matplotlib, ``pip install -e '.[bench]'``):
 one bar group per case, one bar per implementation, each bar the ratio to
@@ -37,6 +40,43 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHARED = REPO.parent / "shared" / "bench" / "bench.sh"
 OURS = str(REPO / ".venv" / "bin" / "pasta")
+NAMES: dict[str, str] = {OURS: "passt-sep"}  # command prefix -> name in the results
+
+
+def frozen(rev: str) -> str:
+    """A command running passt-sep as of git revision rev: its passt_sep, sandbox and
+    policies unpacked under /tmp, and a launcher there that puts them first on
+    sys.path (the venv's editable finder comes after the path; the worker is forked,
+    so it runs that code too; PYTHONPATH would not do: the venv's own launchers run
+    ``python -I``). A before and an after in the same run."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", rev], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    dest = Path(f"/tmp/passt-sep-{commit}")
+    launcher = dest / "pasta"
+    if not launcher.exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "passt_sep", "sandbox",
+                                  "policies"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        python = REPO / ".venv" / "bin" / "python"
+        launcher.write_text(f"#!{python} -I\nimport sys\nsys.path.insert(0, {str(dest)!r})\n"
+                            "from passt_sep.main import main\nsys.exit(main())\n")
+        launcher.chmod(0o755)
+    return str(launcher)
+
+
+def impl_names(spec: str) -> tuple[list[str], dict[str, str]]:
+    """--impls: the command prefixes to run and the name each is shown as
+    (``passt-sep`` this tree, ``passt-sep@REV`` a git revision's code)."""
+    impls, names = [], {OURS: "passt-sep"}
+    for i in spec.split(","):
+        if i.startswith("passt-sep@"):
+            cmd = frozen(i.split("@", 1)[1])
+            names[cmd] = i
+            impls.append(cmd)
+        else:
+            impls.append(OURS if i == "passt-sep" else i)
+    return impls, names
 
 
 def run(impl: str, extra: list[str]) -> list[dict]:
@@ -47,7 +87,7 @@ def run(impl: str, extra: list[str]) -> list[dict]:
     for line in r.stdout.splitlines():
         if line.startswith("{"):
             d = json.loads(line)
-            d["impl"] = "passt-sep" if impl == OURS else impl
+            d["impl"] = NAMES.get(impl, impl)
             out.append(d)
     if r.returncode != 0:
         sys.stderr.write(f"compare: {impl} exited {r.returncode}: {r.stderr[-500:]}\n")
@@ -125,7 +165,8 @@ def main() -> None:
     ap.add_argument("--from", dest="source", metavar="JSONL",
                     help="tabulate (and plot) this results file instead of running the suite")
     a, extra = ap.parse_known_args()
-    impls = [OURS if i == "passt-sep" else i for i in a.impls.split(",")]
+    impls, names_of = impl_names(a.impls)
+    NAMES.update(names_of)
     results: list[dict] = []
     if a.source:
         path = Path(a.source).resolve()
@@ -146,7 +187,7 @@ def main() -> None:
                         f.write(json.dumps(d) + "\n")
                         f.flush()
     table, units = tabulate(results)
-    names = ["passt-sep" if i == OURS else i for i in impls]
+    names = [NAMES.get(i, i) for i in impls]
     print(f"{'case':24} {'unit':14} " + " ".join(f"{n:>12}" for n in names)
           + "   ours/" + "  ours/".join(names[1:]))
     for case in sorted(table):

@@ -38,6 +38,8 @@ announcements, each a ``LISTENER`` layout (4-byte magic, port, target):
     ULSN + fd   a -u socket in the host netns
     TNSL + fd   a -T listener bound inside the namespace (127.0.0.1 or ::1);
                 everything it accepts is spliced to the host's loopback
+                (not sent by pasta's parent any more: it accepts on its -T
+                listeners itself and sends ACCEPT, below)
     TDRP        close every -t listener of ``port`` (auto: the namespace's
                 server went away); ``target`` unused
     UDRP        the same for the -u sockets of ``port``
@@ -45,6 +47,9 @@ announcements, each a ``LISTENER`` layout (4-byte magic, port, target):
     UNSL + fd   a -U socket bound inside the namespace (127.0.0.1 or ::1);
                 every datagram it receives is relayed to the host's loopback
     UNDR        close the -U sockets of ``port`` (and their flows)
+    TACC + fds  (ACCEPT layout) a connection the parent accepted on a -T
+                listener or a -t listener's loopback twin, and the socket
+                it connected to the other side (setup/acceptor.py)
     QRPT        (not a port message) the control API asks for a report:
                 ``port`` is the query id; answered with OP_REPORT
 
@@ -177,6 +182,17 @@ DROP_UDP_MAGIC = b"UDRP"  # close the -u sockets of a port (no fd)
 DROP_NS_MAGIC = b"TNDR"  # close the -T listeners of a port (no fd)
 NS_UDP_MAGIC = b"UNSL"  # a -U socket bound inside the namespace
 DROP_NS_UDP_MAGIC = b"UNDR"  # close the -U sockets of a port (no fd)
+# A connection the parent accepted on a forwarded listener of pasta
+# (setup/acceptor.py). ACCEPT: magic, target port, state (PAIR_* | kind <<
+# 4, kind 0: -t, 1: -T | ACCEPTED_V6: the accepted socket is AF_INET6),
+# family (4 or 6: of the spliced side, or of the listener for PAIR_TAP), the peer's address (PAIR_TAP; 4 or 16 bytes,
+# zero-padded) and port. fds: [accepted, connecting] (PAIR_CONNECTED,
+# PAIR_PENDING: spliced), or [accepted] alone: PAIR_TAP (the tap path),
+# PAIR_REFUSED (the connect failed at once: the worker resets it)
+ACCEPT = struct.Struct("=4sHBB16sH")
+ACCEPT_MAGIC = b"TACC"
+PAIR_PENDING, PAIR_CONNECTED, PAIR_REFUSED, PAIR_TAP = 0, 1, 2, 3
+ACCEPTED_V6 = 0x20
 PORT_MAGICS = frozenset({LISTENER_MAGIC, UDP_LISTENER_MAGIC, NS_LISTENER_MAGIC,
                          DROP_TCP_MAGIC, DROP_UDP_MAGIC, DROP_NS_MAGIC,
                          NS_UDP_MAGIC, DROP_NS_UDP_MAGIC})
@@ -244,6 +260,39 @@ def unpack_port_msg(data: bytes) -> tuple[bytes, int, int] | None:
         return None
     magic, port, target = LISTENER.unpack(data)
     return (magic, port, target) if magic in PORT_MAGICS else None
+
+
+_AF_INET, _AF_INET6 = 2, 10  # Linux's; socket is not imported here (see unpack_accept)
+
+
+def pack_accept(target: int, state: int, family: int, peer: str = "", peer_port: int = 0) -> bytes:
+    """Encode an accepted connection (ACCEPT); peer: the -t peer's address, for PAIR_TAP."""
+    raw = b""
+    if peer:
+        from socket import inet_pton  # the parent has it loaded already
+
+        raw = inet_pton(_AF_INET6 if ":" in peer else _AF_INET, peer.split("%")[0])
+    return ACCEPT.pack(ACCEPT_MAGIC, target, state, 6 if family == _AF_INET6 else 4, raw, peer_port)
+
+
+def unpack_accept(data: bytes) -> tuple[int, int, int, int, int, tuple[str, int] | None] | None:
+    """Decode ACCEPT: (target, state, kind, family, the accepted socket's
+    family, peer or None), or None if malformed. Families are AF_INET (2) or
+    AF_INET6 (10) as ints: ipc is imported by processes that keep the
+    socket module out (worker start-up)."""
+    if len(data) != ACCEPT.size or data[:4] != ACCEPT_MAGIC:
+        return None
+    _magic, target, state, fam, raw, port = ACCEPT.unpack(data)
+    if fam not in (4, 6):
+        return None
+    family = _AF_INET6 if fam == 6 else _AF_INET
+    peer = None
+    if state & 0xF == PAIR_TAP:
+        from _socket import inet_ntop
+
+        peer = (inet_ntop(family, raw[:16 if fam == 6 else 4]), port)
+    afam = _AF_INET6 if state & ACCEPTED_V6 else _AF_INET
+    return target, state & 0xF, (state >> 4) & 1, family, afam, peer
 
 
 def pack_query(qid: int) -> bytes:

@@ -110,6 +110,8 @@ CONSTANTS: dict[str, int] = {
     "SO_LINGER": 13,
     "SO_RCVLOWAT": 18,
     "SO_PEEK_OFF": 42,
+    "SOL_UDP": 17,
+    "UDP_SEGMENT": 103,  # setsockopt: the size a send() is cut into (UDP GSO)
     "FIONBIO": 0x5421,  # ioctl: set or clear O_NONBLOCK
     "SIOCOUTQ": 0x5411,  # ioctl: bytes not yet acknowledged by the peer (TIOCOUTQ)
     # the parent's policies

@@ -46,7 +46,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox import ns
 
@@ -57,6 +57,9 @@ from ..log import log
 from ..ports import PortFwd
 from . import sockdiag
 from .listeners import LocalBind, _listen, _udp_bind, note_binds, pick_bind
+
+if TYPE_CHECKING:
+    from .acceptor import Acceptor
 
 SCAN_INTERVAL = 1.0
 TCP_LISTEN = b"0A"
@@ -280,6 +283,7 @@ class Forwarder:
         self.ns = nst
         o = cfg.opts
         self.send: Callable[[bytes, list[int]], None] | None = None  # Broker.send, from start()
+        self.acceptor: Acceptor | None = None  # pasta: where -T listeners go (the parent accepts)
         self.tcp_in = _targets(o.tcp_in) if not o.no_tcp else {}
         self.tcp_out = _targets(o.tcp_out) if not o.no_tcp else {}
         self.tin_targets = set(self.tcp_in.values())
@@ -501,6 +505,10 @@ class Forwarder:
             bound.discard(port)
             if local is not None:
                 local.pop(port, None)
+            if drop == ipc.DROP_NS_MAGIC and self.acceptor is not None:
+                self.acceptor.drop(port, 1)  # KIND_NS
+                log.debug(f"auto: namespace port {port} released (-T)")
+                continue
             self._send(ipc.pack_port_msg(drop, port), [])
             log.debug(f"auto: namespace port {port} released ({drop.decode()})")
         new = sorted(want - bound)
@@ -515,6 +523,10 @@ class Forwarder:
             note_binds(local, got)
         for s, port, target in got:
             bound.add(port)
+            if magic == ipc.NS_LISTENER_MAGIC and self.acceptor is not None:
+                self.acceptor.add(s, port, target, 1)  # accepted by the parent (setup/acceptor.py, KIND_NS)
+                log.debug(f"auto: forwarding namespace port {port} to the host (-T)")
+                continue
             self._send(ipc.pack_port_msg(magic, port, target), [s.fileno()])
             s.close()
             log.debug(f"auto: forwarding namespace port {port} to the host ({magic.decode()})")

@@ -439,15 +439,27 @@ class Broker:
         if (fwd is None or self.cfg.opts.no_tcp or req.port == 0
                 or req.family not in (socket.AF_INET, socket.AF_INET6) or not fwd.ns_target_ok(req.port)):
             return errno.EPERM
+        self.after_reply = self.ns_tcp_pool().refill
+        return self.ns_connect(req.family, req.port)
+
+    def ns_tcp_pool(self) -> SocketPool:
+        """The namespace's pool of TCP sockets (made on first use)."""
         pool = self.ns_pool
         if pool is None:
-            pool = self.ns_pool = SocketPool(self.families, post=fwd.ns.post)
-        self.after_reply = pool.refill
-        s = pool.take(req.family)
+            assert self.fwd is not None
+            pool = self.ns_pool = SocketPool(self.families, post=self.fwd.ns.post)
+        return pool
+
+    def ns_connect(self, family: int, port: int) -> socket.socket:
+        """A TCP socket of the namespace connecting to its loopback:port (the
+        caller checked port is a -t target); OSError if it cannot be had."""
+        fwd = self.fwd
+        assert fwd is not None
+        s = self.ns_tcp_pool().take(family)
         if s is not None:  # made in the namespace: connects there from this thread
-            return loop_connect(req.family, req.port, s)
+            return loop_connect(family, port, s)
         # the thread busy: EAGAIN after SUPERVISE_WAIT (the loop must not stall), the flow is reset
-        return fwd.ns.call(lambda: loop_connect(req.family, req.port), SUPERVISE_WAIT)  # type: ignore[no-any-return]
+        return fwd.ns.call(lambda: loop_connect(family, port), SUPERVISE_WAIT)  # type: ignore[no-any-return]
 
     def host_loop_connect(self, req: ipc.Request) -> socket.socket | int:
         """Splice path of -T: a TCP socket connecting to the host's loopback.

@@ -54,10 +54,12 @@ def _set_freebind(s: socket.socket, family: int) -> None:
 
 
 def _listen(family: int, addr: str, port: int, ifname: str | None, v6only: bool,
-            freebind: bool = False) -> socket.socket:
+            freebind: bool = False, reuseport: bool = False) -> socket.socket:
     s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:  # a loopback twin will share the port (loopback_twins)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # accepted sockets inherit the peek offset the tap path needs: where
         # the kernel keeps one (Config.tcp_peek_off) the worker relies on it,
         # so a listener without it is not made (peeks would start over)
@@ -200,12 +202,60 @@ def _bind_forwards(cfg: Config, fwd: PortFwd, proto: str,
     return out
 
 
-def bind_tcp_listeners(cfg: Config, cap: int | None = None) -> list[tuple[socket.socket, int, int]]:
-    """Listening sockets for the -t forwards: (socket, port, target port)."""
+def bind_tcp_listeners(cfg: Config, cap: int | None = None,
+                       twins: bool = False) -> list[tuple[socket.socket, int, int]]:
+    """Listening sockets for the -t forwards: (socket, port, target port);
+    ``twins``: with SO_REUSEPORT, so that loopback_twins can bind beside them."""
     fwd = cfg.opts.tcp_in
     if cfg.opts.no_tcp or fwd.mode not in ("spec", "all"):
         return []
-    return _bind_forwards(cfg, fwd, "TCP", _listen, cap)
+    return _bind_forwards(cfg, fwd, "TCP", functools.partial(_listen, reuseport=True) if twins else _listen, cap)
+
+
+TWINS_MAX = 2048  # loopback twins at most (parent fds); ports beyond keep the worker's splice path
+
+
+def loopback_twins(listeners: list[tuple[socket.socket, int, int]],
+                   limit: int = TWINS_MAX) -> list[tuple[socket.socket, int, int]]:
+    """For each wildcard -t listener (0.0.0.0 or ::, no interface), listeners
+    of the same port on 127.0.0.1 and/or ::1 (whatever the wildcard covers).
+
+    The kernel looks a connection's listener up by its destination address
+    first, the wildcard second: what comes to the loopback reaches the twin,
+    which the parent keeps and accepts on (setup/acceptor.py: a spliced
+    connection in one message), everything else the wildcard listener the
+    worker accepts on (the tap path). Two listeners of one port need
+    SO_REUSEPORT on both; both are made here, before the parent changes
+    user, so only the same user (root, or the user running pasta) could add
+    a socket to either port's group (security.md). A twin that cannot be
+    bound is skipped: the worker still splices what its listener gets from
+    the loopback, asking the broker (OP_NS_LOOP_CONNECT) as before; so
+    are the ports past ``limit`` twins (-t with large ranges: the parent's
+    fds are not the worker's budget, but not unbounded either).
+    """
+    out: list[tuple[socket.socket, int, int]] = []
+    for s, port, target in listeners:
+        if len(out) + 2 > limit:
+            break
+        try:
+            addr = s.getsockname()[0]
+            if addr not in ("0.0.0.0", "::") or s.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).strip(b"\0"):
+                continue
+            if s.family == socket.AF_INET6:
+                v6only = bool(s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+                loops = [(socket.AF_INET6, "::1")] + ([] if v6only else [(socket.AF_INET, "127.0.0.1")])
+            else:
+                loops = [(socket.AF_INET, "127.0.0.1")]
+        except OSError:
+            continue
+        for fam, loop in loops:
+            try:
+                out.append((_listen(fam, loop, port, None, True, reuseport=True), port, target))
+            except OSError as e:
+                log.debug(f"TCP port {port}: no {loop} twin: {e.strerror}")
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    return out
+    return out
 
 
 def _udp_bind(family: int, addr: str, port: int, ifname: str | None, v6only: bool,

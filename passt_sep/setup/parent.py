@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..config import Config
+    from .acceptor import Acceptor
     from .api import ApiServer
     from .autofwd import Forwarder
     from .listeners import LocalBind
@@ -204,6 +205,8 @@ class Parent:
         self.netns_fd = -1
         self.tap_fd = -1
         self.fwd: Forwarder | None = None
+        self.acceptor: Acceptor | None = None  # pasta: -T and loopback -t listeners (setup/acceptor.py)
+        self.twins: list[tuple[socket.socket, int, int]] = []  # -t's loopback twins, until the acceptor has them
         self.next_trim = 0.0  # --log-size: when the log file is checked next
         self.trim_fd: int | None = None  # the parent's read-write fd on the log file
         self.watch_path: str | None = None  # pasta --netns PATH: exit when it is deleted
@@ -367,10 +370,6 @@ class Parent:
             for usock, port, target in udp_listeners:
                 send_fds(self.sock, ipc.pack_udp_listener(port, target), [usock.fileno()])
                 usock.close()
-            for nsock, port, target in ns_listeners:
-                send_fds(self.sock, ipc.pack_port_msg(ipc.NS_LISTENER_MAGIC, port, target),
-                         [nsock.fileno()])
-                nsock.close()
             for nsock, port, target in ns_udp:
                 send_fds(self.sock, ipc.pack_port_msg(ipc.NS_UDP_MAGIC, port, target),
                          [nsock.fileno()])
@@ -384,6 +383,17 @@ class Parent:
 
         self.start_broker(cfg)
         self.broker.fwd = self.fwd
+        from .acceptor import KIND_NS, KIND_T, Acceptor
+
+        # -T listeners and the loopback twins of -t ones stay here: the parent
+        # accepts, connects the other side of a spliced connection, hands the worker both
+        self.acceptor = Acceptor(self.broker, splice=self.opts.mode == "pasta")
+        for lsock, port, target in self.twins:
+            self.acceptor.add(lsock, port, target, KIND_T)
+        self.twins = []
+        for nsock, port, target in ns_listeners:
+            self.acceptor.add(nsock, port, target, KIND_NS)
+        self.fwd.acceptor = self.acceptor
         self.fwd.start(self.broker.send)  # first auto scan: forwards in place before the command runs
         if attach:
             drop_to(self.ids)  # as root: set-up is over (for a spawned command, the switch came first)
@@ -419,10 +429,20 @@ class Parent:
         """The host's -t listeners and -u sockets (as root: low ports too), and
         how the -u ones are bound, kept for the broker (their senders' reply
         sockets bind alike)."""
-        from .listeners import bind_tcp_listeners, bind_udp_listeners, note_binds, plan_room
+        from .listeners import (
+            bind_tcp_listeners,
+            bind_udp_listeners,
+            loopback_twins,
+            note_binds,
+            plan_room,
+        )
 
         tcp_cap, udp_cap = plan_room(cfg)  # the worker's share for listeners (worker/limits.py)
-        listeners = bind_tcp_listeners(cfg, tcp_cap)
+        # as the worker's Splicer.enabled; not for -t all (every free port: no twins for them)
+        splice = self.opts.mode == "pasta" and cfg.opts.tcp_in.mode == "spec"
+        listeners = bind_tcp_listeners(cfg, tcp_cap, twins=splice)
+        # pasta: the parent accepts what comes to the loopback (setup/acceptor.py)
+        self.twins = loopback_twins(listeners) if splice else []
         udp_listeners = bind_udp_listeners(cfg, udp_cap)
         note_binds(self.udp_local, udp_listeners)
         return listeners, udp_listeners
@@ -662,6 +682,8 @@ class Parent:
         self.next_watch = 0.0
         if self.netns_watch is not None and self.netns_watch.fd >= 0:
             watch(self.netns_watch.fd, self._netns_changed)
+        if self.acceptor is not None:
+            self.acceptor.start(watch, unwatch)
 
     def _command_ended(self, _ev: int) -> int:
         assert self.spawned is not None
@@ -684,6 +706,8 @@ class Parent:
         fwd = self.fwd
         if fwd is not None and fwd.due(now):
             fwd.scan(now)
+        if self.acceptor is not None and self.acceptor.paused:
+            self.acceptor.tick()
         # the netns file: on an inotify event or a quiet second, and at
         # least once a second (not on every broker request: two calls each)
         watch = self.netns_watch

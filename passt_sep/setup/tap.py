@@ -3,7 +3,8 @@
 
 Parent only. ``setns()`` applies per thread, so a short-lived thread enters
 the target network namespace, opens ``/dev/net/tun``, creates the tap with
-a virtio-net header and TSO/checksum offloads, and (``--config-net``)
+a virtio-net header and TSO/checksum offloads (and UDP segmentation offload
+where the kernel has it, 6.2 and later: worker/udp.py splits such frames), and (``--config-net``)
 configures addresses, routes and MTU through rtnetlink (``rtnl``). The fd keeps
 working from any namespace afterwards and is handed to the worker.
 """
@@ -34,6 +35,7 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 1, 2, 4
+TUN_F_USO4, TUN_F_USO6 = 0x20, 0x40
 VNET_HDR_LEN = 10
 NS_MTU_DEFAULT = 65520
 TAP_MAX_MTU = 65521  # the tun driver's maximum: 65535 less the Ethernet header
@@ -73,7 +75,13 @@ def open_tap(name: str) -> tuple[int, str]:
         ifr = struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
         ifr = fcntl.ioctl(fd, TUNSETIFF, ifr)
         fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+        base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+        try:  # UDP segmentation offload (Linux 6.2): a UDP_SEGMENT sender's run as one frame
+            fcntl.ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
+            log.debug("tap: offloads csum, tso4, tso6, uso4, uso6")
+        except OSError:  # EINVAL before 6.2: the namespace's kernel splits such runs itself
+            fcntl.ioctl(fd, TUNSETOFFLOAD, base)
+            log.debug("tap: offloads csum, tso4, tso6 (no uso: this kernel lacks it)")
     except OSError as e:
         os.close(fd)
         raise SetupError(f"tap device: create {name}", e) from None

@@ -36,12 +36,14 @@ the sandbox goes up: nothing here may be imported late).
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..log import log
+from .mmsg import MAX_SEGMENTS, Segmenter
 
 if TYPE_CHECKING:
     from .loop import Worker
@@ -52,6 +54,8 @@ QUEUE_MAX = 64  # datagrams held per flow while the broker makes its socket
 EVICT_IDLE = 10.0  # seconds idle after which a flow with a socket may make room for a new one
 RECV_BUDGET = 64  # datagrams read from one socket per wake-up
 SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
+RUN_BYTES = 65000  # payload bytes per UDP_SEGMENT send (the datagram limit, headers aside)
+SEGMENTER = Segmenter()  # one for the worker: its ``ok`` is the kernel's answer
 
 
 
@@ -75,7 +79,7 @@ def adopt(fd: int, what: str, report: Callable[[str], None] = log.debug) -> sock
 class SockFlow:
     """A flow's socket from the broker, and what waits for it."""
 
-    __slots__ = ("key", "sock", "fd", "queue", "last", "failed")
+    __slots__ = ("key", "sock", "fd", "queue", "last", "failed", "seg")
 
     def __init__(self, key: Any, now: float) -> None:
         self.key = key  # where the flow sits in its table
@@ -84,6 +88,7 @@ class SockFlow:
         self.queue: list[Any] = []  # what to send once the socket is there
         self.last = now
         self.failed = 0.0  # when the broker refused; asked again after RETRY_AFTER
+        self.seg = 0  # the socket's UDP_SEGMENT size (0: none, -1: refused, never again)
 
 
 F = TypeVar("F", bound=SockFlow)
@@ -212,6 +217,71 @@ class SockFlows(Generic[F]):
             else:
                 log.debug(f"{subject}: send to {target[0]}:{target[1]}: {e.strerror}")
         self.w.drop(self.DROP_SEND)
+
+    @staticmethod
+    def _send_one(flow: F, sock: socket.socket, payload: bytes | memoryview) -> None:
+        """send() one datagram; a socket left with a smaller UDP_SEGMENT size by a run
+        gets it turned off first (it would cut the datagram). Raises OSError."""
+        if 0 < flow.seg < len(payload):
+            SEGMENTER.set_size(sock, 0)
+            flow.seg = 0
+        sock.send(payload)
+
+    def _send_many(self, flow: F, sock: socket.socket, payloads: list) -> int:
+        """Send payloads in order on flow's socket; how many left (the rest are counted lost).
+
+        Runs of equal size (the last of a run may be shorter, at most
+        ``mmsg.MAX_SEGMENTS``, at most ``RUN_BYTES`` together) go as one
+        ``send()`` with the socket's UDP_SEGMENT size (``mmsg``); a
+        single datagram longer than that size first turns it off. When
+        the kernel refuses segmentation the run goes one by one, and that
+        flow (or, without UDP_SEGMENT at all, every flow) stops trying.
+        """
+        seg = SEGMENTER
+        sent, i, n = 0, 0, len(payloads)
+        while i < n:
+            first = payloads[i]
+            size = len(first)
+            j, total = i + 1, size
+            if seg.ok and flow.seg >= 0 and size > 0:
+                while j < n and j - i < MAX_SEGMENTS:
+                    m = len(payloads[j])
+                    if m > size or m == 0 or total + m > RUN_BYTES:
+                        break
+                    total += m
+                    j += 1
+                    if m < size:
+                        break
+            try:
+                if j - i > 1:
+                    if flow.seg != size and not seg.set_size(sock, size):
+                        flow.seg = -1
+                        j = i + 1  # this one alone, the rest on the next turns
+                        sock.send(first)
+                    else:
+                        flow.seg = size
+                        try:
+                            sock.send(b"".join(payloads[i:j]))
+                            seg.runs += 1
+                            seg.segments += j - i
+                        except OSError as e:
+                            if e.errno not in (errno.EINVAL, errno.EIO, errno.EMSGSIZE):
+                                raise
+                            log.debug(f"{flow}: UDP_SEGMENT send refused ({e.strerror}): one by one")
+                            seg.set_size(sock, 0)
+                            flow.seg = -1
+                            j = i + 1
+                            sock.send(first)
+                else:
+                    if 0 < flow.seg < size:
+                        seg.set_size(sock, 0)
+                        flow.seg = 0
+                    sock.send(first)
+                sent += j - i
+            except OSError as e:  # EAGAIN included: lost, as on any full queue
+                self._send_error(e, flow)
+            i = j
+        return sent
 
     def _close(self, flow: F) -> None:
         if self.flows.get(flow.key) is flow:

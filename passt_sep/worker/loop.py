@@ -91,6 +91,8 @@ class Broker:
         self.on_port_msg: Callable[[tuple[bytes, int, int], list[int]], None] | None = None
         # the worker's fault guard for a flow's reply callback (worker/faults.py)
         self.on_fault: Callable[[Exception, Callable[[], None]], None] | None = None
+        # a connection the parent accepted on a forwarded listener (ipc.ACCEPT), when set
+        self.on_accept: Callable[[bytes, list[int]], None] | None = None
         # the control API's report (worker/report.py) for a query id, when set
         self.on_query: Callable[[int], bytes] | None = None
 
@@ -206,7 +208,7 @@ class Broker:
     def _readable(self) -> bool:
         while True:
             try:
-                data, fds = recv_fds(self.sock, 64, 1, socket.MSG_DONTWAIT)
+                data, fds = recv_fds(self.sock, 64, 2, socket.MSG_DONTWAIT)  # 2: a splice pair
             except BlockingIOError:
                 return True
             except FdPassError as e:  # out of fds: the data is whole, its fd is lost
@@ -220,6 +222,9 @@ class Broker:
                 return False
             if data[:4] == ipc.QUERY_MAGIC:
                 self._query(data, fds)
+                continue
+            if data[:4] == ipc.ACCEPT_MAGIC and self.on_accept is not None:
+                self.on_accept(data, fds)  # a connection the parent accepted (setup/acceptor.py)
                 continue
             pmsg = ipc.unpack_port_msg(data) if self.on_port_msg is not None else None
             if pmsg is not None and self.on_port_msg is not None:
@@ -296,6 +301,7 @@ class Worker:
         self.splice = Splicer(self)  # owns the forwarded ports; splices in pasta
         self.broker.on_port_msg = self.splice.port_msg
         self.broker.on_fault = self._reply_fault
+        self.broker.on_accept = self.splice.accepted
         self.broker.on_query = functools.partial(report.build, self)
         o = cfg.opts
         self.ra_on = cfg.v6 is not None and not o.no_ndp and not o.no_ra
@@ -521,7 +527,8 @@ class Worker:
     def _run(self) -> int:
         if hasattr(self.tap, "on_gone"):  # pasta's tap (passt's stream reports its client itself)
             self.tap.on_gone = self._tap_gone
-        self.add(self.tap.fd, functools.partial(self.tap.readable, self.on_frame))
+        self.add(self.tap.fd, self._tap_event)
+        self.udp.defer = True  # guest datagrams go out after each pass over the tap, in runs
         self.add(self.broker.sock.fileno(), self._broker_event)
         self.core = {self.tap.fd, self.broker.sock.fileno()}
         next_timer = time.monotonic() + TIMER_INTERVAL
@@ -569,6 +576,12 @@ class Worker:
                 next_timer = now + TIMER_INTERVAL
                 self.timer(now)
         return 0
+
+    def _tap_event(self, ev: int) -> None:
+        """Frames from the guest, then the UDP datagrams they held for their sockets."""
+        self.tap.readable(self.on_frame, ev)
+        if self.udp.out:
+            self.udp.flush()
 
     def _tap_gone(self, why: str) -> None:
         """The guest's side is gone for good: end the loop (the parent then ends the run)."""

@@ -239,6 +239,44 @@ class Splicer:
         self.w.broker.request(op, family, lambda fd, err, c=c: self._got_socket(c, family, fd, err),
                               port=target, reset=lambda c=c: self.fault_conn(c))
 
+    def accepted(self, data: bytes, fds: list[int]) -> None:
+        """A connection the parent accepted on a forwarded listener
+        (setup/acceptor.py, ipc.ACCEPT): for the tap path, or spliced with
+        the socket the parent connected to the other side's loopback at
+        target (no request: the destination was the parent's to fix)."""
+        msg = ipc.unpack_accept(data)
+        want = 2 if msg is not None and msg[1] in (ipc.PAIR_PENDING, ipc.PAIR_CONNECTED) else 1
+        if msg is None or len(fds) != want or msg[1] > ipc.PAIR_TAP:
+            for fd in fds:
+                os.close(fd)
+            return
+        target, state, kind, family, afam, peer = msg
+        if state == ipc.PAIR_TAP:
+            if peer is None:
+                os.close(fds[0])
+                return
+            self.w.tcp._inbound(fds[0], family, peer, target)
+            return
+        try:  # afam: a v4 peer on a dual-stack -t listener is an AF_INET6 socket
+            a = socket.socket(afam, socket.SOCK_STREAM, 0, fileno=fds[0])
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            return
+        if not self.enabled or len(self.conns) >= self.max_conns:
+            self.stats["full"] += 1
+            _abort(a)
+            if want == 2:
+                _abort(socket.socket(family, socket.SOCK_STREAM, 0, fileno=fds[1]))
+            return
+        a.setblocking(False)
+        c = SpliceConn(a, kind, target, self.w.now())
+        self.conns.add(c)
+        if state == ipc.PAIR_REFUSED:
+            self._got_socket(c, family, None, errno.ECONNREFUSED)
+        else:
+            self._got_socket(c, family, fds[1], ipc.STATUS_CONNECTED if state == ipc.PAIR_CONNECTED else 0)
+
     def _got_socket(self, c: SpliceConn, family: int, fd: int | None, err: int) -> None:
         if c.closed:
             if fd is not None:

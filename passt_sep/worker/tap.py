@@ -4,7 +4,9 @@
 Sandboxed only. Reads go into one preallocated buffer with ``readv``; the
 10-byte virtio-net header in front of each frame is skipped on the way in
 (its NEEDS_CSUM only says a checksum is still to be filled in, nothing
-for us to verify). Frames we write carry a zero header: their checksums
+for us to verify), except that a GSO_UDP_L4 frame (a namespace sender's
+UDP_SEGMENT run, the tap offering USO) sets ``seg`` to its segment size
+while it is dispatched (worker/udp.py splits it). Frames we write carry a zero header: their checksums
 are complete. Every frame in both directions goes to the pcap file, if any.
 """
 
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from ..log import log
 
 VNET_HDR_LEN = 10
+GSO_UDP_L4 = 5  # virtio-net gso_type of a UDP segmentation offload frame
 _ZERO_HDR = bytes(VNET_HDR_LEN)
 READ_BUDGET = 256  # frames read per wake-up before others get a turn
 PCAP_HEADER = struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
@@ -89,6 +92,7 @@ class Tap:
         self.buf = bytearray(VNET_HDR_LEN + 65536 + 256)
         self.view = memoryview(self.buf)
         self.errors = 0
+        self.seg = 0  # the frame being handled is a UDP run of this segment size (0: not)
         self.moved = 0  # frame bytes read and written; the loop reads and clears it
         # called once the device is gone (deleted in the namespace, or the
         # namespace with it): the fd then polls EPOLLERR for ever and reads
@@ -102,7 +106,7 @@ class Tap:
             if self.on_gone is not None:
                 self.on_gone("tap device gone")
                 return
-        fd, buf, view = self.fd, [self.buf], self.view
+        fd, buf, view, buf0 = self.fd, [self.buf], self.view, self.buf
         for _ in range(READ_BUDGET):
             try:
                 n = os.readv(fd, buf)
@@ -115,6 +119,8 @@ class Tap:
                 return
             if n <= VNET_HDR_LEN:
                 continue
+            # GSO_UDP_L4 (the tap offers USO): one UDP frame for a run of gso_size datagrams
+            self.seg = buf0[4] | buf0[5] << 8 if buf0[1] == GSO_UDP_L4 else 0
             self.moved += n
             frame = view[VNET_HDR_LEN:n]
             if self.pcap is not None and self.pcap.fd >= 0:

@@ -44,11 +44,17 @@ pasta tap with a NEEDS_CSUM virtio-net header and the pseudo-header sum
 only; when the tap object says ``needs_csum`` (passt's stream) with the
 whole checksum computed here and a zero virtio-net header. Each socket is
 drained up to ``RECV_BUDGET`` datagrams per wake-up (level-triggered, so
-the rest comes at the next one).
+the rest comes at the next one), 64 per ``recvmmsg`` (worker/mmsg.py); on
+the pasta tap a run of one sender and one size goes as one GSO_UDP_L4
+frame (probed at the first: a tap that refuses it gets one frame per
+datagram). Guest datagrams are held per flow until the loop's pass over
+the tap ends (``flush``) and runs of one size leave as one ``send()`` with
+UDP_SEGMENT (``flowsock.SockFlows._send_many``); a USO frame from the tap
+(``Tap.seg``) is cut into its datagrams first. docs/udp.md, "Batching".
 
 Not done: fragments (dropped by ``proto.packet``; the guest kernel sends a
-datagram up to the MTU, 65520 by default, whole: the tap offers no UDP
-segmentation offload, so no UFO/USO frames arrive), link-local, multicast
+datagram up to the MTU, 65520 by default, whole, or a UDP_SEGMENT run as
+one USO frame), link-local, multicast
 and broadcast destinations (refused: the worker drops multicast, broadcast,
 loopback and unspecified ones itself, the parent the rest), replies from
 another address or port than the one the guest wrote to (a connected
@@ -57,15 +63,20 @@ socket does not receive them; TFTP servers answer that way).
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
+import struct
 from typing import TYPE_CHECKING
 
 from .. import ipc
 from ..log import DEBUG, log
 from ..proto import udp as pudp
 from ..proto.packet import Packet
+from . import mmsg
 from .addrmap import ANY6, LOOP6, HostAddrs
-from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SockFlow, SockFlows, adopt
+from .faults import FaultLimit
+from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SEGMENTER, SockFlow, SockFlows, adopt
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .limits import UDP_FDS
 from .udpsplice import KIND_HOST, loopback_family
@@ -79,6 +90,9 @@ MAX_FLOWS = max(16, min(8192, UDP_FDS // 2))  # outbound flows, both families to
 MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
 
 _V4MAPPED = bytes(10) + b"\xff\xff"
+VIRTIO_NET_HDR_GSO_UDP_L4 = 5  # linux/virtio_net.h (Linux 6.2)
+_UDP_HDR = struct.Struct("!HHHH")
+_GSO = struct.Struct("<BHH")  # gso_type, hdr_len, gso_size: bytes 1..5 of the virtio-net header
 
 
 def _show(version: int, raw: bytes) -> str:
@@ -212,7 +226,8 @@ class UdpFlows(SockFlows[Flow]):
     def __init__(self, w: Worker, max_flows: int | None = None, max_peers: int | None = None) -> None:
         super().__init__(w, max_flows or MAX_FLOWS, {
             "flows": 0, "to_host": 0, "to_guest": 0, "refused": 0, "send_errors": 0,
-            "too_big": 0, "queue_full": 0, "evicted": 0, "full": 0, "inbound": 0})
+            "too_big": 0, "queue_full": 0, "evicted": 0, "full": 0, "inbound": 0,
+            "gso_frames": 0, "uso_frames": 0})
         cfg = w.cfg
         self.disabled = cfg.opts.no_udp
         self.max_peers = max_peers or MAX_PEERS
@@ -229,51 +244,108 @@ class UdpFlows(SockFlows[Flow]):
         # pasta: -u datagrams from host loopback senders take the splice path
         self.splice_loop = cfg.opts.mode == "pasta"
         self.ports = PortSocks(self, self.max_flows)
+        # batching (docs/udp.md, "Batching"): recvmmsg on host sockets, runs of one size
+        # toward the tap as one GSO_UDP_L4 frame, guest datagrams sent per pass in runs
+        self.rb = mmsg.shared(False)
+        self.rbn = mmsg.shared(True)
+        self.gso = self.vnet_csum  # only the pasta tap takes virtio-net GSO frames
+        self.uso = hasattr(w.tap, "seg")  # the pasta tap: frames may be USO runs
+        self.defer = False  # set by the loop, which then calls flush() after each tap pass
+        self.out: dict[Flow, list[bytes]] = {}
+        if log.enabled(DEBUG):
+            log.debug(f"udp: recvmmsg {'batches of ' + str(mmsg.SLOTS) if self.rb else 'unavailable'}, "
+                      f"tap GSO_UDP_L4 frames {'to be probed' if self.gso else 'off (no virtio-net header)'}")
 
     # -- guest to host --------------------------------------------------------
     def from_guest(self, p: Packet) -> None:
         """One UDP datagram from the guest (the built-in services had their turn)."""
         if self.disabled:
             return self.w.drop("udp disabled")
-        d = pudp.parse_datagram(p)
-        if isinstance(d, str):
-            return self.w.drop(d)
-        if d.sport == 0 or d.dport == 0:
+        # pudp.parse_datagram, inlined: this runs for every datagram from the guest
+        frame, l4, l4len = p.frame, p.l4, p.l4len
+        if l4len < pudp.UDP_HLEN or l4 + l4len > len(frame):
+            return self.w.drop("short udp")
+        sport, dport, length, _csum = _UDP_HDR.unpack_from(frame, l4)
+        if length < pudp.UDP_HLEN or length > l4len:
+            return self.w.drop("udp length")
+        if sport == 0 or dport == 0:
             return self.w.drop("udp port 0")
-        version, dst = p.version, p.dst
-        why = _bad_destination(version, dst)
-        if why is not None:
-            return self.w.drop(why)
-        if version == 4 or not (p.src[0] == 0xFE and p.src[1] & 0xC0 == 0x80):
-            self.guest[version] = p.src
-        now = self.w.now()
-        payload = p.frame[d.off : d.off + d.dlen]
-        key = (version, d.sport, dst, d.dport)
+        version, dst, src = p.version, p.dst, p.src
+        key = (version, sport, dst, dport)
         flow = self.flows.get(key)
+        if flow is None:  # a flow's destination passed this check when it was made
+            why = _bad_destination(version, dst)
+            if why is not None:
+                return self.w.drop(why)
+        if version == 4 or not (src[0] == 0xFE and src[1] & 0xC0 == 0x80):
+            self.guest[version] = src
+        now = self.w.now()
+        dlen = length - pudp.UDP_HLEN
+        payload = frame[l4 + pudp.UDP_HLEN : l4 + length]
+        seg = self.w.tap.seg if self.uso else 0
+        if seg and dlen > seg:  # a GSO_UDP_L4 frame: a run of datagrams of seg bytes
+            if dlen > seg * mmsg.MAX_SEGMENTS * 2:  # no kernel makes such a run
+                return self.w.drop("udp gso segments")
+            self.stats["uso_frames"] += 1
+            parts = [bytes(payload[k : k + seg]) for k in range(0, dlen, seg)]
+        else:
+            parts = None
         if flow is None:  # a reply to a sender on a -u socket, or a new destination
             peer = self.peers.get(key)
-            if peer is None and (version, d.sport) not in self.ports.flows:
-                self.ports._add_flow(PortSock(version, d.sport, now), force=True)  # asked first: its port is the flow's
-            new = self._add_flow(Flow(version, d.sport, dst, d.dport, now, peer))
+            if peer is None and (version, sport) not in self.ports.flows:
+                self.ports._add_flow(PortSock(version, sport, now), force=True)  # asked first: its port is the flow's
+            new = self._add_flow(Flow(version, sport, dst, dport, now, peer))
             if new is None:  # full of flows in use: dropped and counted
                 return None
             flow = new
         flow.last = now
-        flow.guest = p.src
+        flow.guest = src
         sock = flow.sock
         if sock is None:
             if self._refused(flow, now, "udp socket refused"):
                 return None
-            if self._queue_full(flow):
+            if parts is None:
+                if not self._queue_full(flow):
+                    flow.queue.append(bytes(payload))
                 return None
-            flow.queue.append(bytes(payload))
+            for part in parts:
+                if self._queue_full(flow):
+                    return None
+                flow.queue.append(part)
+            return None
+        if self.defer or parts is not None:  # the loop flushes after its pass over the tap
+            out = self.out.get(flow)
+            if out is None:
+                out = self.out[flow] = []
+            if parts is None:
+                out.append(bytes(payload))
+            else:
+                out.extend(parts)
+            if not self.defer:
+                self.flush()
             return None
         try:
-            sock.send(payload)  # connected by the parent: no address, none allowed
+            self._send_one(flow, sock, payload)  # connected by the parent: no address, none allowed
             self.stats["to_host"] += 1
         except OSError as e:  # EAGAIN included: a datagram lost, as on any full queue
             self._send_error(e, flow)
         return None
+
+    def flush(self) -> None:
+        """Send what from_guest held back this pass, per flow in order (runs: ``_send_many``)."""
+        out, self.out = self.out, {}
+        for flow, payloads in out.items():
+            sock = flow.sock
+            if sock is None:
+                continue
+            try:
+                self.stats["to_host"] += self._send_many(flow, sock, payloads)
+            except FaultLimit:
+                raise
+            except Exception as e:  # noqa: BLE001 - the per-flow boundary (worker/faults.py): runs
+                # from the tap's handler, whose faults would end the worker
+                self.w.faults.record(f"the datagrams held for {flow}", e)
+                self.fault_flow(flow)
 
     def fault_name(self, p: Packet) -> str:
         """The flow of a guest datagram, for a fault's log line."""
@@ -303,7 +375,7 @@ class UdpFlows(SockFlows[Flow]):
 
     def _send_queued(self, sock: socket.socket, flow: Flow, item: bytes) -> None:
         try:
-            sock.send(item)
+            self._send_one(flow, sock, item)
             self.stats["to_host"] += 1
         except OSError as e:
             self._send_error(e, flow)
@@ -320,6 +392,20 @@ class UdpFlows(SockFlows[Flow]):
         if sock is None:
             return
         version = flow.version
+        rb = self.rb
+        if rb is not None:
+            for _ in range(RECV_BUDGET // rb.slots + 1):
+                n = rb.recv(flow.fd)
+                if n == 0:
+                    if rb.errno in (errno.EAGAIN, errno.EINTR):
+                        return
+                    if log.enabled(DEBUG):  # e.g. ECONNREFUSED from an ICMP error
+                        log.trace(f"{flow}: {os.strerror(rb.errno)}")
+                    continue
+                self._to_guest_batch(version, flow.dst, flow.dport, flow.guest, flow.gport, rb, 0, n)
+                if n < rb.slots:
+                    return
+            return
         hlen = pudp.header_len(version)
         area = self.view[hlen : hlen + pudp.max_payload(version) + 1]
         for _ in range(RECV_BUDGET):
@@ -332,6 +418,63 @@ class UdpFlows(SockFlows[Flow]):
                     log.trace(f"{flow}: {e.strerror}")
                 continue
             self._to_guest(version, flow.dst, flow.dport, flow.guest, flow.gport, n)
+
+    def _to_guest_batch(self, version: int, src: bytes, sport: int, dst: bytes, dport: int,
+                        rb: mmsg.RecvBatch, i: int, end: int) -> None:
+        """Datagrams i..end-1 of rb, all of one sender, to the guest: runs of one size
+        (the last may be shorter) as one GSO_UDP_L4 frame when the tap takes them."""
+        hlen = pudp.header_len(version)
+        buf = self.buf
+        limit = pudp.max_payload(version)
+        lens = rb.lengths(end)
+        gso = self.gso
+        while i < end:
+            size = lens[i]
+            j, total = i + 1, size
+            if gso and 0 < size:
+                stop = min(end, i + mmsg.MAX_SEGMENTS)
+                while j < stop:
+                    m = lens[j]
+                    if m > size or m == 0 or total + m > limit:
+                        break
+                    total += m
+                    j += 1
+                    if m < size:
+                        break
+            if j - i == 1 or not self._gso_frame(version, src, sport, dst, dport, rb, i, j, size, total):
+                for k in range(i, j):
+                    n = lens[k]
+                    if n > limit:
+                        self.stats["too_big"] += 1
+                        continue
+                    buf[hlen : hlen + n] = rb.slot(k, n)
+                    self._to_guest(version, src, sport, dst, dport, n)
+            i = j
+
+    def _gso_frame(self, version: int, src: bytes, sport: int, dst: bytes, dport: int,
+                   rb: mmsg.RecvBatch, i: int, j: int, size: int, total: int) -> bool:
+        """Datagrams i..j-1 (total bytes, segments of size) as one frame; False: not sent."""
+        if not dst:
+            return False
+        hlen = pudp.header_len(version)
+        buf = self.buf
+        slot = rb.slot
+        lens = rb.lengths(j)
+        buf[hlen : hlen + total] = b"".join([slot(k, lens[k]) for k in range(i, j)])
+        length = pudp.fill_frame(buf, version, self.w.guest_mac, self.w.cfg.our_mac, src, dst,
+                                 sport, dport, total, vnet=True, offload=True)
+        _GSO.pack_into(buf, 1, VIRTIO_NET_HDR_GSO_UDP_L4, hlen - pudp.VNET_HDR_LEN, size)
+        if not self.w.tap.write_raw(self.view[:length]):
+            if self.stats["gso_frames"] == 0:  # the probe: this kernel's tap does not take them
+                self.gso = False
+                log.debug("udp: the tap refused a GSO_UDP_L4 frame: one frame per datagram")
+                return False
+            return True  # a full tap: lost like any frame
+        if self.stats["gso_frames"] == 0:
+            log.debug("udp: GSO_UDP_L4 frames to the tap: runs of one size go as one frame")
+        self.stats["gso_frames"] += 1
+        self.stats["to_guest"] += j - i
+        return True
 
     def _to_guest(self, version: int, src: bytes, sport: int, dst: bytes, dport: int, n: int) -> None:
         if n > pudp.max_payload(version) or not dst:
@@ -370,6 +513,63 @@ class UdpFlows(SockFlows[Flow]):
         return len(gone)
 
     def _inbound_readable(self, ib: Inbound, ev: int) -> None:
+        rb = self.rbn
+        if rb is None:
+            return self._inbound_readable_one(ib)
+        for _ in range(RECV_BUDGET // rb.slots + 1):
+            n = rb.recv(ib.fd)
+            if n == 0:
+                if rb.errno in (errno.EAGAIN, errno.EINTR):
+                    return None
+                continue
+            if not self.disabled:
+                i = 0
+                while i < n:  # runs of one sender
+                    j = i + 1
+                    while j < n and rb.same_sender(i, j):
+                        j += 1
+                    self._inbound_run(ib, rb, i, j)
+                    i = j
+            if n < rb.slots:
+                return None
+        return None
+
+    def _inbound_run(self, ib: Inbound, rb: mmsg.RecvBatch, i: int, j: int) -> None:
+        """Datagrams i..j-1 of rb, from one sender on a -u socket."""
+        fam, raw, port = rb.sender(i)
+        host = socket.inet_ntop(fam, raw)
+        addr = (host, port)
+        if self.splice_loop:
+            lfam = loopback_family(host)
+            if lfam is not None:  # host loopback sender: to the namespace's loopback
+                self.w.udpsplice.relay_many(KIND_HOST, ib.sock, ib.fd, ib.port, lfam, addr, ib.target,
+                                            [rb.slot(k, rb.length(k)) for k in range(i, j)])
+                return
+        if fam == socket.AF_INET6:
+            if raw[:12] == _V4MAPPED:
+                version, raw = 4, raw[12:]
+            else:
+                version = 6
+        else:
+            version = 4
+        guest = self.guest[version]
+        src = self._visible(version, raw)
+        if guest is None or src is None or self.addrs.gw[version] is None:
+            return
+        now = self.w.now()
+        key = (version, ib.target, src, port)
+        peer = self.peers.get(key)
+        if peer is None:
+            if len(self.peers) >= self.max_peers:
+                self._expire_peers(now, force=True)
+            peer = self.peers[key] = Peer(ib, addr, now)
+            self.stats["inbound"] += 1
+        else:
+            peer.inbound, peer.sockaddr, peer.last = ib, addr, now
+        self._to_guest_batch(version, src, port, guest, ib.target, rb, i, j)
+
+    def _inbound_readable_one(self, ib: Inbound) -> None:
+        """Without recvmmsg: one datagram per call."""
         w = self.w
         for _ in range(RECV_BUDGET):
             # the payload lands behind IPv6-sized headers; IPv4 frames start 20 bytes later
@@ -441,5 +641,6 @@ class UdpFlows(SockFlows[Flow]):
         """Counters, one line."""
         return (f"udp: {len(self.flows)} flows, {len(self.ports.flows)} port sockets, "
                 f"{len(self.peers)} inbound peers, "
-                + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
+                + ", ".join(f"{k} {v}" for k, v in self.stats.items())
+                + f", UDP_SEGMENT sends {SEGMENTER.runs} ({SEGMENTER.segments} datagrams, both tables)")
 

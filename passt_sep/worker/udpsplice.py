@@ -33,12 +33,14 @@ into the other socket's send (no per-datagram allocation on the way out).
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from typing import TYPE_CHECKING
 
 from .. import ipc
 from ..log import DEBUG, log
+from . import mmsg
 from .flowsock import FLOW_TIMEOUT as FLOW_TIMEOUT  # re-exported (only flowsock checks it)
 from .flowsock import RECV_BUDGET, SockFlow, SockFlows, adopt
 from .limits import UDP_SPLICE_FDS
@@ -144,6 +146,27 @@ class UdpSplicer(SockFlows[Flow]):
             self._close(flow)
 
     def _ns_readable(self, ns: NsSocket) -> None:
+        rb = mmsg.shared(True)
+        if rb is not None:
+            for _ in range(RECV_BUDGET // rb.slots + 1):
+                n = rb.recv(ns.fd)
+                if n == 0:
+                    if rb.errno in (errno.EAGAIN, errno.EINTR):
+                        return
+                    continue
+                i = 0
+                while i < n:  # runs of one sender
+                    j = i + 1
+                    while j < n and rb.same_sender(i, j):
+                        j += 1
+                    fam, raw, port = rb.sender(i)
+                    self.relay_many(KIND_NS, ns.sock, ns.fd, ns.port, ns.sock.family,
+                                    (socket.inet_ntop(fam, raw), port), ns.target,
+                                    [rb.slot(k, rb.length(k)) for k in range(i, j)])
+                    i = j
+                if n < rb.slots:
+                    return
+            return
         area = self.view
         for _ in range(RECV_BUDGET):
             try:
@@ -171,13 +194,32 @@ class UdpSplicer(SockFlows[Flow]):
             flow = new
         self._relay(flow, now, payload)
 
+    def relay_many(self, kind: int, lsock: socket.socket, lfd: int, lport: int, family: int,
+                   sender: tuple, target: int, payloads: list[memoryview]) -> None:
+        """Datagrams of one loopback sender, in order (``relay`` for many)."""
+        key = (lfd, sender)
+        flow = self.flows.get(key)
+        now = self.w.now()
+        if flow is None:
+            flow = self._add_flow(Flow(key, kind, lsock, lport, sender, family, target, now))
+        self._relay_many(flow, now, payloads)
+
+    def _relay_many(self, flow: Flow, now: float, payloads: list[memoryview]) -> None:
+        sock = flow.sock
+        if sock is None:
+            for p in payloads:
+                self._relay(flow, now, p)
+            return
+        flow.last = now
+        self.stats["to_host" if flow.kind == KIND_NS else "to_ns"] += self._send_many(flow, sock, payloads)
+
     def _relay(self, flow: Flow, now: float, payload: memoryview) -> None:
         kind = flow.kind
         flow.last = now
         sock = flow.sock
         if sock is not None:
             try:
-                sock.send(payload)
+                self._send_one(flow, sock, payload)
             except OSError as e:  # EAGAIN included: lost, as on any full queue
                 self._send_error(e, flow)
                 return
@@ -233,6 +275,19 @@ class UdpSplicer(SockFlows[Flow]):
         rsock = flow.rsock
         if rsock is None:
             return
+        rb = mmsg.shared(False)
+        if rb is not None:
+            for _ in range(RECV_BUDGET // rb.slots + 1):
+                n = rb.recv(flow.rfd)
+                if n == 0:
+                    if rb.errno in (errno.EAGAIN, errno.EINTR):
+                        return
+                    continue
+                slot, lens = rb.slot, rb.lengths(n)
+                self._relay_many(flow, self.w.now(), [slot(k, lens[k]) for k in range(n)])
+                if n < rb.slots or flow.rsock is None:
+                    return
+            return
         area = self.view
         for _ in range(RECV_BUDGET):
             try:
@@ -255,7 +310,7 @@ class UdpSplicer(SockFlows[Flow]):
 
     def _send_queued(self, sock: socket.socket, flow: Flow, payload: bytes) -> None:
         try:
-            sock.send(payload)
+            self._send_one(flow, sock, payload)
             self.stats["to_host" if flow.kind == KIND_NS else "to_ns"] += 1
         except OSError as e:
             self._send_error(e, flow)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -121,8 +122,55 @@ HELPER = textwrap.dedent('''
         shas = [fetch(addr, port, 0).get("sha") for _ in range(count)]
         return {"shas": sorted(set(map(str, shas))), "count": len(shas)}
 
+    def serve_hash(addr, port):
+        """Per connection: read to EOF, answer with the sha256 (hex) of what came."""
+        s = listen(addr, port)
+        def conn(c):
+            h = hashlib.sha256()
+            while d := c.recv(1 << 20):
+                h.update(d)
+            c.sendall(h.hexdigest().encode())
+            c.close()
+        serve_each(s, conn)
+
+    def send_hash(addr, port, n, seed):
+        """Connect and send n seeded bytes at once (before any reply), half-close,
+        read the server's answer: its sha256 of what it got."""
+        payload = random.Random(seed).randbytes(n)
+        try:
+            with socket.create_connection((addr, port), timeout=20) as c:
+                c.sendall(payload)
+                c.shutdown(socket.SHUT_WR)
+                got = b""
+                while d := c.recv(256):
+                    got += d
+        except OSError as e:
+            return {"error": type(e).__name__}
+        return {"sha": got.decode(errors="replace")}
+
+    def reset_at_once(addr, port, count):
+        """count clients that connect and reset (SO_LINGER 0) at once."""
+        done = 0
+        for _ in range(count):
+            c = socket.socket(fam(addr))
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.settimeout(5)
+            try:
+                c.connect((addr, port))
+                done += 1
+            except OSError:
+                pass
+            c.close()
+        return {"reset": done}
+
     mode = sys.argv[1]
-    if mode == "fetch-many":
+    if mode == "serve-hash":
+        serve_hash(sys.argv[2], int(sys.argv[3]))
+    elif mode == "send-hash":
+        print(json.dumps(send_hash(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+    elif mode == "reset-at-once":
+        print(json.dumps(reset_at_once(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    elif mode == "fetch-many":
         print(json.dumps(fetch_many(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
     elif mode == "serve-tail":
         serve_tail(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
@@ -309,3 +357,126 @@ def test_tap_path_still_used_for_non_loopback(env: Env) -> None:
     assert res.get("sha") == expected_sha(MIB, 6), res
     srv.terminate()
     assert T_PORTS[2] in tcp_ports_in_pcap(env.pcap)
+
+
+def _run_json(ns: HostNS | GuestNS, env: Env, *args: object) -> dict[str, Any]:
+    r = ns.run([PYTHON, str(env.helper), *map(str, args)], timeout=60, check=False)
+    try:
+        res: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        res = {"error": f"exit {r.returncode}: {r.stderr.strip()[-2000:]}"}
+    return res
+
+
+@pytest.mark.parametrize("loop", ["127.0.0.1", "::1"], ids=["v4", "v6"])
+@pytest.mark.parametrize("direction", ["to-ns", "to-host"])
+def test_data_sent_before_the_splice_is_set_up(env: Env, direction: str, loop: str) -> None:
+    """The client writes 4 MiB the moment connect() returns, before the
+    other side exists (-T: the parent has not accepted yet; -t: the broker
+    has not answered): every byte arrives, in order (the server's sha256 of
+    what it read), and the answer comes back. -T connections are accepted
+    by the parent, which hands the worker both sockets (setup/nssplice.py)."""
+    n, seed = 4 * MIB, 41 if direction == "to-ns" else 42
+    if direction == "to-ns":  # host client, -t, server on the namespace's loopback
+        srv_ns, cli_ns = env.guest, env.host
+        port = T_PORTS[0] if loop == "127.0.0.1" else T_PORTS[1]
+    else:  # namespace client, -T, server on the host's loopback
+        srv_ns, cli_ns = env.host, env.guest
+        port = NS_PORTS[0] if loop == "127.0.0.1" else NS_PORTS[1]
+    srv = env.serve_mode("serve-hash", srv_ns, loop, port)
+    try:
+        for _ in range(3):
+            res = _run_json(cli_ns, env, "send-hash", loop, port, n, seed)
+            assert res.get("sha") == expected_sha(n, seed), res
+    finally:
+        srv.terminate()
+    env.alive()
+
+
+@pytest.mark.parametrize("loop", ["127.0.0.1", "::1"], ids=["v4", "v6"])
+def test_ns_clients_that_reset_at_once(env: Env, loop: str) -> None:
+    """-T: 200 namespace clients reset their connection as soon as it is
+    made, so the parent's accept4 (or its connect, or the worker's first
+    splice) meets a dead socket. pasta carries on, and the next
+    connections are spliced whole (sha256)."""
+    port = NS_PORTS[0] if loop == "127.0.0.1" else NS_PORTS[1]
+    n, seed = 64 * 1024, 43
+    srv = env.serve(env.host, loop, port, n, seed)
+    try:
+        res = _run_json(env.guest, env, "reset-at-once", loop, port, 200)
+        assert res.get("reset") == 200, res
+        env.alive()
+        res = _run_json(env.guest, env, "fetch-many", loop, port, 20)
+        assert res == {"shas": [expected_sha(n, seed)], "count": 20}, res
+    finally:
+        srv.terminate()
+    env.alive()
+
+
+def _listener_pids(ns: HostNS | GuestNS, port: int) -> dict[str, set[int]]:
+    """Local address -> pids holding a TCP listener of port (ss -ltnp)."""
+    out = ns.run(["ss", "-Htlnp", f"sport = :{port}"]).stdout
+    got: dict[str, set[int]] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        local = fields[3].rsplit(":", 1)[0]
+        got.setdefault(local, set()).update(int(m) for m in re.findall(r"pid=(\d+)", line))
+    return got
+
+
+def test_who_accepts_what(env: Env) -> None:
+    """-T listeners (the namespace's loopback) and the loopback twins of a
+    -t listener belong to the parent, which accepts on them; the -t
+    wildcard listener (everything not sent to the loopback: the tap path)
+    to the worker alone. Read back from the kernel (ss -p)."""
+    parent = env.pasta.pid
+    worker = set(map(int, Path(f"/proc/{parent}/task/{parent}/children").read_text().split()))
+    assert len(worker) == 1, worker
+    t = _listener_pids(env.host, T_PORTS[0])
+    assert t == {"127.0.0.1": {parent}, "[::1]": {parent}, "*": worker}, t
+    ns_t = _listener_pids(env.guest, NS_PORTS[0])
+    assert ns_t == {"127.0.0.1": {parent}, "[::1]": {parent}}, ns_t
+
+
+JOIN = textwrap.dedent('''
+    import errno, json, os, socket, sys
+    uid, port = int(sys.argv[1]), int(sys.argv[2])
+    if uid:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    res = {}
+    for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::1")):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            s.bind((addr, port))  # never listen(): a bind is enough to tell, and steals nothing
+            res[addr] = "bound"
+        except OSError as e:
+            res[addr] = errno.errorcode.get(e.errno, str(e.errno))
+        s.close()
+    print(json.dumps(res))
+''')
+
+
+def test_other_users_cannot_join_the_twins(env: Env, tmp_path: Path) -> None:
+    """The -t listener and its loopback twins share their port through
+    SO_REUSEPORT. The kernel lets a socket join such a port only for the
+    user that made them: pasta runs as root here and made them before it
+    changed to nobody, so nobody (what the parent runs as afterwards, and
+    what many daemons run as) gets EADDRINUSE on the loopback and the
+    wildcard address alike. The control: root, the owner, may bind beside
+    them (only bind, never listen: no connection is taken)."""
+    script = tmp_path / "join.py"
+    script.write_text(JOIN)
+
+    def attempt(uid: int) -> dict[str, str]:
+        r = env.host.run([PYTHON, str(script), str(uid), str(T_PORTS[0])], check=False)
+        return json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {"error": r.stderr}
+
+    assert attempt(65534) == {"127.0.0.1": "EADDRINUSE", "0.0.0.0": "EADDRINUSE", "::1": "EADDRINUSE"}
+    assert attempt(0) == {"127.0.0.1": "bound", "0.0.0.0": "bound", "::1": "bound"}
+    res = env.fetch(env.host, "127.0.0.1", T_PORTS[0])  # still served: nothing was taken
+    assert "error" in res or res["bytes"] == 0, res  # no server in the namespace: reset (as test_no_server...)
+    env.alive()

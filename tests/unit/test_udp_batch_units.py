@@ -1,0 +1,167 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Unit tests for UDP batching: worker/mmsg.py and its use in worker/udp.py and flowsock.py.
+
+Real sockets on 127.0.0.1 and ::1 of this test process only. What is checked:
+recvmmsg hands back every datagram with its sender; a run of one size toward
+the guest becomes one GSO_UDP_L4 frame whose virtio-net header, IP and UDP
+lengths and pseudo-header checksum are what the kernel's segmentation needs
+(the frame is cut here as the kernel would and each piece compared); a USO
+frame from the guest is split at its segment size; runs sent with
+UDP_SEGMENT arrive as the datagrams they were, sizes mixed, in order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import pytest
+
+from passt_sep.proto.checksum import csum_partial
+from passt_sep.worker import flowsock, mmsg
+from passt_sep.worker import udp as wudp
+from tests.unit.test_udp_flows import ADDR4, GW4, FakeWorker, frame
+
+pytestmark = pytest.mark.skipif(not mmsg.AVAILABLE, reason="no recvmmsg through ctypes")
+
+
+class HeaderTap:
+    """Keeps whole frames, virtio-net header included; ``seg`` as the pasta tap's."""
+
+    needs_csum = False
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.seg = 0
+
+    def write_raw(self, buf: memoryview) -> bool:
+        self.frames.append(bytes(buf))
+        return True
+
+
+def _worker() -> FakeWorker:
+    w = FakeWorker()
+    w.tap = HeaderTap()  # type: ignore[assignment]
+    return w
+
+
+def _recv_all(s: socket.socket, n: int) -> list[bytes]:
+    s.settimeout(2)
+    return [s.recv(65536) for _ in range(n)]
+
+
+def test_recvmmsg_gives_each_datagram_and_its_sender() -> None:
+    rb = mmsg.RecvBatch(names=True, slots=8)
+    for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        r = socket.socket(fam, socket.SOCK_DGRAM)
+        r.bind((host, 0))
+        a, b = socket.socket(fam, socket.SOCK_DGRAM), socket.socket(fam, socket.SOCK_DGRAM)
+        a.bind((host, 0))
+        b.bind((host, 0))
+        sent = [(a, b"one"), (a, b""), (b, os.urandom(3000)), (a, os.urandom(65000))]
+        for s, data in sent:
+            s.sendto(data, r.getsockname()[:2])
+        n = rb.recv(r.fileno())
+        assert n == 4
+        for i, (s, data) in enumerate(sent):
+            assert bytes(rb.slot(i, rb.length(i))) == data
+            f, raw, port = rb.sender(i)
+            assert (f, socket.inet_ntop(f, raw), port) == (fam, host, s.getsockname()[1])
+        assert rb.same_sender(0, 1) and not rb.same_sender(1, 2)
+        assert rb.recv(r.fileno()) == 0 and rb.errno == 11  # EAGAIN
+        for s in (r, a, b):
+            s.close()
+
+
+def test_run_of_one_size_to_the_guest_is_one_gso_frame() -> None:
+    w = _worker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    port = peer.getsockname()[1]
+    flows.from_guest(frame(4, str(GW4), port, b"hello"))
+    _d, back = peer.recvfrom(100)
+    run = [os.urandom(1400) for _ in range(10)] + [os.urandom(300)]
+    for d in run:
+        peer.sendto(d, back)
+    peer.sendto(os.urandom(2000), back)  # longer: a frame of its own
+    w.pump()
+    f = w.tap.frames
+    assert len(f) == 2, [len(x) for x in f]
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_off = struct.unpack_from("<BBHHHH", f[0])
+    assert (flags, gso_type, hdr_len, gso_size, csum_start, csum_off) == (1, 5, 14 + 20 + 8, 1400, 34, 6)
+    total = sum(map(len, run))
+    ip = f[0][10 + 14 : 10 + 34]
+    assert struct.unpack_from("!H", ip, 2)[0] == 20 + 8 + total
+    assert csum_partial(ip) == 0xFFFF  # the IPv4 header checksum is complete
+    udp = f[0][10 + 34 : 10 + 42]
+    sport, dport, ulen, check = struct.unpack("!HHHH", udp)
+    assert (sport, dport, ulen) == (port, 40000, 8 + total)
+    # NEEDS_CSUM: the field holds the pseudo-header sum over the whole length (the kernel's
+    # segmentation adjusts it per segment from there)
+    ph = csum_partial(GW4.packed + ADDR4.packed + struct.pack("!BBH", 0, 17, 8 + total))
+    assert check == ph
+    payload = f[0][10 + 42 :]
+    assert [payload[k : k + 1400] for k in range(0, total, 1400)] == run
+    assert struct.unpack_from("<BB", f[1]) == (1, 0)  # the 2,000 bytes: no GSO
+    assert flows.stats["gso_frames"] == 1 and flows.stats["to_guest"] == 12
+    peer.close()
+
+
+def test_gso_frames_off_one_frame_per_datagram() -> None:
+    w = _worker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.gso = False  # as after a refused probe, or passt's stream
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    flows.from_guest(frame(4, str(GW4), peer.getsockname()[1], b"hello"))
+    _d, back = peer.recvfrom(100)
+    run = [os.urandom(1000) for _ in range(5)]
+    for d in run:
+        peer.sendto(d, back)
+    w.pump()
+    assert [fr[10 + 42 :] for fr in w.tap.frames] == run
+    assert all(fr[1] == 0 for fr in w.tap.frames)
+    peer.close()
+
+
+def test_uso_frame_from_the_guest_is_split_at_its_segment_size() -> None:
+    w = _worker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    port = peer.getsockname()[1]
+    runs0 = flowsock.SEGMENTER.runs
+    data = os.urandom(2500)
+    w.tap.seg = 1000  # the tap said GSO_UDP_L4, gso_size 1000
+    flows.from_guest(frame(4, str(GW4), port, data))
+    w.tap.seg = 0
+    assert _recv_all(peer, 3) == [data[:1000], data[1000:2000], data[2000:]]
+    assert flows.stats["uso_frames"] == 1 and flows.stats["to_host"] == 3
+    assert flowsock.SEGMENTER.runs == runs0 + 1  # one send() with UDP_SEGMENT
+    # a datagram of its own afterwards, longer than that segment size: not cut
+    big = os.urandom(1500)
+    flows.from_guest(frame(4, str(GW4), port, big))
+    assert _recv_all(peer, 1) == [big]
+    peer.close()
+
+
+def test_deferred_runs_of_mixed_sizes_arrive_as_sent() -> None:
+    w = _worker()
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.defer = True
+    peer = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    peer.bind(("::1", 0))
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    w.broker.redirect[(socket.inet_pton(socket.AF_INET6, "2001:db8::1"), 9)] = ("::1",
+                                                                                      peer.getsockname()[1])
+    sizes = [1400] * 5 + [100, 2000, 0, 2000, 2000, 7] + [512] * 70 + [3, 3]
+    data = [os.urandom(n) for n in sizes]
+    for d in data:
+        flows.from_guest(frame(6, "2001:db8::1", 9, d))
+    assert flows.out  # held until the loop's pass ends
+    flows.flush()
+    assert _recv_all(peer, len(data)) == data
+    assert flows.stats["to_host"] == len(data)
+    peer.close()
