@@ -21,7 +21,8 @@ reaches through the gateway address:
 6. the same during a SYN flood from the guest (raw frames to the listening
    port, test_tcp_flood.py's generator), and PSS after it;
 7. a bulk transfer (32 MiB, its sha256 checked by the sink) beside the held
-   connections, before and during the flood: what an existing flow keeps.
+   connections, before and during the flood, each on a connection made
+   before the measurement starts: what an existing flow keeps.
 
 One JSON line per implementation; --md prints a Markdown table.
 
@@ -56,6 +57,24 @@ from tests.netenv import (  # noqa: E402
 )
 
 BULK = 32 << 20
+# connect to a tcp-sink, say so, wait for a line, send N bytes, read its digest: one JSON line
+EXISTING = """
+import hashlib, json, socket, sys, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+c = socket.create_connection((addr, port), timeout=30)
+print("CONNECTED", flush=True)
+sys.stdin.readline()
+data = bytes(range(256)) * (n // 256)
+t0 = time.monotonic()
+c.sendall(data)
+c.shutdown(socket.SHUT_WR)
+reply = b""
+while chunk := c.recv(4096):
+    reply += chunk
+f = reply.decode().split()
+ok = f[:2] == [hashlib.sha256(data).hexdigest(), str(len(data))]
+print(json.dumps({"ok": ok, "seconds": time.monotonic() - t0}))
+"""
 HOLD = str(Path(__file__).resolve().parent / "connhold.py")
 COMMON = ["-f", "-q", "--config-net", "-t", "none", "-u", "none", "-T", "none", "-U", "none"]
 IMPLS = {"passt-sep": [PASTA, *COMMON], "pasta-c": ["/usr/bin/pasta", "--runas", "0:0", *COMMON],
@@ -157,16 +176,26 @@ def measure(name: str, conns: int, flood_count: int, tmp: Path) -> dict:
         out["rate_held"] = ask(cl, "rate 3")
         sink = host.serve("tcp-sink", "127.0.0.1")
 
-        def bulk() -> dict:
-            r = guest.client("tcp-send", GW_ADDR4, sink.port, "--bytes", str(BULK), "--timeout", "30",
-                             timeout=60)
+        def connected() -> subprocess.Popen:
+            """A transfer whose connection exists before what is measured starts."""
+            t = guest.popen([PYTHON, "-c", EXISTING, GW_ADDR4, str(sink.port), str(BULK)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert t.stdout is not None
+            if t.stdout.readline().strip() != "CONNECTED":
+                raise RuntimeError("the existing connection did not connect")
+            return t
+
+        def go(t: subprocess.Popen) -> dict:
+            out, _ = t.communicate("go\n", timeout=90)
+            r = json.loads(out.strip().splitlines()[-1])
             return {"ok": r["ok"], "gbit_s": round(BULK * 8 / r["seconds"] / 1e9, 3) if r["ok"] else 0.0}
 
-        out["bulk_held"] = bulk()
+        out["bulk_held"] = go(connected())
+        t = connected()
         fl = guest.popen([PYTHON, str(flood), "eth0", GW_ADDR4, HOST_ADDR4, str(port), str(flood_count)],
                          stdout=subprocess.PIPE, text=True)
         time.sleep(0.3)
-        out["bulk_flood"] = bulk()
+        out["bulk_flood"] = go(t)
         out["rate_flood"] = ask(cl, "rate 3")
         try:
             fout, _ = fl.communicate(timeout=120)

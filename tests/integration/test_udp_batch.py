@@ -194,6 +194,10 @@ def _run(sink_ns, sink_addr: str, port: int, send_ns, dst: str, dport: int, mode
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert sink.stdout is not None and sink.stdout.readline().startswith("READY")
+        # the sender's neighbour entry first: datagrams that wait for ARP or NDP
+        # in the sender's kernel are flushed from its queue while later ones
+        # pass them (seen: 43 before 0-42), which is no order pasta could keep
+        send_ns.run(["ping", "-c1", "-W2", dst], check=False)
         r = send_ns.run([PYTHON, "-c", SENDER, dst, str(dport), str(COUNT), mode], timeout=150, check=False)
         sent = _json(r.stdout + r.stderr)
         out, err = sink.communicate(timeout=40)
