@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from .. import ipc
 from ..log import DEBUG, log
+from .faults import FaultLimit
 from .flowsock import adopt
 from .limits import SPLICE_FDS
 from .udpsplice import loopback_family
@@ -272,10 +273,16 @@ class Splicer:
         a.setblocking(False)
         c = SpliceConn(a, kind, target, self.w.now())
         self.conns.add(c)
-        if state == ipc.PAIR_REFUSED:
-            self._got_socket(c, family, None, errno.ECONNREFUSED)
-        else:
-            self._got_socket(c, family, fds[1], ipc.STATUS_CONNECTED if state == ipc.PAIR_CONNECTED else 0)
+        try:  # the per-flow boundary (worker/faults.py): the broker's message loop is not one
+            if state == ipc.PAIR_REFUSED:
+                self._got_socket(c, family, None, errno.ECONNREFUSED)
+            else:
+                self._got_socket(c, family, fds[1], ipc.STATUS_CONNECTED if state == ipc.PAIR_CONNECTED else 0)
+        except FaultLimit:
+            raise
+        except Exception as e:  # noqa: BLE001 - reset this connection only, and go on
+            self.w.faults.record(f"spliced connection to port {c.port}", e)
+            self.fault_conn(c)
 
     def _got_socket(self, c: SpliceConn, family: int, fd: int | None, err: int) -> None:
         if c.closed:
