@@ -187,7 +187,10 @@ def measure(name: str, conns: int, flood_count: int, tmp: Path) -> dict:
 
         def go(t: subprocess.Popen) -> dict:
             out, _ = t.communicate("go\n", timeout=90)
-            r = json.loads(out.strip().splitlines()[-1])
+            lines = out.strip().splitlines()
+            if not lines or not lines[-1].startswith("{"):  # the transfer died (timed out, reset)
+                return {"ok": False, "gbit_s": 0.0}
+            r = json.loads(lines[-1])
             return {"ok": r["ok"], "gbit_s": round(BULK * 8 / r["seconds"] / 1e9, 3) if r["ok"] else 0.0}
 
         out["bulk_held"] = go(connected())
