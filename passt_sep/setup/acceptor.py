@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from .. import ipc
 from ..log import log
-from .sockpool import loop_connect
+from .sockpool import loop_connect, loopback_family
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -64,16 +64,7 @@ KIND_T, KIND_NS = 0, 1  # -t (host netns), -T (inside the namespace)
 Watch = Callable[[int, Callable[[int], "int | None"]], None]
 
 
-def loopback_peer(host: str) -> int | None:
-    """The family to splice a -t peer with, or None if it is not on loopback
-    (the same rule as worker/udpsplice.loopback_family)."""
-    if host.startswith("127."):
-        return socket.AF_INET
-    if host == "::1":
-        return socket.AF_INET6
-    if host.startswith("::ffff:127."):
-        return socket.AF_INET
-    return None
+loopback_peer = loopback_family  # the one rule (setup/sockpool.py)
 
 
 class Listener:

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING
 
 from .. import ipc
 from ..log import DEBUG, log
+from ..setup.sockpool import loopback_family
 from .faults import FaultLimit
 from .flowsock import adopt
 from .limits import SPLICE_FDS
-from .udpsplice import loopback_family
 
 if TYPE_CHECKING:
     from .loop import Worker

@@ -73,13 +73,14 @@ from .. import ipc
 from ..log import DEBUG, log
 from ..proto import udp as pudp
 from ..proto.packet import Packet
+from ..setup.sockpool import loopback_family
 from . import mmsg
 from .addrmap import ANY6, LOOP6, HostAddrs
 from .faults import FaultLimit
 from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SEGMENTER, SockFlow, SockFlows, adopt
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .limits import UDP_FDS
-from .udpsplice import KIND_HOST, loopback_family
+from .udpsplice import KIND_HOST
 
 if TYPE_CHECKING:
     from .loop import Worker

@@ -57,19 +57,6 @@ KIND_NS, KIND_HOST = 0, 1  # -U (namespace sender), -u (host sender)
 MAX_FLOWS = max(16, min(4096, UDP_SPLICE_FDS // 2))  # each flow holds two fds
 
 
-def loopback_family(host: str) -> int | None:
-    """The family to splice a peer with (TCP, worker/splice.py) or relay a
-    sender with (UDP), or None if it is not a loopback address."""
-    host = host.split("%")[0]
-    if host.startswith("127."):
-        return socket.AF_INET
-    if host == "::1":
-        return socket.AF_INET6
-    if host.startswith("::ffff:127."):
-        return socket.AF_INET
-    return None
-
-
 class NsSocket:
     """A -U socket bound inside the namespace by the parent."""
 
