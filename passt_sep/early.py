@@ -41,7 +41,7 @@ import sys
 
 PASST, PASTA = "passt", "pasta"
 SOCKET_DIR = "/tmp"
-SOCKET_MAX = 99
+SOCKET_MAX = 99  # /tmp/passt_1.socket .. /tmp/passt_99.socket, as passt
 BACKLOG = 4
 S_IFMT, S_IFSOCK = 0o170000, 0o140000
 ENOENT, ECONNREFUSED = 2, 111
@@ -129,14 +129,23 @@ def socket_option(args: list[str]) -> tuple[bool, str | None]:
     return True, path
 
 
-def _in_use(path: str) -> bool:
-    """Whether something accepts connections on path (as passt_socket.in_use)."""
+def default_path(n: int) -> str:
+    """The n-th default socket path."""
+    return f"{SOCKET_DIR}/passt_{n}.socket"
+
+
+def in_use(path: str) -> bool:
+    """Whether a process accepts connections on path (a connect succeeds).
+
+    The one rule for the first stage and setup/passt_socket.py."""
     probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         probe.settimeout(1.0)
         probe.connect(path)
         return True
     except OSError as e:
+        # ENOENT: nothing there; ECONNREFUSED: a stale socket file. A full
+        # backlog (EAGAIN) or a path we may not use counts as taken.
         return e.errno not in (ENOENT, ECONNREFUSED)
     finally:
         probe.close()
@@ -210,15 +219,15 @@ def listen(argv: list[str]) -> Early | None:
     if not sure:
         return None
     if path is not None:
-        if _in_use(path):
+        if in_use(path):
             return None  # the full run says "in use"
         s = _bind(path)
         return Early(s, path, True, []) if s is not None else None
     probed = []
     for n in range(1, SOCKET_MAX + 1):
-        p = f"{SOCKET_DIR}/passt_{n}.socket"
+        p = default_path(n)
         probed.append(p)
-        if _in_use(p):
+        if in_use(p):
             continue
         s = _bind(p)
         if s is not None:

@@ -26,11 +26,10 @@ import os
 import socket
 import stat
 
+from ..early import SOCKET_MAX, default_path, in_use
 from ..errors import SetupError
 from ..log import log
 
-SOCKET_DIR = "/tmp"
-SOCKET_MAX = 99  # /tmp/passt_1.socket .. /tmp/passt_99.socket, as passt
 BACKLOG = 4
 
 
@@ -40,26 +39,6 @@ class SocketInUse(SetupError):
     def __init__(self, path: str) -> None:
         Exception.__init__(self, f"Socket path {path} already in use")
         self.step = "socket"
-
-
-def default_path(n: int) -> str:
-    """The n-th default socket path."""
-    return f"{SOCKET_DIR}/passt_{n}.socket"
-
-
-def in_use(path: str) -> bool:
-    """Whether a process accepts connections on path (a connect succeeds)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-        return True
-    except OSError as e:
-        # ENOENT: nothing there; ECONNREFUSED: a stale socket file. A full
-        # backlog (EAGAIN) or a path we may not use counts as taken.
-        return e.errno not in (errno.ENOENT, errno.ECONNREFUSED)
-    finally:
-        probe.close()
 
 
 def _bind(path: str) -> socket.socket:
