@@ -91,6 +91,7 @@ MAX_FLOWS = max(16, min(8192, UDP_FDS // 2))  # outbound flows, both families to
 MAX_PEERS = 4096  # inbound senders remembered (they hold no fd of their own)
 
 _V4MAPPED = bytes(10) + b"\xff\xff"
+
 VIRTIO_NET_HDR_GSO_UDP_L4 = 5  # linux/virtio_net.h (Linux 6.2)
 _UDP_HDR = struct.Struct("!HHHH")
 _GSO = struct.Struct("<BHH")  # gso_type, hdr_len, gso_size: bytes 1..5 of the virtio-net header
@@ -117,6 +118,13 @@ def _bad_destination(version: int, raw: bytes) -> str | None:
     if raw == LOOP6 or raw == ANY6:
         return "udp to loopback or unspecified"
     return None
+
+
+def _unmapped(family: int, raw: bytes) -> tuple[int, bytes]:
+    """(IP version, address) of a sender: a v4-mapped IPv6 address is IPv4."""
+    if family == socket.AF_INET6 and raw[:12] != _V4MAPPED:
+        return 6, raw
+    return 4, raw[12:] if family == socket.AF_INET6 else raw
 
 
 class Inbound:
@@ -546,28 +554,27 @@ class UdpFlows(SockFlows[Flow]):
                 self.w.udpsplice.relay_many(KIND_HOST, ib.sock, ib.fd, ib.port, lfam, addr, ib.target,
                                             [rb.slot(k, rb.length(k)) for k in range(i, j)])
                 return
-        if fam == socket.AF_INET6:
-            if raw[:12] == _V4MAPPED:
-                version, raw = 4, raw[12:]
-            else:
-                version = 6
-        else:
-            version = 4
+        version, raw = _unmapped(fam, raw)
         guest = self.guest[version]
         src = self._visible(version, raw)
         if guest is None or src is None or self.addrs.gw[version] is None:
             return
+        self._note_peer(version, ib, src, addr)
+        self._to_guest_batch(version, src, port, guest, ib.target, rb, i, j)
+
+    def _note_peer(self, version: int, ib: Inbound, src: bytes, addr: tuple) -> None:
+        """Remember (or refresh) the -u sender at addr, seen by the guest as src,
+        for the guest's replies (the oldest go first when the table is full)."""
         now = self.w.now()
-        key = (version, ib.target, src, port)
+        key = (version, ib.target, src, addr[1])
         peer = self.peers.get(key)
         if peer is None:
             if len(self.peers) >= self.max_peers:
                 self._expire_peers(now, force=True)
-            peer = self.peers[key] = Peer(ib, addr, now)
+            self.peers[key] = Peer(ib, addr, now)
             self.stats["inbound"] += 1
         else:
             peer.inbound, peer.sockaddr, peer.last = ib, addr, now
-        self._to_guest_batch(version, src, port, guest, ib.target, rb, i, j)
 
     def _inbound_readable_one(self, ib: Inbound) -> None:
         """Without recvmmsg: one datagram per call."""
@@ -592,14 +599,7 @@ class UdpFlows(SockFlows[Flow]):
                     w.udpsplice.relay(KIND_HOST, ib.sock, ib.fd, ib.port, fam, addr, ib.target,
                                       self.view[h6 : h6 + n])
                     continue
-            if ib.family == socket.AF_INET6:
-                raw = socket.inet_pton(socket.AF_INET6, addr[0].split("%")[0])
-                if raw[:12] == _V4MAPPED:
-                    version, raw = 4, raw[12:]
-                else:
-                    version = 6
-            else:
-                version, raw = 4, socket.inet_pton(socket.AF_INET, addr[0])
+            version, raw = _unmapped(ib.family, socket.inet_pton(ib.family, addr[0].split("%")[0]))
             guest = self.guest[version]
             src = self._visible(version, raw)
             if guest is None or src is None or self.addrs.gw[version] is None:
@@ -607,16 +607,7 @@ class UdpFlows(SockFlows[Flow]):
             if n > pudp.max_payload(version):
                 self.stats["too_big"] += 1
                 continue
-            now = w.now()
-            key = (version, ib.target, src, addr[1])
-            peer = self.peers.get(key)
-            if peer is None:
-                if len(self.peers) >= self.max_peers:
-                    self._expire_peers(now, force=True)
-                peer = self.peers[key] = Peer(ib, addr, now)
-                self.stats["inbound"] += 1
-            else:
-                peer.inbound, peer.sockaddr, peer.last = ib, addr, now
+            self._note_peer(version, ib, src, addr)
             if version == 4:  # move the payload next to IPv4-sized headers
                 h4 = pudp.header_len(4)
                 self.buf[h4 : h4 + n] = self.view[h6 : h6 + n]
