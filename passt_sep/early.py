@@ -1,35 +1,59 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The first stage of a run: passt's socket listens before anything heavy loads.
+"""The first stage of a run: ready for the client before anything heavy loads.
 
-A client may connect the moment passt was exec'd: Debian's libvirt 9.0
-starts qemu right after passt and qemu connects once, without retrying.
-So, before the option table, the Config, the worker or any other module
-of ours is imported, this module:
+A client may look the moment passt or pasta was exec'd: Debian's libvirt
+9.0 starts qemu right after passt and qemu connects once, without
+retrying; a program that starts ``pasta --netns PATH`` may look for the
+tap in PATH at once. So, before the option table, the Config, the worker
+or any other module of ours is imported, this module:
 
 1. tells the mode from argv (``mode_of``: pasta, passt, ``passt-sep MODE``);
-2. in passt mode, walks argv just far enough to find ``-s/--socket`` (or
-   that there is none: the first free ``/tmp/passt_N.socket``), and gives
-   up, leaving everything to the full parse, at anything it does not know
-   for sure (an unknown or ambiguous option, ``-F``, ``-h``, ``--version``,
-   ``-s`` twice);
-3. binds and listens on that path with passt_socket's rules (a path
-   something accepts on is in use; a stale socket file is replaced;
-   anything that is not a socket is left alone), using ``_socket`` and
-   ``os`` only (``socket`` would load ``enum``).
+2. walks argv as cli does (``walk``), just far enough, and gives up,
+   leaving everything to the full parse, at anything it does not know for
+   sure (an unknown, ambiguous or other mode's option, ``-h``,
+   ``--version``, a missing value);
+3. passt: finds ``-s/--socket`` (or that there is none: the first free
+   ``/tmp/passt_N.socket``; ``-F`` or ``-s`` twice: give up) and binds and
+   listens on that path with passt_socket's rules (a path something
+   accepts on is in use; a stale socket file is replaced; anything that is
+   not a socket is left alone), using ``_socket`` and ``os`` only
+   (``socket`` would load ``enum``);
+4. pasta attaching to an existing namespace (``--netns PATH``, or a PID,
+   with or without ``--userns``/``--netns-only``: ``tap_target``): makes
+   the tap in that namespace (``early_tap``) with the name the full run
+   will choose: ``-I``, else the host's template interface, read from
+   /proc/net (``template_ifname``; any option that steers the template,
+   ``-i -o --outbound-if4/6 -4 -6 -a -g``, without ``-I``: give up), with
+   the one recipe setup/tap.py uses too (``make_tap``: flags, virtio-net
+   header, offloads with the USO probe). Only a short-lived thread enters
+   the namespace (setns through ``_ctypes``: ``ctypes`` costs 5 ms); the
+   process stays in its own namespaces throughout. Where that would
+   need joining a user namespace (``--userns`` or a PID's, without
+   CAP_SYS_ADMIN), the first stage gives up: joining is one way and for a
+   single-threaded process, and the full run does it at its own time. The
+   spawned-command form (``pasta [options] [COMMAND]``) gets no early tap:
+   pasta makes that namespace itself and the command runs only once the
+   tap is configured, so nothing can look too early.
 
-The full parse then checks the result (``Early.take``): the same path, no
--F, no error, and the listening socket goes to the passt parent
-(setup/passt_socket.listen); otherwise the socket is closed and its file
-removed. Connections made meanwhile wait in the backlog until the parent
-accepts, after set-up.
+The full parse then checks the result: for passt (``Early.take``) the
+same path, no -F, no error, and the listening socket goes to the passt
+parent (setup/passt_socket.listen), otherwise the socket is closed and its
+file removed; connections made meanwhile wait in the backlog until the
+parent accepts, after set-up. For pasta (``EarlyTap.take``, from
+setup/tap.create_and_configure) the same namespace (the nsfs inode of the
+one the full run opened) and the same name, and the run goes on with that
+fd (--config-net and the rest as before), otherwise the fd is closed and
+the tap vanishes with it. Whatever fails in the first stage is never fatal
+and never printed: the full run does it again and reports.
 
 ``boot`` is what the launcher scripts run (``passt_sep.launcher``):
 started with ``python -I -S`` (no site: about 10 ms less before our
-first line), it listens first and only then runs ``site.main()`` and the
-rest. The pip console scripts (``passt_sep.main:main``) run the same first
-stage, after the interpreter's ``site`` and pip's own imports.
+first line), it runs the first stage and only then ``site.main()`` and
+the rest. The pip console scripts (``passt_sep.main:main``) run the same
+first stage, after the interpreter's ``site`` and pip's own imports.
 
-Everything here imports only builtin modules; the option names below are
+Everything here imports only builtin modules (and, for pasta's tap,
+``_ctypes``, ``fcntl`` and ``_thread``); the option names below are
 checked against cli.OPTIONS by tests/unit/test_early.py.
 """
 
