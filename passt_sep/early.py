@@ -27,11 +27,12 @@ or any other module of ours is imported, this module:
    the one recipe setup/tap.py uses too (``make_tap``: flags, virtio-net
    header, offloads with the USO probe). Only a short-lived thread enters
    the namespace (setns through ``_ctypes``: ``ctypes`` costs 5 ms); the
-   process stays in its own namespaces throughout. Where that would
-   need joining a user namespace (``--userns`` or a PID's, without
-   CAP_SYS_ADMIN), the first stage gives up: joining is one way and for a
-   single-threaded process, and the full run does it at its own time. The
-   spawned-command form (``pasta [options] [COMMAND]``) gets no early tap:
+   process stays in its own namespaces throughout. Where the full run
+   would join a user namespace first (``--userns`` or a PID's, without
+   CAP_SYS_ADMIN; one way, and only for a single-threaded process), a
+   forked child joins it and the network namespace, makes the tap and
+   passes the fd back (``tap_via_child``); the full run still joins at its
+   own time. The spawned-command form (``pasta [options] [COMMAND]``) gets no early tap:
    pasta makes that namespace itself and the command runs only once the
    tap is configured, so nothing can look too early.
 
@@ -287,7 +288,7 @@ IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
 TUN_F_USO4, TUN_F_USO6 = 0x20, 0x40
 VNET_HDR_LEN = 10
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000
 CAP_SYS_ADMIN = 21
 SIOCGIFADDR = 0x8915
 RTF_UP, RTF_GATEWAY, RTF_REJECT = 0x0001, 0x0002, 0x0200
@@ -490,6 +491,67 @@ def tap_in_netns(nsfd: int, name: str) -> tuple[int, str, bool] | None:
     return box[0] if box else None
 
 
+def tap_via_child(userns: str, netns: str, name: str) -> tuple[int, str, bool, tuple[int, int]] | None:
+    """make_tap(name) in a forked child that joins the user namespace userns,
+    then the network namespace netns, as the full run does without
+    CAP_SYS_ADMIN (setup/netns.join_userns: one way, so not in this
+    process); the child passes the fd back (SCM_RIGHTS, received CLOEXEC)
+    with the name, the USO flag and the namespace's (st_dev, st_ino), and
+    exits. None if anything failed."""
+    setns = _setns_fn()
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    try:
+        pid = os.fork()
+    except OSError:
+        a.close()
+        b.close()
+        raise
+    if pid == 0:  # the child: never returns, never prints
+        status = 1
+        try:
+            a.close()
+            ufd = os.open(userns, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            if setns(ufd, CLONE_NEWUSER) == 0:
+                nfd = os.open(netns, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                if setns(nfd, CLONE_NEWNET) == 0:
+                    fd, real, uso = make_tap(name)
+                    st = os.fstat(nfd)
+                    b.sendmsg([f"{real}\0{int(uso)}\0{st.st_dev}\0{st.st_ino}".encode()],
+                              [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
+                    status = 0
+        except BaseException:  # noqa: BLE001, S110 - the full run does it again and reports
+            pass
+        os._exit(status)
+    b.close()
+    fd = -1
+    answered = False
+    try:
+        a.settimeout(TAP_WAIT)
+        msg, anc, _flags, _addr = a.recvmsg(256, _socket.CMSG_SPACE(4), _socket.MSG_CMSG_CLOEXEC)
+        answered = True  # a reply, or EOF: the child is ending
+        for level, kind, data in anc:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4:
+                fd = int.from_bytes(data[:4], sys.byteorder)
+        if fd < 0:
+            return None
+        real, uso, dev, ino = msg.decode().split("\0")
+        made = fd, real, uso == "1", (int(dev), int(ino))
+        fd = -1
+        return made
+    except (OSError, ValueError):
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        a.close()
+        try:  # our child, reaped here: the run never sees it
+            if not answered:
+                os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+
+
 class EarlyTap:
     """pasta's tap, made since the first stage in the namespace pasta attaches to."""
 
@@ -527,8 +589,9 @@ def early_tap(args: list[str]) -> EarlyTap | None:
     namespace (``--netns PATH`` or a PID) and the first stage is sure of
     the namespace and the name; None otherwise (the full run makes it).
 
-    Joining a user namespace (``--userns``, a PID's, without CAP_SYS_ADMIN)
-    is left to the full run: it is one way, for a single-threaded process."""
+    Where the full run joins a user namespace first (``--userns``, a PID's,
+    without CAP_SYS_ADMIN), a forked child does it (``tap_via_child``): for
+    this process joining would be one way, and too early."""
     target = tap_target(args)
     if target is None:
         return None
@@ -539,7 +602,14 @@ def early_tap(args: list[str]) -> EarlyTap | None:
             return None
     if userns and not netns_only and not cap_sys_admin():
         if os.readlink(userns) != os.readlink("/proc/self/ns/user"):
-            return None
+            made4 = tap_via_child(userns, netns_path, name)
+            if made4 is None:
+                return None
+            fd, real, uso, where = made4
+            if real != name:
+                os.close(fd)
+                return None
+            return EarlyTap(fd, name, where, uso)
     # O_NONBLOCK: a FIFO at the path must not hang us (setns then refuses it)
     nsfd = os.open(netns_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:

@@ -57,10 +57,23 @@ def tmp() -> Iterator[Path]:
         yield Path(d)
 
 
-def links(ns) -> list[str]:
-    """Interface names in a namespace."""
-    out = ns.run("ip -o link show", check=False).stdout
+NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+
+
+def links(ns, pid: int | None = None) -> list[str]:
+    """Interface names in a namespace (pid: the network namespace of that
+    process, entered with its user namespace, from ns)."""
+    cmd = "ip -o link show" if pid is None else ["nsenter", "-t", str(pid), "-U", "-n", "ip", "-o", "link", "show"]
+    out = ns.run(cmd, check=False).stdout
     return [ln.split(":")[1].strip().split("@")[0] for ln in out.splitlines() if ":" in ln]
+
+
+def nobodys_namespace(host: HostNS) -> int:
+    """A process of uid 65534 in a user + network namespace of its own: its pid."""
+    h = host.popen([*NOBODY, "unshare", "-U", "-r", "-n", "sleep", "120"])
+    before = {os.readlink(host.userns_path), os.readlink("/proc/self/ns/user")}  # nsenter's, then ours
+    assert wait_for(lambda: os.readlink(f"/proc/{h.pid}/ns/user") not in before, 10)
+    return h.pid
 
 
 def test_the_tap_exists_soon_after_exec(host):
@@ -109,8 +122,14 @@ PROBE = textwrap.dedent("""
                 break
             time.sleep(0.005)
         return n
+    userns = sys.argv[4:]  # the child path: join this user namespace first
     before = where()
-    e = early.early_tap(["-f", "-I", "tq0", "--netns", netns])
+    e = early.early_tap(["-f", "-I", "tq0", *(["--userns", userns[0]] if userns else []), "--netns", netns])
+    try:
+        os.waitpid(-1, os.WNOHANG)
+        children = True
+    except ChildProcessError:
+        children = False
     try:
         socket.if_nametoindex("tq0")
         here = True
@@ -118,7 +137,7 @@ PROBE = textwrap.dedent("""
         here = False
     print(json.dumps({"made": e is not None, "before": before, "after": where(), "threads": threads(),
                       "cloexec": bool(e and fcntl.fcntl(e.fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC),
-                      "here": here}), flush=True)
+                      "here": here, "children": children}), flush=True)
     sys.stdin.readline()
     fd = os.open(other, os.O_RDONLY)
     wrong_ns = e.take(fd, "tq0")  # another namespace: not ours to hand over, closed
@@ -139,7 +158,7 @@ def test_first_stage_leaves_the_process_where_it_was(host, tmp):
         assert first["after"] == first["before"]
         assert first["before"]["net"] != os.readlink(guest.netns_path)  # it did go somewhere else
         assert first["threads"] == 1
-        assert first["cloexec"] and not first["here"]
+        assert first["cloexec"] and not first["here"] and not first["children"]
         assert "tq0" in links(guest) and "tq0" not in links(other)
         p.stdin.write("\n")
         p.stdin.flush()
@@ -147,6 +166,53 @@ def test_first_stage_leaves_the_process_where_it_was(host, tmp):
         assert second == {"taken": False, "fd": None}
         assert wait_for(lambda: "tq0" not in links(guest), 5), links(guest)  # closed: the tap is gone
         assert p.wait(10) == 0
+    finally:
+        stop_process(p)
+
+
+
+def test_child_joins_the_user_namespace_the_process_stays(host, tmp):
+    """As uid 65534 (no CAP_SYS_ADMIN) with --userns: a forked child joins
+    the user namespace and makes the tap; the process's own namespaces are
+    as before, the child is reaped, the fd arrives CLOEXEC."""
+    pid = nobodys_namespace(host)
+    script = tmp / "probe.py"
+    script.write_text(PROBE)
+    p = host.popen([*NOBODY, PYTHON, "-I", str(script), str(REPO), f"/proc/{pid}/ns/net",
+                    f"/proc/{pid}/ns/net", f"/proc/{pid}/ns/user"],
+                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(p.stdout.readline())
+        assert first["made"], first
+        assert first["after"] == first["before"]
+        assert first["before"]["user"] != os.readlink(f"/proc/{pid}/ns/user")
+        assert first["threads"] == 1 and first["cloexec"] and not first["here"] and not first["children"]
+        assert "tq0" in links(host, pid)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        # "other" is the same namespace here: the name decides, tq0 is what it asked for
+        assert json.loads(p.stdout.readline()) == {"taken": True, "fd": None}
+        assert p.wait(10) == 0
+        assert wait_for(lambda: "tq0" not in links(host, pid), 5)  # its last fd went with the probe
+    finally:
+        stop_process(p)
+
+
+def test_unprivileged_userns_run_adopts_and_works(host, tmp):
+    """pasta --userns U --netns N as uid 65534: adopted, configured, ping through it."""
+    pid = nobodys_namespace(host)
+    logf = tmp / "log"
+    tmp.chmod(0o777)
+    p = host.popen([*NOBODY, PASTA, "-f", "-d", "-l", str(logf), "--config-net",
+                    "--userns", f"/proc/{pid}/ns/user", "--netns", f"/proc/{pid}/ns/net"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        inside = ["nsenter", "-t", str(pid), "-U", "-n", "--"]
+        assert wait_for(lambda: HOST_ADDR4 in host.run([*inside, "ip", "-4", "addr"], check=False).stdout, 15)
+        r = host.run([*inside, "ping", "-c1", "-W3", GW_ADDR4], check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert ADOPTED in logf.read_text()
+        assert links(host, pid) == ["lo", "eth0"]
     finally:
         stop_process(p)
 
