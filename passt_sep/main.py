@@ -51,13 +51,17 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def _daemonize() -> int | None:
-    """Fork: the launcher waits for a ready byte and exits; returns the daemon's fd."""
+def _daemonize(drop: tuple[int, ...] = ()) -> int | None:
+    """Fork: the launcher waits for a ready byte and exits; returns the daemon's fd.
+    ``drop``: fds only the daemon keeps (the first stage's tap: a tap the
+    daemon discards must not live on in the waiting launcher)."""
     from .errors import SETUP_SIGNALS
 
     r, w = os.pipe()
     pid = os.fork()
     if pid:
+        for fd in drop:
+            os.close(fd)
         for sig in SETUP_SIGNALS:  # the launcher: the default actions, as before
             signal.signal(sig, signal.SIG_DFL)
         os.close(w)
@@ -129,7 +133,7 @@ def _setup_and_run(mode: str, opts: Options, early: Early | EarlyTap | None) -> 
         listen_fd = early.take(opts.socket_path)
     ready_fd = None
     if not spawn and not opts.foreground:
-        ready_fd = _daemonize()
+        ready_fd = _daemonize((early.fd,) if isinstance(early, EarlyTap) and early.fd is not None else ())
     try:
         parent = Parent(opts, mode, ready_fd)
         if listen_fd is not None:

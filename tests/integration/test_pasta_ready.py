@@ -106,6 +106,20 @@ def test_adopted_tap_carries_traffic(host, tmp):
     assert wait_for(lambda: "eth0" not in links(guest), 5)  # gone with the run
 
 
+
+def test_daemon_mode_adopts(host, tmp):
+    """Without -f, as podman starts it: the launcher exits 0 once set-up is
+    done, the daemon goes on with the first stage's tap."""
+    guest = host.guest()
+    logf = tmp / "log"
+    r = host.run([PASTA, "-d", "-l", str(logf), "--config-net", "--netns", guest.netns_path], timeout=30)
+    assert r.returncode == 0
+    r = guest.run(f"ping -c1 -W3 {GW_ADDR4}", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ADOPTED in logf.read_text()
+    assert links(guest) == ["lo", "eth0"]
+
+
 PROBE = textwrap.dedent("""
     import fcntl, json, os, socket, sys, time
     sys.path.insert(0, sys.argv[1])
