@@ -510,9 +510,9 @@ def tap_via_child(userns: str, netns: str, name: str) -> tuple[int, str, bool, t
         status = 1
         try:
             a.close()
-            ufd = os.open(userns, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            ufd = os.open(userns, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
             if setns(ufd, CLONE_NEWUSER) == 0:
-                nfd = os.open(netns, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                nfd = os.open(netns, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
                 if setns(nfd, CLONE_NEWNET) == 0:
                     fd, real, uso = make_tap(name)
                     st = os.fstat(nfd)
@@ -610,8 +610,9 @@ def early_tap(args: list[str]) -> EarlyTap | None:
                 os.close(fd)
                 return None
             return EarlyTap(fd, name, where, uso)
-    # O_NONBLOCK: a FIFO at the path must not hang us (setns then refuses it)
-    nsfd = os.open(netns_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    # O_NONBLOCK: a FIFO at the path must not hang us; O_NOCTTY: nor a tty become
+    # our terminal (setns refuses either)
+    nsfd = os.open(netns_path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         st = os.fstat(nsfd)
     except OSError:

@@ -163,3 +163,19 @@ def test_early_tap_imports_stay_small():
     heavy = {"ctypes", "socket", "enum", "re", "struct", "threading", "site", "pathlib"}
     assert not heavy & loaded, loaded
     assert out.stderr == ""  # nothing printed by the thread
+
+
+def test_a_fifo_as_netns_does_not_hang_the_first_stage():
+    """--netns naming a FIFO: opened O_NONBLOCK, setns refuses it, no tap, no wait."""
+    with tempfile.TemporaryDirectory() as d:
+        fifo = f"{d}/ns"
+        os.mkfifo(fifo)
+        repo = os.path.dirname(os.path.dirname(early.__file__))
+        code = (f"import sys, time; sys.path.insert(0, {repo!r}); from passt_sep import early; "
+                f"t = time.monotonic(); print(early.early_tap(['-I', 'fifo0', '--netns', {fifo!r}]), "
+                "time.monotonic() - t)")
+        out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
+                             check=True, timeout=20)
+        made, took = out.stdout.split()
+        assert made == "None" and float(took) < 2.5, out
+        assert out.stderr == ""
