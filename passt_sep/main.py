@@ -131,6 +131,8 @@ def _setup_and_run(mode: str, opts: Options, early: Early | EarlyTap | None) -> 
     listen_fd = None
     if isinstance(early, Early) and mode == PASST and opts.fd is None and opts.action == "run":
         listen_fd = early.take(opts.socket_path)
+    if isinstance(early, EarlyTap) and (mode != PASTA or spawn or opts.action != "run"):
+        early.discard()  # the full parse wants no attached namespace: not left for the run's length
     ready_fd = None
     if not spawn and not opts.foreground:
         ready_fd = _daemonize((early.fd,) if isinstance(early, EarlyTap) and early.fd is not None else ())
@@ -141,7 +143,7 @@ def _setup_and_run(mode: str, opts: Options, early: Early | EarlyTap | None) -> 
             parent.early_probed = early.probed if isinstance(early, Early) else []
             if isinstance(early, Early):  # a run that never gets set up removes it (docs/faults.md)
                 parent.setup_files.append(early.path)
-        if isinstance(early, EarlyTap) and mode == PASTA and not spawn:
+        if isinstance(early, EarlyTap) and early.fd is not None:
             parent.early_tap = early  # adopted by setup/tap.py if it is the tap the run wants
         status = parent.run()
     except SetupError as e:

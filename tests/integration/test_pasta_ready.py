@@ -261,6 +261,37 @@ def test_early_tap_discarded_when_the_full_parse_disagrees(host, tmp):
         stop_process(p)
 
 
+SPAWN = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from passt_sep import early, main
+    e = early.early_tap(["-I", "sp0", "--netns", sys.argv[2]])
+    assert e is not None
+    print("made", flush=True)
+    sys.stdin.readline()
+    main.main(["pasta", "-q", "--config-net", "--", "sleep", "6"], e)
+""")
+
+
+def test_early_tap_discarded_when_the_full_run_spawns(host, tmp):
+    """The full parse says: a command of its own. The early tap is closed
+    at once, not left for the length of the run."""
+    guest = host.guest()
+    script = tmp / "spawn.py"
+    script.write_text(SPAWN)
+    p = host.popen([PYTHON, "-I", str(script), str(REPO), guest.netns_path],
+                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert p.stdout.readline() == "made\n"
+        assert "sp0" in links(guest)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert wait_for(lambda: "sp0" not in links(guest), 4)
+        assert p.poll() is None  # while the run goes on
+    finally:
+        stop_process(p)
+
+
 def test_full_parse_refuses_no_tap_left(host):
     """The first stage is sure (it does not check values); the full parse
     refuses -m 99999: one line, exit 1, and the early tap went with the process."""
