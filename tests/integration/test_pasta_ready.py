@@ -350,3 +350,16 @@ def test_template_name_agrees_with_the_full_run(host, tmp, commands, sure):
     else:
         assert ours is None, (ours, full)
 
+
+
+def test_a_fifo_as_netns_fails_the_full_run_with_one_line(host: HostNS, tmp: Path) -> None:
+    """--netns naming a FIFO: the full run opens it without blocking too
+    (O_NONBLOCK), sees it is no namespace (NS_GET_NSTYPE) and exits 1 with
+    a line naming it, not hanging."""
+    fifo = tmp / "ns"
+    os.mkfifo(fifo)
+    r = host.run([PASTA, "-f", "--netns", str(fifo)], timeout=20, check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1, r.stderr
+    assert lines and lines[-1] == f"pasta: network namespace {fifo}: not a network namespace file", r.stderr
+    assert "Traceback" not in r.stderr
