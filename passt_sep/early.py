@@ -24,8 +24,8 @@ removed. Connections made meanwhile wait in the backlog until the parent
 accepts, after set-up.
 
 ``boot`` is what the launcher scripts run (``passt_sep.launcher``):
-started with ``python -I -S`` (no site: about 10 ms less before our
-first line), it listens first and only then runs ``site.main()`` and the
+started with ``python -I -S`` (no site: 10-17 ms less; the launcher puts
+site-packages on sys.path itself), it listens first and then runs the
 rest. The pip console scripts (``passt_sep.main:main``) run the same first
 stage, after the interpreter's ``site`` and pip's own imports.
 
@@ -235,14 +235,18 @@ def listen(argv: list[str]) -> Early | None:
     return None
 
 
-def boot() -> None:
-    """The launcher's entry (python -I -S): listen, then site, then the whole program."""
+def boot(site_done: bool = False) -> None:
+    """The launcher's entry (python -I -S): listen, then the whole program.
+
+    ``site_done``: the launcher put site-packages on sys.path itself
+    (passt_sep/launcher.py), so ``site`` never runs; False (launchers
+    written before that): ``site.main()`` after the first stage."""
     argv = list(sys.argv)
     try:
         early = listen(argv)
     except Exception:  # noqa: BLE001 - never fatal: the full run does it again and reports
         early = None
-    if sys.flags.no_site:
+    if sys.flags.no_site and not site_done:
         import site
 
         site.main()

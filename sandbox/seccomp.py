@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import errno
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from passt_sep.record import record
 
 from . import caps
 
@@ -137,7 +138,7 @@ class PolicyError(ValueError):
     """A policy file that cannot be used. str() is "FILE:LINE: what is wrong"."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Condition:
     """A test on one syscall argument, as libseccomp compares it (64 bits).
 
@@ -180,7 +181,7 @@ class Condition:
         return f"arg{self.arg}{mask}{self.op}{self.value:#x}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     """A parsed allow-list.
 

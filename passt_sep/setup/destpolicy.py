@@ -38,12 +38,12 @@ from __future__ import annotations
 import errno
 import socket
 import time
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..config import Config
 from ..egress import EgressRule
 from ..log import log
+from ..record import record
 
 PROTO_TCP = socket.IPPROTO_TCP
 PROTO_UDP = socket.IPPROTO_UDP
@@ -63,7 +63,7 @@ class Target(NamedTuple):
     loopback: bool  # the host's loopback: --outbound and --outbound-if* do not apply
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _FamilyRules:
     """The mapping of one family, as bytes and strings."""
 
