@@ -17,7 +17,6 @@ import select
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
 from sandbox.fdpass import send_fds
 
@@ -30,6 +29,7 @@ from .destpolicy import PROTO_ICMP, PROTO_TCP, PROTO_UDP, DestPolicy
 from .listeners import LocalBind, pick_bind, udp_reply_socket
 from .sockpool import SocketPool, loop_connect, new_socket
 
+TYPE_CHECKING = False  # (typing itself costs start-up 3-5 ms; mypy knows the name)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
