@@ -41,10 +41,10 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import queue
 import socket
 import threading
 import time
+from _queue import SimpleQueue  # queue.SimpleQueue itself; queue.py would load heapq and more
 from collections.abc import Callable
 
 from sandbox import ns
@@ -121,7 +121,7 @@ class NsThread:
     """
 
     def __init__(self, netns_fd: int) -> None:
-        self.q: queue.SimpleQueue[tuple[Callable[[], Any], _Call | None] | None] = queue.SimpleQueue()
+        self.q: SimpleQueue[tuple[Callable[[], Any], _Call | None] | None] = SimpleQueue()
         self.late = 0  # calls given up on (EAGAIN)
         ready: list[BaseException | None] = []
         started = threading.Event()

@@ -570,11 +570,13 @@ class Broker:
 
     def _report(self, req: ipc.Request, payload: bytes) -> None:
         """OP_REPORT: the answer to the outstanding query, validated, or a violation."""
-        from .api import validate_report
-
         self._count(ipc.OP_REPORT)
         if req.port not in self.reports_expected:
             raise ProtocolViolation(f"report {req.port} nobody asked for")
+        # only the control API expects reports, so setup/api.py is loaded (with
+        # --api-socket, before set-up ended: nothing can be imported after)
+        from .api import validate_report
+
         self.reports_expected.remove(req.port)
         try:
             rep = validate_report(payload)

@@ -171,11 +171,12 @@ def import_the_rest(mode: str) -> None:
     parent's seccomp filter nothing can be opened at all: a late import
     there is an error in the middle of a run. Called before the switch.
     """
-    import queue  # noqa: F401 - the namespace thread's
-    import threading  # noqa: F401
+    import threading  # noqa: F401 - the namespace thread's
 
-    from ..worker import stream  # noqa: F401 - passt: the control messages
-    from . import api, broker, sockdiag, sockpool  # noqa: F401 - api: --api-socket, and the broker's reports
+    # not here: setup/api.py (json), which bind_api imported if --api-socket asks for
+    # it (without, the broker's report path refuses before it needs api), and
+    # worker.stream, which passt's set-up (passt_run) imports itself
+    from . import broker, sockdiag, sockpool  # noqa: F401
     if mode == "pasta":
         from . import autofwd, tap  # noqa: F401
 
