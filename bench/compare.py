@@ -48,8 +48,8 @@ def frozen(rev: str) -> str:
     policies unpacked under /tmp, and a launcher there that puts them first on
     sys.path (the venv's editable finder comes after the path; the worker is forked,
     so it runs that code too; PYTHONPATH would not do: the venv's own launchers run
-    ``python -I``). A revision with passt_sep.early.boot gets its kind of launcher
-    (``python -IS``, the first stage, then site). A before and an after in the same run."""
+    ``python -I``). A revision with passt_sep/launcher.py gets the launcher it would
+    write itself (``python -IS``; site, or not, as that revision does). A before and an after in the same run."""
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", rev], capture_output=True,
                             text=True, check=True).stdout.strip()
     dest = Path(f"/tmp/passt-sep-{commit}")
@@ -60,12 +60,15 @@ def frozen(rev: str) -> str:
                                   "policies"], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
         python = REPO / ".venv" / "bin" / "python"
-        early = dest / "passt_sep" / "early.py"
-        if early.exists() and "def boot(" in early.read_text():
-            # the revision's own kind of launcher (passt_sep/launcher.py): -IS, the first
-            # stage, then site (boot() without arguments runs site.main() itself)
-            launcher.write_text(f"#!{python} -IS\nimport sys\nsys.path.insert(0, {str(dest)!r})\n"
-                                "from passt_sep.early import boot\nboot()\n")
+        if (dest / "passt_sep" / "launcher.py").exists():
+            # the revision's own launcher (passt_sep/launcher.py writes it), pointed at the copy
+            code = ("import sys; sys.path.insert(0, sys.argv[1]); from passt_sep import launcher as l\n"
+                    "args = [sys.argv[2], sys.argv[1]]\n"
+                    "if hasattr(l, 'site_paths'): args += list(l.site_paths())\n"
+                    "sys.stdout.write(l.script(*args))\n")
+            text = subprocess.run([str(python), "-c", code, str(dest), str(python)], capture_output=True,
+                                  text=True, check=True).stdout
+            launcher.write_text(text)
         else:
             launcher.write_text(f"#!{python} -I\nimport sys\nsys.path.insert(0, {str(dest)!r})\n"
                                 "from passt_sep.main import main\nsys.exit(main())\n")

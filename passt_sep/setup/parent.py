@@ -27,6 +27,7 @@ Parent only. Order of a pasta run:
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import pickle
 import select
@@ -236,6 +237,10 @@ class Parent:
         self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         logr, logw = channel()
         me = os.getpid()
+        # everything loaded so far into the permanent generation: no collection
+        # in either process walks (and so writes, and so copies) the pages the
+        # fork left shared (less PSS; docs/performance.md, "Start-up")
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             for sig in SETUP_SIGNALS:  # set-up's Interrupted is the parent's, not ours
