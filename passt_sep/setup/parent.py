@@ -233,7 +233,6 @@ class Parent:
             policy = load_policy(policy_path(self.opts.mode))
         except (OSError, ValueError) as e:
             raise SetupError("seccomp policy", e) from None
-        parentfilter.prepare(self.opts.mode)  # the parent's own, read now, applied in supervise()
         self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         logr, logw = channel()
         me = os.getpid()
@@ -261,6 +260,9 @@ class Parent:
         logw.close()
         self.worklog = WorkerLog(logr)
         self.worker_pid = pid
+        # the parent's own policy, read now (a bad one fails the run before any set-up
+        # step), applied in supervise(); after the fork, so the worker starts sooner
+        parentfilter.prepare(self.opts.mode)
 
     def in_worker_child(self) -> None:
         """In the forked worker, before it isolates itself: run as the target user
