@@ -48,10 +48,10 @@ the tap vanishes with it. Whatever fails in the first stage is never fatal
 and never printed: the full run does it again and reports.
 
 ``boot`` is what the launcher scripts run (``passt_sep.launcher``):
-started with ``python -I -S`` (no site: about 10 ms less before our
-first line), it runs the first stage and only then ``site.main()`` and
-the rest. The pip console scripts (``passt_sep.main:main``) run the same
-first stage, after the interpreter's ``site`` and pip's own imports.
+started with ``python -I -S`` (no site: 10-17 ms less; the launcher puts
+site-packages on sys.path itself), it runs the first stage and then the
+rest. The pip console scripts (``passt_sep.main:main``) run the same first
+stage, after the interpreter's ``site`` and pip's own imports.
 
 Everything here imports only builtin modules (and, for pasta's tap,
 ``_ctypes``, ``fcntl`` and ``_thread``); the option names below are
@@ -656,14 +656,18 @@ def listen(argv: list[str]) -> Early | EarlyTap | None:
     return None
 
 
-def boot() -> None:
-    """The launcher's entry (python -I -S): listen, then site, then the whole program."""
+def boot(site_done: bool = False) -> None:
+    """The launcher's entry (python -I -S): listen, then the whole program.
+
+    ``site_done``: the launcher put site-packages on sys.path itself
+    (passt_sep/launcher.py), so ``site`` never runs; False (launchers
+    written before that): ``site.main()`` after the first stage."""
     argv = list(sys.argv)
     try:
         early = listen(argv)
     except Exception:  # noqa: BLE001 - never fatal: the full run does it again and reports
         early = None
-    if sys.flags.no_site:
+    if sys.flags.no_site and not site_done:
         import site
 
         site.main()

@@ -179,3 +179,32 @@ def test_a_fifo_as_netns_does_not_hang_the_first_stage():
         made, took = out.stdout.split()
         assert made == "None" and float(took) < 2.5, out
         assert out.stderr == ""
+
+
+def test_launcher_runs_without_site(tmp_path):
+    """The launchers passt_sep.launcher writes: python -IS, site-packages and the
+    prefix written in (site never runs), boot(True); they run, and answer --version
+    and a bad option as the program does. A launcher of the old kind (boot()
+    without the flag) still runs site itself."""
+    from passt_sep import launcher
+
+    paths = launcher.write(str(tmp_path))
+    assert [os.path.basename(p) for p in paths] == ["passt", "pasta", "passt-sep"]
+    text = (tmp_path / "pasta").read_text().splitlines()
+    assert text[0].endswith(" -IS") and text[-1] == "boot(True)"
+    assert any(line.startswith("sys.path += [") and "site-packages" in line for line in text)
+    assert f"sys.prefix = sys.exec_prefix = {sys.prefix!r}" in text
+    r = subprocess.run([str(tmp_path / "pasta"), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("pasta "), r
+    r = subprocess.run([str(tmp_path / "pasta"), "--no-such-option"], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--no-such-option" in r.stderr, r
+    # what the launcher leaves out: run its lines up to boot, then look
+    probe = "\n".join(text[1:-2]) + "\nprint('site' in sys.modules, sys.prefix)\n"
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["False", sys.prefix]
+    old = tmp_path / "old-pasta"
+    old.write_text(launcher.script(sys.executable, text[3].split("'")[1]))
+    old.chmod(0o755)
+    assert "boot()" in old.read_text()
+    r = subprocess.run([str(old), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("pasta "), r
