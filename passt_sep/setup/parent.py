@@ -37,9 +37,9 @@ import time
 
 import prctl
 
+from sandbox.bpf import load_program
 from sandbox.caps import keep_only_capabilities
 from sandbox.fdpass import send_fds
-from sandbox.seccomp import load_policy
 
 from .. import ipc
 from .. import log as logmod
@@ -232,7 +232,7 @@ class Parent:
         from ..worker.main import policy_path, preload, worker_main
 
         try:
-            policy = load_policy(policy_path(self.opts.mode))
+            policy = load_program(policy_path(self.opts.mode))
         except (OSError, ValueError) as e:
             raise SetupError("seccomp policy", e) from None
         self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -27,7 +27,6 @@ import sys
 
 from sandbox.fdpass import recv_fds
 from sandbox.isolate import IsolationError, isolate_worker
-from sandbox.seccomp import Policy
 
 from .. import ipc
 from ..log import log
@@ -36,6 +35,8 @@ from . import limits
 TYPE_CHECKING = False  # (typing itself costs start-up 3-5 ms; mypy knows the name)
 if TYPE_CHECKING:
     from typing import NoReturn
+
+    from sandbox.bpf import Program
 
 
 def preload() -> None:
@@ -80,7 +81,7 @@ def _let_go_of_the_user(log_sock: socket.socket, fsize: int) -> int:
     return fsize
 
 
-def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket.socket,
+def worker_main(sock: socket.socket, mode: str, policy: Program, log_sock: socket.socket,
                 fsize: int, parent_pid: int = 0) -> NoReturn:
     """Become the sandboxed worker; never returns.
 
