@@ -155,7 +155,7 @@ def _seccomp(flags: int, prog: _SockFprog) -> int:
     r = _libc.syscall(nr, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
     if r < 0:
         return -ctypes.get_errno()
-    return r
+    return int(r)
 
 
 def install(program: Program, tsync: bool = False) -> None:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import TYPE_CHECKING, Any
 
 from .. import ipc
 from .splice import KIND_IN
 from .tcp import STATE_NAMES
 from .udpsplice import KIND_NS
 
+TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .loop import Worker
 
 _PROTO = {-1: "arp", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
