@@ -165,7 +165,7 @@ def _raise_nofile() -> None:
         pass
 
 
-def import_the_rest(mode: str) -> None:
+def import_the_rest(mode: str, spawn: bool = False) -> None:
     """Import now whatever the rest of the run imports.
 
     After the switch to --runas the interpreter's own files may be out of
@@ -174,6 +174,9 @@ def import_the_rest(mode: str) -> None:
     there is an error in the middle of a run. Called before the switch.
     """
     import threading  # noqa: F401 - the namespace thread's
+
+    if spawn:  # the command's child runs os.execvp, whose get_exec_path imports warnings
+        import warnings  # noqa: F401 - (pyseccomp's typing used to load it for us)
 
     # not here: setup/api.py (json), which bind_api imported if --api-socket asks for
     # it (without, the broker's report path refuses before it needs api), and
@@ -325,7 +328,7 @@ class Parent:
         pcap_fd = _open_pcap(o.pcap)
         listeners, udp_listeners = self.bind_host_ports(cfg)
         self.bind_api(cfg)
-        import_the_rest(o.mode)
+        import_the_rest(o.mode, spawn=o.netns is None and o.target_pid is None)
 
         privileged = netns.has_cap_sys_admin()
         attach = o.netns is not None or o.target_pid is not None
