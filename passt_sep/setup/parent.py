@@ -26,10 +26,10 @@ Parent only. Order of a pasta run:
 
 from __future__ import annotations
 
+import _pickle as pickle  # (_pickle, not pickle: the same functions without pickle.py and the re it imports, 2-3 ms of start-up)
 import ctypes
 import gc
 import os
-import pickle
 import select
 import signal
 import socket
