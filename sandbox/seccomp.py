@@ -7,7 +7,12 @@ pyseccomp. Parsing is pure and may be done anywhere; apply_policy() is the
 last step of isolation and must come after every prctl call the process
 will ever make. apply_to_process() is the parent's variant: no_new_privs
 first, then one filter for every thread of a process that already has
-threads (SECCOMP_FILTER_FLAG_TSYNC).
+threads (SECCOMP_FILTER_FLAG_TSYNC). compile_policy() is the BPF program
+of a policy, compiled_file() a policy's compiled file (policies/NAME.bpf,
+scripts/compile_policies.py); both kinds of loading go through
+sandbox.bpf.install. The run-time path (sandbox.bpf.load_program) imports
+this module, and so pyseccomp, only for a policy edited since it was
+compiled.
 
 pyseccomp locates libc and libseccomp with ctypes.util.find_library,
 which runs ``ldconfig -p`` as a subprocess, twice, at import time. It is
