@@ -359,7 +359,8 @@ class Worker:
     def on_frame(self, frame: memoryview) -> None:
         """Dispatch one frame from the guest; a fault resets the frame's flow (worker/faults.py)."""
         try:
-            self.dispatch(frame)
+            if not self.udp.fast_from_guest(frame):  # a datagram of a known UDP flow, or not
+                self.dispatch(frame)
         except FaultLimit:
             raise
         except Exception as e:  # noqa: BLE001 - the per-flow boundary: see worker/faults.py
