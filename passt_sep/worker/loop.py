@@ -581,8 +581,9 @@ class Worker:
     def _tap_event(self, ev: int) -> None:
         """Frames from the guest, then the UDP datagrams they held for their sockets."""
         self.tap.readable(self.on_frame, ev)
-        if self.udp.out:
-            self.udp.flush()
+        udp = self.udp
+        if udp.out or udp.fast_frames:
+            udp.flush()
 
     def _tap_gone(self, why: str) -> None:
         """The guest's side is gone for good: end the loop (the parent then ends the run)."""

@@ -100,6 +100,11 @@ class RecvBatch:
         """Bytes of datagrams 0..n-1 (one slice of the msg_len words, no loop in Python)."""
         return self.words[14 : 16 * n : 16].tolist()
 
+    def payloads(self, i: int, j: int) -> list[memoryview]:
+        """Views of the payloads of datagrams i..j-1."""
+        lens = self.words[16 * i + 14 : 16 * j : 16].tolist()
+        return [v[:m] for v, m in zip(self.slots_views[i:j], lens, strict=True)]
+
     def length(self, i: int) -> int:
         """Bytes of datagram i."""
         return self.words[16 * i + 14]

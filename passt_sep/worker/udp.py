@@ -77,7 +77,7 @@ from ..setup.sockpool import loopback_family
 from . import mmsg
 from .addrmap import ANY6, LOOP6, HostAddrs
 from .faults import FaultLimit
-from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SEGMENTER, SockFlow, SockFlows, adopt
+from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, RUN_BYTES, SEGMENTER, SockFlow, SockFlows, adopt
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .limits import UDP_FDS
 from .udpsplice import KIND_HOST
@@ -323,6 +323,10 @@ class UdpFlows(SockFlows[Flow]):
         out.append(payload)
         self.fast_frames += 1
         self.fast_bytes += n
+        k = len(out)
+        if k >= mmsg.MAX_SEGMENTS or (k + 1) * len(payload) > RUN_BYTES:  # a whole run: send it now
+            del self.out[flow]  # (a burst of up to a pass's 256 datagrams would overrun the receiver)
+            self._send_held(flow, out, self.w.now())
         return True
 
     def _cache(self, p: Packet, flow: Flow) -> None:
@@ -422,23 +426,26 @@ class UdpFlows(SockFlows[Flow]):
             w.proto_bytes[17] = w.proto_bytes.get(17, 0) + self.fast_bytes
             self.fast_frames = self.fast_bytes = 0
         now = self.w.now()
-        guest = self.guest
         for flow, payloads in out.items():
-            sock = flow.sock
-            if sock is None:
-                continue
-            flow.last = now
-            src = flow.guest  # the guest's address in use (from_guest's rule: not link-local)
-            if flow.version == 4 or not (src[0] == 0xFE and src[1] & 0xC0 == 0x80):
-                guest[flow.version] = src
-            try:
-                self.stats["to_host"] += self._send_many(flow, sock, payloads)
-            except FaultLimit:
-                raise
-            except Exception as e:  # noqa: BLE001 - the per-flow boundary (worker/faults.py): runs
-                # from the tap's handler, whose faults would end the worker
-                self.w.faults.record(f"the datagrams held for {flow}", e)
-                self.fault_flow(flow)
+            self._send_held(flow, payloads, now)
+
+    def _send_held(self, flow: Flow, payloads: list[bytes], now: float) -> None:
+        """Send the datagrams held for flow (in order, runs: ``_send_many``)."""
+        sock = flow.sock
+        if sock is None:
+            return
+        flow.last = now
+        src = flow.guest  # the guest's address in use (from_guest's rule: not link-local)
+        if flow.version == 4 or not (src[0] == 0xFE and src[1] & 0xC0 == 0x80):
+            self.guest[flow.version] = src
+        try:
+            self.stats["to_host"] += self._send_many(flow, sock, payloads)
+        except FaultLimit:
+            raise
+        except Exception as e:  # noqa: BLE001 - the per-flow boundary (worker/faults.py): runs
+            # from the tap's handler, whose faults would end the worker
+            self.w.faults.record(f"the datagrams held for {flow}", e)
+            self.fault_flow(flow)
 
     def fault_name(self, p: Packet) -> str:
         """The flow of a guest datagram, for a fault's log line."""
@@ -658,7 +665,7 @@ class UdpFlows(SockFlows[Flow]):
             lfam = loopback_family(host)
             if lfam is not None:  # host loopback sender: to the namespace's loopback
                 self.w.udpsplice.relay_many(KIND_HOST, ib.sock, ib.fd, ib.port, lfam, addr, ib.target,
-                                            [rb.slot(k, rb.length(k)) for k in range(i, j)])
+                                            rb.payloads(i, j))
                 return
         version, raw = _unmapped(fam, raw)
         guest = self.guest[version]

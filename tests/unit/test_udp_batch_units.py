@@ -69,6 +69,9 @@ def test_recvmmsg_gives_each_datagram_and_its_sender() -> None:
             f, raw, port = rb.sender(i)
             assert (f, socket.inet_ntop(f, raw), port) == (fam, host, s.getsockname()[1])
         assert rb.same_sender(0, 1) and not rb.same_sender(1, 2)
+        assert rb.one_sender(2) and not rb.one_sender(3) and not rb.one_sender(4)
+        assert [bytes(x) for x in rb.payloads(0, 4)] == [d for _s, d in sent]
+        assert [bytes(x) for x in rb.payloads(2, 3)] == [sent[2][1]]
         assert rb.recv(r.fileno()) == 0 and rb.errno == 11  # EAGAIN
         for s in (r, a, b):
             s.close()
