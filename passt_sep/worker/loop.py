@@ -4,8 +4,10 @@
 Sandboxed only. It holds the tap fd, the broker socket and the sockets the
 broker handed it, nothing else; it cannot open files or make sockets. Each
 wake-up drains every ready fd before waiting again. Frames from the guest
-go through ``proto.packet.parse_frame``; a malformed one is dropped and
-counted by reason, and the loop goes on. Replies are whole frames written
+go through ``proto.packet.parse_frame`` (a datagram of a UDP flow whose
+headers were already checked and decided is taken first by worker/udp.py's
+``fast_from_guest``, which checks only its lengths); a malformed one is
+dropped and counted by reason, and the loop goes on. Replies are whole frames written
 to the tap with a zeroed virtio-net header (their checksums are complete).
 
 Module map: ``tap`` (frame I/O and pcap), ``icmp`` (ping flows), this file

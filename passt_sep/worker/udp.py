@@ -49,8 +49,11 @@ the pasta tap a run of one sender and one size goes as one GSO_UDP_L4
 frame (probed at the first: a tap that refuses it gets one frame per
 datagram). Guest datagrams are held per flow until the loop's pass over
 the tap ends (``flush``) and runs of one size leave as one ``send()`` with
-UDP_SEGMENT (``flowsock.SockFlows._send_many``); a USO frame from the tap
-(``Tap.seg``) is cut into its datagrams first. docs/udp.md, "Batching".
+UDP_SEGMENT (``flowsock.SockFlows._send_many``), or once a flow holds a
+whole run; a USO frame from the tap (``Tap.seg``) is cut into its datagrams
+first. A known flow's later frames skip the parse (``fast_from_guest``: the
+decision is cached under the headers that do not change between its
+datagrams; only the lengths are checked again). docs/udp.md, "Batching".
 
 Not done: fragments (dropped by ``proto.packet``; the guest kernel sends a
 datagram up to the MTU, 65520 by default, whole, or a UDP_SEGMENT run as

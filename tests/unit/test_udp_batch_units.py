@@ -7,7 +7,10 @@ the guest becomes one GSO_UDP_L4 frame whose virtio-net header, IP and UDP
 lengths and pseudo-header checksum are what the kernel's segmentation needs
 (the frame is cut here as the kernel would and each piece compared); a USO
 frame from the guest is split at its segment size; runs sent with
-UDP_SEGMENT arrive as the datagrams they were, sizes mixed, in order.
+UDP_SEGMENT arrive as the datagrams they were, sizes mixed, in order; a
+GSO frame written through the tap's writev is whole; the fast path for a
+known flow's frames (UdpFlows.fast_from_guest) delivers what the full path
+would and leaves every odd frame to it.
 """
 
 from __future__ import annotations
