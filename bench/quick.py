@@ -97,6 +97,7 @@ def main() -> None:
                 kind, where = case.split("_")
                 c0, p0 = cpu_seconds(pids), cpu_seconds(pids[:1])
                 if kind == "udp":
+                    drops0 = _udp_drops(host), _udp_drops(guest)
                     outbound = where in ("out", "loout")
                     ns = guest if outbound else host
                     port = IPERF_HOST if outbound else IPERF_NS
@@ -107,9 +108,11 @@ def main() -> None:
                     end = json.loads(r.stdout)["end"]
                     rcv = end["sum_received"]
                     got = max(1, end["sum"]["packets"] - end["sum"]["lost_packets"])
+                    dh, dg = _udp_drops(host) - drops0[0], _udp_drops(guest) - drops0[1]
                     res.setdefault(case, []).append(
                         f"{rcv['bits_per_second'] / 1e9:.2f} Gbit/s, loss {end['sum']['lost_percent']:.1f}%, "
-                        f"{1e6 * (c1 - c0) / got:.2f} µs CPU per datagram")
+                        f"{1e6 * (c1 - c0) / got:.2f} µs CPU per datagram, "
+                        f"full receive buffers: host {dh}, namespace {dg}")
                     continue
                 if kind == "splice":
                     ns = guest if where == "out" else host
@@ -140,6 +143,20 @@ def main() -> None:
                     res.setdefault(case + " split", []).append(_split(before, after, len(pids), done))
         stop_process(p)
     print(json.dumps(res, ensure_ascii=False))
+
+
+def _udp_drops(ns) -> int:  # type: ignore[no-untyped-def]
+    """Datagrams a full receive buffer dropped in ns (UDP and UDP6 RcvbufErrors)."""
+    out = ns.run(["cat", "/proc/net/snmp", "/proc/net/snmp6"], check=False).stdout
+    lines = out.splitlines()
+    total = 0
+    for a, b in zip(lines, lines[1:], strict=False):
+        if a.startswith("Udp: ") and b.startswith("Udp: ") and "RcvbufErrors" in a:
+            total += int(b.split()[a.split().index("RcvbufErrors")])
+    for line in lines:
+        if line.startswith("Udp6RcvbufErrors"):
+            total += int(line.split()[1])
+    return total
 
 
 def _python_child(pid: int) -> int:
