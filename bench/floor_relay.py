@@ -208,7 +208,8 @@ def main() -> None:
     from tests.netenv import HOST_ADDR4, PASTA, PYTHON, HostNS, stop_process, wait_for
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--impls", default="one,two,pasta-c,passt-sep")
+    ap.add_argument("--impls", default="one,two,pasta-c,passt-sep",
+                    help="one, two, pasta-c, passt-sep, passt-sep-nopoll, or the path of a pasta command")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--count", type=int, default=2000)
     a = ap.parse_args()
@@ -227,8 +228,8 @@ def main() -> None:
                     p = host.popen([PYTHON, __file__, "--relay", impl, guest.netns_path], stdout=subprocess.PIPE)
                     assert p.stdout is not None
                     p.stdout.readline()
-                else:
-                    p = host.popen([*cmds[impl], "-f", "-q", "--config-net", "-T",
+                else:  # a name above, or a pasta command's path (bench/compare.py's frozen trees)
+                    p = host.popen([*cmds.get(impl, [impl]), "-f", "-q", "--config-net", "-T",
                                     f"{LISTEN_PORT}:{SERVER_PORT}", "--netns", guest.netns_path])
                     if not wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr", check=False).stdout, 10):
                         sys.exit(f"floor: {impl}: the namespace was not configured")
