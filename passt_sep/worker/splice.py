@@ -311,10 +311,12 @@ class Splicer:
             return
         c.b, c.bfd = b, b.fileno()
         if err == ipc.STATUS_CONNECTED:  # the usual case on loopback: the parent saw it connected
-            # whatever either side sent meanwhile: epoll reports it at the
-            # next wait (a registration finds the readiness already there)
+            # the client's first bytes go now (the client speaks first, and
+            # usually has by now); the server's, if any, when epoll reports
+            # them (a registration finds the readiness already there)
             self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV_IN, reset=lambda c=c: self.fault_conn(c))
-            self._connected(c, checked=True)
+            if self._connected(c, checked=True):
+                self._event(c, c.ab, c.ba, select.EPOLLIN)
             return
         # wait for the connect to complete before touching the accepted side
         self.w.add(c.bfd, lambda ev, c=c: self._b_event(c, ev), EV_OUT, reset=lambda c=c: self.fault_conn(c))
