@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..config import Config
+    from ..early import EarlyTap
     from .acceptor import Acceptor
     from .api import ApiServer
     from .autofwd import Forwarder
@@ -221,6 +222,7 @@ class Parent:
         self.setup_files: list[str] = []
         self.early_fd: int | None = None  # passt: the socket listening since passt_sep.early
         self.early_probed: list[str] = []
+        self.early_tap: EarlyTap | None = None  # pasta: the tap made since passt_sep.early
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
@@ -344,7 +346,8 @@ class Parent:
 
         from .tap import create_and_configure
 
-        self.tap_fd, tap_name, ns_mac = create_and_configure(cfg, self.netns_fd)
+        early_tap, self.early_tap = self.early_tap, None  # adopted or closed in there
+        self.tap_fd, tap_name, ns_mac = create_and_configure(cfg, self.netns_fd, early_tap)
         from .autofwd import Forwarder, NsThread
 
         # a thread stays inside the namespace for the splice path, -T and auto;

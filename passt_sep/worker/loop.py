@@ -537,6 +537,8 @@ class Worker:
     def _run(self) -> int:
         if hasattr(self.tap, "on_gone"):  # pasta's tap (passt's stream reports its client itself)
             self.tap.on_gone = self._tap_gone
+        if hasattr(self.tap, "on_attach"):  # passt: a client connecting again
+            self.tap.on_attach = self._link_up
         self.add(self.tap.fd, self._tap_event)
         self.udp.defer = True  # guest datagrams go out after each pass over the tap, in runs
         self.add(self.broker.sock.fileno(), self._broker_event)
@@ -592,6 +594,11 @@ class Worker:
         self.tap.readable(self.on_frame, ev)
         if self.udp.out:
             self.udp.flush()
+
+    def _link_up(self) -> None:
+        """passt's client connected again: TCP resends at once (tcp.link_up)."""
+        log.debug("client connected again: connections resend what was in flight")
+        self.tcp.link_up(self.now())
 
     def _tap_gone(self, why: str) -> None:
         """The guest's side is gone for good: end the loop (the parent then ends the run)."""
