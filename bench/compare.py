@@ -48,7 +48,8 @@ def frozen(rev: str) -> str:
     policies unpacked under /tmp, and a launcher there that puts them first on
     sys.path (the venv's editable finder comes after the path; the worker is forked,
     so it runs that code too; PYTHONPATH would not do: the venv's own launchers run
-    ``python -I``). A before and an after in the same run."""
+    ``python -I``). A revision with passt_sep/launcher.py gets the launcher it would
+    write itself (``python -IS``; site, or not, as that revision does). A before and an after in the same run."""
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", rev], capture_output=True,
                             text=True, check=True).stdout.strip()
     dest = Path(f"/tmp/passt-sep-{commit}")
@@ -59,8 +60,18 @@ def frozen(rev: str) -> str:
                                   "policies"], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
         python = REPO / ".venv" / "bin" / "python"
-        launcher.write_text(f"#!{python} -I\nimport sys\nsys.path.insert(0, {str(dest)!r})\n"
-                            "from passt_sep.main import main\nsys.exit(main())\n")
+        if (dest / "passt_sep" / "launcher.py").exists():
+            # the revision's own launcher (passt_sep/launcher.py writes it), pointed at the copy
+            code = ("import sys; sys.path.insert(0, sys.argv[1]); from passt_sep import launcher as l\n"
+                    "args = [sys.argv[2], sys.argv[1]]\n"
+                    "if hasattr(l, 'site_paths'): args += list(l.site_paths())\n"
+                    "sys.stdout.write(l.script(*args))\n")
+            text = subprocess.run([str(python), "-c", code, str(dest), str(python)], capture_output=True,
+                                  text=True, check=True).stdout
+            launcher.write_text(text)
+        else:
+            launcher.write_text(f"#!{python} -I\nimport sys\nsys.path.insert(0, {str(dest)!r})\n"
+                                "from passt_sep.main import main\nsys.exit(main())\n")
         launcher.chmod(0o755)
     return str(launcher)
 

@@ -28,6 +28,7 @@ One JSON line per implementation; --md prints a Markdown table.
 
     .venv/bin/python bench/conns.py [--conns 10000] [--impls passt-sep,pasta-c] [--md]
     .venv/bin/python bench/conns.py --impls passt-sep-passt,passt-c --md    # passt mode
+    .venv/bin/python bench/conns.py --impls passt-sep@main,passt-sep,pasta-c --conns 1000  # a revision beside
 """
 
 from __future__ import annotations
@@ -261,6 +262,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.impls.split(","):
+            if name.startswith("passt-sep@"):  # a git revision's pasta (bench/compare.py)
+                from bench.compare import frozen
+
+                IMPLS[name] = [frozen(name.split("@", 1)[1]), *COMMON]
             r = measure(name, a.conns, a.flood, Path(tmp))
             rows.append(r)
             print(json.dumps(r), flush=True)

@@ -8,7 +8,7 @@ settle, and sums Pss from /proc/PID/smaps_rollup over the process and its
 children. PSS counts pages shared between parent and worker once, which
 RSS would count twice. Prints one JSON line per implementation.
 
-    .venv/bin/python bench/memory.py [--reps 3]
+    .venv/bin/python bench/memory.py [--reps 3] [--impls passt-sep@main,passt-sep,pasta-c]
 """
 
 from __future__ import annotations
@@ -66,15 +66,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--settle", type=float, default=1.0)
+    ap.add_argument("--impls", default="passt-sep,pasta-c",
+                    help="passt-sep (this tree), passt-sep@REV (a git revision, bench/compare.py), pasta-c")
     a = ap.parse_args()
     common = ["-f", "-q", "--config-net", "-t", "none", "-u", "none", "-T", "none", "-U", "none"]
-    impls = {"passt-sep": [PASTA] + common, "pasta-c": ["/usr/bin/pasta", "--runas", "0:0"] + common}
-    for name, cmd in impls.items():
-        runs = [measure(cmd, a.settle) for _ in range(a.reps)]
+    impls = {}
+    for name in a.impls.split(","):
+        if name == "pasta-c":
+            impls[name] = ["/usr/bin/pasta", "--runas", "0:0"] + common
+        elif name.startswith("passt-sep@"):
+            from bench.compare import frozen
+
+            impls[name] = [frozen(name.split("@", 1)[1])] + common
+        else:
+            impls[name] = [PASTA] + common
+    runs: dict[str, list[dict[str, int]]] = {name: [] for name in impls}
+    for _ in range(a.reps):  # alternating, so that a drift of the machine hits all alike
+        for name, cmd in impls.items():
+            runs[name].append(measure(cmd, a.settle))
+    for name, rs in runs.items():
         print(json.dumps({"impl": name, "case": "memory_idle", "unit": "KiB",
-                          "pss_median": statistics.median(r["pss_kib"] for r in runs),
-                          "rss_median": statistics.median(r["rss_kib"] for r in runs),
-                          "processes": runs[0]["processes"]}), flush=True)
+                          "pss_median": statistics.median(r["pss_kib"] for r in rs),
+                          "rss_median": statistics.median(r["rss_kib"] for r in rs),
+                          "processes": rs[0]["processes"]}), flush=True)
 
 
 if __name__ == "__main__":

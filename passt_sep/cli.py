@@ -16,12 +16,12 @@ import grp
 import ipaddress
 import os
 import pwd
-from dataclasses import dataclass, field, replace
 
 from . import __version__
 from .egress import EgressRule, parse_egress_spec
 from .errors import UsageError
 from .ports import PortFwd, parse_port_spec
+from .record import field, record, replace
 
 PASST, PASTA = "passt", "pasta"
 BOTH = (PASST, PASTA)
@@ -42,7 +42,7 @@ FAMILY = "family"    # once per address family; a second one of a family is refu
 ADD = "add"          # each occurrence adds: lists, port specifiers, rules
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Opt:
     """One option: names, whether it takes a value, modes, what a repeat does."""
 
@@ -133,7 +133,7 @@ _BY_LONG = {o.long: o for o in OPTIONS}
 _BY_SHORT = {o.short: o for o in OPTIONS if o.short}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Options:
     """What the command line says, values checked, nothing looked up yet."""
 

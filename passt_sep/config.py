@@ -10,11 +10,11 @@ actually uses), which lives in the worker's own state, not here.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from .cli import Options
 from .errors import SetupError
 from .log import log
+from .record import record
 from .setup.hostaddr import HostInfo
 from .setup.sockpool import tcp_peek_off_supported
 
@@ -24,7 +24,7 @@ LOOP4 = IPv4("127.0.0.1")
 LOOP6 = IPv6("::1")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class V4:
     """IPv4 as the guest sees it."""
 
@@ -45,7 +45,7 @@ class V4:
         return self.gw in net and self.prefix < 31
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class V6:
     """IPv6 as the guest sees it."""
 
@@ -61,7 +61,7 @@ class V6:
     guest_map: IPv6 | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     """Everything the run needs, fixed before the worker starts."""
 

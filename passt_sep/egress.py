@@ -22,12 +22,12 @@ exclusions (``~``) or remapping (``:``), which mean nothing here.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from .errors import UsageError
+from .record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EgressRule:
     """One --egress-deny or --egress-allow rule, ready for integer matching."""
 

@@ -64,7 +64,7 @@ requests (docs/splice.md).
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 REQ = struct.Struct("=IHHHH16sII")
 REPLY = struct.Struct("=Ii")
@@ -123,14 +123,20 @@ OP_NAMES = {OP_PING_SOCKET: "ping socket", OP_TCP_CONNECT: "tcp connect", OP_UDP
             OP_UDP_REPLY: "udp reply", OP_NS_UDP_REPLY: "namespace udp reply",
             OP_UDP_PORT: "udp port", OP_REPORT: "report"}
 
-class Quota(NamedTuple):
-    """What the worker may ask of one op: at most ``inflight`` requests
-    without their reply, at most ``per_second`` sent in one second of
-    CLOCK_MONOTONIC (the window is ``int(time.monotonic())``, the same in
-    both processes: the worker has no time namespace of its own)."""
+TYPE_CHECKING = False  # (typing itself costs start-up 3-5 ms; mypy knows the name)
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
-    inflight: int
-    per_second: int
+    class Quota(NamedTuple):
+        """What the worker may ask of one op: at most ``inflight`` requests
+        without their reply, at most ``per_second`` sent in one second of
+        CLOCK_MONOTONIC (the window is ``int(time.monotonic())``, the same in
+        both processes: the worker has no time namespace of its own)."""
+
+        inflight: int
+        per_second: int
+else:  # the same class, without importing typing
+    Quota = namedtuple("Quota", "inflight per_second")
 
 
 # Quotas per op (docs/security.md, "The broker as a monitor"). The worker's
@@ -206,17 +212,20 @@ START_MAX = 1 << 20  # largest start-up message (pickled Config)
 MAX_START_FDS = 16
 
 
-class Request(NamedTuple):
-    """One decoded request from the worker (a tuple: made once per new
-    connection on the parent's side of the hop, where a frozen dataclass
-    cost more than the rest of the decoding)."""
+if TYPE_CHECKING:
+    class Request(NamedTuple):
+        """One decoded request from the worker (a tuple: made once per new
+        connection on the parent's side of the hop, where a frozen dataclass
+        cost more than the rest of the decoding)."""
 
-    seq: int
-    op: int
-    family: int
-    port: int
-    addr: bytes
-    arg: int
+        seq: int
+        op: int
+        family: int
+        port: int
+        addr: bytes
+        arg: int
+else:  # the same class, without importing typing
+    Request = namedtuple("Request", "seq op family port addr arg")
 
 
 def pack_request(seq: int, op: int, family: int, port: int = 0, addr: bytes = b"", arg: int = 0) -> bytes:

@@ -11,7 +11,8 @@ exit status 1; no traceback reaches a user.
 
 This module imports only ``passt_sep.early`` at load time: in passt mode
 the socket listens (early.listen) before the option table or anything
-else of ours is loaded.
+else of ours is loaded; in pasta mode, attaching to an existing namespace,
+the tap exists by then (early.early_tap).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
 
 from . import early as stage1
-from .early import PASST, Early, mode_of
+from .early import PASST, PASTA, Early, EarlyTap, mode_of
 
+TYPE_CHECKING = False  # (typing itself costs start-up 3-5 ms; mypy knows the name)
 if TYPE_CHECKING:
     from .cli import Options
 
@@ -50,13 +51,17 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def _daemonize() -> int | None:
-    """Fork: the launcher waits for a ready byte and exits; returns the daemon's fd."""
+def _daemonize(drop: tuple[int, ...] = ()) -> int | None:
+    """Fork: the launcher waits for a ready byte and exits; returns the daemon's fd.
+    ``drop``: fds only the daemon keeps (the first stage's tap: a tap the
+    daemon discards must not live on in the waiting launcher)."""
     from .errors import SETUP_SIGNALS
 
     r, w = os.pipe()
     pid = os.fork()
     if pid:
+        for fd in drop:
+            os.close(fd)
         for sig in SETUP_SIGNALS:  # the launcher: the default actions, as before
             signal.signal(sig, signal.SIG_DFL)
         os.close(w)
@@ -75,7 +80,7 @@ def error_line(mode: str, msg: object) -> str:
     return f"{mode}: {text}\n"
 
 
-def run(mode: str, args: list[str], early: Early | None = None) -> int:
+def run(mode: str, args: list[str], early: Early | EarlyTap | None = None) -> int:
     """Parse options and run; returns the exit status.
 
     ``early``: passt's socket, listening since the first stage; handed to
@@ -87,7 +92,7 @@ def run(mode: str, args: list[str], early: Early | None = None) -> int:
             early.discard()  # not taken, or the run ended: no socket file of ours is left listening
 
 
-def _run(mode: str, args: list[str], early: Early | None) -> int:
+def _run(mode: str, args: list[str], early: Early | EarlyTap | None) -> int:
     from .cli import parse_args, usage, version_text
     from .errors import Interrupted, UsageError, interrupt_setup
 
@@ -108,12 +113,12 @@ def _run(mode: str, args: list[str], early: Early | None) -> int:
         return _setup_and_run(mode, opts, early)
     except Interrupted as e:
         _say(2, f"{mode}: {signal.Signals(e.sig).name} during set-up, exiting\n")
-        if early is not None:  # the first stage's socket: not left behind
+        if isinstance(early, Early):  # the first stage's socket: not left behind
             _unlink_quietly(early.path)
         return 0
 
 
-def _setup_and_run(mode: str, opts: Options, early: Early | None) -> int:
+def _setup_and_run(mode: str, opts: Options, early: Early | EarlyTap | None) -> int:
     from .errors import SetupError
     from .setup.parent import Parent
 
@@ -124,22 +129,26 @@ def _setup_and_run(mode: str, opts: Options, early: Early | None) -> int:
     else:
         spawn = opts.target_pid is None and opts.netns is None
     listen_fd = None
-    if early is not None and mode == PASST and opts.fd is None and opts.action == "run":
+    if isinstance(early, Early) and mode == PASST and opts.fd is None and opts.action == "run":
         listen_fd = early.take(opts.socket_path)
+    if isinstance(early, EarlyTap) and (mode != PASTA or spawn or opts.action != "run"):
+        early.discard()  # the full parse wants no attached namespace: not left for the run's length
     ready_fd = None
     if not spawn and not opts.foreground:
-        ready_fd = _daemonize()
+        ready_fd = _daemonize((early.fd,) if isinstance(early, EarlyTap) and early.fd is not None else ())
     try:
         parent = Parent(opts, mode, ready_fd)
         if listen_fd is not None:
             parent.early_fd = listen_fd
-            parent.early_probed = early.probed if early is not None else []
-            if early is not None:  # a run that never gets set up removes it (docs/faults.md)
+            parent.early_probed = early.probed if isinstance(early, Early) else []
+            if isinstance(early, Early):  # a run that never gets set up removes it (docs/faults.md)
                 parent.setup_files.append(early.path)
+        if isinstance(early, EarlyTap) and early.fd is not None:
+            parent.early_tap = early  # adopted by setup/tap.py if it is the tap the run wants
         status = parent.run()
     except SetupError as e:
         _say(2, error_line(mode, e))
-        if listen_fd is not None and early is not None:  # ours since the first stage: not left behind
+        if listen_fd is not None and isinstance(early, Early):  # ours since the first stage: not left behind
             _unlink_quietly(early.path)
         return 1
     except KeyboardInterrupt:
@@ -147,7 +156,7 @@ def _setup_and_run(mode: str, opts: Options, early: Early | None) -> int:
     return status
 
 
-def main(argv: list[str] | None = None, early: Early | None = None) -> None:
+def main(argv: list[str] | None = None, early: Early | EarlyTap | None = None) -> None:
     """Console script entry for pasta, passt and passt-sep (``early``: from
     early.boot, which listened already; else the first stage runs here)."""
     argv = list(sys.argv if argv is None else argv)

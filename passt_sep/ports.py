@@ -18,15 +18,15 @@ them), and so do we. Several options of one kind add up, except that
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 
 from .errors import UsageError
+from .record import field, record
 
 EPHEMERAL_MIN = 49152  # first port of the kernel's default ephemeral range
 IFNAMSIZ = 16
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortRange:
     """Ports first..last forwarded to target_first.. on the other side."""
 
@@ -41,7 +41,7 @@ class PortRange:
         return range(self.first, self.last + 1)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortFwd:
     """Forwarding for one protocol and direction."""
 

@@ -30,12 +30,12 @@ import re
 import socket
 import struct
 import sys
-from dataclasses import dataclass
 
 from . import __version__
 from .cli import PASTA, Options, parse_mac
 from .egress import EgressRule, parse_egress_spec
 from .errors import SetupError, UsageError
+from .record import record
 
 PROG = "slirp4netns"
 DEFAULT_MTU = 1500
@@ -117,7 +117,7 @@ def version_text() -> str:
             "SLIRP_CONFIG_VERSION_MAX: 4\n")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SlirpArgs:
     """slirp4netns's command line, values checked."""
 

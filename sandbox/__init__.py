@@ -7,7 +7,8 @@
     sandbox.isolate  isolate_worker(): the whole sequence, in order
     sandbox.fdpass   send_fds/recv_fds over SCM_RIGHTS
 
-Imports only the standard library, python-prctl and pyseccomp. Nothing is
+Imports only the standard library, python-prctl, pyseccomp and
+passt_sep.record (records without the start-up cost of dataclasses). Nothing is
 imported here: import the submodule you need (sandbox.seccomp imports
 pyseccomp, which runs ldconfig at import time, so import it early).
 """

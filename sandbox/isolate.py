@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import prctl
 
@@ -105,7 +104,7 @@ def _write_own_id_maps(uid: int, gid: int) -> None:
 
 
 def isolate_worker(
-    policy_path: str | Path | Policy,
+    policy_path: str | os.PathLike[str] | Policy,
     *,
     keep_fds: Iterable[int] | None = None,
     mountpoint: str = DEFAULT_MOUNTPOINT,

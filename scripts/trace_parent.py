@@ -428,7 +428,7 @@ def main() -> None:
     total: collections.Counter[str] = collections.Counter()
     for c in runs:
         total.update(c)
-    policy = load_policy(policy_path(a.mode)) if policy_path(a.mode).exists() else None
+    policy = load_policy(policy_path(a.mode)) if os.path.exists(policy_path(a.mode)) else None
     allowed = set(policy.syscalls) if policy else set()
     for name, n in sorted(total.items(), key=lambda kv: -kv[1]):
         note = "" if policy is None or name in allowed else "   <- not in policy"
@@ -436,7 +436,7 @@ def main() -> None:
     print(f"{len(total)} distinct system calls after the filter was loaded")
     if policy is not None:
         unseen = sorted(allowed - set(total))
-        print(f"in {policy_path(a.mode).name} but not seen: {', '.join(unseen) or 'none'}")
+        print(f"in {os.path.basename(policy_path(a.mode))} but not seen: {', '.join(unseen) or 'none'}")
 
 
 if __name__ == "__main__":

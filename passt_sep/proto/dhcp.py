@@ -45,10 +45,11 @@ RFC rules implemented, and where we simplify:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from passt_sep.proto.dnsname import encode_names
+
+from ..record import record
 
 # Fixed BOOTP header (RFC 2131 figure 1): op, htype, hlen, hops, xid, secs,
 # flags, ciaddr, yiaddr, siaddr, giaddr, chaddr[16], sname[64], file[128].
@@ -105,7 +106,7 @@ INFINITE_LEASE = 0xFFFFFFFF
 _ZERO = IPv4Address(0)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DhcpParams:
     """What the DHCP server hands out; fixed for the whole run.
 
@@ -163,7 +164,7 @@ class DhcpParams:
         return self.gateway in self.network
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DhcpRequest:
     """A parsed BOOTREQUEST: the fields a reply needs.
 

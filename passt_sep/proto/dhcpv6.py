@@ -47,10 +47,11 @@ and where we simplify:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 
 from passt_sep.proto.dnsname import encode_names
+
+from ..record import field, record
 
 # Message types (RFC 8415 section 7.3).
 SOLICIT = 1
@@ -145,7 +146,7 @@ def make_duid_llt(mac: bytes, time: int) -> bytes:
     return struct.pack("!HHI", DUID_LLT, HWTYPE_ETHERNET, time & 0xFFFFFFFF) + bytes(mac)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Dhcpv6Params:
     """What the DHCPv6 server hands out; fixed for the whole run.
 
@@ -188,7 +189,7 @@ class Dhcpv6Params:
         return IPv6Network((self.addr, ON_LINK_PREFIX_LEN), strict=False)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Dhcpv6Option:
     """One option: code, raw data, and for containers the options inside."""
 
@@ -197,7 +198,7 @@ class Dhcpv6Option:
     children: tuple[Dhcpv6Option, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IaNa:
     """An IA_NA from a client: IAID, T1, T2 and the addresses it names."""
 
@@ -207,7 +208,7 @@ class IaNa:
     addresses: tuple[IPv6Address, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Dhcpv6Message:
     """A parsed client message.
 

@@ -10,7 +10,6 @@ types are neither generated nor forwarded, as in passt.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from .checksum import checksum, pseudo_v6
 from .packet import (
@@ -29,13 +28,39 @@ ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
 _ECHO = struct.Struct("!BBHHH")
 
 
-@dataclass(slots=True, frozen=True)
 class Echo:
-    """An echo request or reply: identifier, sequence and data."""
+    """An echo request or reply: identifier, sequence and data (immutable).
 
+    One per echo: written out rather than made by ``dataclasses``, whose
+    import start-up would pay (passt_sep/record.py)."""
+
+    __slots__ = ("ident", "seq", "data")
+    __match_args__ = __slots__
     ident: int
     seq: int
     data: bytes
+
+    def __init__(self, ident: int, seq: int, data: bytes) -> None:
+        object.__setattr__(self, "ident", ident)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "data", data)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Echo(ident={self.ident!r}, seq={self.seq!r}, data={self.data!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Echo:
+            return NotImplemented
+        return (self.ident, self.seq, self.data) == (other.ident, other.seq, other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.ident, self.seq, self.data))
 
 
 def parse_echo(p: Packet) -> Echo | str | None:

@@ -13,8 +13,8 @@ advertisement is sent periodically to all nodes.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
+from ..record import record
 from .icmp import icmpv6_frame
 from .packet import Packet
 
@@ -27,7 +27,7 @@ PREFIX_LIFETIME = 3600
 DNS_LIFETIME = 60
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RaParams:
     """What router advertisements announce."""
 

@@ -15,7 +15,6 @@ padding) are ignored.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from .checksum import checksum
 
@@ -31,22 +30,44 @@ _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _IP6 = struct.Struct("!IHBB16s16s")
 
 
-@dataclass(slots=True)
 class Packet:
-    """Offsets and addresses of one parsed frame; data stays in ``frame``."""
+    """Offsets and addresses of one parsed frame; data stays in ``frame``.
 
-    frame: memoryview
-    dst_mac: bytes
-    src_mac: bytes
-    ethertype: int
-    l3: int
-    version: int = 0  # 4, 6, or 0 for non-IP (ARP)
-    src: bytes = b""
-    dst: bytes = b""
-    proto: int = 0
-    l4: int = 0
-    l4len: int = 0
-    ttl: int = 0
+    One per frame: written out (slots, one __init__) rather than made by
+    ``dataclasses``, whose import start-up would pay (passt_sep/record.py)."""
+
+    __slots__ = ("frame", "dst_mac", "src_mac", "ethertype", "l3", "version", "src", "dst",
+                 "proto", "l4", "l4len", "ttl")
+    __match_args__ = __slots__
+
+    def __init__(self, frame: memoryview, dst_mac: bytes, src_mac: bytes, ethertype: int, l3: int,
+                 version: int = 0, src: bytes = b"", dst: bytes = b"", proto: int = 0,
+                 l4: int = 0, l4len: int = 0, ttl: int = 0) -> None:
+        self.frame = frame
+        self.dst_mac = dst_mac
+        self.src_mac = src_mac
+        self.ethertype = ethertype
+        self.l3 = l3
+        self.version = version  # 4, 6, or 0 for non-IP (ARP)
+        self.src = src
+        self.dst = dst
+        self.proto = proto
+        self.l4 = l4
+        self.l4len = l4len
+        self.ttl = ttl
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, n) for n in self.__slots__)
+
+    def __repr__(self) -> str:
+        return "Packet(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Packet:
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]
 
     def l4bytes(self) -> memoryview:
         """The transport header and payload."""

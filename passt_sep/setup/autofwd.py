@@ -41,12 +41,11 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import queue
 import socket
 import threading
 import time
+from _queue import SimpleQueue  # queue.SimpleQueue itself; queue.py would load heapq and more
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from sandbox import ns
 
@@ -58,7 +57,10 @@ from ..ports import PortFwd
 from . import sockdiag
 from .listeners import LocalBind, _listen, _udp_bind, note_binds, pick_bind
 
+TYPE_CHECKING = False  # (typing itself costs start-up 3-5 ms; mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .acceptor import Acceptor
 
 SCAN_INTERVAL = 1.0
@@ -119,7 +121,7 @@ class NsThread:
     """
 
     def __init__(self, netns_fd: int) -> None:
-        self.q: queue.SimpleQueue[tuple[Callable[[], Any], _Call | None] | None] = queue.SimpleQueue()
+        self.q: SimpleQueue[tuple[Callable[[], Any], _Call | None] | None] = SimpleQueue()
         self.late = 0  # calls given up on (EAGAIN)
         ready: list[BaseException | None] = []
         started = threading.Event()

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
 
 from ..errors import SetupError
+from ..record import record
 from .rtnl import IFA_F_TENTATIVE, RT_TABLE_MAIN, RTN_UNICAST, Rtnl
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FamilyInfo:
     """What one family of the template interface looks like."""
 
@@ -32,7 +32,7 @@ class FamilyInfo:
     all_addrs: tuple[tuple[str, int], ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostInfo:
     """Host addressing per family (None: no usable default route)."""
 

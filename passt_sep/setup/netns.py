@@ -11,6 +11,7 @@ A spawned command waits on a pipe until set-up is complete, then runs.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import signal
 import sys
@@ -56,10 +57,17 @@ def become_userns_root() -> None:
             prctl.set_dumpable(0)
 
 
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
+
+# a FIFO or a terminal named where a namespace file belongs must not block
+# the open (setns then says what it is: EINVAL, "Invalid argument")
+_NS_OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+
+
 def join_userns(path: str) -> None:
     """Join a user namespace (single-threaded caller)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, _NS_OPEN)
     except OSError as e:
         raise SetupError(f"user namespace {path}", e) from None
     try:
@@ -75,9 +83,17 @@ def join_userns(path: str) -> None:
 def open_netns(path: str) -> int:
     """Open a network namespace file; SetupError naming it if that fails."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, _NS_OPEN)
     except OSError as e:
         raise SetupError(f"network namespace {path}", e) from None
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        kind = -1
+    if kind != ns.CLONE_NEWNET:
+        os.close(fd)
+        raise SetupError(f"network namespace {path}", "not a network namespace file")
+    return fd
 
 
 class Spawned:

@@ -27,13 +27,13 @@ Parent only. Order of a pasta run:
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import pickle
 import select
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING
 
 import prctl
 
@@ -57,10 +57,12 @@ from . import netns, parentfilter
 from .privs import drop_to, target_ids
 from .worklog import WorkerLog, channel
 
+TYPE_CHECKING = False  # (typing itself costs start-up 3-5 ms; mypy knows the name)
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..config import Config
+    from ..early import EarlyTap
     from .acceptor import Acceptor
     from .api import ApiServer
     from .autofwd import Forwarder
@@ -171,11 +173,12 @@ def import_the_rest(mode: str) -> None:
     parent's seccomp filter nothing can be opened at all: a late import
     there is an error in the middle of a run. Called before the switch.
     """
-    import queue  # noqa: F401 - the namespace thread's
-    import threading  # noqa: F401
+    import threading  # noqa: F401 - the namespace thread's
 
-    from ..worker import stream  # noqa: F401 - passt: the control messages
-    from . import api, broker, sockdiag, sockpool  # noqa: F401 - api: --api-socket, and the broker's reports
+    # not here: setup/api.py (json), which bind_api imported if --api-socket asks for
+    # it (without, the broker's report path refuses before it needs api), and
+    # worker.stream, which passt's set-up (passt_run) imports itself
+    from . import broker, sockdiag, sockpool  # noqa: F401
     if mode == "pasta":
         from . import autofwd, tap  # noqa: F401
 
@@ -221,6 +224,7 @@ class Parent:
         self.setup_files: list[str] = []
         self.early_fd: int | None = None  # passt: the socket listening since passt_sep.early
         self.early_probed: list[str] = []
+        self.early_tap: EarlyTap | None = None  # pasta: the tap made since passt_sep.early
 
     # -- steps --------------------------------------------------------------
     def fork_worker(self) -> None:
@@ -231,10 +235,13 @@ class Parent:
             policy = load_policy(policy_path(self.opts.mode))
         except (OSError, ValueError) as e:
             raise SetupError("seccomp policy", e) from None
-        parentfilter.prepare(self.opts.mode)  # the parent's own, read now, applied in supervise()
         self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         logr, logw = channel()
         me = os.getpid()
+        # everything loaded so far into the permanent generation: no collection
+        # in either process walks (and so writes, and so copies) the pages the
+        # fork left shared (less PSS; docs/performance.md, "Start-up")
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             for sig in SETUP_SIGNALS:  # set-up's Interrupted is the parent's, not ours
@@ -255,6 +262,9 @@ class Parent:
         logw.close()
         self.worklog = WorkerLog(logr)
         self.worker_pid = pid
+        # the parent's own policy, read now (a bad one fails the run before any set-up
+        # step), applied in supervise(); after the fork, so the worker starts sooner
+        parentfilter.prepare(self.opts.mode)
 
     def in_worker_child(self) -> None:
         """In the forked worker, before it isolates itself: run as the target user
@@ -344,7 +354,8 @@ class Parent:
 
         from .tap import create_and_configure
 
-        self.tap_fd, tap_name, ns_mac = create_and_configure(cfg, self.netns_fd)
+        early_tap, self.early_tap = self.early_tap, None  # adopted or closed in there
+        self.tap_fd, tap_name, ns_mac = create_and_configure(cfg, self.netns_fd, early_tap)
         from .autofwd import Forwarder, NsThread
 
         # a thread stays inside the namespace for the splice path, -T and auto;

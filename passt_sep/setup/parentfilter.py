@@ -16,7 +16,7 @@ apply(): an import reads files, and openat is not in either policy.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from sandbox.seccomp import Policy, PolicyError, apply_to_process, load_policy
 
@@ -26,9 +26,9 @@ from ..worker.main import POLICY_DIR
 _cache: dict[str, Policy] = {}
 
 
-def policy_path(mode: str) -> Path:
+def policy_path(mode: str) -> str:
     """The seccomp policy file of a mode's parent."""
-    return POLICY_DIR / f"{mode}-parent.policy"
+    return os.path.join(POLICY_DIR, f"{mode}-parent.policy")
 
 
 def prepare(mode: str) -> Policy:

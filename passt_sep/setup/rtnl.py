@@ -17,7 +17,8 @@ import errno
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
+
+from ..record import field, record
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -70,7 +71,7 @@ def parse_attrs(buf: bytes, off: int, end: int) -> dict[int, bytes]:
     return out
 
 
-@dataclass
+@record
 class Link:
     """One interface."""
 
@@ -81,7 +82,7 @@ class Link:
     mac: bytes | None
 
 
-@dataclass
+@record
 class Addr:
     """One address of an interface."""
 
@@ -93,7 +94,7 @@ class Addr:
     address: bytes
 
 
-@dataclass
+@record
 class Route:
     """One route; for multipath routes, the first next hop's oif and gateway."""
 

@@ -7,36 +7,34 @@ a virtio-net header and TSO/checksum offloads (and UDP segmentation offload
 where the kernel has it, 6.2 and later: worker/udp.py splits such frames), and (``--config-net``)
 configures addresses, routes and MTU through rtnetlink (``rtnl``). The fd keeps
 working from any namespace afterwards and is handed to the worker.
+
+The recipe of the tap itself is ``passt_sep.early.make_tap``: when pasta
+attaches to an existing namespace, the first stage has usually made the
+tap already, before the program loaded (early.py); ``create_and_configure``
+adopts that fd if it is in this very namespace with the name chosen here,
+and closes it otherwise (the tap vanishes with its last fd).
 """
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import os
 import socket
-import struct
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from sandbox import ns
 
 from ..config import Config
+from ..early import EarlyTap, make_tap
 from ..errors import SetupError
 from ..log import log
 from .rtnl import IFA_F_NODAD, Rtnl
 
-TUNSETIFF = 0x400454CA
-TUNSETVNETHDRSZ = 0x400454D8
-TUNSETOFFLOAD = 0x400454D0
-SIOCGIFHWADDR = 0x8927
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
-IFF_VNET_HDR = 0x4000
-TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 1, 2, 4
-TUN_F_USO4, TUN_F_USO6 = 0x20, 0x40
-VNET_HDR_LEN = 10
+TYPE_CHECKING = False  # (typing itself costs start-up 3-5 ms; mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
+
 NS_MTU_DEFAULT = 65520
 TAP_MAX_MTU = 65521  # the tun driver's maximum: 65535 less the Ethernet header
 IPV6_MIN_MTU = 1280  # the kernel turns IPv6 off on a link below this (RFC 8200 5)
@@ -66,27 +64,24 @@ def in_netns(netns_fd: int, fn: Callable[[], Any], step: str) -> Any:
 
 
 def open_tap(name: str) -> tuple[int, str]:
-    """Create the tap in the calling thread's netns: (fd, actual name)."""
+    """Create the tap in the calling thread's netns: (fd, actual name).
+
+    The recipe (flags, virtio-net header, offloads with the USO probe) is
+    early.make_tap's, which the first stage uses too."""
     try:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd, real, uso = make_tap(name)
     except OSError as e:
-        raise SetupError("tap device: open /dev/net/tun", e) from None
-    try:
-        ifr = struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
-        ifr = fcntl.ioctl(fd, TUNSETIFF, ifr)
-        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-        base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
-        try:  # UDP segmentation offload (Linux 6.2): a UDP_SEGMENT sender's run as one frame
-            fcntl.ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
-            log.debug("tap: offloads csum, tso4, tso6, uso4, uso6")
-        except OSError:  # EINVAL before 6.2: the namespace's kernel splits such runs itself
-            fcntl.ioctl(fd, TUNSETOFFLOAD, base)
-            log.debug("tap: offloads csum, tso4, tso6 (no uso: this kernel lacks it)")
-    except OSError as e:
-        os.close(fd)
         raise SetupError(f"tap device: create {name}", e) from None
-    real = ifr[:16].rstrip(b"\0").decode()
+    log_offloads(uso)
     return fd, real
+
+
+def log_offloads(uso: bool) -> None:
+    """What the tap offloads, in the debug log."""
+    if uso:
+        log.debug("tap: offloads csum, tso4, tso6, uso4, uso6")
+    else:
+        log.debug("tap: offloads csum, tso4, tso6 (no uso: this kernel lacks it)")
 
 
 def configure(cfg: Config, ifname: str, config_net: bool) -> bytes:
@@ -127,19 +122,33 @@ def configure(cfg: Config, ifname: str, config_net: bool) -> bytes:
     return mac
 
 
-def create_and_configure(cfg: Config, netns_fd: int) -> tuple[int, str, bytes]:
-    """Tap fd, its name and the namespace side MAC, in the target netns."""
+def create_and_configure(cfg: Config, netns_fd: int, early: EarlyTap | None = None) -> tuple[int, str, bytes]:
+    """Tap fd, its name and the namespace side MAC, in the target netns.
+
+    ``early``: the tap the first stage made (passt_sep.early); adopted if it
+    is in this very namespace with the name chosen here, else closed."""
+    adopted = early.take(netns_fd, cfg.ns_ifname) if early is not None else None
+    if adopted is not None:
+        log.debug(f"tap: {cfg.ns_ifname} made by the first stage, adopted")
+        log_offloads(early.uso)  # type: ignore[union-attr]
 
     def work() -> tuple[int, str, bytes]:
-        fd, name = open_tap(cfg.ns_ifname)
+        fd, name = (adopted, cfg.ns_ifname) if adopted is not None else open_tap(cfg.ns_ifname)
         try:
             mac = configure(cfg, name, cfg.opts.config_net)
         except SetupError:
-            os.close(fd)
+            if adopted is None:
+                os.close(fd)
             raise
         except OSError as e:
-            os.close(fd)
+            if adopted is None:
+                os.close(fd)
             raise SetupError("namespace network configuration (netlink)", e) from None
         return fd, name, mac
 
-    return in_netns(netns_fd, work, "tap device")
+    try:
+        return in_netns(netns_fd, work, "tap device")
+    except BaseException:
+        if adopted is not None:  # the first stage's tap: gone with its fd
+            os.close(adopted)
+        raise

@@ -178,10 +178,17 @@ class Broker:
                 self.waiting -= 1
                 self._send(*bl.popleft())
 
-    def readable(self) -> bool:
-        """Handle every reply waiting; False when the parent has gone."""
+    def readable(self, one: bool = False) -> bool:
+        """Handle every reply waiting (``one``: the first only); False when the parent has gone.
+
+        The loop passes ``one``: the socket is watched level-triggered, so
+        epoll reports it again while anything waits, and the common case (a
+        message per wake-up: a reply, a connection the parent accepted)
+        spares the recvmsg that would find the socket empty (2-5 µs with
+        its exception, on every new connection of three of the crr paths).
+        """
         try:
-            return self._readable()
+            return self._readable(one)
         finally:
             if self.waiting:
                 self.pump()
@@ -207,8 +214,10 @@ class Broker:
         if cb is not None:
             cb(None, errno.EMFILE)
 
-    def _readable(self) -> bool:
-        while True:
+    def _readable(self, one: bool = False) -> bool:
+        first = True
+        while first or not one:
+            first = False
             try:
                 data, fds = recv_fds(self.sock, 64, 2, socket.MSG_DONTWAIT)  # 2: a splice pair
             except BlockingIOError:
@@ -252,6 +261,7 @@ class Broker:
                     os.close(fd)
                 continue
             cb(fd, status)
+        return True
 
 
     def _query(self, data: bytes, fds: list[int]) -> None:
@@ -530,6 +540,8 @@ class Worker:
     def _run(self) -> int:
         if hasattr(self.tap, "on_gone"):  # pasta's tap (passt's stream reports its client itself)
             self.tap.on_gone = self._tap_gone
+        if hasattr(self.tap, "on_attach"):  # passt: a client connecting again
+            self.tap.on_attach = self._link_up
         self.add(self.tap.fd, self._tap_event)
         self.udp.defer = True  # guest datagrams go out after each pass over the tap, in runs
         self.add(self.broker.sock.fileno(), self._broker_event)
@@ -587,6 +599,11 @@ class Worker:
         if udp.out or udp.fast_frames:
             udp.flush()
 
+    def _link_up(self) -> None:
+        """passt's client connected again: TCP resends at once (tcp.link_up)."""
+        log.debug("client connected again: connections resend what was in flight")
+        self.tcp.link_up(self.now())
+
     def _tap_gone(self, why: str) -> None:
         """The guest's side is gone for good: end the loop (the parent then ends the run)."""
         if self.running:
@@ -594,7 +611,7 @@ class Worker:
         self.running = False
 
     def _broker_event(self, ev: int) -> None:
-        if not self.broker.readable() or ev & (select.EPOLLHUP | select.EPOLLERR):
+        if not self.broker.readable(one=True) or ev & (select.EPOLLHUP | select.EPOLLERR):
             log.debug("parent went away, worker exiting")
             self.running = False
 

@@ -85,6 +85,7 @@ class StreamTap:
         self.out = bytearray()  # bytes waiting for the client to accept them
         self.errors = 0
         self.moved = 0  # frame bytes read and written; the loop reads and clears it
+        self.on_attach: Callable[[], None] | None = None  # the loop's: a client (again)
         self.stats = {"sessions": 0, "frames_in": 0, "frames_out": 0, "short": 0,
                       "oversized": 0, "corrupt": 0, "out_dropped": 0, "gso_dropped": 0}
 
@@ -130,6 +131,8 @@ class StreamTap:
         self.out.clear()
         self.stats["sessions"] += 1
         self.ep.register(fd, select.EPOLLIN)
+        if self.on_attach is not None and self.stats["sessions"] > 1:
+            self.on_attach()
 
     def _close(self, notify: bool = True, why: str = "") -> None:
         """Forget the client connection; tell the parent it has gone."""

@@ -751,6 +751,15 @@ class TcpFlows:
                 if c in self.delayed:
                     del self.delayed[c]
             if not write(oview[:total]):
+                # the tap refused the frame (passt: no client connected; a tap
+                # write error): the peek moved SO_PEEK_OFF past bytes the guest
+                # never got; put it back where seq_to_tap is, or the next send
+                # would carry later bytes under this sequence number
+                if c.peek_off:
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, inflight)
+                    except OSError:  # cannot be put back: better no stream than a wrong one
+                        return self._reset(c)
                 return
             c.seq_to_tap = seq = (c.seq_to_tap + n) & SEQ_MASK
             if ptcp.seq_diff(seq, c.seq_max) > 0:
@@ -1016,6 +1025,36 @@ class TcpFlows:
             c.sock = None
             c.fd = -1
 
+    def link_up(self, now: float) -> None:
+        """The guest's link is back (passt: a client connected again, as qemu's
+        ``reconnect=`` does): what went toward the guest meanwhile was lost, so
+        every connection sends again now instead of after its backed-off timer,
+        and asks the guest for its own unacknowledged data (a window update
+        and three duplicate ACKs, as after a partial write)."""
+        for c in list(self.conns.values()):
+            if c.closed:
+                continue
+            if c.state == SYNACK_SENT:
+                c.retrans = 0
+                c.last_progress = now
+                self._send_synack(c)
+                continue
+            if c.state != ESTABLISHED:
+                continue
+            c.retrans = 0
+            c.last_progress = now
+            unacked = ptcp.seq_diff(c.seq_to_tap, c.seq_ack_from_tap) > 0 or (c.fin_sent and not c.fin_acked)
+            if unacked:
+                self._rewind(c)
+            else:  # a rewind while the link was down left nothing in flight
+                c.more = True
+                self._send_data(c)
+            if c.closed:
+                continue
+            self._update_wnd(c)
+            for _ in range(1 + DUP_ACK_THRESHOLD):
+                self._ctl(c, ACK)
+
     def timer(self, now: float) -> None:
         """Handshake, retransmission, half-close and idle timeouts."""
         for c in list(self.conns.values()):
@@ -1047,6 +1086,13 @@ class TcpFlows:
             elif not unacked and c.wnd_from_tap == 0 and not c.fin_sent:
                 # zero window probe: an old sequence number makes the guest answer
                 self._ctl(c, ACK, seq=(c.seq_to_tap - 1) & SEQ_MASK)
+            elif not unacked and c.more and not c.fin_sent and c.sock is not None:
+                # nothing in flight, yet data may wait in the socket: a frame the
+                # tap refused (passt's client gone) left it there, and a full
+                # socket buffer brings no new EPOLLIN edge
+                self._send_data(c)
+                if c.closed:
+                    continue
             if (c.tap_fin or c.fin_ever) and now - c.last_activity > FIN_TIMEOUT:
                 log.debug(f"{c}: half-closed timeout")
                 self._reset(c)

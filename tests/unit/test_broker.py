@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 from passt_sep import ipc
 from passt_sep.cli import Options
 from passt_sep.config import V4, V6, Config
+from passt_sep.record import replace
 from passt_sep.setup.broker import Broker
 
 GW4, GW6 = IPv4Address("192.0.2.1"), IPv6Address("2001:db8::1")

@@ -16,11 +16,11 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import replace
 from ipaddress import IPv4Address
 
 from passt_sep import ipc
 from passt_sep.proto.packet import Packet, parse_frame
+from passt_sep.record import replace
 from passt_sep.worker import icmp as wicmp
 from tests.unit.test_udp_flows import ADDR4, GUEST_MAC, GW4, OUR_MAC
 from tests.unit.test_udp_flows import FakeWorker as UdpFakeWorker

@@ -11,7 +11,6 @@ that outlives its test is killed by pid.
 from __future__ import annotations
 
 import array
-import dataclasses
 import errno
 import fcntl
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from passt_sep.record import replace
 from sandbox import caps, fdpass, ns
 from sandbox.isolate import IsolationError, isolate_worker
 from sandbox.seccomp import (
@@ -376,7 +376,7 @@ def _shipped(mode: str, plain: bool = False) -> Policy:
     to show that what the conditions forbid would otherwise go through.
     """
     p = load_policy(POLICIES / f"{mode}.policy")
-    return dataclasses.replace(
+    return replace(
         p, syscalls=(*p.syscalls, "read"), conditions=() if plain else p.conditions
     )
 

@@ -144,8 +144,7 @@ def test_tap_path_sockets_come_with_their_peek_offset() -> None:
     accepted sockets inherit it. Without the flag the broker leaves it."""
     if not sockpool.tcp_peek_off_supported():
         pytest.skip("this kernel keeps no peek offset on TCP sockets")
-    from dataclasses import replace
-
+    from passt_sep.record import replace
     from passt_sep.setup.listeners import _listen
 
     ls = _listen(socket.AF_INET, "127.0.0.1", 0, None, False)

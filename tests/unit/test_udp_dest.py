@@ -16,12 +16,12 @@ import errno
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import replace
 from ipaddress import IPv4Address
 
 import pytest
 
 from passt_sep import ipc
+from passt_sep.record import replace
 from passt_sep.setup.broker import UDP_BIND_MIN, Broker
 from passt_sep.setup.listeners import _udp_bind, note_binds
 from sandbox.fdpass import recv_fds

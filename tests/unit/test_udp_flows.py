@@ -15,7 +15,6 @@ import select
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
@@ -24,6 +23,7 @@ from passt_sep import ipc
 from passt_sep.cli import Options
 from passt_sep.config import V4, V6, Config
 from passt_sep.proto.packet import Packet, parse_frame
+from passt_sep.record import replace
 from passt_sep.worker import flowsock
 from passt_sep.worker import udp as wudp
 
