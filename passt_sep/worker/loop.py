@@ -4,8 +4,10 @@
 Sandboxed only. It holds the tap fd, the broker socket and the sockets the
 broker handed it, nothing else; it cannot open files or make sockets. Each
 wake-up drains every ready fd before waiting again. Frames from the guest
-go through ``proto.packet.parse_frame``; a malformed one is dropped and
-counted by reason, and the loop goes on. Replies are whole frames written
+go through ``proto.packet.parse_frame`` (a datagram of a UDP flow whose
+headers were already checked and decided is taken first by worker/udp.py's
+``fast_from_guest``, which checks only its lengths); a malformed one is
+dropped and counted by reason, and the loop goes on. Replies are whole frames written
 to the tap with a zeroed virtio-net header (their checksums are complete).
 
 Module map: ``tap`` (frame I/O and pcap), ``icmp`` (ping flows), this file
@@ -369,7 +371,8 @@ class Worker:
     def on_frame(self, frame: memoryview) -> None:
         """Dispatch one frame from the guest; a fault resets the frame's flow (worker/faults.py)."""
         try:
-            self.dispatch(frame)
+            if not self.udp.fast_from_guest(frame):  # a datagram of a known UDP flow, or not
+                self.dispatch(frame)
         except FaultLimit:
             raise
         except Exception as e:  # noqa: BLE001 - the per-flow boundary: see worker/faults.py
@@ -592,8 +595,9 @@ class Worker:
     def _tap_event(self, ev: int) -> None:
         """Frames from the guest, then the UDP datagrams they held for their sockets."""
         self.tap.readable(self.on_frame, ev)
-        if self.udp.out:
-            self.udp.flush()
+        udp = self.udp
+        if udp.out or udp.fast_frames:
+            udp.flush()
 
     def _link_up(self) -> None:
         """passt's client connected again: TCP resends at once (tcp.link_up)."""
