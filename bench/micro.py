@@ -14,6 +14,8 @@ loopback is used.
 - ``crr``: one whole outbound connection (SYN, handshake, 1 byte each way,
   FIN both ways), including a stand-in for the parent's connect and the
   server's accept, recv, send and close in this process;
+- ``splice``: one spliced connection (-T) from the parent's message to
+  its close, the worker's handlers alone;
 - ``crr_in``: one whole inbound connection through a -t listener on
   127.0.0.1 taken for the tap path, timed leg by leg: accept to the SYN
   for the guest, its SYN-ACK to the client's first byte in a frame, the
@@ -229,6 +231,91 @@ def crr_in(n: int, profile: bool) -> None:
         pstats.Stats(pr).sort_stats("tottime").print_stats(25)
 
 
+def splice(n: int, profile: bool) -> None:
+    """A spliced connection as the parent hands it over (ipc.ACCEPT, both
+    fds), 1 byte each way, EOF both ways: only the worker's handlers are
+    timed (the client's and the server's calls, and epoll_wait, are not)."""
+    front = socket.socket()  # the -T listener (the parent's)
+    front.bind(("127.0.0.1", 0))
+    front.listen(4096)
+    back = socket.socket()  # the server on the other side's loopback
+    back.bind(("127.0.0.1", 0))
+    back.listen(4096)
+    a, _b = socket.socketpair()
+    w = Worker(config(), KeepTap(), a, GUEST_MAC)
+    sp = w.splice
+    sp.enabled = True
+    msg = ipc.pack_accept(back.getsockname()[1], ipc.PAIR_CONNECTED | (1 << 4), socket.AF_INET)
+    pc = time.perf_counter_ns
+    spent = [0]
+
+    def pump(until) -> None:  # type: ignore[no-untyped-def]
+        for _ in range(1000):
+            if until():
+                return
+            for fd, ev in w.ep.poll(0.01):
+                t0 = pc()
+                w.handlers[fd](ev)
+                spent[0] += pc() - t0
+        raise AssertionError("no progress")
+
+    def once() -> None:
+        cli = socket.create_connection(front.getsockname())
+        afd, _ = front._accept()  # type: ignore[attr-defined]
+        b = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        b.connect_ex(back.getsockname())
+        srv, _ = back.accept()
+        cli.send(b"x")  # in a crr run the client has spoken before the parent's message comes
+        t0 = pc()
+        sp.accepted(msg, [afd, b.detach()])
+        spent[0] += pc() - t0
+        srv.setblocking(False)
+        got: list[bytes] = []
+
+        def srv_has() -> bool:
+            try:
+                got.append(srv.recv(1))
+            except BlockingIOError:
+                return False
+            return True
+
+        pump(srv_has)
+        assert got == [b"x"]
+        srv.send(b"y")
+        cli.setblocking(False)
+        got.clear()
+
+        def cli_has() -> bool:
+            try:
+                got.append(cli.recv(1))
+            except BlockingIOError:
+                return False
+            return True
+
+        pump(cli_has)
+        assert got == [b"y"]
+        cli.close()
+        got.clear()
+        pump(srv_has)
+        assert got == [b""]
+        srv.close()
+        pump(lambda: not sp.conns)
+
+    for _ in range(200):
+        once()
+    spent[0] = 0
+    pr = cProfile.Profile() if profile else None
+    if pr:
+        pr.enable()
+    for _ in range(n):
+        once()
+    if pr:
+        pr.disable()
+    print(f"splice: the worker's handlers {spent[0] / n / 1000:.1f} µs per connection")
+    if pr:
+        pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+
+
 def rr(n: int, profile: bool) -> None:
     w, tap, ls = setup()
     cli = socket.create_connection(ls.getsockname())
@@ -271,12 +358,12 @@ def rr(n: int, profile: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("cases", nargs="+", choices=["rr", "crr", "crr_in"])
+    ap.add_argument("cases", nargs="+", choices=["rr", "crr", "crr_in", "splice"])
     ap.add_argument("--count", type=int, default=3000)
     ap.add_argument("--profile", action="store_true", help="cProfile the timed part")
     a = ap.parse_args()
     for case in a.cases:
-        {"rr": rr, "crr": crr, "crr_in": crr_in}[case](a.count, a.profile)
+        {"rr": rr, "crr": crr, "crr_in": crr_in, "splice": splice}[case](a.count, a.profile)
 
 
 if __name__ == "__main__":

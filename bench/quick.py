@@ -18,7 +18,11 @@ namespace to the gateway address, or from the host's address to -t),
 rr_out / rr_in (1-byte round trips on one connection), crr_loout /
 crr_loin and rr_loout / rr_loin (the same between the loopbacks, through
 -T and a spliced -t), splice_out / splice_in (iperf3 through -T / -t
-between the loopbacks).
+between the loopbacks), udp_out / udp_in / udp_loout / udp_loin (iperf3
+-u -l 1400 at ``--udp-rate``, 0: no limit: over the tap to the gateway
+address or from the host's address to -u, and between the loopbacks
+through -U / a spliced -u; the rate the server received, its loss, and
+the CPU time of pasta's processes per datagram received).
 
 ``--split`` adds, for the rr and crr cases, where all the CPU of an
 operation went: user and system time per operation of pasta's parent and
@@ -63,6 +67,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=3000, help="connections per crr run (rr: 5x this)")
     ap.add_argument("--time", type=int, default=4, help="iperf3 seconds for the splice cases")
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--udp-rate", default="0", help="iperf3 -b of the udp cases (0: no limit)")
     ap.add_argument("--split", action="store_true", help="user/system CPU of every process, per operation")
     a = ap.parse_args()
     cases = a.cases.split(",")
@@ -75,11 +80,12 @@ def main() -> None:
             assert srv.stdout is not None
             srv.stdout.readline()  # "ready" (the server exits with the namespace)
             servers[port] = _python_child(srv.pid)
-        if any(c.startswith("splice") for c in cases):
+        if any(c.startswith(("splice", "udp")) for c in cases):
             host.popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(IPERF_HOST)], stdout=subprocess.DEVNULL)
             guest.popen(["iperf3", "-s", "-p", str(IPERF_NS)], stdout=subprocess.DEVNULL)
         p = host.popen([*a.pasta.split(), "-f", "-q", "--config-net", "-t", f"{RR_PORT_NS},{IPERF_NS}",
-                        "-T", f"{IPERF_HOST},{RR_PORT_HOST}", "--netns", guest.netns_path])
+                        "-T", f"{IPERF_HOST},{RR_PORT_HOST}", "-u", str(IPERF_NS), "-U", str(IPERF_HOST),
+                        "--netns", guest.netns_path])
         if not wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr", check=False).stdout, 10):
             sys.exit("quick: the namespace was not configured")
         time.sleep(0.5)
@@ -90,6 +96,24 @@ def main() -> None:
             for case in cases:
                 kind, where = case.split("_")
                 c0, p0 = cpu_seconds(pids), cpu_seconds(pids[:1])
+                if kind == "udp":
+                    drops0 = _udp_drops(host), _udp_drops(guest)
+                    outbound = where in ("out", "loout")
+                    ns = guest if outbound else host
+                    port = IPERF_HOST if outbound else IPERF_NS
+                    addr = "127.0.0.1" if where.startswith("lo") else GW_ADDR4 if outbound else HOST_ADDR4
+                    r = ns.run(["iperf3", "-c", addr, "-p", str(port), "-t", str(a.time), "-J", "-u",
+                                "-b", a.udp_rate, "-l", "1400"], timeout=a.time + 30)
+                    c1 = cpu_seconds(pids)
+                    end = json.loads(r.stdout)["end"]
+                    rcv = end["sum_received"]
+                    got = max(1, end["sum"]["packets"] - end["sum"]["lost_packets"])
+                    dh, dg = _udp_drops(host) - drops0[0], _udp_drops(guest) - drops0[1]
+                    res.setdefault(case, []).append(
+                        f"{rcv['bits_per_second'] / 1e9:.2f} Gbit/s, loss {end['sum']['lost_percent']:.1f}%, "
+                        f"{1e6 * (c1 - c0) / got:.2f} µs CPU per datagram, "
+                        f"full receive buffers: host {dh}, namespace {dg}")
+                    continue
                 if kind == "splice":
                     ns = guest if where == "out" else host
                     port = IPERF_HOST if where == "out" else IPERF_NS
@@ -119,6 +143,20 @@ def main() -> None:
                     res.setdefault(case + " split", []).append(_split(before, after, len(pids), done))
         stop_process(p)
     print(json.dumps(res, ensure_ascii=False))
+
+
+def _udp_drops(ns) -> int:  # type: ignore[no-untyped-def]
+    """Datagrams a full receive buffer dropped in ns (UDP and UDP6 RcvbufErrors)."""
+    out = ns.run(["cat", "/proc/net/snmp", "/proc/net/snmp6"], check=False).stdout
+    lines = out.splitlines()
+    total = 0
+    for a, b in zip(lines, lines[1:], strict=False):
+        if a.startswith("Udp: ") and b.startswith("Udp: ") and "RcvbufErrors" in a:
+            total += int(b.split()[a.split().index("RcvbufErrors")])
+    for line in lines:
+        if line.startswith("Udp6RcvbufErrors"):
+            total += int(line.split()[1])
+    return total
 
 
 def _python_child(pid: int) -> int:

@@ -89,6 +89,17 @@ def host() -> Iterator[HostNS]:
 
 
 @pytest.fixture
+def tmp() -> Iterator[Path]:
+    """A directory others may enter (0755): the parent drops to nobody, and a
+    socket or PID file it makes there must be reachable by it and by clients."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="passt-sep-") as d:
+        os.chmod(d, 0o755)
+        yield Path(d)
+
+
+@pytest.fixture
 def host_nogw() -> Iterator[HostNS]:
     """A HostNS without gateway namespace: eth0 has carrier, nothing answers."""
     with HostNS(gateway=False) as h:

@@ -250,13 +250,20 @@ class SockFlows(Generic[F]):
         """
         seg = SEGMENTER
         sent, i, n = 0, 0, len(payloads)
+        sizes = list(map(len, payloads))
+        size = sizes[0] if n else 0
+        step = 1
+        if seg.ok and flow.seg >= 0 and size > 0 and sizes.count(size) == n:
+            step = min(MAX_SEGMENTS, RUN_BYTES // size)  # the usual list: one size, cut in runs
         while i < n:
             first = payloads[i]
-            size = len(first)
+            size = sizes[i]
             j, total = i + 1, size
-            if seg.ok and flow.seg >= 0 and size > 0:
+            if step > 1 and flow.seg >= 0 and seg.ok:
+                j = min(n, i + step)
+            elif seg.ok and flow.seg >= 0 and size > 0:
                 while j < n and j - i < MAX_SEGMENTS:
-                    m = len(payloads[j])
+                    m = sizes[j]
                     if m > size or m == 0 or total + m > RUN_BYTES:
                         break
                     total += m

@@ -81,23 +81,29 @@ class RecvBatch:
                               _NAMELEN if names else 0, iovs + i * _IOV.size, 1, 0, 0, 0)
         self.words = memoryview(self.msgs).cast("I")  # msg_len of slot i: words[16 * i + 14]
         self._msgs_at = _addr(self.msgs)
+        self._pristine = bytes(self.msgs)  # every msg_namelen at _NAMELEN again: one copy per call
+        # each slot's whole area, to cut payload views from without a method call per datagram
+        self.slots_views = [self.view[i * SLOT : (i + 1) * SLOT] for i in range(slots)]
         self.errno = 0
 
     def recv(self, fd: int) -> int:
         """Datagrams waiting on fd, up to ``slots``, in one call; 0 if none (``errno`` says why)."""
+        if self.names is not None:  # the kernel wrote each namelen last time: room again
+            self.msgs[:] = self._pristine
         n = _recvmmsg(fd, self._msgs_at, self.slots, MSG_DONTWAIT, None)
         if n < 0:
             self.errno = ctypes.get_errno()
             return 0
-        if self.names is not None:  # the kernel wrote each namelen: room for the next call
-            w = self.words
-            for i in range(n):
-                w[16 * i + 2] = _NAMELEN
         return n
 
     def lengths(self, n: int) -> list[int]:
         """Bytes of datagrams 0..n-1 (one slice of the msg_len words, no loop in Python)."""
         return self.words[14 : 16 * n : 16].tolist()
+
+    def payloads(self, i: int, j: int) -> list[memoryview]:
+        """Views of the payloads of datagrams i..j-1."""
+        lens = self.words[16 * i + 14 : 16 * j : 16].tolist()
+        return [v[:m] for v, m in zip(self.slots_views[i:j], lens, strict=True)]
 
     def length(self, i: int) -> int:
         """Bytes of datagram i."""
@@ -113,6 +119,13 @@ class RecvBatch:
         assert names is not None
         a, b = i * _NAMELEN, j * _NAMELEN
         return names[a : a + _NAMELEN] == names[b : b + _NAMELEN]
+
+    def one_sender(self, n: int) -> bool:
+        """Whether datagrams 0..n-1 all came from the same address and port (names only;
+        one comparison at C speed instead of one per datagram)."""
+        names = self.names
+        assert names is not None
+        return names[: _NAMELEN * n] == names[:_NAMELEN] * n
 
     def sender(self, i: int) -> tuple[int, bytes, int]:
         """(family, packed address, port) of datagram i (names only)."""

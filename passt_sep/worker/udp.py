@@ -49,8 +49,11 @@ the pasta tap a run of one sender and one size goes as one GSO_UDP_L4
 frame (probed at the first: a tap that refuses it gets one frame per
 datagram). Guest datagrams are held per flow until the loop's pass over
 the tap ends (``flush``) and runs of one size leave as one ``send()`` with
-UDP_SEGMENT (``flowsock.SockFlows._send_many``); a USO frame from the tap
-(``Tap.seg``) is cut into its datagrams first. docs/udp.md, "Batching".
+UDP_SEGMENT (``flowsock.SockFlows._send_many``), or once a flow holds a
+whole run; a USO frame from the tap (``Tap.seg``) is cut into its datagrams
+first. A known flow's later frames skip the parse (``fast_from_guest``: the
+decision is cached under the headers that do not change between its
+datagrams; only the lengths are checked again). docs/udp.md, "Batching".
 
 Not done: fragments (dropped by ``proto.packet``; the guest kernel sends a
 datagram up to the MTU, 65520 by default, whole, or a UDP_SEGMENT run as
@@ -76,7 +79,7 @@ from ..setup.sockpool import loopback_family
 from . import mmsg
 from .addrmap import ANY6, LOOP6, HostAddrs
 from .faults import FaultLimit
-from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, SEGMENTER, SockFlow, SockFlows, adopt
+from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, RUN_BYTES, SEGMENTER, SockFlow, SockFlows, adopt
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .limits import UDP_FDS
 from .udpsplice import KIND_HOST
@@ -94,6 +97,14 @@ _V4MAPPED = bytes(10) + b"\xff\xff"
 
 VIRTIO_NET_HDR_GSO_UDP_L4 = 5  # linux/virtio_net.h (Linux 6.2)
 _UDP_HDR = struct.Struct("!HHHH")
+# the fast path for a guest datagram of a known flow (UdpFlows.fast_from_guest): the header
+# bytes that stay the same for every datagram of a flow (all of them but the lengths, the
+# IPv4 identification and the checksums) are the key, the lengths are checked per frame
+_KEY4 = struct.Struct("16s4x4s2x12s")  # Ethernet, version/IHL/TOS; flags/fragment/TTL/protocol; addresses, ports
+_LEN4 = struct.Struct("!H20xH")  # at 16: IPv4 total length; UDP length
+_KEY6 = struct.Struct("18s2x38s")  # Ethernet, version/class/label; next header/hop limit, addresses, ports
+_LEN6 = struct.Struct("!H38xH")  # at 18: IPv6 payload length; UDP length
+FAST_MAX = 4096  # cached header keys (cleared when full: the next frames take the slow path)
 _GSO = struct.Struct("<BHH")  # gso_type, hdr_len, gso_size: bytes 1..5 of the virtio-net header
 
 
@@ -258,14 +269,80 @@ class UdpFlows(SockFlows[Flow]):
         self.rb = mmsg.shared(False)
         self.rbn = mmsg.shared(True)
         self.gso = self.vnet_csum  # only the pasta tap takes virtio-net GSO frames
+        self.write_parts = getattr(w.tap, "write_parts", None)  # writev (worker/tap.py)
         self.uso = hasattr(w.tap, "seg")  # the pasta tap: frames may be USO runs
         self.defer = False  # set by the loop, which then calls flush() after each tap pass
         self.out: dict[Flow, list[bytes]] = {}
+        # fast_from_guest: header key -> flow whose socket is there; frames and bytes it took
+        self.fast: dict[tuple[bytes, ...], Flow] = {}
+        self.fast_frames = self.fast_bytes = 0
         if log.enabled(DEBUG):
             log.debug(f"udp: recvmmsg {'batches of ' + str(mmsg.SLOTS) if self.rb else 'unavailable'}, "
                       f"tap GSO_UDP_L4 frames {'to be probed' if self.gso else 'off (no virtio-net header)'}")
 
     # -- guest to host --------------------------------------------------------
+    def fast_from_guest(self, frame: memoryview) -> bool:
+        """A guest datagram of a flow that has its socket, held for ``flush``; False: not
+        one (the loop's dispatch and ``from_guest`` take it, malformed or not).
+
+        The loop calls this first for every frame from the tap. A flow's frames differ
+        only in the lengths, the IPv4 identification and the checksums; the rest of the
+        headers (MAC addresses, IP version and header length, TOS or traffic class and
+        flow label, fragment bits, TTL, protocol, addresses, ports) is the key under
+        which ``from_guest`` cached the flow once one of its frames had passed every
+        check (``parse_frame``, the services' ports, the destination rules, the
+        broker's socket). A frame with that key is the same decision again: only its
+        lengths are checked here (anything odd goes the slow way, which drops and counts
+        it). A USO frame (``Tap.seg``) always goes the slow way.
+        """
+        n = len(frame)
+        if n < 42:  # no room for Ethernet, IPv4 and UDP headers
+            return False
+        if frame[12] == 8:  # ETH_P_IP
+            if frame[23] != 17:
+                return False
+            flow = self.fast.get(_KEY4.unpack_from(frame))  # type: ignore[arg-type]
+            if flow is None or flow.sock is None or (self.uso and self.w.tap.seg):
+                return False
+            tot, ulen = _LEN4.unpack_from(frame, 16)
+            if tot + 14 > n or ulen < 8 or ulen + 20 > tot:
+                return False
+            payload = frame[42 : 34 + ulen].tobytes()  # (bytes() of a view: slower)
+        elif frame[12] == 0x86:  # ETH_P_IPV6
+            if n < 62 or frame[20] != 17:
+                return False
+            flow = self.fast.get(_KEY6.unpack_from(frame))  # type: ignore[arg-type]
+            if flow is None or flow.sock is None or (self.uso and self.w.tap.seg):
+                return False
+            plen, ulen = _LEN6.unpack_from(frame, 18)
+            if plen + 54 > n or ulen < 8 or ulen > plen:
+                return False
+            payload = frame[62 : 54 + ulen].tobytes()
+        else:
+            return False
+        out = self.out.get(flow)
+        if out is None:
+            out = self.out[flow] = []
+        out.append(payload)
+        self.fast_frames += 1
+        self.fast_bytes += n
+        k = len(out)
+        if k >= mmsg.MAX_SEGMENTS or (k + 1) * len(payload) > RUN_BYTES:  # a whole run: send it now
+            del self.out[flow]  # (a burst of up to a pass's 256 datagrams would overrun the receiver)
+            self._send_held(flow, out, self.w.now())
+        return True
+
+    def _cache(self, p: Packet, flow: Flow) -> None:
+        """Remember flow under p's header key for ``fast_from_guest`` (p passed every check)."""
+        fast = self.fast
+        if len(fast) >= FAST_MAX:
+            fast.clear()
+        if p.version == 4:
+            if p.l4 == 34 and p.ethertype == 0x0800:  # no IPv4 options
+                fast[_KEY4.unpack_from(p.frame)] = flow  # type: ignore[index]
+        elif p.l4 == 54 and p.ethertype == 0x86DD:  # no extension headers
+            fast[_KEY6.unpack_from(p.frame)] = flow  # type: ignore[index]
+
     def from_guest(self, p: Packet) -> None:
         """One UDP datagram from the guest (the built-in services had their turn)."""
         if self.disabled:
@@ -327,7 +404,9 @@ class UdpFlows(SockFlows[Flow]):
             if out is None:
                 out = self.out[flow] = []
             if parts is None:
-                out.append(bytes(payload))
+                out.append(payload.tobytes())
+                if self.defer:  # the next frames of this flow: fast_from_guest (only while deferring)
+                    self._cache(p, flow)
             else:
                 out.extend(parts)
             if not self.defer:
@@ -343,18 +422,33 @@ class UdpFlows(SockFlows[Flow]):
     def flush(self) -> None:
         """Send what from_guest held back this pass, per flow in order (runs: ``_send_many``)."""
         out, self.out = self.out, {}
+        if self.fast_frames:  # what fast_from_guest took, in the loop's counters
+            w = self.w
+            w.frames_in += self.fast_frames
+            w.proto_frames[17] = w.proto_frames.get(17, 0) + self.fast_frames
+            w.proto_bytes[17] = w.proto_bytes.get(17, 0) + self.fast_bytes
+            self.fast_frames = self.fast_bytes = 0
+        now = self.w.now()
         for flow, payloads in out.items():
-            sock = flow.sock
-            if sock is None:
-                continue
-            try:
-                self.stats["to_host"] += self._send_many(flow, sock, payloads)
-            except FaultLimit:
-                raise
-            except Exception as e:  # noqa: BLE001 - the per-flow boundary (worker/faults.py): runs
-                # from the tap's handler, whose faults would end the worker
-                self.w.faults.record(f"the datagrams held for {flow}", e)
-                self.fault_flow(flow)
+            self._send_held(flow, payloads, now)
+
+    def _send_held(self, flow: Flow, payloads: list[bytes], now: float) -> None:
+        """Send the datagrams held for flow (in order, runs: ``_send_many``)."""
+        sock = flow.sock
+        if sock is None:
+            return
+        flow.last = now
+        src = flow.guest  # the guest's address in use (from_guest's rule: not link-local)
+        if flow.version == 4 or not (src[0] == 0xFE and src[1] & 0xC0 == 0x80):
+            self.guest[flow.version] = src
+        try:
+            self.stats["to_host"] += self._send_many(flow, sock, payloads)
+        except FaultLimit:
+            raise
+        except Exception as e:  # noqa: BLE001 - the per-flow boundary (worker/faults.py): runs
+            # from the tap's handler, whose faults would end the worker
+            self.w.faults.record(f"the datagrams held for {flow}", e)
+            self.fault_flow(flow)
 
     def fault_name(self, p: Packet) -> str:
         """The flow of a guest datagram, for a fault's log line."""
@@ -437,6 +531,16 @@ class UdpFlows(SockFlows[Flow]):
         limit = pudp.max_payload(version)
         lens = rb.lengths(end)
         gso = self.gso
+        size = lens[i]
+        if gso and 0 < size and lens.count(size) == end - i:  # the usual batch: one size
+            step = min(mmsg.MAX_SEGMENTS, limit // size)
+            while i < end:
+                j = min(end, i + step)
+                if j - i == 1 or not self._gso_frame(version, src, sport, dst, dport, rb, i, j, size,
+                                                     size * (j - i)):
+                    break  # one by one, below
+                i = j
+            gso = self.gso
         while i < end:
             size = lens[i]
             j, total = i + 1, size
@@ -467,13 +571,21 @@ class UdpFlows(SockFlows[Flow]):
             return False
         hlen = pudp.header_len(version)
         buf = self.buf
-        slot = rb.slot
-        lens = rb.lengths(j)
-        buf[hlen : hlen + total] = b"".join([slot(k, lens[k]) for k in range(i, j)])
+        views = rb.slots_views
+        last = rb.length(j - 1)
+        parts = [v[:size] for v in views[i : j - 1]]
+        parts.append(views[j - 1][:last])
         length = pudp.fill_frame(buf, version, self.w.guest_mac, self.w.cfg.our_mac, src, dst,
                                  sport, dport, total, vnet=True, offload=True)
         _GSO.pack_into(buf, 1, VIRTIO_NET_HDR_GSO_UDP_L4, hlen - pudp.VNET_HDR_LEN, size)
-        if not self.w.tap.write_raw(self.view[:length]):
+        write_parts = self.write_parts
+        if write_parts is not None:  # the headers, then the payloads where recvmmsg put them
+            parts.insert(0, self.view[:hlen])
+            ok = write_parts(parts)
+        else:
+            buf[hlen : hlen + total] = b"".join(parts)
+            ok = self.w.tap.write_raw(self.view[:length])
+        if not ok:
             if self.stats["gso_frames"] == 0:  # the probe: this kernel's tap does not take them
                 self.gso = False
                 log.debug("udp: the tap refused a GSO_UDP_L4 frame: one frame per datagram")
@@ -531,7 +643,11 @@ class UdpFlows(SockFlows[Flow]):
                 if rb.errno in (errno.EAGAIN, errno.EINTR):
                     return None
                 continue
-            if not self.disabled:
+            if self.disabled:
+                pass
+            elif rb.one_sender(n):  # the usual batch: one sender
+                self._inbound_run(ib, rb, 0, n)
+            else:
                 i = 0
                 while i < n:  # runs of one sender
                     j = i + 1
@@ -552,7 +668,7 @@ class UdpFlows(SockFlows[Flow]):
             lfam = loopback_family(host)
             if lfam is not None:  # host loopback sender: to the namespace's loopback
                 self.w.udpsplice.relay_many(KIND_HOST, ib.sock, ib.fd, ib.port, lfam, addr, ib.target,
-                                            [rb.slot(k, rb.length(k)) for k in range(i, j)])
+                                            rb.payloads(i, j))
                 return
         version, raw = _unmapped(fam, raw)
         guest = self.guest[version]
@@ -627,6 +743,8 @@ class UdpFlows(SockFlows[Flow]):
         the port sockets of guest ports left without a flow."""
         self._expire_flows(now)
         self._expire_peers(now)
+        if self.fast:  # keys of closed flows
+            self.fast = {k: f for k, f in self.fast.items() if f.sock is not None}
         self.ports.close_unused({(f.version, f.gport) for f in self.flows.values() if f.peer is None})
 
     def summary(self) -> str:

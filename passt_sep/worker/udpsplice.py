@@ -142,14 +142,14 @@ class UdpSplicer(SockFlows[Flow]):
                         return
                     continue
                 i = 0
+                one = rb.one_sender(n)  # the usual batch: no compare per datagram
                 while i < n:  # runs of one sender
-                    j = i + 1
+                    j = n if one else i + 1
                     while j < n and rb.same_sender(i, j):
                         j += 1
                     fam, raw, port = rb.sender(i)
                     self.relay_many(KIND_NS, ns.sock, ns.fd, ns.port, ns.sock.family,
-                                    (socket.inet_ntop(fam, raw), port), ns.target,
-                                    [rb.slot(k, rb.length(k)) for k in range(i, j)])
+                                    (socket.inet_ntop(fam, raw), port), ns.target, rb.payloads(i, j))
                     i = j
                 if n < rb.slots:
                     return
@@ -270,8 +270,7 @@ class UdpSplicer(SockFlows[Flow]):
                     if rb.errno in (errno.EAGAIN, errno.EINTR):
                         return
                     continue
-                slot, lens = rb.slot, rb.lengths(n)
-                self._relay_many(flow, self.w.now(), [slot(k, lens[k]) for k in range(n)])
+                self._relay_many(flow, self.w.now(), rb.payloads(0, n))
                 if n < rb.slots or flow.rsock is None:
                     return
             return

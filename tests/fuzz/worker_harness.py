@@ -152,9 +152,11 @@ class Run:
         self.out: list[tuple[bytes, bool]] = []
         needs_csum = mode == "passt" or offload_off
         self.tap = SimpleNamespace(fd=-1, moved=0, needs_csum=needs_csum,
-                                   write_raw=self._write_raw, write=self._write)
+                                   write_raw=self._write_raw, write=self._write,
+                                   write_parts=lambda parts: self._write_raw(b"".join(parts)))
         self.bsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.w = Worker(self.cfg, self.tap, self.bsock[0], GUEST_MAC)  # type: ignore[arg-type]
+        self.w.udp.defer = True  # as the loop runs it: guest datagrams held until the pass ends
         self.broker = FakeBroker()
         self.w.broker = self.broker  # type: ignore[assignment]
         self.clock = 1000.0
@@ -213,9 +215,16 @@ class Run:
         self.loop()
         self.verify()
 
+    def _frame(self, f: bytes) -> None:
+        """One frame from the guest, then the end of the loop's pass over the tap
+        (worker/loop.py ``_tap_event``: the UDP datagrams it held go out)."""
+        self.w.on_frame(memoryview(bytearray(f)))
+        if self.w.udp.out:
+            self.w.udp.flush()
+
     def frame_raw(self, r: Reader) -> None:
         n = r.u16() % 1600
-        self.w.on_frame(memoryview(bytearray(r.take(n))))
+        self._frame(r.take(n))
 
     def _addrs(self, r: Reader, version: int) -> tuple[bytes, bytes]:
         sel = r.u8()
@@ -238,7 +247,7 @@ class Run:
         if tweak & 0xC0 == 0x80:  # truncated or padded on the wire
             cut = (tweak & 0x3F)
             f = f[:-cut] if tweak & 0x20 and cut < len(f) else f + bytes(cut)
-        self.w.on_frame(memoryview(bytearray(f)))
+        self._frame(f)
 
     def tcp(self, r: Reader) -> None:
         k = r.u8()
@@ -317,7 +326,7 @@ class Run:
         f = F.arp_request(GUEST_MAC, sender, target, op=1 if k & 4 else r.u16())
         if k & 8:
             f = f[: 14 + r.u8() % 28]
-        self.w.on_frame(memoryview(bytearray(f)))
+        self._frame(f)
 
     def ndp(self, r: Reader) -> None:
         k = r.u8()

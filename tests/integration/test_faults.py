@@ -26,7 +26,6 @@ import signal
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -217,11 +216,6 @@ def helper(tmp_path: Path) -> str:
     path.write_text(HELPER)
     return str(path)
 
-
-@pytest.fixture
-def host() -> Iterator[HostNS]:
-    with HostNS() as h:
-        yield h
 
 
 def alive(pid: int) -> bool:

@@ -93,12 +93,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="passt-") as d:
-        os.chmod(d, 0o755)
-        yield Path(d)
-
 
 def libvirt_argv(sock: Path, pid: Path, log: Path) -> list[str]:
     """The command line libvirt >= 9.4 builds (src/qemu/qemu_passt.c), verbatim."""

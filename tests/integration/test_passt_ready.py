@@ -20,31 +20,18 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_passt_mode import alive, check_arp_reply
-from tests.netenv import PASST, PYTHON, HostNS, proc_children, proc_status, stop_process, wait_for
+from tests.netenv import PASST, PYTHON, proc_children, proc_status, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def host() -> Iterator[HostNS]:
-    with HostNS() as h:
-        yield h
-
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="passt-ready-") as d:
-        os.chmod(d, 0o755)
-        yield Path(d)
 
 
 def connect_soon(path: Path, timeout: float = 10) -> socket.socket:

@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,17 +42,6 @@ pytestmark = pytest.mark.integration
 ADOPTED = "made by the first stage, adopted"
 
 
-@pytest.fixture
-def host() -> Iterator[HostNS]:
-    with HostNS() as h:
-        yield h
-
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="pasta-ready-") as d:
-        os.chmod(d, 0o755)
-        yield Path(d)
 
 
 NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]

@@ -17,8 +17,6 @@ import re
 import signal
 import socket
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,17 +37,6 @@ LEFT_OUT = re.compile(r"Can't open enough sockets for (TCP|UDP) port forwarding 
                       r"RLIMIT_NOFILE (\d+) \(room for (\d+)\), ports from (\d+) on are not forwarded")
 
 
-@pytest.fixture
-def host() -> Iterator[HostNS]:
-    with HostNS() as h:
-        yield h
-
-
-@pytest.fixture
-def tmp() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="passt-room-") as d:
-        os.chmod(d, 0o755)
-        yield Path(d)
 
 
 def limited(hard: int, argv: list[str]) -> list[str]:

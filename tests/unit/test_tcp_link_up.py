@@ -26,24 +26,16 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from passt_sep.proto import tcp
 from passt_sep.worker.stream import StreamTap
+from tests.unit import test_worker_faults
 from tests.unit.test_tcp_proto import _RealWorker
 from tests.unit.test_worker_faults import _Conn, _poll, _segs
 
-
-@pytest.fixture
-def rw() -> Iterator[_RealWorker]:
-    r = _RealWorker()
-    r.ls.listen(8)
-    try:
-        yield r
-    finally:
-        r.close()
+rw = test_worker_faults.rw  # the fixture: a real Worker with a listener on 127.0.0.1
 
 
 def _data(rw: _RealWorker, sport: int) -> list[tuple[tcp.Segment, bytes]]:

@@ -7,7 +7,10 @@ the guest becomes one GSO_UDP_L4 frame whose virtio-net header, IP and UDP
 lengths and pseudo-header checksum are what the kernel's segmentation needs
 (the frame is cut here as the kernel would and each piece compared); a USO
 frame from the guest is split at its segment size; runs sent with
-UDP_SEGMENT arrive as the datagrams they were, sizes mixed, in order.
+UDP_SEGMENT arrive as the datagrams they were, sizes mixed, in order; a
+GSO frame written through the tap's writev is whole; the fast path for a
+known flow's frames (UdpFlows.fast_from_guest) delivers what the full path
+would and leaves every odd frame to it.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ def test_recvmmsg_gives_each_datagram_and_its_sender() -> None:
             f, raw, port = rb.sender(i)
             assert (f, socket.inet_ntop(f, raw), port) == (fam, host, s.getsockname()[1])
         assert rb.same_sender(0, 1) and not rb.same_sender(1, 2)
+        assert rb.one_sender(2) and not rb.one_sender(3) and not rb.one_sender(4)
+        assert [bytes(x) for x in rb.payloads(0, 4)] == [d for _s, d in sent]
+        assert [bytes(x) for x in rb.payloads(2, 3)] == [sent[2][1]]
         assert rb.recv(r.fileno()) == 0 and rb.errno == 11  # EAGAIN
         for s in (r, a, b):
             s.close()
@@ -165,3 +171,117 @@ def test_deferred_runs_of_mixed_sizes_arrive_as_sent() -> None:
     assert _recv_all(peer, len(data)) == data
     assert flows.stats["to_host"] == len(data)
     peer.close()
+
+
+def _frame_bytes(version: int, dst: str, dport: int, payload: bytes, sport: int = 40000) -> bytearray:
+    return bytearray(frame(version, dst, dport, payload, sport).frame)
+
+
+def test_fast_path_takes_a_known_flows_frames_and_nothing_odd() -> None:
+    """A flow's later frames skip parse_frame (UdpFlows.fast_from_guest) and arrive as sent;
+    a frame of the same flow with a bad length, fragment bits, a USO header, or after the
+    flow closed goes the slow way (which drops and counts it)."""
+    w = _worker()
+    w.frames_in, w.proto_frames, w.proto_bytes = 0, {}, {}  # type: ignore[attr-defined]
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    flows.defer = True
+    peers = {}
+    for version, host, dst in ((4, "127.0.0.1", str(GW4)), (6, "::1", "2001:db8::1")):
+        peer = socket.socket(socket.AF_INET if version == 4 else socket.AF_INET6, socket.SOCK_DGRAM)
+        peer.bind((host, 0))
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        port = peer.getsockname()[1]
+        if version == 6:
+            w.broker.redirect[(socket.inet_pton(socket.AF_INET6, dst), port)] = (host, port)
+        peers[version] = (peer, dst, port)
+        first = os.urandom(100)
+        flows.from_guest(frame(version, dst, port, first))  # the slow path: checked, then cached
+        flows.flush()
+        assert _recv_all(peer, 1) == [first]
+        data = [os.urandom(n) for n in [1400] * 50 + [7, 0, 3000]]
+        for d in data:
+            assert flows.fast_from_guest(memoryview(_frame_bytes(version, dst, port, d)))
+        padded = _frame_bytes(version, dst, port, b"pad") + bytes(20)  # Ethernet padding: ignored
+        assert flows.fast_from_guest(memoryview(padded))
+        flows.flush()
+        assert _recv_all(peer, len(data) + 1) == data + [b"pad"]
+    assert w.frames_in == 2 * 54 and w.proto_frames[17] == 2 * 54  # type: ignore[attr-defined]
+    assert flows.stats["to_host"] == 2 * 55
+
+    peer, dst, port = peers[4]
+    good = _frame_bytes(4, dst, port, b"x" * 100)
+    odd = []
+    f = bytearray(good)
+    struct.pack_into("!H", f, 38, 8 + 101)  # UDP length past the IP payload
+    odd.append(f)
+    f = bytearray(good)
+    struct.pack_into("!H", f, 16, len(good) - 14 + 1)  # IP length past the frame
+    odd.append(f)
+    f = bytearray(good)
+    struct.pack_into("!H", f, 38, 7)  # UDP length under its header
+    odd.append(f)
+    f = bytearray(good)
+    struct.pack_into("!H", f, 20, 0x2000)  # more fragments
+    odd.append(f)
+    odd.append(bytearray(good[:41]))
+    f = bytearray(good)
+    f[0] ^= 1  # another destination MAC: another key
+    odd.append(f)
+    for f in odd:
+        assert not flows.fast_from_guest(memoryview(f))
+    p6, dst6, port6 = peers[6]
+    f = _frame_bytes(6, dst6, port6, b"y" * 10)
+    struct.pack_into("!H", f, 18, 8 + 10 + 1)  # IPv6 payload length past the frame
+    assert not flows.fast_from_guest(memoryview(f))
+    w.tap.seg = 50  # the tap said GSO_UDP_L4: from_guest splits it
+    assert not flows.fast_from_guest(memoryview(bytearray(good)))
+    w.tap.seg = 0
+    (flow4,) = [fl for fl in flows.flows.values() if fl.version == 4]
+    flows._close(flow4)
+    assert not flows.fast_from_guest(memoryview(bytearray(good)))
+    flows.flush()
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peer.recv(100)
+    for peer, _d, _p in peers.values():
+        peer.close()
+
+
+def test_gso_frame_through_writev() -> None:
+    """The pasta tap's write_parts (the headers, then each payload where recvmmsg put it,
+    in one writev) writes whole GSO frames: header, lengths and payloads in order."""
+    from passt_sep.worker.tap import Tap
+
+    w = _worker()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    w.tap = Tap(a.fileno(), None)  # type: ignore[assignment]
+    flows = wudp.UdpFlows(w)  # type: ignore[arg-type]
+    assert flows.write_parts is not None
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    port = peer.getsockname()[1]
+    flows.from_guest(frame(4, str(GW4), port, b"hello"))
+    _d, back = peer.recvfrom(100)
+    payloads = [os.urandom(1400) for _ in range(60)] + [os.urandom(500)]
+    for d in payloads:
+        peer.sendto(d, back)
+    w.pump()
+    b.setblocking(False)
+    got = []
+    while True:
+        try:
+            got.append(b.recv(70000))
+        except BlockingIOError:
+            break
+    # a run is at most one frame's 65,493 bytes: 46 of 1,400, then the other 15
+    assert [len(x) - 52 for x in got] == [46 * 1400, 14 * 1400 + 500]
+    for f, part in zip(got, (payloads[:46], payloads[46:]), strict=True):
+        assert struct.unpack_from("<BBHHHH", f) == (1, 5, 42, 1400, 34, 6)
+        assert struct.unpack_from("!H", f, 10 + 16)[0] == 28 + len(f) - 52
+        sport, dport, ulen = struct.unpack_from("!HHH", f, 10 + 34)
+        assert (sport, dport, ulen) == (port, 40000, 8 + len(f) - 52)
+        assert f[52:] == b"".join(part)
+    assert flows.stats["gso_frames"] == 2 and flows.stats["to_guest"] == 61
+    peer.close()
+    a.close()
+    b.close()

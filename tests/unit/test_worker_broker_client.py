@@ -236,3 +236,33 @@ def test_the_parent_kills_a_worker_over_quota(monkeypatch: pytest.MonkeyPatch) -
     b.handle(req)
     assert b.quota_count[op] == 1
     psock.close()
+
+
+def test_one_message_per_wake_up_and_epoll_reports_the_rest() -> None:
+    """readable(one=True), as the loop calls it, handles the first waiting
+    reply only; the socket is watched level-triggered, so epoll still says
+    it is readable while the others wait, and each comes in turn."""
+    import select
+
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        client = Client(child)
+        done: list[int] = []
+        for i in range(3):
+            client.request(ipc.OP_UDP_SOCKET, socket.AF_INET, lambda fd, st, i=i: done.append(i), port=53,
+                           addr=bytes(16))
+        for _ in range(3):
+            req = ipc.unpack_request(parent.recv(64))
+            assert req is not None
+            parent.send(ipc.pack_reply(req.seq, errno.EACCES))
+        ep = select.epoll()
+        ep.register(child.fileno(), select.EPOLLIN)
+        for n in (1, 2, 3):
+            assert ep.poll(1.0) == [(child.fileno(), select.EPOLLIN)]
+            assert client.readable(one=True)
+            assert done == list(range(n))
+        assert ep.poll(0) == []
+        ep.close()
+    finally:
+        parent.close()
+        child.close()
