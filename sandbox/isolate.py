@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
 
 import prctl
 
 from sandbox import caps, ns
-from sandbox.seccomp import Policy, PolicyError, apply_policy, load_policy
+from sandbox.bpf import Program, install, load_program
+
+TYPE_CHECKING = False  # (typing costs start-up; mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sandbox.seccomp import Policy
 
 __all__ = ["ISOLATE_FLAGS", "IsolationError", "isolate_worker"]
 
@@ -104,7 +109,7 @@ def _write_own_id_maps(uid: int, gid: int) -> None:
 
 
 def isolate_worker(
-    policy_path: str | os.PathLike[str] | Policy,
+    policy_path: str | os.PathLike[str] | Policy | Program,
     *,
     keep_fds: Iterable[int] | None = None,
     mountpoint: str = DEFAULT_MOUNTPOINT,
@@ -114,7 +119,9 @@ def isolate_worker(
     """Isolate the calling (freshly forked, single-threaded) process for good.
 
     Sequence:
-      1. parse the seccomp policy (the file is unreachable after pivot_root);
+      1. the seccomp filter's program: a Program as given, a Policy compiled
+         now, a path read (sandbox.bpf.load_program: its compiled file when
+         current, else parsed and compiled), all while the file system is there;
       2. if keep_fds is given, close every fd except 0, 1, 2 and those;
       3. unshare user, network, mount, IPC and UTS namespaces; map uid and
          gid 0 inside to the caller's effective uid/gid outside (the only
@@ -135,12 +142,17 @@ def isolate_worker(
     half-isolated: the caller must exit, never carry on.
     """
     # 1. The policy, while the file system is still there.
-    if isinstance(policy_path, Policy):
-        policy = policy_path
+    if isinstance(policy_path, Program):
+        program = policy_path
     else:
         try:
-            policy = load_policy(policy_path)
-        except (OSError, PolicyError) as e:
+            if isinstance(policy_path, (str, os.PathLike)):
+                program = load_program(os.fspath(policy_path))
+            else:
+                from sandbox.seccomp import compile_policy
+
+                program = Program(compile_policy(policy_path), policy_path.source, False)
+        except (OSError, ValueError) as e:
             raise _fail("policy", e) from e
 
     # 2. Descriptors not handed over on purpose.
@@ -220,6 +232,6 @@ def isolate_worker(
 
     # 8. Seccomp, last.
     try:
-        apply_policy(policy)
+        install(program)
     except OSError as e:
         raise _fail("seccomp", e) from e

@@ -7,7 +7,12 @@ pyseccomp. Parsing is pure and may be done anywhere; apply_policy() is the
 last step of isolation and must come after every prctl call the process
 will ever make. apply_to_process() is the parent's variant: no_new_privs
 first, then one filter for every thread of a process that already has
-threads (SECCOMP_FILTER_FLAG_TSYNC).
+threads (SECCOMP_FILTER_FLAG_TSYNC). compile_policy() is the BPF program
+of a policy, compiled_file() a policy's compiled file (policies/NAME.bpf,
+scripts/compile_policies.py); both kinds of loading go through
+sandbox.bpf.install. The run-time path (sandbox.bpf.load_program) imports
+this module, and so pyseccomp, only for a policy edited since it was
+compiled.
 
 pyseccomp locates libc and libseccomp with ctypes.util.find_library,
 which runs ``ldconfig -p`` as a subprocess, twice, at import time. It is
@@ -28,7 +33,7 @@ import re
 
 from passt_sep.record import record
 
-from . import caps
+from . import bpf
 
 TYPE_CHECKING = False  # (typing itself costs start-up 3-5 ms; mypy knows the name)
 
@@ -89,6 +94,8 @@ __all__ = [
     "apply_policy",
     "apply_to_process",
     "build_filter",
+    "compile_policy",
+    "compiled_file",
     "load_policy",
     "parse_policy",
 ]
@@ -131,10 +138,6 @@ CONSTANTS: dict[str, int] = {
 }
 
 _U64 = (1 << 64) - 1
-
-# Loaded filters are kept alive: releasing one frees libseccomp memory, and
-# free() may make syscalls (munmap) that the policy does not allow.
-_loaded: list[pyseccomp.SyscallFilter] = []
 
 
 class PolicyError(ValueError):
@@ -454,18 +457,57 @@ def build_filter(policy: Policy) -> pyseccomp.SyscallFilter:
     return flt
 
 
+def compile_policy(policy: Policy) -> bytes:
+    """The BPF program libseccomp makes of the policy's filter (build_filter),
+    as seccomp_export_bpf writes it: what seccomp_load would hand the kernel."""
+    flt = build_filter(policy)
+    r, w = os.pipe()
+    try:
+        with os.fdopen(w, "wb", closefd=False) as wf:  # (export_bpf wants an object with fileno)
+            flt.export_bpf(wf)
+        os.close(w)
+        w = -1
+        chunks = []
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    return b"".join(chunks)
+
+
+def libseccomp_version() -> str:
+    """The version of the libseccomp pyseccomp loaded, "2.5.4"."""
+    import ctypes
+
+    class _Version(ctypes.Structure):
+        _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+    fn = pyseccomp._libseccomp.seccomp_version  # noqa: SLF001 - pyseccomp does not wrap it
+    fn.restype = ctypes.POINTER(_Version)
+    v = fn().contents
+    return f"{v.major}.{v.minor}.{v.micro}"
+
+
+def compiled_file(policy_path: str) -> bytes:
+    """The compiled file (sandbox/bpf.py) of a policy file, made now."""
+    with open(policy_path, "rb") as f:
+        text = f.read()
+    code = compile_policy(parse_policy(text.decode("utf-8"), source=policy_path))
+    return bpf.header(bpf.arch(), libseccomp_version()) + f"{len(text)}\n".encode() + text + code
+
+
 def apply_policy(policy: Policy) -> None:
     """Build the filter and load it into the calling thread (irrevocably).
 
     Call it last: after it, any syscall outside the list, prctl included,
     takes the policy's default action.
     """
-    flt = build_filter(policy)
-    try:
-        flt.load()
-    except OSError as e:
-        raise OSError(e.errno, f"seccomp_load: {e.strerror}") from None
-    _loaded.append(flt)
+    bpf.install(bpf.Program(compile_policy(policy), policy.source, False))
 
 
 def apply_to_process(policy: Policy, tsync: bool = True) -> None:
@@ -481,12 +523,4 @@ def apply_to_process(policy: Policy, tsync: bool = True) -> None:
     it). With tsync=False only the calling thread is filtered, as
     apply_policy() does. Raises OSError naming the step.
     """
-    caps.set_no_new_privs()
-    flt = build_filter(policy)
-    flt.set_attr(pyseccomp.Attr.CTL_TSYNC, 1 if tsync else 0)
-    try:
-        flt.load()
-    except OSError as e:
-        raise OSError(e.errno, f"seccomp_load{' (all threads)' if tsync else ''}: {e.strerror}") from None
-    _loaded.append(flt)
-
+    bpf.install(bpf.Program(compile_policy(policy), policy.source, False), tsync=tsync)

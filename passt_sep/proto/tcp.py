@@ -19,7 +19,7 @@ import functools
 import struct
 import time
 from _blake2 import blake2s  # hashlib would load OpenSSL (about 8 ms of start-up) for this one hash
-from typing import NamedTuple
+from collections import namedtuple
 
 from .checksum import csum_partial
 from .packet import ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, Packet
@@ -44,18 +44,25 @@ _GSO = struct.Struct("<BHH")  # gso_type, hdr_len, gso_size of the virtio-net he
 _PORTS = struct.Struct("!HH")
 
 
-class Segment(NamedTuple):
-    """One TCP segment of a frame; ``off``/``dlen`` locate its payload."""
+TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms; mypy knows the name)
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
-    sport: int
-    dport: int
-    seq: int
-    ack: int
-    flags: int
-    win: int
-    hlen: int
-    off: int  # payload offset in the frame
-    dlen: int  # payload length
+    class Segment(NamedTuple):
+        """One TCP segment of a frame; ``off``/``dlen`` locate its payload."""
+
+        sport: int
+        dport: int
+        seq: int
+        ack: int
+        flags: int
+        win: int
+        hlen: int
+        off: int  # payload offset in the frame
+        dlen: int  # payload length
+else:  # the same class, without importing typing
+    Segment = namedtuple("Segment", "sport dport seq ack flags win hlen off dlen")
+    Segment.__doc__ = 'One TCP segment of a frame; ``off``/``dlen`` locate its payload.'
 
 
 def parse_segment(p: Packet) -> Segment | str:

@@ -26,10 +26,10 @@ Parent only. Order of a pasta run:
 
 from __future__ import annotations
 
+import _pickle as pickle  # (_pickle, not pickle: the same functions without pickle.py and the re it imports, 2-3 ms of start-up)
 import ctypes
 import gc
 import os
-import pickle
 import select
 import signal
 import socket
@@ -37,9 +37,9 @@ import time
 
 import prctl
 
+from sandbox.bpf import load_program
 from sandbox.caps import keep_only_capabilities
 from sandbox.fdpass import send_fds
-from sandbox.seccomp import load_policy
 
 from .. import ipc
 from .. import log as logmod
@@ -165,7 +165,7 @@ def _raise_nofile() -> None:
         pass
 
 
-def import_the_rest(mode: str) -> None:
+def import_the_rest(mode: str, spawn: bool = False) -> None:
     """Import now whatever the rest of the run imports.
 
     After the switch to --runas the interpreter's own files may be out of
@@ -174,6 +174,9 @@ def import_the_rest(mode: str) -> None:
     there is an error in the middle of a run. Called before the switch.
     """
     import threading  # noqa: F401 - the namespace thread's
+
+    if spawn:  # the command's child runs os.execvp, whose get_exec_path imports warnings
+        import warnings  # noqa: F401 - (pyseccomp's typing used to load it for us)
 
     # not here: setup/api.py (json), which bind_api imported if --api-socket asks for
     # it (without, the broker's report path refuses before it needs api), and
@@ -232,7 +235,7 @@ class Parent:
         from ..worker.main import policy_path, preload, worker_main
 
         try:
-            policy = load_policy(policy_path(self.opts.mode))
+            policy = load_program(policy_path(self.opts.mode))
         except (OSError, ValueError) as e:
             raise SetupError("seccomp policy", e) from None
         self.sock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -325,7 +328,7 @@ class Parent:
         pcap_fd = _open_pcap(o.pcap)
         listeners, udp_listeners = self.bind_host_ports(cfg)
         self.bind_api(cfg)
-        import_the_rest(o.mode)
+        import_the_rest(o.mode, spawn=o.netns is None and o.target_pid is None)
 
         privileged = netns.has_cap_sys_admin()
         attach = o.netns is not None or o.target_pid is not None

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 
-from sandbox.seccomp import Policy, PolicyError, apply_to_process, load_policy
+from sandbox.bpf import Program, install, load_program
 
 from ..errors import SetupError
 from ..worker.main import POLICY_DIR
 
-_cache: dict[str, Policy] = {}
+_cache: dict[str, Program] = {}
 
 
 def policy_path(mode: str) -> str:
@@ -31,8 +31,10 @@ def policy_path(mode: str) -> str:
     return os.path.join(POLICY_DIR, f"{mode}-parent.policy")
 
 
-def prepare(mode: str) -> Policy:
-    """Read and parse the mode's parent policy now, for apply() to use later.
+def prepare(mode: str) -> Program:
+    """Read the mode's parent policy now, for apply() to use later: its
+    compiled program (policies/NAME.bpf) when current, else the policy
+    parsed and compiled (sandbox.bpf.load_program).
 
     Called at start-up, before any set-up step, so that a policy that cannot
     be read is reported before the guest's network exists (and while the
@@ -40,8 +42,8 @@ def prepare(mode: str) -> Policy:
     """
     if mode not in _cache:
         try:
-            _cache[mode] = load_policy(policy_path(mode))
-        except (OSError, PolicyError) as e:
+            _cache[mode] = load_program(policy_path(mode))
+        except (OSError, ValueError) as e:
             raise SetupError("parent seccomp policy", e) from None
     return _cache[mode]
 
@@ -52,8 +54,8 @@ def apply(mode: str) -> None:
     Raises SetupError with a one-line reason if the policy cannot be read
     or the kernel refuses the filter.
     """
-    policy = prepare(mode)
+    program = prepare(mode)
     try:
-        apply_to_process(policy, tsync=True)
+        install(program, tsync=True)
     except OSError as e:
         raise SetupError("parent seccomp filter", e) from None

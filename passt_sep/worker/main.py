@@ -18,8 +18,8 @@ the loop that the seccomp policy does not allow.
 
 from __future__ import annotations
 
+import _pickle as pickle  # (_pickle, not pickle: the same functions without pickle.py and the re it imports, 2-3 ms of start-up)
 import os
-import pickle
 import resource
 import signal
 import socket
@@ -27,7 +27,6 @@ import sys
 
 from sandbox.fdpass import recv_fds
 from sandbox.isolate import IsolationError, isolate_worker
-from sandbox.seccomp import Policy
 
 from .. import ipc
 from ..log import log
@@ -36,6 +35,8 @@ from . import limits
 TYPE_CHECKING = False  # (typing itself costs start-up 3-5 ms; mypy knows the name)
 if TYPE_CHECKING:
     from typing import NoReturn
+
+    from sandbox.bpf import Program
 
 
 def preload() -> None:
@@ -80,7 +81,7 @@ def _let_go_of_the_user(log_sock: socket.socket, fsize: int) -> int:
     return fsize
 
 
-def worker_main(sock: socket.socket, mode: str, policy: Policy, log_sock: socket.socket,
+def worker_main(sock: socket.socket, mode: str, policy: Program, log_sock: socket.socket,
                 fsize: int, parent_pid: int = 0) -> NoReturn:
     """Become the sandboxed worker; never returns.
 

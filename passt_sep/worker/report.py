@@ -12,15 +12,17 @@ protocol violation. Nothing here runs on the data path.
 from __future__ import annotations
 
 import ipaddress
-import json
-from typing import TYPE_CHECKING, Any
+from _json import encode_basestring_ascii
 
 from .. import ipc
 from .splice import KIND_IN
 from .tcp import STATE_NAMES
 from .udpsplice import KIND_NS
 
+TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .loop import Worker
 
 _PROTO = {-1: "arp", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -90,14 +92,30 @@ def stats(w: Worker) -> dict[str, dict[str, int]]:
     }
 
 
+def dumps(o: object) -> str:
+    """``json.dumps(o, separators=(",", ":"))`` for what a report holds (dicts
+    with str keys, lists, str, int), byte for byte; the json package itself
+    imports re, and the two cost the worker's start-up 2-4 ms (issue 19)."""
+    if isinstance(o, str):
+        return encode_basestring_ascii(o)  # type: ignore[no-any-return]
+    if isinstance(o, bool) or o is None:
+        return "true" if o is True else "false" if o is False else "null"
+    if isinstance(o, int):
+        return int.__repr__(o)
+    if isinstance(o, dict):
+        return "{" + ",".join(f"{dumps(str(k))}:{dumps(v)}" for k, v in o.items()) + "}"
+    if isinstance(o, (list, tuple)):
+        return "[" + ",".join(dumps(v) for v in o) + "]"
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
 def build(w: Worker, qid: int) -> bytes:
     """The OP_REPORT record answering query qid, at most ipc.REPORT_MAX bytes of payload."""
     fl = flows(w)
     st = stats(w)
     total = len(fl)
     while True:
-        payload = json.dumps({"stats": st, "flows": fl, "truncated": total - len(fl)},
-                             separators=(",", ":")).encode()
+        payload = dumps({"stats": st, "flows": fl, "truncated": total - len(fl)}).encode()
         if len(payload) <= ipc.REPORT_MAX:
             return ipc.pack_report(qid, payload)
         fl = fl[: len(fl) * 3 // 4]  # about 140 bytes a flow: a few rounds at most

@@ -61,3 +61,18 @@ def test_query_and_report_framing() -> None:
     assert ipc.unpack_report(ipc.pack_report(1, b"x" * (ipc.REPORT_MAX + 1))) is None
     assert ipc.unpack_report(ipc.pack_request(0, ipc.OP_TCP_CONNECT, 2) + b"{}") is None
     assert ipc.RECV_MAX == ipc.REQ.size + ipc.REPORT_MAX
+
+
+def test_worker_report_encoder_is_json_dumps() -> None:
+    """worker/report.dumps (no json package in the worker) writes exactly what
+    json.dumps with compact separators writes, for everything a report holds."""
+    from passt_sep.worker.report import dumps
+
+    samples = [GOOD, {}, [], {"a": []}, {"k": {"x": 0, "y": 2**63, "z": -5}},
+               {"s": "quote \" backslash \\ tab \t nl \n nul \x00 del \x7f é ü 😀 \u2028"},
+               {"flows": [{"proto": "tcp", "guest": "[2001:db8::2]:443", "state": "ESTABLISHED"}] * 3,
+                "truncated": 0, "b": True, "f": False, "n": None}]
+    for s in samples:
+        assert dumps(s) == json.dumps(s, separators=(",", ":")), s
+    with pytest.raises(TypeError):
+        dumps({"x": 1.5})
