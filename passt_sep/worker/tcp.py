@@ -198,6 +198,11 @@ def _addr(raw: bytes) -> str:
         return raw.hex()
 
 
+def _unacked(c: Conn) -> bool:
+    """Whether c has data or a FIN toward the guest that the guest has not acknowledged."""
+    return ptcp.seq_diff(c.seq_to_tap, c.seq_ack_from_tap) > 0 or (c.fin_sent and not c.fin_acked)
+
+
 class TcpFlows:
     """The connection table and both directions of the data path."""
 
@@ -1043,7 +1048,7 @@ class TcpFlows:
                 continue
             c.retrans = 0
             c.last_progress = now
-            unacked = ptcp.seq_diff(c.seq_to_tap, c.seq_ack_from_tap) > 0 or (c.fin_sent and not c.fin_acked)
+            unacked = _unacked(c)
             if unacked:
                 self._rewind(c)
             else:  # a rewind while the link was down left nothing in flight
@@ -1074,7 +1079,7 @@ class TcpFlows:
                     c.retrans += 1
                     self._send_synack(c)
                 continue
-            unacked = ptcp.seq_diff(c.seq_to_tap, c.seq_ack_from_tap) > 0 or (c.fin_sent and not c.fin_acked)
+            unacked = _unacked(c)
             if unacked and now - c.last_progress > ACK_TIMEOUT * (1 << min(c.retrans, 3)):
                 c.retrans += 1
                 if c.retrans > MAX_RETRANS:
