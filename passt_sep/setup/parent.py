@@ -216,6 +216,7 @@ class Parent:
         self.next_trim = 0.0  # --log-size: when the log file is checked next
         self.trim_fd: int | None = None  # the parent's read-write fd on the log file
         self.watch_path: str | None = None  # pasta --netns PATH: exit when it is deleted
+        self.target_pidfd = -1  # pasta PID, --netns /proc/PID/ns/net: exit when PID does
         self.netns_watch: _NetnsWatch | None = None
         self.netns_event = False
         self.next_watch = 0.0
@@ -350,6 +351,9 @@ class Parent:
             netns.become_userns_root()
 
         if attach:
+            # a process's namespace (PID, /proc/PID/ns/net): the run ends with that
+            # process, as pasta's; its pidfd first, so it is the one whose netns we open
+            self.target_pidfd = _target_pidfd(netns_path) if not o.no_netns_quit else -1
             self.netns_fd = netns.open_netns(netns_path)
         else:
             self.spawned = netns.Spawned(list(o.command) or netns.shell_argv())
@@ -691,7 +695,7 @@ class Parent:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command gets it
             watch(os.pidfd_open(self.spawned.pid), self._command_ended)
         path = self.watch_path
-        self.netns_watch = _NetnsWatch(path) if path and not self.opts.no_netns_quit else None
+        self.netns_watch = _NetnsWatch(path, self.target_pidfd) if path and not self.opts.no_netns_quit else None
         self.netns_event = False
         self.next_watch = 0.0
         if self.netns_watch is not None and self.netns_watch.fd >= 0:
@@ -707,6 +711,8 @@ class Parent:
 
     def _netns_changed(self, _ev: int) -> None:
         self.netns_event = True
+        if self.netns_watch is not None and self.netns_watch.pidfd:
+            self.netns_watch.exited = True  # a pidfd is readable once its process has exited
 
     def poll_timeout(self) -> float:
         """Until the next auto scan, a second at most."""
@@ -764,16 +770,35 @@ def _reap_or_kill(pid: int, grace: float = 1.0) -> None:
         pass
 
 
+def _target_pidfd(path: str) -> int:
+    """A pidfd of the process whose namespace path names (``/proc/PID/ns/net``),
+    -1 for any other path. A PID that is gone already is left to open_netns,
+    which says so."""
+    parts = path.split("/")
+    if len(parts) != 5 or parts[:2] != ["", "proc"] or parts[3:] != ["ns", "net"] or not parts[2].isdigit():
+        return -1
+    try:
+        return os.pidfd_open(int(parts[2]))
+    except (OSError, OverflowError, ValueError):
+        return -1
+
+
 class _NetnsWatch:
-    """Notice the deletion of a filesystem-bound netns (inotify, else polling)."""
+    """Notice that the target namespace is gone: a filesystem-bound netns file
+    deleted (inotify, else polling), or the process of ``/proc/PID/ns/net``
+    ended (its pidfd, opened at set-up: ``pidfd``). Upstream pasta does both
+    (the process's case with a timer); a namespace path under /proc that is not
+    a process's own (``/proc/self/...``) is not watched."""
 
     IN_DELETE, IN_DELETE_SELF, IN_NONBLOCK = 0x200, 0x400, 0x800
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, pidfd: int = -1) -> None:
         self.path = path
-        self.fd = -1
+        self.fd = pidfd
+        self.pidfd = pidfd >= 0
+        self.exited = False
         if path.startswith("/proc/"):
-            return  # a process's namespace: nothing to watch on a filesystem
+            return  # a process's namespace: its pidfd or nothing
         libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.inotify_init1(self.IN_NONBLOCK | os.O_CLOEXEC)
         if fd >= 0:
@@ -784,9 +809,9 @@ class _NetnsWatch:
         self.fd = fd
 
     def gone(self) -> bool:
-        """Whether the namespace file has disappeared."""
+        """Whether the namespace file has disappeared, or its process ended."""
         if self.path.startswith("/proc/"):
-            return False
+            return self.exited
         if self.fd >= 0:
             try:
                 os.read(self.fd, 4096)

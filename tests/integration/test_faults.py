@@ -527,6 +527,50 @@ def test_netns_file_deleted(host: HostNS, tmp_path: Path) -> None:
     _nothing_left(host, guest, [p.pid, w])
 
 
+@pytest.mark.parametrize("form", ["pid", "netns"])
+def test_target_process_ended(host: HostNS, form: str) -> None:
+    """As pasta: attached to a process's namespace (``pasta PID``, ``--netns
+    /proc/PID/ns/net``), the run exits 0 once that process has ended, though the
+    namespace lives on (our tap holds it)."""
+    guest = host.guest()
+    target = [str(guest.pid)] if form == "pid" else ["--netns", guest.netns_path]
+    path = guest.netns_path
+    p = host.popen([PASTA, "-f", "--config-net", "-t", str(FWD), *target],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: _tap_exists(guest) and _fwd_bound(host), 15)
+        w = worker_of(p.pid)
+        assert w and p.poll() is None
+        guest.close()  # the holder: the namespace's only process
+        rc = p.wait(10)
+        err = p.stderr.read() if p.stderr else ""
+    finally:
+        stop_process(p)
+    assert rc == 0 and f"Namespace {path} is gone, exiting" in err, err
+    assert "Traceback" not in err
+    _nothing_left(host, None, [p.pid, w])
+
+
+def test_target_process_ended_no_netns_quit(host: HostNS) -> None:
+    """--no-netns-quit: the run outlives the namespace's process (until a signal)."""
+    guest = host.guest()
+    p = host.popen([PASTA, "-f", "--config-net", "--no-netns-quit", "-t", str(FWD), str(guest.pid)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: _tap_exists(guest) and _fwd_bound(host), 15)
+        w = worker_of(p.pid)
+        guest.close()
+        time.sleep(2.5)  # past two of the parent's one-second ticks
+        assert p.poll() is None and alive(w) and _fwd_bound(host)
+        p.terminate()
+        rc = p.wait(10)
+        err = p.stderr.read() if p.stderr else ""
+    finally:
+        stop_process(p)
+    assert rc == 0 and "is gone" not in err, err
+    _nothing_left(host, None, [p.pid, w])
+
+
 def test_tap_deleted(host: HostNS) -> None:
     guest = host.guest()
     p, w = _pasta(host, guest)
