@@ -25,7 +25,9 @@ through -U / a spliced -u; the rate the server received, its loss, and
 the CPU time of pasta's processes per datagram received).
 
 ``--split`` adds, for the rr and crr cases, where all the CPU of an
-operation went: user and system time per operation of pasta's parent and
+operation went (for udp: as % of one CPU, and the share of the run each
+process spent runnable but waiting for a CPU, from /proc/PID/schedstat):
+user and system time per operation of pasta's parent and
 worker, of the loopback server and of the client (from /proc and the
 client's rusage), and how busy the machine's CPUs were (/proc/stat). That
 is the budget docs/performance.md ("Session 5") reasons with.
@@ -81,8 +83,10 @@ def main() -> None:
             srv.stdout.readline()  # "ready" (the server exits with the namespace)
             servers[port] = _python_child(srv.pid)
         if any(c.startswith(("splice", "udp")) for c in cases):
-            host.popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(IPERF_HOST)], stdout=subprocess.DEVNULL)
-            guest.popen(["iperf3", "-s", "-p", str(IPERF_NS)], stdout=subprocess.DEVNULL)
+            hs = host.popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(IPERF_HOST)], stdout=subprocess.DEVNULL)
+            gs = guest.popen(["iperf3", "-s", "-p", str(IPERF_NS)], stdout=subprocess.DEVNULL)
+            time.sleep(0.2)
+            iperf_servers = {"host": _python_child(hs.pid), "ns": _python_child(gs.pid)}
         p = host.popen([*a.pasta.split(), "-f", "-q", "--config-net", "-t", f"{RR_PORT_NS},{IPERF_NS}",
                         "-T", f"{IPERF_HOST},{RR_PORT_HOST}", "-u", str(IPERF_NS), "-U", str(IPERF_HOST),
                         "--netns", guest.netns_path])
@@ -99,6 +103,10 @@ def main() -> None:
                 if kind == "udp":
                     drops0 = _udp_drops(host), _udp_drops(guest)
                     outbound = where in ("out", "loout")
+                    udp_server = iperf_servers["host" if outbound else "ns"]
+                    before = (_times([*pids, udp_server]), resource.getrusage(resource.RUSAGE_CHILDREN),
+                              _cpu_busy())
+                    waited = _waits([*pids, udp_server])
                     ns = guest if outbound else host
                     port = IPERF_HOST if outbound else IPERF_NS
                     addr = "127.0.0.1" if where.startswith("lo") else GW_ADDR4 if outbound else HOST_ADDR4
@@ -113,6 +121,16 @@ def main() -> None:
                         f"{rcv['bits_per_second'] / 1e9:.2f} Gbit/s, loss {end['sum']['lost_percent']:.1f}%, "
                         f"{1e6 * (c1 - c0) / got:.2f} µs CPU per datagram, "
                         f"full receive buffers: host {dh}, namespace {dg}")
+                    if a.split:
+                        after = (_times([*pids, udp_server]), resource.getrusage(resource.RUSAGE_CHILDREN),
+                                 _cpu_busy())
+                        # each process's share of one CPU over the run, in percent
+                        res.setdefault(case + " split", []).append(
+                            _split(before, after, len(pids), a.time * 10_000, "%") + " (% of one CPU); "
+                            "waiting for a CPU: " + ", ".join(
+                                f"{name} {100 * (w1 - w0) / 1e9 / a.time:.0f}%" for name, w0, w1 in
+                                zip([*_names(len(pids)), "server"], waited, _waits([*pids, udp_server]),
+                                    strict=True)))
                     continue
                 if kind == "splice":
                     ns = guest if where == "out" else host
@@ -183,6 +201,23 @@ def _times(pids: list[int]) -> list[tuple[float, float]]:
     return out
 
 
+def _names(npasta: int) -> list[str]:
+    """The names of pasta's processes: C pasta's one, or our parent and worker(s)."""
+    return ["pasta"] if npasta == 1 else ["parent"] + [f"worker{i or ''}" for i in range(npasta - 1)]
+
+
+def _waits(pids: list[int]) -> list[int]:
+    """Nanoseconds each process has spent runnable but waiting for a CPU (schedstat)."""
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                out.append(int(f.read().split()[1]))
+        except (OSError, IndexError, ValueError):
+            out.append(0)
+    return out
+
+
 def _cpu_busy() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs; idle and iowait are not busy."""
     with open("/proc/stat") as f:
@@ -190,15 +225,17 @@ def _cpu_busy() -> tuple[int, int]:
     return sum(v) - v[3] - v[4], sum(v)
 
 
-def _split(before, after, npasta: int, done: int) -> str:  # type: ignore[no-untyped-def]
-    """'name u.. s..' in µs per operation, for pasta's processes, the server and the client."""
-    names = (["pasta"] if npasta == 1 else ["parent"] + [f"worker{i or ''}" for i in range(npasta - 1)]) + ["server"]
+def _split(before, after, npasta: int, done: int, unit: str = "") -> str:  # type: ignore[no-untyped-def]
+    """'name u.. s..' in µs per operation (done: operations; with done = seconds *
+    10,000 and unit "%": percent of one CPU), for pasta's processes, the server
+    and the client."""
+    names = [*_names(npasta), "server"]
     parts = []
     for name, (u0, s0), (u1, s1) in zip(names, before[0], after[0], strict=True):
-        parts.append(f"{name} u{1e6 * (u1 - u0) / done:.0f} s{1e6 * (s1 - s0) / done:.0f}")
+        parts.append(f"{name} u{1e6 * (u1 - u0) / done:.0f}{unit} s{1e6 * (s1 - s0) / done:.0f}{unit}")
     r0, r1 = before[1], after[1]
-    parts.append(f"client u{1e6 * (r1.ru_utime - r0.ru_utime) / done:.0f} "
-                 f"s{1e6 * (r1.ru_stime - r0.ru_stime) / done:.0f}")
+    parts.append(f"client u{1e6 * (r1.ru_utime - r0.ru_utime) / done:.0f}{unit} "
+                 f"s{1e6 * (r1.ru_stime - r0.ru_stime) / done:.0f}{unit}")
     (b0, t0), (b1, t1) = before[2], after[2]
     parts.append(f"CPUs {100 * (b1 - b0) / max(t1 - t0, 1):.0f}% busy")
     return ", ".join(parts)
