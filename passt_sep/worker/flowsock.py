@@ -63,6 +63,7 @@ FLOW_TIMEOUT = 180.0  # seconds without activity, as passt's UDP_CONN_TIMEOUT
 RETRY_AFTER = 1.0  # seconds before asking the broker again after a refusal
 QUEUE_MAX = 64  # datagrams held per flow while the broker makes its socket
 EVICT_IDLE = 10.0  # seconds idle after which a flow with a socket may make room for a new one
+ROOM_AFTER = 1.0  # seconds before a full table of flows in use is searched for room again
 RECV_BUDGET = 64  # datagrams read from one socket per wake-up
 SEND_ERR_LOG = 16  # send errors logged at debug level (then only counted)
 RUN_BYTES = 65000  # payload bytes per UDP_SEGMENT send (the datagram limit, headers aside)
@@ -121,6 +122,7 @@ class SockFlows(Generic[F]):
         self.max_flows = max_flows
         self.flows: dict[Any, F] = {}
         self.stats = stats
+        self.room_after = 0.0  # a full table of flows in use: when to look for room again (_make_room)
 
     # -- what the tables fill in ----------------------------------------------------
     def _ask(self, flow: F) -> tuple[int, int, int, bytes, int]:
@@ -153,7 +155,12 @@ class SockFlows(Generic[F]):
 
     def _make_room(self, now: float, force: bool) -> bool:
         """Close up to an eighth of the table: flows without a socket or idle
-        for EVICT_IDLE, the longest idle first. Whether any went."""
+        for EVICT_IDLE, the longest idle first. Whether any went; if none could,
+        the table is not sorted again for ROOM_AFTER seconds (a flood of new
+        flows against a table of flows in use costs a dict lookup per
+        datagram, not a sort)."""
+        if not force and now < self.room_after:
+            return False
         batch = max(1, self.max_flows // 8)
         gone = 0
         for f in sorted(self.flows.values(), key=lambda f: f.last):
@@ -163,6 +170,8 @@ class SockFlows(Generic[F]):
                 self.stats["evicted"] += 1
                 self._close(f)
                 gone += 1
+        if not gone:
+            self.room_after = now + ROOM_AFTER
         return gone > 0
 
     def _refused(self, flow: F, now: float, reason: str) -> bool:

@@ -18,8 +18,15 @@ by identifier, not by peer) is dropped.
 A refused destination (the broker's EACCES, or any other failure): the
 queued echoes are dropped and counted, and so is every echo of that flow
 for RETRY_AFTER seconds; the next one after that asks again. Flows idle
-for longer than FLOW_TIMEOUT close; when the table is full, the flow idle
-the longest makes room.
+for longer than FLOW_TIMEOUT close. When the table is full, flows without
+a socket or idle for EVICT_IDLE make room, the longest idle first and up to
+an eighth of the table in one pass (one sort per eighth, not a scan per
+echo); when every flow has its socket and was used in the last EVICT_IDLE
+seconds, the new flow's echo is dropped (DROP_FULL, counted as ``full``)
+and room is looked for again a second later at the earliest. So a guest
+pinging ever new identifiers or destinations cannot push out the flows it
+is using, nor make each of its frames cost a walk of the table (the UDP
+tables do the same, worker/flowsock.py).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from ..log import log
 from ..proto import icmp
 from ..proto.packet import Packet
 from .addrmap import HostAddrs
+from .flowsock import EVICT_IDLE
 from .limits import ICMP_FDS
 
 TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
@@ -50,6 +58,8 @@ DROP_REFUSED = "icmp destination refused"
 DROP_BUSY = "icmp socket requests over quota"  # EAGAIN from the broker client (ipc.QUOTAS)
 DROP_QUEUE = "icmp queue full"
 DROP_STRANGER = "icmp reply from another source"
+DROP_FULL = "icmp table full"
+ROOM_AFTER = 1.0  # seconds before a full table of flows in use is searched for room again
 
 
 class Flow:
@@ -76,7 +86,9 @@ class PingFlows:
         self.w = w
         self.flows: dict[tuple[int, int, bytes], Flow] = {}
         self.addrs = HostAddrs(w.cfg)
-        self.stats = {"flows": 0, "refused": 0, "send_errors": 0, "evicted": 0}
+        self.stats = {"flows": 0, "refused": 0, "send_errors": 0, "evicted": 0, "full": 0}
+        self.max_flows = 2 * MAX_FLOWS  # both families
+        self.room_after = 0.0  # a full table of flows in use: when to look for room again
 
     def _peer(self, version: int, dst: bytes) -> bytes:
         """The host-side address replies to dst come from (as the broker maps it)."""
@@ -100,9 +112,9 @@ class PingFlows:
         flow = self.flows.get(key)
         now = self.w.now()
         if flow is None:
-            if len(self.flows) >= 2 * MAX_FLOWS:
-                self._close(min(self.flows.values(), key=lambda f: f.last))
-                self.stats["evicted"] += 1
+            if len(self.flows) >= self.max_flows and not self._make_room(now):
+                self.stats["full"] += 1
+                return self.w.drop(DROP_FULL)
             flow = self.flows[key] = Flow(p.version, e.ident, dst, self._peer(p.version, dst))
             self.stats["flows"] += 1
             self._request(flow)
@@ -123,6 +135,25 @@ class PingFlows:
             return None
         self._send(flow, e)
         return None
+
+    def _make_room(self, now: float) -> bool:
+        """Close up to an eighth of the table: flows without a socket or idle for
+        EVICT_IDLE, the longest idle first. Whether any went; if none could, the
+        table is not searched again for ROOM_AFTER seconds."""
+        if now < self.room_after:
+            return False
+        batch = max(1, self.max_flows // 8)
+        gone = 0
+        for f in sorted(self.flows.values(), key=lambda f: f.last):
+            if gone >= batch:
+                break
+            if f.sock is None or now - f.last > EVICT_IDLE:
+                self._close(f)
+                self.stats["evicted"] += 1
+                gone += 1
+        if not gone:
+            self.room_after = now + ROOM_AFTER
+        return gone > 0
 
     def _request(self, flow: Flow) -> None:
         flow.failed = 0.0

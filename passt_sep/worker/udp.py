@@ -377,6 +377,10 @@ class UdpFlows(SockFlows[Flow]):
         else:
             parts = None
         if flow is None:  # a reply to a sender on a -u socket, or a new destination
+            if len(self.flows) >= self.max_flows and not self._make_room(now, False):
+                # full of flows in use: dropped and counted, before a port socket is asked for it
+                self.stats["full"] += 1
+                return self.w.drop(self.DROP_FULL)
             peer = self.peers.get(key)
             if peer is None and (version, sport) not in self.ports.flows:
                 self.ports._add_flow(PortSock(version, sport, now), force=True)  # asked first: its port is the flow's

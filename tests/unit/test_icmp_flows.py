@@ -185,3 +185,66 @@ def test_peer_follows_the_mappings() -> None:
     assert pings._peer(4, socket.inet_aton("192.0.2.2")) == socket.inet_aton("192.0.2.2")
     nomap = wicmp.PingFlows(FakeWorker(("127.0.0.1", 9), map_gw=False))  # type: ignore[arg-type]
     assert nomap._peer(4, GW4.packed) == GW4.packed
+
+
+def test_table_full_of_flows_in_use_refuses_new_ones(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A guest pinging ever new identifiers cannot push out the flows it uses:
+    while every flow has its socket and was used within EVICT_IDLE, a new
+    flow's echo is dropped and counted, and the table is sorted at most once
+    per ROOM_AFTER; then the longest idle flow makes room (its socket is no
+    longer watched)."""
+    peer = _peer()
+    w = FakeWorker(peer.getsockname())
+    pings = wicmp.PingFlows(w)  # type: ignore[arg-type]
+    pings.max_flows = 4
+    sorts = []
+
+    def counting_sorted(*a, **kw):  # type: ignore[no-untyped-def]
+        sorts.append(1)
+        return sorted(*a, **kw)
+
+    monkeypatch.setattr(wicmp, "sorted", counting_sorted, raising=False)
+    for ident in range(4):
+        w.clock += 1
+        pings.from_guest(echo("192.0.2.2", ident=ident))
+    for ident in range(100, 120):  # a flood of new identifiers
+        w.clock += 0.01
+        pings.from_guest(echo("192.0.2.2", ident=ident))
+    assert sorted(k[1] for k in pings.flows) == [0, 1, 2, 3]
+    assert pings.stats["full"] == 20 and w.drops.get(wicmp.DROP_FULL) == 20 and pings.stats["evicted"] == 0
+    assert len(sorts) == 1, sorts  # once, then not again within ROOM_AFTER
+    w.clock += wicmp.EVICT_IDLE + 1
+    pings.from_guest(echo("192.0.2.2", ident=3))  # still in use
+    pings.from_guest(echo("192.0.2.2", ident=200))
+    assert sorted(k[1] for k in pings.flows) == [1, 2, 3, 200]
+    assert pings.stats["evicted"] == 1
+    assert len(w.handlers) == len(pings.flows)  # the evicted flow's socket is not watched
+    # in use again, all of them: after ROOM_AFTER the table is searched once more, and refuses
+    for ident in (1, 2, 3, 200):
+        pings.from_guest(echo("192.0.2.2", ident=ident, seq=2))
+    w.clock += wicmp.ROOM_AFTER + 0.1
+    pings.from_guest(echo("192.0.2.2", ident=300))
+    assert (4, 300, socket.inet_aton("192.0.2.2")) not in pings.flows and pings.stats["full"] == 21
+    assert len(sorts) == 3, sorts  # the eviction's sort, and this one
+    peer.close()
+
+
+def test_flow_without_a_socket_makes_room_first() -> None:
+    """Flows the broker refused (no socket) go before any flow in use."""
+    peer = _peer()
+    w = FakeWorker(peer.getsockname())
+    pings = wicmp.PingFlows(w)  # type: ignore[arg-type]
+    pings.max_flows = 4
+    for ident in range(2):
+        w.clock += 1
+        pings.from_guest(echo("192.0.2.2", ident=ident))
+    w.broker.refuse = errno.EACCES
+    for ident in range(2, 4):
+        w.clock += 1
+        pings.from_guest(echo("192.0.2.2", ident=ident))
+    w.broker.refuse = 0
+    w.clock += 1
+    pings.from_guest(echo("192.0.2.2", ident=50))
+    assert sorted(k[1] for k in pings.flows) == [0, 1, 3, 50]
+    assert pings.stats["evicted"] == 1 and pings.stats["full"] == 0
+    peer.close()

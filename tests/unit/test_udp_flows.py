@@ -310,21 +310,31 @@ def test_destinations_refused(version: int, dst: str, why: str) -> None:
     assert w.drops == {why: 1} and not flows.flows
 
 
-def test_table_full_of_flows_in_use_refuses_new_ones() -> None:
+def test_table_full_of_flows_in_use_refuses_new_ones(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A flood of new destinations cannot push out flows in use: while every
     flow has its socket and was active within EVICT_IDLE, a new one is
-    dropped and counted; then the longest idle makes room, and its socket
-    is no longer watched."""
+    dropped and counted, the table sorted at most once per ROOM_AFTER; then
+    the longest idle makes room, and its socket is no longer watched."""
+    sorts = []
+
+    def counting_sorted(*a, **kw):  # type: ignore[no-untyped-def]
+        sorts.append(1)
+        return sorted(*a, **kw)
+
+    monkeypatch.setattr(flowsock, "sorted", counting_sorted, raising=False)
     w = FakeWorker()
     flows = wudp.UdpFlows(w, max_flows=8)  # type: ignore[arg-type]
     for i in range(8):
         w.clock += 1
         flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30000 + i))
+    ports = dict(flows.ports.flows)
     for i in range(8, 12):
         w.clock += 0.1
         flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30000 + i))
     assert sorted(k[1] for k in flows.flows) == list(range(30000, 30008))
+    assert flows.ports.flows == ports  # no port socket asked (or evicted) for a flow refused
     assert flows.stats["full"] == 4 and w.drops.get("udp table full") == 4 and flows.stats["evicted"] == 0
+    assert len(sorts) == 1, sorts  # not again within ROOM_AFTER
     w.clock += flowsock.EVICT_IDLE + 1
     flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30007))  # still in use
     flows.from_guest(frame(4, "192.0.2.2", 9, b"x", sport=30100))
