@@ -20,7 +20,7 @@ adapts per wait, in the manner of Linux's cpuidle-haltpoll:
 
 So an idle worker or one whose peers answer slowly does not poll at all,
 and at most one window is spent per wake-up. ``PASST_SEP_BUSY_POLL_US``
-sets the maximum (µs, 0 turns polling off; default 50).
+sets the maximum (µs, 0 turns polling off; default 100).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Callable
 
-WINDOW_DEFAULT = 50e-6
+WINDOW_DEFAULT = 100e-6  # session 13: crr 4-26 % above 50 µs, CPU level at paced rates (performance.md)
 WINDOW_LIMIT = 1e-3  # the largest maximum the environment may ask for
 WINDOW_START = 10e-6
 WAKE_ALLOWANCE = 25e-6  # a sleeping worker learns of an event this much late

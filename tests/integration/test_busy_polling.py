@@ -61,9 +61,9 @@ def _run(host: HostNS, tmp_path: Path, env_value: str | None) -> tuple[dict, flo
 
 def test_polls_during_round_trips_and_sleeps_when_idle(host: HostNS, tmp_path: Path) -> None:
     counters, idle_cpu = _run(host, tmp_path, None)
-    assert counters["max_us"] == 50
+    assert counters["max_us"] == 100
     # each round trip is two waits (for the server, for the guest): a good
-    # share of them end by polling when the peers answer within 50 µs
+    # share of them end by polling when the peers answer within 100 µs
     assert counters["hits"] > ROUND_TRIPS // 10, counters
     # the 20 MiB upload: wake-ups that moved bulk data sleep without polling
     assert counters["bulk"] > 0, counters
