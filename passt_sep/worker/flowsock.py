@@ -72,6 +72,22 @@ SEGMENTER = Segmenter()  # one for the worker: its ``ok`` is the kernel's answer
 
 
 
+def evict(flows: dict, max_flows: int, now: float, close: Callable[[Any], None], force: bool = False) -> int:
+    """Close up to an eighth of a table of max_flows (flows: objects with
+    ``sock`` and ``last``, ICMP's too): those without a socket or idle for
+    EVICT_IDLE, the longest idle first; ``force``: the longest idle at least.
+    One sort, however many go; how many went."""
+    batch = max(1, max_flows // 8)
+    gone = 0
+    for f in sorted(flows.values(), key=lambda f: f.last):
+        if gone >= batch:
+            break
+        if f.sock is None or now - f.last > EVICT_IDLE or (force and not gone):
+            close(f)
+            gone += 1
+    return gone
+
+
 def adopt(fd: int, what: str, report: Callable[[str], None] = log.debug) -> socket.socket | None:
     """A non-blocking socket object around an fd the parent handed over.
 
@@ -161,15 +177,8 @@ class SockFlows(Generic[F]):
         datagram, not a sort)."""
         if not force and now < self.room_after:
             return False
-        batch = max(1, self.max_flows // 8)
-        gone = 0
-        for f in sorted(self.flows.values(), key=lambda f: f.last):
-            if gone >= batch:
-                break
-            if f.sock is None or now - f.last > EVICT_IDLE or (force and not gone):
-                self.stats["evicted"] += 1
-                self._close(f)
-                gone += 1
+        gone = evict(self.flows, self.max_flows, now, self._close, force)
+        self.stats["evicted"] += gone
         if not gone:
             self.room_after = now + ROOM_AFTER
         return gone > 0

@@ -40,7 +40,7 @@ from ..log import log
 from ..proto import icmp
 from ..proto.packet import Packet
 from .addrmap import HostAddrs
-from .flowsock import EVICT_IDLE
+from .flowsock import evict
 from .limits import ICMP_FDS
 
 TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
@@ -142,15 +142,8 @@ class PingFlows:
         table is not searched again for ROOM_AFTER seconds."""
         if now < self.room_after:
             return False
-        batch = max(1, self.max_flows // 8)
-        gone = 0
-        for f in sorted(self.flows.values(), key=lambda f: f.last):
-            if gone >= batch:
-                break
-            if f.sock is None or now - f.last > EVICT_IDLE:
-                self._close(f)
-                self.stats["evicted"] += 1
-                gone += 1
+        gone = evict(self.flows, self.max_flows, now, self._close)
+        self.stats["evicted"] += gone
         if not gone:
             self.room_after = now + ROOM_AFTER
         return gone > 0

@@ -21,6 +21,7 @@ from ipaddress import IPv4Address
 from passt_sep import ipc
 from passt_sep.proto.packet import Packet, parse_frame
 from passt_sep.record import replace
+from passt_sep.worker import flowsock
 from passt_sep.worker import icmp as wicmp
 from tests.unit.test_udp_flows import ADDR4, GUEST_MAC, GW4, OUR_MAC
 from tests.unit.test_udp_flows import FakeWorker as UdpFakeWorker
@@ -203,7 +204,7 @@ def test_table_full_of_flows_in_use_refuses_new_ones(monkeypatch) -> None:  # ty
         sorts.append(1)
         return sorted(*a, **kw)
 
-    monkeypatch.setattr(wicmp, "sorted", counting_sorted, raising=False)
+    monkeypatch.setattr(flowsock, "sorted", counting_sorted, raising=False)
     for ident in range(4):
         w.clock += 1
         pings.from_guest(echo("192.0.2.2", ident=ident))
@@ -213,7 +214,7 @@ def test_table_full_of_flows_in_use_refuses_new_ones(monkeypatch) -> None:  # ty
     assert sorted(k[1] for k in pings.flows) == [0, 1, 2, 3]
     assert pings.stats["full"] == 20 and w.drops.get(wicmp.DROP_FULL) == 20 and pings.stats["evicted"] == 0
     assert len(sorts) == 1, sorts  # once, then not again within ROOM_AFTER
-    w.clock += wicmp.EVICT_IDLE + 1
+    w.clock += flowsock.EVICT_IDLE + 1
     pings.from_guest(echo("192.0.2.2", ident=3))  # still in use
     pings.from_guest(echo("192.0.2.2", ident=200))
     assert sorted(k[1] for k in pings.flows) == [1, 2, 3, 200]
