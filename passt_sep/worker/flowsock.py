@@ -72,20 +72,37 @@ SEGMENTER = Segmenter()  # one for the worker: its ``ok`` is the kernel's answer
 
 
 
-def evict(flows: dict, max_flows: int, now: float, close: Callable[[Any], None], force: bool = False) -> int:
-    """Close up to an eighth of a table of max_flows (flows: objects with
-    ``sock`` and ``last``, ICMP's too): those without a socket or idle for
-    EVICT_IDLE, the longest idle first; ``force``: the longest idle at least.
-    One sort, however many go; how many went."""
-    batch = max(1, max_flows // 8)
+def room(table: Any, now: float, force: bool = False) -> bool:
+    """Whether a table (SockFlows, icmp.PingFlows: ``flows`` of objects with
+    ``sock`` and ``last``, ``max_flows``, ``room_after``, ``stats``, ``w``,
+    ``DROP_FULL``, ``_close``) has room for one more flow, made if need be.
+
+    A full table closes up to an eighth of itself in one sort: flows without
+    a socket or idle for EVICT_IDLE, the longest idle first (``force``: the
+    longest idle at least; ``evicted``). If none could go, the new flow is
+    dropped and counted (``full``, the table's DROP_FULL), and the table is
+    not sorted again for ROOM_AFTER seconds: a flood of new flows against a
+    table of flows in use costs a dict lookup per datagram, not a sort."""
+    flows = table.flows
+    if len(flows) < table.max_flows:
+        return True
     gone = 0
-    for f in sorted(flows.values(), key=lambda f: f.last):
-        if gone >= batch:
-            break
-        if f.sock is None or now - f.last > EVICT_IDLE or (force and not gone):
-            close(f)
-            gone += 1
-    return gone
+    if force or now >= table.room_after:
+        batch = max(1, table.max_flows // 8)
+        for f in sorted(flows.values(), key=lambda f: f.last):
+            if gone >= batch:
+                break
+            if f.sock is None or now - f.last > EVICT_IDLE or (force and not gone):
+                table._close(f)
+                gone += 1
+        table.stats["evicted"] += gone
+        if not gone:
+            table.room_after = now + ROOM_AFTER
+    if gone:
+        return True
+    table.stats["full"] += 1
+    table.w.drop(table.DROP_FULL)
+    return False
 
 
 def adopt(fd: int, what: str, report: Callable[[str], None] = log.debug) -> socket.socket | None:
@@ -138,7 +155,7 @@ class SockFlows(Generic[F]):
         self.max_flows = max_flows
         self.flows: dict[Any, F] = {}
         self.stats = stats
-        self.room_after = 0.0  # a full table of flows in use: when to look for room again (_make_room)
+        self.room_after = 0.0  # a full table of flows in use: when to look for room again (room)
 
     # -- what the tables fill in ----------------------------------------------------
     def _ask(self, flow: F) -> tuple[int, int, int, bytes, int]:
@@ -160,28 +177,12 @@ class SockFlows(Generic[F]):
 
         ``force``: the flow idle the longest always makes room (for entries
         other flows depend on, such as udp.py's port sockets)."""
-        if len(self.flows) >= self.max_flows and not self._make_room(flow.last, force):
-            self.stats["full"] += 1
-            self.w.drop(self.DROP_FULL)
+        if not room(self, flow.last, force):
             return None
         self.flows[flow.key] = flow
         self.stats["flows"] += 1
         self._request(flow)
         return flow
-
-    def _make_room(self, now: float, force: bool) -> bool:
-        """Close up to an eighth of the table: flows without a socket or idle
-        for EVICT_IDLE, the longest idle first. Whether any went; if none could,
-        the table is not sorted again for ROOM_AFTER seconds (a flood of new
-        flows against a table of flows in use costs a dict lookup per
-        datagram, not a sort)."""
-        if not force and now < self.room_after:
-            return False
-        gone = evict(self.flows, self.max_flows, now, self._close, force)
-        self.stats["evicted"] += gone
-        if not gone:
-            self.room_after = now + ROOM_AFTER
-        return gone > 0
 
     def _refused(self, flow: F, now: float, reason: str) -> bool:
         """Whether a datagram for flow, which has no socket yet, is dropped.

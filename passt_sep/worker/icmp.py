@@ -40,7 +40,7 @@ from ..log import log
 from ..proto import icmp
 from ..proto.packet import Packet
 from .addrmap import HostAddrs
-from .flowsock import evict
+from .flowsock import room
 from .limits import ICMP_FDS
 
 TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
@@ -59,7 +59,6 @@ DROP_BUSY = "icmp socket requests over quota"  # EAGAIN from the broker client (
 DROP_QUEUE = "icmp queue full"
 DROP_STRANGER = "icmp reply from another source"
 DROP_FULL = "icmp table full"
-ROOM_AFTER = 1.0  # seconds before a full table of flows in use is searched for room again
 
 
 class Flow:
@@ -81,6 +80,8 @@ class Flow:
 
 class PingFlows:
     """Echo flows of both families."""
+
+    DROP_FULL = DROP_FULL  # (flowsock.room drops with it)
 
     def __init__(self, w: Worker) -> None:
         self.w = w
@@ -112,9 +113,8 @@ class PingFlows:
         flow = self.flows.get(key)
         now = self.w.now()
         if flow is None:
-            if len(self.flows) >= self.max_flows and not self._make_room(now):
-                self.stats["full"] += 1
-                return self.w.drop(DROP_FULL)
+            if not room(self, now):  # full of flows in use: dropped and counted
+                return None
             flow = self.flows[key] = Flow(p.version, e.ident, dst, self._peer(p.version, dst))
             self.stats["flows"] += 1
             self._request(flow)
@@ -135,18 +135,6 @@ class PingFlows:
             return None
         self._send(flow, e)
         return None
-
-    def _make_room(self, now: float) -> bool:
-        """Close up to an eighth of the table: flows without a socket or idle for
-        EVICT_IDLE, the longest idle first. Whether any went; if none could, the
-        table is not searched again for ROOM_AFTER seconds."""
-        if now < self.room_after:
-            return False
-        gone = evict(self.flows, self.max_flows, now, self._close)
-        self.stats["evicted"] += gone
-        if not gone:
-            self.room_after = now + ROOM_AFTER
-        return gone > 0
 
     def _request(self, flow: Flow) -> None:
         flow.failed = 0.0

@@ -79,7 +79,16 @@ from ..setup.sockpool import loopback_family
 from . import mmsg
 from .addrmap import ANY6, LOOP6, HostAddrs
 from .faults import FaultLimit
-from .flowsock import FLOW_TIMEOUT, RECV_BUDGET, RUN_BYTES, SEGMENTER, SockFlow, SockFlows, adopt
+from .flowsock import (
+    FLOW_TIMEOUT,
+    RECV_BUDGET,
+    RUN_BYTES,
+    SEGMENTER,
+    SockFlow,
+    SockFlows,
+    adopt,
+    room,
+)
 from .flowsock import QUEUE_MAX as QUEUE_MAX  # re-exported (only flowsock checks it)
 from .limits import UDP_FDS
 from .udpsplice import KIND_HOST
@@ -377,10 +386,8 @@ class UdpFlows(SockFlows[Flow]):
         else:
             parts = None
         if flow is None:  # a reply to a sender on a -u socket, or a new destination
-            if len(self.flows) >= self.max_flows and not self._make_room(now, False):
-                # full of flows in use: dropped and counted, before a port socket is asked for it
-                self.stats["full"] += 1
-                return self.w.drop(self.DROP_FULL)
+            if not room(self, now):  # full of flows in use: dropped and counted before a port socket is asked
+                return None
             peer = self.peers.get(key)
             if peer is None and (version, sport) not in self.ports.flows:
                 self.ports._add_flow(PortSock(version, sport, now), force=True)  # asked first: its port is the flow's

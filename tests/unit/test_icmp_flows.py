@@ -223,7 +223,7 @@ def test_table_full_of_flows_in_use_refuses_new_ones(monkeypatch) -> None:  # ty
     # in use again, all of them: after ROOM_AFTER the table is searched once more, and refuses
     for ident in (1, 2, 3, 200):
         pings.from_guest(echo("192.0.2.2", ident=ident, seq=2))
-    w.clock += wicmp.ROOM_AFTER + 0.1
+    w.clock += flowsock.ROOM_AFTER + 0.1
     pings.from_guest(echo("192.0.2.2", ident=300))
     assert (4, 300, socket.inet_aton("192.0.2.2")) not in pings.flows and pings.stats["full"] == 21
     assert len(sorts) == 3, sorts  # the eviction's sort, and this one
