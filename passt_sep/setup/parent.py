@@ -51,6 +51,7 @@ from ..errors import (
     SetupError,
     check_interrupted,
     interrupt_setup,
+    signals_held,
 )
 from ..log import log, trim_file
 from . import netns, parentfilter
@@ -318,14 +319,22 @@ class Parent:
                 except OSError:
                     pass
 
+    def open_pid_file(self) -> int | None:
+        """The PID file, opened and recorded for set-up's clean-up in one step
+        (a signal in between would leave it behind)."""
+        path = self.opts.pid_file
+        with signals_held():
+            fd = _open_pid(path)
+            if fd is not None and path:
+                self.setup_files.append(path)
+        return fd
+
     def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
         o = self.opts
         cfg = self.configure()
         # What needs root is done while we still are: the files are opened
         # (O_NOFOLLOW), the host's forwarded ports bound (low ones too)
-        pid_fd = _open_pid(o.pid_file)
-        if pid_fd is not None and o.pid_file:
-            self.setup_files.append(o.pid_file)
+        pid_fd = self.open_pid_file()
         pcap_fd = _open_pcap(o.pcap)
         listeners, udp_listeners = self.bind_host_ports(cfg)
         self.bind_api(cfg)

@@ -45,11 +45,11 @@ from collections.abc import Callable
 from sandbox.fdpass import send_fds
 
 from .. import ipc
-from ..errors import SetupError
+from ..errors import SetupError, signals_held
 from ..log import log
 from ..worker.stream import CLIENT, GONE
 from . import passt_socket
-from .parent import Parent, _open_pcap, _open_pid, _write_pid, import_the_rest
+from .parent import Parent, _open_pcap, _write_pid, import_the_rest
 from .privs import drop_to
 
 
@@ -79,17 +79,16 @@ class PasstParent(Parent):
         if o.fd is not None:
             first = passt_socket.inherited(o.fd)
         else:
-            self.listener, self.path = passt_socket.listen(o.socket_path, self.early_fd,
-                                                           self.early_probed)
-            self.early_fd = None
-            if self.path not in self.setup_files:
-                self.setup_files.append(self.path)
+            with signals_held():  # bound and recorded for the clean-up in one step
+                self.listener, self.path = passt_socket.listen(o.socket_path, self.early_fd,
+                                                               self.early_probed)
+                self.early_fd = None
+                if self.path not in self.setup_files:
+                    self.setup_files.append(self.path)
         listeners, udp_listeners = self.bind_host_ports(cfg)
         self.bind_api(cfg)
         pcap_fd = _open_pcap(o.pcap)
-        pid_fd = _open_pid(o.pid_file)
-        if pid_fd is not None and o.pid_file:
-            self.setup_files.append(o.pid_file)
+        pid_fd = self.open_pid_file()
 
         self.ctl, wctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = [wctl.fileno()] + ([pcap_fd] if pcap_fd is not None else [])
