@@ -15,7 +15,14 @@ alternated with C pasta's and passt-sep's -T:
   checks): the least Python a relay can run per connection;
 - ``two``: the same split as passt-sep's: a process accepts and connects
   and hands both fds in one SCM_RIGHTS message to a second process that
-  relays them: the least the privilege separation can cost.
+  relays them: the least the privilege separation can cost;
+- ``one-poll`` / ``two-poll``: the same, with the relaying loop asking
+  epoll again without sleeping for up to 100 µs after a wake-up that
+  found work (passt-sep's worker does the same, worker/busypoll.py): the
+  floor with the one trick a Python loop has against wake-up latency.
+  ``FLOOR_ACCEPT_SPIN_US=N`` in the environment makes the accepting
+  process of ``two``/``two-poll`` spin for N µs after a connection before
+  it sleeps (the same trick in the parent: it loses, the CPUs are full).
 
 Each case is ``rr.py connrate`` (connect, 1 byte each way, close) with
 the rate and the relay's CPU per connection (every process of it).
@@ -75,11 +82,15 @@ def _connect(port: int) -> socket.socket:
     return s
 
 
+POLL_WINDOW = 100e-6  # the -poll relays: as passt-sep's worker (busypoll.WINDOW_DEFAULT)
+
+
 class Relay:
     """recv/send between pairs of sockets; a pair ends when both sides said EOF."""
 
-    def __init__(self) -> None:
+    def __init__(self, polling: bool = False) -> None:
         self.ep = select.epoll()
+        self.polling = polling
         self.peer: dict[int, socket.socket] = {}
         self.socks: dict[int, socket.socket] = {}
         self.eof: dict[int, bool] = {}
@@ -89,6 +100,16 @@ class Relay:
             fd = x.fileno()
             self.peer[fd], self.socks[fd], self.eof[fd] = y, x, False
             self.ep.register(fd, EV)
+
+    def wait(self) -> list[tuple[int, int]]:
+        """The next events; the -poll relays ask again without sleeping for up to POLL_WINDOW."""
+        if self.polling:
+            end = time.monotonic() + POLL_WINDOW
+            while time.monotonic() < end:
+                events = self.ep.poll(0)
+                if events:
+                    return events
+        return self.ep.poll()
 
     def event(self, fd: int) -> None:
         s = self.socks.get(fd)
@@ -122,15 +143,15 @@ class Relay:
                 self.socks.pop(x).close()
 
 
-def relay_one(netns: str, target: int, port: int) -> None:
+def relay_one(netns: str, target: int, port: int, polling: bool = False) -> None:
     """Accept, connect and relay in one process."""
     ls = _listener_in(netns, port)
-    r = Relay()
+    r = Relay(polling)
     r.ep.register(ls.fileno(), select.EPOLLIN)
     lfd = ls.fileno()
     print("ready", flush=True)
     while True:
-        for fd, _ev in r.ep.poll():
+        for fd, _ev in r.wait():
             if fd == lfd:
                 try:
                     a, _ = ls.accept()
@@ -142,7 +163,7 @@ def relay_one(netns: str, target: int, port: int) -> None:
                 r.event(fd)
 
 
-def relay_two(netns: str, target: int, port: int) -> None:
+def relay_two(netns: str, target: int, port: int, polling: bool = False) -> None:
     """A process accepts and connects, another relays (fds in one message)."""
     ls = _listener_in(netns, port)
     p, c = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -150,11 +171,11 @@ def relay_two(netns: str, target: int, port: int) -> None:
         _libc.prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM: ends with the accepting process
         p.close()
         ls.close()
-        r = Relay()
+        r = Relay(polling)
         cfd = c.fileno()
         r.ep.register(cfd, select.EPOLLIN)
         while True:
-            for fd, _ev in r.ep.poll():
+            for fd, _ev in r.wait():
                 if fd == cfd:
                     msg, anc, _f, _a = c.recvmsg(16, socket.CMSG_SPACE(8))
                     if not anc:  # the accepting process is gone
@@ -166,16 +187,24 @@ def relay_two(netns: str, target: int, port: int) -> None:
                     r.event(fd)
     c.close()
     print("ready", flush=True)
+    spin = float(os.environ.get("FLOOR_ACCEPT_SPIN_US", "0")) * 1e-6
+    idle_since = time.monotonic()
     while True:
         try:
             fd, _peer = ls._accept()  # type: ignore[attr-defined]
         except BlockingIOError:
-            select.select([ls], [], [])
+            if time.monotonic() - idle_since > spin:
+                select.select([ls], [], [])
+                idle_since = time.monotonic()
             continue
+        idle_since = time.monotonic()
         b = _connect(target)
         p.sendmsg([b"A"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd, b.fileno()]))])
         os.close(fd)
         b.close()
+
+
+RELAYS = ("one", "two", "one-poll", "two-poll")
 
 
 def _cpu(pids: list[int]) -> float:
@@ -209,7 +238,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--impls", default="one,two,pasta-c,passt-sep",
-                    help="one, two, pasta-c, passt-sep, passt-sep-nopoll, or the path of a pasta command")
+                    help="one, two, one-poll, two-poll, pasta-c, passt-sep, passt-sep-nopoll, "
+                         "or the path of a pasta command")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--count", type=int, default=2000)
     a = ap.parse_args()
@@ -224,7 +254,7 @@ def main() -> None:
         srv.stdout.readline()
         for _ in range(a.rounds):
             for impl in a.impls.split(","):
-                if impl in ("one", "two"):
+                if impl in RELAYS:
                     p = host.popen([PYTHON, __file__, "--relay", impl, guest.netns_path], stdout=subprocess.PIPE)
                     assert p.stdout is not None
                     p.stdout.readline()
@@ -248,7 +278,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--relay":
-        (relay_one if sys.argv[2] == "one" else relay_two)(sys.argv[3], SERVER_PORT, LISTEN_PORT)
+    if len(sys.argv) == 4 and sys.argv[1] == "--relay" and sys.argv[2] in RELAYS:
+        kind = sys.argv[2]
+        relay = relay_one if kind.startswith("one") else relay_two
+        relay(sys.argv[3], SERVER_PORT, LISTEN_PORT, kind.endswith("-poll"))
     else:
         main()
