@@ -15,8 +15,13 @@ from .cli import Options
 from .errors import SetupError
 from .log import log
 from .record import record
-from .setup.hostaddr import HostInfo
-from .setup.sockpool import tcp_peek_off_supported
+
+TYPE_CHECKING = False  # (typing costs start-up; mypy knows the name)
+if TYPE_CHECKING:
+    from .setup.hostaddr import HostInfo
+# (no setup module at import time: the worker loads this module for its
+# Config, and setup.hostaddr with netlink and the socket pool cost its
+# start-up 0.9 ms; build_config, the parent's, imports what it needs)
 
 IPv4 = ipaddress.IPv4Address
 IPv6 = ipaddress.IPv6Address
@@ -162,6 +167,8 @@ def _check_maps(version: int, host_lo, explicit_lo, guest_map, addr) -> None:
 
 def build_config(o: Options, host: HostInfo) -> Config:
     """Combine options and host addressing; raise SetupError if unusable."""
+    from .setup.sockpool import tcp_peek_off_supported
+
     dns_all = o.dns if o.dns is not None else host.nameservers
     v4 = v6 = None
     if o.ipv4:
