@@ -642,9 +642,3 @@ def version_text(mode: str) -> str:
             "License GPLv2+: GNU GPL version 2 or later <https://www.gnu.org/licenses/gpl-2.0.html>.\n"
             "This is free software: you are free to change and redistribute it.\n"
             "There is NO WARRANTY, to the extent permitted by law.\n")
-
-
-def default_shell() -> list[str]:
-    """pasta's default command: the user's shell as a login shell."""
-    shell = os.environ.get("SHELL") or "/bin/sh"
-    return [shell]
