@@ -4,7 +4,7 @@
 Sandboxed only. The worker's loop (worker/loop.py) calls every handler
 through guards at the per-flow boundary: the dispatch of one guest frame
 (``Worker.on_frame``), the call of one host fd's handler (the epoll loop)
-and a flow's broker reply callback (``Broker.request(..., reset=)``). An
+and a flow's broker reply callback (``BrokerClient.request(..., reset=)``). An
 exception that escapes one is a bug (every expected error, a socket error,
 a malformed frame, is handled where it happens); the guard hands it to
 ``Faults.record``, which

@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import errno
 import functools
-import ipaddress
 import os
 import select
 import socket
@@ -60,7 +59,7 @@ BULK_BYTES = 8192  # bytes per wake-up (tap frames, splice) above which the loop
 _monotonic = time.monotonic
 
 
-class Broker:
+class BrokerClient:
     """The worker's side of the broker socket: asynchronous fd requests.
 
     Every op keeps to its quota (ipc.QUOTAS: in flight, per second); the
@@ -288,7 +287,7 @@ class Worker:
     def __init__(self, cfg: Config, tap: Tap, broker_sock: socket.socket, guest_mac: bytes | None):
         self.cfg = cfg
         self.tap = tap
-        self.broker = Broker(broker_sock)
+        self.broker = BrokerClient(broker_sock)
         self.ep = select.epoll()
         self.waiter = BusyPoll(self.ep.poll)
         self.handlers: dict[int, Callable[[int], None]] = {}
@@ -627,8 +626,3 @@ class Worker:
                 f"broker requests refused over quota: {self.broker.refused}, "
                 f"replies whose fd was lost: {self.broker.lost_fds}, {self.faults.summary()}, "
                 f"{self.waiter.summary()}")
-
-
-def host_addr(version: int, raw: bytes) -> str:
-    """Text form of a packed address."""
-    return str(ipaddress.ip_address(raw)) if version in (4, 6) else ""

@@ -802,11 +802,11 @@ def test_worker_broker_routes_a_late_connect_failure() -> None:
     import socket
 
     from passt_sep import ipc
-    from passt_sep.worker.loop import Broker
+    from passt_sep.worker.loop import BrokerClient
     from sandbox.fdpass import send_fds
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    b = Broker(ours)
+    b = BrokerClient(ours)
     got: list[tuple[str, int | None, int]] = []
     for name in ("a", "b"):
         b.request(ipc.OP_TCP_CONNECT, socket.AF_INET, lambda fd, st, n=name: got.append((n, fd, st)),

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The worker's broker client (worker/loop.py Broker) under fd exhaustion and floods.
+"""The worker's broker client (worker/loop.py BrokerClient) under fd exhaustion and floods.
 
 Real SOCK_SEQPACKET socket pairs, the test playing the parent. Out of fds,
 a reply's fd is lost in transit (MSG_CTRUNC): the request it answers must
@@ -22,7 +22,7 @@ import pytest
 
 from passt_sep import ipc
 from passt_sep.worker import loop as loopmod
-from passt_sep.worker.loop import Broker as Client
+from passt_sep.worker.loop import BrokerClient as Client
 
 
 def _in_child(fn: Any) -> None:

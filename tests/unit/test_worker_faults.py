@@ -299,14 +299,14 @@ def test_an_icmp_flow_fault_drops_that_flow(rw: _RealWorker, monkeypatch: pytest
 
 
 def test_a_flow_reply_callback_fault_resets_that_flow_only() -> None:
-    """Broker.request(..., reset=): a callback that raises is a fault of its
+    """BrokerClient.request(..., reset=): a callback that raises is a fault of its
     flow (on_fault gets the exception and the flow's reset); the broker goes
     on and the next reply reaches its callback; FaultLimit still passes."""
-    from passt_sep.worker.loop import Broker
+    from passt_sep.worker.loop import BrokerClient
 
     ours, parent = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     got: list[tuple[str, object]] = []
-    b = Broker(ours)
+    b = BrokerClient(ours)
     b.on_fault = lambda e, reset: (got.append(("fault", str(e))), reset())  # type: ignore[func-returns-value]
 
     def bad(fd: int | None, status: int) -> None:
