@@ -41,7 +41,8 @@ from collections.abc import Callable
 
 from .. import ipc
 from ..log import log
-from .sockpool import loop_connect, loopback_family
+from ..loopback import loopback_family
+from .sockpool import loop_connect
 
 TYPE_CHECKING = False  # (typing itself costs start-up 3-5 ms; mypy knows the name)
 if TYPE_CHECKING:

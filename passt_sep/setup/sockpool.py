@@ -167,18 +167,3 @@ class SocketPool:
         for ready in self.ready.values():
             while ready:
                 ready.pop().close()
-
-
-def loopback_family(host: str) -> int | None:
-    """The family to splice a peer with (TCP: worker/splice.py, and the
-    parent's accept of -t twins, setup/acceptor.py) or relay a sender with
-    (UDP: worker/udpsplice.py), or None if it is not a loopback address.
-    One rule for both processes (the worker loads this module for it)."""
-    host = host.split("%")[0]
-    if host.startswith("127."):
-        return socket.AF_INET
-    if host == "::1":
-        return socket.AF_INET6
-    if host.startswith("::ffff:127."):
-        return socket.AF_INET
-    return None

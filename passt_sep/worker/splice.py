@@ -35,7 +35,7 @@ import struct
 
 from .. import ipc
 from ..log import DEBUG, log
-from ..setup.sockpool import loopback_family
+from ..loopback import loopback_family
 from .faults import FaultLimit
 from .flowsock import adopt
 from .limits import SPLICE_FDS

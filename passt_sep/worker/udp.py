@@ -73,9 +73,9 @@ import struct
 
 from .. import ipc
 from ..log import DEBUG, log
+from ..loopback import loopback_family
 from ..proto import udp as pudp
 from ..proto.packet import Packet
-from ..setup.sockpool import loopback_family
 from . import mmsg
 from .addrmap import ANY6, LOOP6, HostAddrs
 from .faults import FaultLimit

@@ -158,3 +158,16 @@ print(" ".join(sorted(sys.modules)))
     assert "passt_sep.setup.parent" in parent_mods and "passt_sep.worker.loop" in all_mods
     assert not {"dataclasses", "inspect", "ast", "pathlib", "site"} & all_mods
     assert not {"json", "queue", "passt_sep.setup.api", "passt_sep.worker.stream"} & parent_mods
+
+
+def test_worker_code_loads_no_setup_module() -> None:
+    """The worker's code, loaded alone, brings no passt_sep.setup module
+    (netlink, socket pools, the broker are the parent's; docs/architecture.md,
+    "Module map": config.py and loopback.py serve both from below)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from passt_sep.worker.main import preload\n"
+            "preload()\n"
+            "print(sorted(m for m in sys.modules if m.startswith('passt_sep.setup')))\n")
+    out = subprocess.run([sys.executable, "-I", "-c", code, ROOT], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[]", out
