@@ -61,7 +61,7 @@ from ..proto.packet import (
 TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
 if TYPE_CHECKING:
     from ..config import Config
-    from .loop import Worker
+    from .contract import FlowLoop
 
 DHCP_SERVER_PORT, DHCP_CLIENT_PORT = 67, 68
 DHCPV6_SERVER_PORT, DHCPV6_CLIENT_PORT = 547, 546
@@ -228,7 +228,7 @@ def dhcpv6_params(cfg: Config) -> dhcpv6.Dhcpv6Params | None:
     )
 
 
-def _responder(w: Worker, build: Callable[[Packet], Outcome]) -> Callable[[Packet], None]:
+def _responder(w: FlowLoop, build: Callable[[Packet], Outcome]) -> Callable[[Packet], None]:
     """A loop handler: build the reply, then send it or count the drop."""
 
     def handle(p: Packet) -> None:
@@ -241,7 +241,7 @@ def _responder(w: Worker, build: Callable[[Packet], Outcome]) -> Callable[[Packe
     return handle
 
 
-def services(w: Worker) -> dict[str, Callable[[Packet], None]]:
+def services(w: FlowLoop) -> dict[str, Callable[[Packet], None]]:
     """The UDP services of the worker, keyed "udp<version>:<port>".
 
     :param w: the worker; its cfg decides what is served

@@ -48,7 +48,7 @@ TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextli
 if TYPE_CHECKING:
     from typing import Any, Generic, TypeVar
 
-    from .loop import Worker
+    from .contract import FlowLoop
 else:
     class Generic:
         """typing.Generic's subscription (``SockFlows[Flow]``), without typing."""
@@ -150,7 +150,7 @@ class SockFlows(Generic[F]):
     DROP_SEND = "send failed"
     DROP_FULL = "table full"
 
-    def __init__(self, w: Worker, max_flows: int, stats: dict[str, int]) -> None:
+    def __init__(self, w: FlowLoop, max_flows: int, stats: dict[str, int]) -> None:
         self.w = w
         self.max_flows = max_flows
         self.flows: dict[Any, F] = {}

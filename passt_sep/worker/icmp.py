@@ -45,7 +45,7 @@ from .limits import ICMP_FDS
 
 TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
 if TYPE_CHECKING:
-    from .loop import Worker
+    from .contract import FlowLoop
 
 FLOW_TIMEOUT = 60.0  # seconds, as passt's ICMP_ECHO_TIMEOUT
 MAX_FLOWS = max(16, min(1024, ICMP_FDS // 2))  # per family (the table holds twice this, a socket each)
@@ -83,7 +83,7 @@ class PingFlows:
 
     DROP_FULL = DROP_FULL  # (flowsock.room drops with it)
 
-    def __init__(self, w: Worker) -> None:
+    def __init__(self, w: FlowLoop) -> None:
         self.w = w
         self.flows: dict[tuple[int, int, bytes], Flow] = {}
         self.addrs = HostAddrs(w.cfg)

@@ -42,7 +42,7 @@ from .limits import SPLICE_FDS
 
 TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
 if TYPE_CHECKING:
-    from .loop import Worker
+    from .contract import Tables
 
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20  # asked for; the kernel may give less (pipe-max-size, per-user quota)
@@ -132,7 +132,7 @@ class Listener:
 class Splicer:
     """Forwarded-port listeners and the table of spliced connections."""
 
-    def __init__(self, w: Worker, max_conns: int | None = None) -> None:
+    def __init__(self, w: Tables, max_conns: int | None = None) -> None:
         self.w = w
         self.enabled = w.cfg.opts.mode == "pasta"
         self.listeners: dict[int, Listener] = {}

@@ -54,7 +54,7 @@ from .limits import TCP_FDS
 
 TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
 if TYPE_CHECKING:
-    from .loop import Worker
+    from .contract import FlowLoop
 
 # Timeouts in seconds (the loop's timer runs once a second)
 SYN_TIMEOUT = 10.0  # handshake not completed: RST
@@ -206,7 +206,7 @@ def _unacked(c: Conn) -> bool:
 class TcpFlows:
     """The connection table and both directions of the data path."""
 
-    def __init__(self, w: Worker, max_conns: int | None = None) -> None:
+    def __init__(self, w: FlowLoop, max_conns: int | None = None) -> None:
         self.w = w
         cfg = w.cfg
         self.conns: dict[tuple[bytes, int, bytes, int], Conn] = {}

@@ -95,7 +95,7 @@ from .udpsplice import KIND_HOST
 
 TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
 if TYPE_CHECKING:
-    from .loop import Worker
+    from .contract import Tables
 
 # FLOW_TIMEOUT (here only guest activity counts), RETRY_AFTER, QUEUE_MAX and RECV_BUDGET:
 # worker/flowsock.py; UDP_FDS: worker/limits.py (a flow's socket, and its port's at most)
@@ -252,7 +252,7 @@ class UdpFlows(SockFlows[Flow]):
     DROP_SEND = "udp send failed"
     DROP_FULL = "udp table full"
 
-    def __init__(self, w: Worker, max_flows: int | None = None, max_peers: int | None = None) -> None:
+    def __init__(self, w: Tables, max_flows: int | None = None, max_peers: int | None = None) -> None:
         super().__init__(w, max_flows or MAX_FLOWS, {
             "flows": 0, "to_host": 0, "to_guest": 0, "refused": 0, "send_errors": 0,
             "too_big": 0, "queue_full": 0, "evicted": 0, "full": 0, "inbound": 0,

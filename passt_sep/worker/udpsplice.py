@@ -46,7 +46,7 @@ from .limits import UDP_SPLICE_FDS
 
 TYPE_CHECKING = False  # (typing costs the worker's start-up 3 ms with contextlib, warnings; mypy knows the name)
 if TYPE_CHECKING:
-    from .loop import Worker
+    from .contract import FlowLoop
 
 # FLOW_TIMEOUT (here a datagram either way counts), RETRY_AFTER, QUEUE_MAX and RECV_BUDGET:
 # worker/flowsock.py; UDP_SPLICE_FDS: worker/limits.py
@@ -95,7 +95,7 @@ class UdpSplicer(SockFlows[Flow]):
     DROP_SEND = "udp splice send failed"
     DROP_FULL = "udp splice table full"
 
-    def __init__(self, w: Worker, max_flows: int | None = None) -> None:
+    def __init__(self, w: FlowLoop, max_flows: int | None = None) -> None:
         super().__init__(w, max_flows or MAX_FLOWS, {
             "flows": 0, "to_host": 0, "to_ns": 0, "refused": 0, "send_errors": 0,
             "queue_full": 0, "evicted": 0, "full": 0, "expired": 0, "no_reply_socket": 0})
