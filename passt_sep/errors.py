@@ -76,7 +76,6 @@ def check_interrupted() -> None:
         raise Interrupted(_pending[0])
 
 
-
 class signals_held:  # noqa: N801 (used as a function: ``with signals_held():``)
     """SETUP_SIGNALS wait until the block ends (then Interrupted is raised as usual).
 

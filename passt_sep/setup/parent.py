@@ -319,6 +319,11 @@ class Parent:
                 except OSError:
                     pass
 
+    def _record_file(self, path: str) -> None:
+        """A file set-up made: removed if the run never gets set up."""
+        if path not in self.setup_files:
+            self.setup_files.append(path)
+
     def open_pid_file(self) -> int | None:
         """The PID file, opened and recorded for set-up's clean-up in one step
         (a signal in between would leave it behind)."""
@@ -326,7 +331,7 @@ class Parent:
         with signals_held():
             fd = _open_pid(path)
             if fd is not None and path:
-                self.setup_files.append(path)
+                self._record_file(path)
         return fd
 
     def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:

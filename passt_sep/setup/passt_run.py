@@ -45,7 +45,7 @@ from collections.abc import Callable
 from sandbox.fdpass import send_fds
 
 from .. import ipc
-from ..errors import SetupError, signals_held
+from ..errors import SetupError
 from ..log import log
 from ..worker.stream import CLIENT, GONE
 from . import passt_socket
@@ -79,12 +79,11 @@ class PasstParent(Parent):
         if o.fd is not None:
             first = passt_socket.inherited(o.fd)
         else:
-            with signals_held():  # bound and recorded for the clean-up in one step
-                self.listener, self.path = passt_socket.listen(o.socket_path, self.early_fd,
-                                                               self.early_probed)
-                self.early_fd = None
-                if self.path not in self.setup_files:
-                    self.setup_files.append(self.path)
+            # (the first stage's socket is recorded by main; one bound here is
+            # recorded in the same step as its bind, passt_socket._bind_recorded)
+            self.listener, self.path = passt_socket.listen(o.socket_path, self.early_fd,
+                                                           self.early_probed, self._record_file)
+            self.early_fd = None
         listeners, udp_listeners = self.bind_host_ports(cfg)
         self.bind_api(cfg)
         pcap_fd = _open_pcap(o.pcap)

@@ -25,9 +25,10 @@ import errno
 import os
 import socket
 import stat
+from collections.abc import Callable
 
 from ..early import SOCKET_MAX, default_path, in_use
-from ..errors import SetupError
+from ..errors import SetupError, signals_held
 from ..log import log
 
 BACKLOG = 4
@@ -62,8 +63,20 @@ def _bind(path: str) -> socket.socket:
     return s
 
 
+def _bind_recorded(path: str, record: Callable[[str], None] | None) -> socket.socket:
+    """_bind, and record(path) for set-up's clean-up in the same step: the
+    set-up signals wait across both (a signal between them would leave the
+    socket file behind), and only across both, not across the probing."""
+    with signals_held():
+        s = _bind(path)
+        if record is not None:
+            record(path)
+    return s
+
+
 def listen(path: str | None, early_fd: int | None = None,
-           probed: list[str] | None = None) -> tuple[socket.socket, str]:
+           probed: list[str] | None = None,
+           record: Callable[[str], None] | None = None) -> tuple[socket.socket, str]:
     """The listening socket and its path; SetupError if none can be had.
 
     ``early_fd``: the socket passt_sep.early made for this very path before
@@ -81,7 +94,7 @@ def listen(path: str | None, early_fd: int | None = None,
         if in_use(path):
             raise SocketInUse(path)
         try:
-            s = _bind(path)
+            s = _bind_recorded(path, record)
         except OSError as e:
             raise SetupError(f"UNIX socket {path}", e) from None
         log.info(f"UNIX domain socket bound at {path}")
@@ -93,7 +106,7 @@ def listen(path: str | None, early_fd: int | None = None,
         if in_use(p):
             continue
         try:
-            s = _bind(p)
+            s = _bind_recorded(p, record)
         except (OSError, SetupError) as e:
             last = e if isinstance(e, OSError) else OSError(errno.EEXIST, str(e))
             continue

@@ -4,6 +4,7 @@
 Each case runs in a child interpreter, so the handlers it installs never
 touch the test process."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,29 @@ def test_mask_restored() -> None:
             "print(all(s in inside for s in SETUP_SIGNALS), any(s in after for s in SETUP_SIGNALS))\n")
     r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=30)
     assert r.stdout.strip() == "True False", r.stderr
+
+
+def test_passt_socket_bound_and_recorded_in_one_step(tmp_path: Path) -> None:
+    """passt_socket.listen records the path it bound (record=) with the set-up
+    signals held across the bind and the record, and only there: a SIGTERM
+    sent from inside the record call comes after it, with the file recorded."""
+    code = f"""
+import os, signal, sys
+sys.path[:0] = [{str(ROOT)!r}]
+from passt_sep.errors import Interrupted, interrupt_setup
+from passt_sep.setup import passt_socket
+interrupt_setup()
+files = []
+def record(path):
+    os.kill(os.getpid(), signal.SIGTERM)  # held: delivered once the step is over
+    files.append(path)
+try:
+    s, path = passt_socket.listen({str(tmp_path / "s")!r}, record=record)
+    print("not interrupted")
+except Interrupted as e:
+    print(signal.Signals(e.sig).name, files, os.path.exists(files[0]) if files else None)
+"""
+    r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"SIGTERM [{str(tmp_path / 's')!r}] True", r.stdout + r.stderr
