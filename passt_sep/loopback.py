@@ -3,8 +3,8 @@
 
 Owns ``loopback_family``. The parent's acceptor (setup/acceptor.py) uses it
 for the peers of the -t loopback twins, the worker for the peers it
-splices (worker/splice.py) and the UDP senders it relays between the
-loopbacks (worker/udp.py, udpsplice.py). It lives below both, so the
+splices (worker/splice.py) and the -u senders it relays to the
+namespace's loopback (worker/udp.py, through worker/udpsplice.py). It lives below both, so the
 worker loads no set-up module for it (it used to be in setup/sockpool.py).
 """
 

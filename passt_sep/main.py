@@ -142,7 +142,7 @@ def _setup_and_run(mode: str, opts: Options, early: Early | EarlyTap | None) -> 
             parent.early_fd = listen_fd
             parent.early_probed = early.probed if isinstance(early, Early) else []
             if isinstance(early, Early):  # a run that never gets set up removes it (docs/faults.md)
-                parent.setup_files.append(early.path)
+                parent.record_file(early.path)
         if isinstance(early, EarlyTap) and early.fd is not None:
             parent.early_tap = early  # adopted by setup/tap.py if it is the tap the run wants
         status = parent.run()

@@ -319,7 +319,7 @@ class Parent:
                 except OSError:
                     pass
 
-    def _record_file(self, path: str) -> None:
+    def record_file(self, path: str) -> None:
         """A file set-up made: removed if the run never gets set up."""
         if path not in self.setup_files:
             self.setup_files.append(path)
@@ -331,7 +331,7 @@ class Parent:
         with signals_held():
             fd = _open_pid(path)
             if fd is not None and path:
-                self._record_file(path)
+                self.record_file(path)
         return fd
 
     def _run(self, level: int, stderr_fd: int | None, log_fd: int | None) -> int:
@@ -725,8 +725,8 @@ class Parent:
 
     def _netns_changed(self, _ev: int) -> None:
         self.netns_event = True
-        if self.netns_watch is not None and self.netns_watch.pidfd:
-            self.netns_watch.exited = True  # a pidfd is readable once its process has exited
+        if self.netns_watch is not None:
+            self.netns_watch.fired()
 
     def poll_timeout(self) -> float:
         """Until the next auto scan, a second at most."""
@@ -809,7 +809,7 @@ class _NetnsWatch:
     def __init__(self, path: str, pidfd: int = -1) -> None:
         self.path = path
         self.fd = pidfd
-        self.pidfd = pidfd >= 0
+        self.of_process = pidfd >= 0  # fd is the pidfd of the namespace's process
         self.exited = False
         if path.startswith("/proc/"):
             return  # a process's namespace: its pidfd or nothing
@@ -821,6 +821,11 @@ class _NetnsWatch:
                 os.close(fd)
                 fd = -1
         self.fd = fd
+
+    def fired(self) -> None:
+        """The loop saw fd readable: for a pidfd, its process has exited."""
+        if self.of_process:
+            self.exited = True
 
     def gone(self) -> bool:
         """Whether the namespace file has disappeared, or its process ended."""

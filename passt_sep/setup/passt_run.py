@@ -82,7 +82,7 @@ class PasstParent(Parent):
             # (the first stage's socket is recorded by main; one bound here is
             # recorded in the same step as its bind, passt_socket._bind_recorded)
             self.listener, self.path = passt_socket.listen(o.socket_path, self.early_fd,
-                                                           self.early_probed, self._record_file)
+                                                           self.early_probed, self.record_file)
             self.early_fd = None
         listeners, udp_listeners = self.bind_host_ports(cfg)
         self.bind_api(cfg)
