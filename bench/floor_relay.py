@@ -47,7 +47,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-RR = str(REPO.parent / "shared" / "bench" / "rr.py")
 SERVER_PORT, LISTEN_PORT = 5311, 5312
 EV = select.EPOLLIN | select.EPOLLRDHUP
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -234,6 +233,8 @@ def _tree(pid: int) -> list[int]:
 
 
 def main() -> None:
+    from rrserver import RR, start_server
+
     from tests.netenv import HOST_ADDR4, PASTA, PYTHON, HostNS, stop_process, wait_for
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -249,9 +250,7 @@ def main() -> None:
     with HostNS(gateway=False) as host:
         guest = host.guest()
         guest.run("ip link set lo up")
-        srv = host.popen([PYTHON, RR, "server", "127.0.0.1", str(SERVER_PORT)], stdout=subprocess.PIPE)
-        assert srv.stdout is not None
-        srv.stdout.readline()
+        start_server(host, "127.0.0.1", SERVER_PORT)
         for _ in range(a.rounds):
             for impl in a.impls.split(","):
                 if impl in RELAYS:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from rrserver import start_server  # noqa: E402
 
 from tests.netenv import (  # noqa: E402
     GW_ADDR4,
@@ -39,7 +40,6 @@ from tests.netenv import (  # noqa: E402
     wait_for,
 )
 
-RR = str(REPO.parent / "shared" / "bench" / "rr.py")
 PORT = 5301
 
 CLIENT = r"""
@@ -81,9 +81,7 @@ def main() -> None:
     with HostNS(gateway=False) as host:
         guest = host.guest()
         guest.run("ip link set lo up")
-        srv = host.popen([PYTHON, RR, "server", "127.0.0.1", str(PORT)], stdout=subprocess.PIPE)
-        assert srv.stdout is not None
-        srv.stdout.readline()
+        start_server(host, "127.0.0.1", PORT)
         p = host.popen([*a.pasta.split(), "-f", "-q", "--config-net", "-T", str(PORT), "--netns",
                         guest.netns_path])
         if not wait_for(lambda: HOST_ADDR4 in guest.run("ip -4 addr", check=False).stdout, 10):

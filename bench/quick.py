@@ -47,6 +47,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from rrserver import RR, start_server  # noqa: E402
+
 from tests.netenv import (  # noqa: E402
     GW_ADDR4,
     HOST_ADDR4,
@@ -58,7 +60,6 @@ from tests.netenv import (  # noqa: E402
     wait_for,
 )
 
-RR = str(REPO.parent / "shared" / "bench" / "rr.py")
 RR_PORT_HOST, RR_PORT_NS, IPERF_HOST, IPERF_NS = 5301, 5302, 5203, 5202
 
 
@@ -78,10 +79,7 @@ def main() -> None:
         guest.run("ip link set lo up")
         servers = {}
         for ns, addr, port in ((host, "127.0.0.1", RR_PORT_HOST), (guest, "0.0.0.0", RR_PORT_NS)):
-            srv = ns.popen([PYTHON, RR, "server", addr, str(port)], stdout=subprocess.PIPE)
-            assert srv.stdout is not None
-            srv.stdout.readline()  # "ready" (the server exits with the namespace)
-            servers[port] = _python_child(srv.pid)
+            servers[port] = _python_child(start_server(ns, addr, port).pid)
         if any(c.startswith(("splice", "udp")) for c in cases):
             hs = host.popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(IPERF_HOST)], stdout=subprocess.DEVNULL)
             gs = guest.popen(["iperf3", "-s", "-p", str(IPERF_NS)], stdout=subprocess.DEVNULL)

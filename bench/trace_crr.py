@@ -40,9 +40,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from rrserver import RR, start_server  # noqa: E402
+
 from tests.netenv import GW_ADDR4, HOST_ADDR4, PASTA, PYTHON, HostNS, stop_process, wait_for  # noqa: E402
 
-RR = str(REPO.parent / "shared" / "bench" / "rr.py")
 TRACEFS = Path("/sys/kernel/tracing")
 PORT_HOST, PORT_NS = 5301, 5302
 LINE = re.compile(r"\s*(.+?)-(\d+)\s+\[(\d+)\]\s+\S+\s+([\d.]+):\s+(\S+):\s*(.*)")
@@ -169,9 +170,7 @@ def main() -> None:
         guest = host.guest()
         guest.run("ip link set lo up")
         for ns, addr, port in ((host, "127.0.0.1", PORT_HOST), (guest, "0.0.0.0", PORT_NS)):
-            srv = ns.popen([PYTHON, RR, "server", addr, str(port)], stdout=subprocess.PIPE)
-            assert srv.stdout is not None
-            srv.stdout.readline()  # "ready"
+            start_server(ns, addr, port)
         p = host.popen([*a.pasta.split(), "-f", "-q", "--config-net", "-t", str(PORT_NS),
                         "--netns", guest.netns_path])
         try:
